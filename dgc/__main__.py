@@ -1,0 +1,5 @@
+import sys
+
+from dgc.cli import main
+
+sys.exit(main())

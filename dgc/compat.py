@@ -1,0 +1,77 @@
+"""Load checkpoints saved by the authors' code (zhuogege1943/dgc) into this project's models.
+
+Their DGC layer stores `_inactive_channels` (shape (1,)), `norm.*` and per head
+`headconv_<i>.conv.weight`, `headconv_<i>.fc1.weight`, `headconv_<i>.fc2.{weight,bias}`; everything
+else (DenseNet `features.*`, `bn_last`, `classifier`; ResNet `conv1`, `layerN.M.*`, `fc`) already has
+our names, but for their ResNet's downsample BatchNorm (`downsample.1.norm.*` -> `downsample.1.*`). Checkpoints saved under DataParallel prefix every key with `module.`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Mapping
+
+import torch
+from torch import nn
+
+# (their suffix pattern, our suffix template) inside one DGC layer.
+_DGC_KEY_RULES = (
+    (re.compile(r"^(?P<p>(.*\.)?)_inactive_channels$"), r"\g<p>inactive_channels"),
+    (re.compile(r"^(?P<p>(.*\.)?)headconv_(?P<i>\d+)\.conv\.weight$"), r"\g<p>heads.\g<i>.weight"),
+    (re.compile(r"^(?P<p>(.*\.)?)headconv_(?P<i>\d+)\.(?P<fc>fc[12])\.(?P<t>weight|bias)$"),
+     r"\g<p>heads.\g<i>.gate.\g<fc>.\g<t>"),
+    # Their ResNet wraps the downsample BatchNorm in a module of its own (downsample.1.norm).
+    (re.compile(r"^(?P<p>.*\.downsample\.1)\.norm\.(?P<t>.*)$"), r"\g<p>.\g<t>"),
+)
+
+
+class OfficialCheckpointError(ValueError):
+    """A key of the authors' state_dict does not fit the model; the message names it."""
+
+
+def unwrap_checkpoint(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
+    """The state_dict inside an authors' checkpoint file (`{'state_dict': ...}`) or the dict itself."""
+    for key in ("state_dict", "model"):
+        inner = checkpoint.get(key) if isinstance(checkpoint, Mapping) else None
+        if isinstance(inner, Mapping):
+            return inner
+    return checkpoint
+
+
+def translate_key(key: str) -> str:
+    """Their key -> ours (the `module.` prefix removed)."""
+    if key.startswith("module."):
+        key = key[len("module."):]
+    for pattern, template in _DGC_KEY_RULES:
+        if pattern.match(key):
+            return pattern.sub(template, key)
+    return key
+
+
+def load_official_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load the authors' `state_dict` into `model` (densenet86_dgc, condensenet74_dgc, resnet18_dgc).
+
+    Raises OfficialCheckpointError naming the first key that is unknown, missing or of the wrong shape.
+    Returns the model, with every DGC layer's inactive-channel count taken from the checkpoint.
+    """
+    ours = model.state_dict()
+    translated: dict[str, torch.Tensor] = {}
+    for key, value in unwrap_checkpoint(state_dict).items():
+        target = translate_key(key)
+        if target not in ours:
+            raise OfficialCheckpointError(f"checkpoint key {key!r} has no counterpart in "
+                                          f"{type(model).__name__} (looked for {target!r})")
+        value = torch.as_tensor(value)
+        expected = ours[target].shape
+        if target.endswith("inactive_channels") and value.numel() == 1:
+            value = value.reshape(expected).to(ours[target].dtype)
+        if value.shape != expected:
+            raise OfficialCheckpointError(f"checkpoint key {key!r} has shape {tuple(value.shape)}, "
+                                          f"the model expects {tuple(expected)} at {target!r}")
+        translated[target] = value
+    missing = [k for k in ours if k not in translated]
+    if missing:
+        raise OfficialCheckpointError(f"checkpoint lacks {missing[0]!r} "
+                                      f"({len(missing)} model keys missing in all)")
+    model.load_state_dict(translated, strict=True)
+    return model

@@ -1,0 +1,124 @@
+"""FLOPs in the paper's convention: multiply-adds counted analytically at batch 1.
+
+Rules (DESIGN.md): conv = C_in * C_out * k * k * H_out * W_out / groups; linear = weights + biases;
+ReLU and global pooling = input elements; windowed pooling = output elements x kernel area
+(the authors' counter: it matters for ResNet's 3x3 max-pool); BatchNorm = 0. A DGC layer counts its pre-activation ReLU, its global
+pool, every head's saliency generator and its channel scaling, and its convolution at the dense cost
+times the gate factor g. Stock counters (thop, ptflops, fvcore, torch's FlopCounterMode) miss or
+over-count the masked convolution, hence this counter.
+
+`profile(model, input_size)` returns `flops_dense` (every DGC conv at full cost), `flops_expected`
+(at g, the paper's number) and `params` (every parameter, nothing removed).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn.modules.utils import _pair
+
+from dgc.layers import DGCConv2d
+
+
+def conv_flops(in_channels: int, out_channels: int, kernel_size: Sequence[int], out_hw: Sequence[int],
+               groups: int = 1) -> int:
+    """Multiply-adds of one convolution at batch 1."""
+    k = kernel_size[0] * kernel_size[1]
+    return in_channels * out_channels * k * out_hw[0] * out_hw[1] // groups
+
+
+def linear_flops(layer: nn.Linear) -> int:
+    return layer.weight.numel() + (layer.bias.numel() if layer.bias is not None else 0)
+
+
+def dgc_flops(layer: DGCConv2d, in_hw: Sequence[int], out_hw: Sequence[int]) -> tuple[int, int]:
+    """(overhead, dense conv) multiply-adds of a DGC layer at batch 1.
+
+    overhead = pre-activation ReLU + global pool + per head (saliency generator + channel scaling);
+    the conv costs `dense conv` at g = 1 and `dense conv * g` in expectation.
+    """
+    c, hw = layer.in_channels, in_hw[0] * in_hw[1]
+    overhead = 2 * c * hw  # ReLU and global average pool over (C_in, h, w)
+    for head in layer.heads:
+        gate = head.gate
+        overhead += linear_flops(gate.fc1) + gate.fc1.out_features  # fc1 + ReLU
+        overhead += linear_flops(gate.fc2) + c                       # fc2 + ReLU
+        overhead += c                                                # scaling by saliency
+    dense = conv_flops(c, layer.out_channels, layer.kernel_size, out_hw)
+    return overhead, dense
+
+
+def _module_flops(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tuple[str, int]:
+    """(kind, multiply-adds) of one leaf module at batch 1."""
+    if isinstance(module, nn.Conv2d):
+        return "conv", conv_flops(module.in_channels, module.out_channels, module.kernel_size,
+                                  out.shape[-2:], module.groups)
+    if isinstance(module, nn.Linear):
+        return "linear", linear_flops(module) * (inp[0].numel() // inp.shape[-1])
+    if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
+        # Every window element of every output: output elements x kernel area.
+        k = _pair(module.kernel_size)
+        return "pool", out[0].numel() * k[0] * k[1]
+    if isinstance(module, nn.AdaptiveAvgPool2d):
+        return "pool", inp[0].numel()
+    if isinstance(module, nn.ReLU):
+        return "relu", inp[0].numel()
+    return "free", 0  # BatchNorm, Identity: not counted
+
+
+def breakdown(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict[str, float]:
+    """Multiply-adds of one image of `input_size` (C, H, W), by kind.
+
+    Kinds: conv, linear, relu, pool (plain layers), dgc_overhead (pre-activation, pool, saliency
+    generators and scaling of DGC layers), dgc_conv_dense and dgc_conv_expected (their convs at
+    g = 1 and at g). The model's mode is left as it was.
+    """
+    if len(input_size) != 3 or any(int(s) < 1 for s in input_size):
+        raise ValueError(f"input_size must be (C, H, W) with positive entries, got {tuple(input_size)}")
+    inside_dgc = {id(m) for layer in model.modules() if isinstance(layer, DGCConv2d)
+                  for m in layer.modules() if m is not layer}
+    kinds = dict.fromkeys(("conv", "linear", "relu", "pool", "free", "dgc_overhead",
+                           "dgc_conv_dense", "dgc_conv_expected"), 0)
+
+    def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        inp = args[0]
+        if isinstance(module, DGCConv2d):
+            overhead, dense = dgc_flops(module, inp.shape[-2:], out.shape[-2:])
+            kinds["dgc_overhead"] += overhead
+            kinds["dgc_conv_dense"] += dense
+            kinds["dgc_conv_expected"] += dense * module.gate_factor
+        else:
+            kind, flops = _module_flops(module, inp, out)
+            kinds[kind] += flops
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if id(m) not in inside_dgc and (isinstance(m, DGCConv2d) or not list(m.children()))]
+    was_training = model.training
+    try:
+        model.eval()
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        with torch.no_grad():
+            model(torch.zeros(1, *(int(s) for s in input_size), device=device))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    del kinds["free"]
+    return kinds
+
+
+def profile(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict[str, int]:
+    """Count `model`'s multiply-adds on one image of `input_size` (C, H, W), the paper's way.
+
+    Returns {"flops_dense", "flops_expected", "params"}: every DGC conv at full cost, at its gate
+    factor g (the paper's number), and every parameter (nothing is removed by pruning).
+    """
+    kinds = breakdown(model, input_size)
+    fixed = kinds["conv"] + kinds["linear"] + kinds["relu"] + kinds["pool"] + kinds["dgc_overhead"]
+    return {
+        "flops_dense": int(fixed + kinds["dgc_conv_dense"]),
+        "flops_expected": int(round(fixed + kinds["dgc_conv_expected"])),
+        "params": sum(p.numel() for p in model.parameters()),
+    }

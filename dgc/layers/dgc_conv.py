@@ -1,0 +1,169 @@
+"""Dynamic Group Convolution (Su et al., "Dynamic Group Convolution for Accelerating
+Convolutional Neural Networks", ECCV 2020, arXiv 2007.04242).
+
+H heads share one pre-activated input. Each head owns a saliency generator and a dense weight
+(C_out/H, C_in, k, k); per sample it keeps the C_in - n_in most salient input channels, scales them
+by their saliency and convolves them. Output channel j*H + i is head i's j-th channel, so the heads
+come out interleaved (this acts as the channel shuffle for a following group conv).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.utils import _pair
+
+from dgc.layers.gate import SaliencyGenerator
+from dgc.layers.schedule import check_gate_factor, inactive_channels
+
+
+class DGCHead(nn.Module):
+    """One head: its saliency generator and its dense conv weight (no bias)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: tuple[int, int],
+                 squeeze_rate: int) -> None:
+        super().__init__()
+        self.gate = SaliencyGenerator(in_channels, squeeze_rate)
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *kernel_size))
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+
+
+class DGCConv2d(nn.Module):
+    """Dynamic group convolution with its own BatchNorm-ReLU pre-activation.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, dilation: as nn.Conv2d.
+        heads: number of heads H (dynamic groups); must divide in_channels and out_channels.
+        squeeze_rate: reduction s of each saliency generator (halved when in_channels < 80).
+        gate_factor: fraction g of input channels each head keeps, in (0, 1].
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
+                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
+                 dilation: int | tuple[int, int] = 1, heads: int = 4, squeeze_rate: int = 16,
+                 gate_factor: float = 0.25) -> None:
+        super().__init__()
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
+                            ("heads", heads), ("squeeze_rate", squeeze_rate)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if in_channels % heads or out_channels % heads:
+            raise ValueError(f"heads={heads} must divide in_channels={in_channels} "
+                             f"and out_channels={out_channels}")
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = _pair(kernel_size)
+        self.stride = _pair(stride)
+        self.padding = _pair(padding)
+        self.dilation = _pair(dilation)
+        self.num_heads = heads
+        self.squeeze_rate = squeeze_rate
+        self.gate_factor = check_gate_factor(gate_factor)
+
+        self.norm = nn.BatchNorm2d(in_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.heads = nn.ModuleList(
+            DGCHead(in_channels, out_channels // heads, self.kernel_size, squeeze_rate)
+            for _ in range(heads))
+        # n_in, the number of input channels each head prunes; saved with the model. A Python
+        # mirror avoids a device sync on every forward; it follows the buffer on load_state_dict.
+        self.register_buffer("inactive_channels", torch.zeros((), dtype=torch.long))
+        self._n_inactive = 0
+        self.register_load_state_dict_post_hook(_sync_inactive_mirror)
+        self._sparsity: torch.Tensor | None = None
+
+    # -- pruning state ------------------------------------------------------------------------
+    @property
+    def n_inactive(self) -> int:
+        return self._n_inactive
+
+    def set_inactive(self, n: int) -> None:
+        """Set n_in directly (0 <= n <= in_channels)."""
+        n = int(n)
+        if not 0 <= n <= self.in_channels:
+            raise ValueError(f"inactive channel count must be in [0, {self.in_channels}], got {n}")
+        self.inactive_channels.fill_(n)
+        self._n_inactive = n
+
+    def set_progress(self, progress: float) -> int:
+        """Set n_in from training progress p in [0, 1] (DESIGN.md schedule); returns n_in."""
+        n = inactive_channels(self.in_channels, self.gate_factor, progress)
+        self.set_inactive(n)
+        return n
+
+    @property
+    def sparsity(self) -> torch.Tensor | None:
+        """Sparsity term of the last forward: mean saliency over batch and channels, summed over heads."""
+        return self._sparsity
+
+    # -- the algorithm, step by step ------------------------------------------------------------
+    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+        """Saliencies of every head for the pre-activated input x: (B, C_in, h, w) -> (B, H, C_in)."""
+        pooled = x.mean(dim=(2, 3))  # (B, C_in), shared by all heads
+        return torch.stack([head.gate(pooled) for head in self.heads], dim=1)  # (B, H, C_in)
+
+    def keep_mask(self, saliency: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of kept channels: the n_in smallest saliencies per sample and head are dropped."""
+        keep = torch.ones_like(saliency, dtype=torch.bool)  # (B, H, C_in)
+        n = self._n_inactive
+        if n > 0:
+            # Ranked on a detached copy: the ranking itself carries no gradient.
+            drop = saliency.detach().topk(n, dim=2, largest=False).indices  # (B, H, n)
+            keep.scatter_(2, drop, False)
+        return keep
+
+    def weight(self) -> torch.Tensor:
+        """All heads' weights stacked head-major: (H * C_out/H, C_in, k, k)."""
+        return torch.cat([head.weight for head in self.heads], dim=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.norm(x))  # (B, C_in, h, w)
+        saliency = self.saliency(x)  # (B, H, C_in)
+        self._sparsity = saliency.mean(dim=(0, 2)).sum()  # before pruning
+        keep = self.keep_mask(saliency)
+        # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
+        scale = saliency * keep  # (B, H, C_in)
+        return self._masked_conv(x, scale)
+
+    def _masked_conv(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Reference execution: H scaled copies of x through one grouped conv (the authors' way)."""
+        b, c, h, w = x.shape
+        heads = self.num_heads
+        xs = (x.unsqueeze(1) * scale[..., None, None]).reshape(b, heads * c, h, w)  # (B, H*C_in, h, w)
+        out = F.conv2d(xs, self.weight(), None, self.stride, self.padding, self.dilation,
+                       groups=heads)  # (B, H*C_out/H, h', w'), head-major
+        ho, wo = out.shape[-2:]
+        # Interleave heads: channel j*H + i <- head i, channel j.
+        return out.view(b, heads, -1, ho, wo).transpose(1, 2).reshape(b, -1, ho, wo)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, heads={self.num_heads}, "
+                f"gate_factor={self.gate_factor}, squeeze_rate={self.squeeze_rate}")
+
+
+def _sync_inactive_mirror(module: nn.Module, incompatible_keys) -> None:
+    module._n_inactive = int(module.inactive_channels)
+
+
+def dgc_layers(model: nn.Module) -> list[DGCConv2d]:
+    """Every DGC layer of `model`, in module order."""
+    return [m for m in model.modules() if isinstance(m, DGCConv2d)]
+
+
+def sparsity_loss(model: nn.Module) -> torch.Tensor:
+    """Summed sparsity term of every DGC layer's last forward (0 for a model without DGC layers)."""
+    terms = [layer.sparsity for layer in dgc_layers(model) if layer.sparsity is not None]
+    if not terms:
+        device = next((p.device for p in model.parameters()), torch.device("cpu"))
+        return torch.zeros((), device=device)
+    return torch.stack(terms).sum()
+
+
+def set_progress(model: nn.Module, progress: float) -> list[int]:
+    """Set the inactive-channel count of every DGC layer from training progress p in [0, 1]."""
+    from dgc.layers.schedule import check_progress
+
+    p = check_progress(progress)
+    return [layer.set_progress(p) for layer in dgc_layers(model)]

@@ -1,0 +1,63 @@
+"""DenseNet-86 / CondenseNet-74 topology with DGC (the authors' "DyDenseNet"), and its baselines.
+
+CondenseNet layout (Huang et al., CVPR 2018): each dense layer is a 1x1 conv C -> 4k (the layer DGC
+replaces) then BN-ReLU-3x3 group conv (4 groups) 4k -> k, concatenated to its input; transitions are
+2x2 average pooling only; growth doubles from block to block. Module names follow the authors'
+checkpoints (features.denseblock_i.denselayer_j.conv_1 ...).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dgc.layers import BNReLUConv2d
+from dgc.models.convs import ConvFactory
+from dgc.models.common import check_stem, init_weights
+
+
+class DenseLayer(nn.Module):
+    def __init__(self, in_channels: int, growth: int, conv1x1: ConvFactory, bottleneck: int = 4,
+                 groups_3x3: int = 4) -> None:
+        super().__init__()
+        self.conv_1 = conv1x1(in_channels, bottleneck * growth, 1, 1, 0)
+        self.conv_2 = BNReLUConv2d(bottleneck * growth, growth, 3, padding=1, groups=groups_3x3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.conv_2(self.conv_1(x))], dim=1)  # (B, C + k, h, w)
+
+
+class DenseNet(nn.Module):
+    """Dense blocks of `depth[i]` layers with growth `growth[i]`, 2x2 average pooling between blocks."""
+
+    def __init__(self, num_classes: int, conv1x1: ConvFactory, growth: Sequence[int],
+                 depth: Sequence[int], stem: str = "cifar", bottleneck: int = 4,
+                 groups_3x3: int = 4) -> None:
+        super().__init__()
+        if len(growth) != len(depth):
+            raise ValueError(f"growth {tuple(growth)} and depth {tuple(depth)} must have the same length")
+        stride = 1 if check_stem(stem) == "cifar" else 2
+        channels = 2 * growth[0]
+        self.features = nn.Sequential()
+        self.features.add_module("init_conv", nn.Conv2d(3, channels, 3, stride, 1, bias=False))
+        for i, (n_layers, k) in enumerate(zip(depth, growth), start=1):
+            block = nn.Sequential()
+            for j in range(1, n_layers + 1):
+                block.add_module(f"denselayer_{j}",
+                                 DenseLayer(channels, k, conv1x1, bottleneck, groups_3x3))
+                channels += k
+            self.features.add_module(f"denseblock_{i}", block)
+            if i < len(depth):
+                self.features.add_module(f"transition_{i}", nn.AvgPool2d(2))
+        self.bn_last = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels, num_classes)
+        self.num_features = channels
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu(self.bn_last(self.features(x))))  # (B, C, 1, 1)
+        return self.classifier(torch.flatten(x, 1))  # (B, num_classes)

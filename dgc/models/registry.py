@@ -1,0 +1,114 @@
+"""The model registry: a name -> a factory with the authors' configuration as its defaults.
+
+`create_model(name, num_classes, **overrides)` builds one; overrides change the DGC settings
+(`heads`, `gate_factor`, `squeeze_rate`), the width/depth (`growth`, `depth` for the DenseNets;
+`width`, `blocks` for the ResNets) or the `stem`. Every factory is a few lines over two model classes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Sequence
+
+from torch import nn
+
+from dgc.models import convs
+from dgc.models.densenet import DenseNet
+from dgc.models.resnet import ResNet
+
+# DenseNet-86 (CondenseNet-86 topology): 3 blocks of 14 layers, growth 8-16-32.
+DENSENET86_GROWTH = (8, 16, 32)
+DENSENET86_DEPTH = (14, 14, 14)
+# CondenseNet-74 (ImageNet): 5 blocks of 4-6-8-10-8 layers, growth 8-16-32-64-128.
+CONDENSENET74_GROWTH = (8, 16, 32, 64, 128)
+CONDENSENET74_DEPTH = (4, 6, 8, 10, 8)
+
+
+def densenet86_dgc(num_classes: int, stem: str = "cifar",
+                   growth: Sequence[int] = DENSENET86_GROWTH, depth: Sequence[int] = DENSENET86_DEPTH,
+                   heads: int = 4, gate_factor: float = 0.25, squeeze_rate: int = 16) -> DenseNet:
+    """The paper's CIFAR model: DenseNet-86 with every 1x1 conv a DGC layer (4 heads, g 0.25)."""
+    return DenseNet(num_classes, convs.dgc(heads, gate_factor, squeeze_rate), growth, depth, stem)
+
+
+def densenet86(num_classes: int, stem: str = "cifar", growth: Sequence[int] = DENSENET86_GROWTH,
+               depth: Sequence[int] = DENSENET86_DEPTH) -> DenseNet:
+    """Dense baseline: the same topology with plain BN-ReLU-1x1 convs."""
+    return DenseNet(num_classes, convs.preact(), growth, depth, stem)
+
+
+def densenet86_gc(num_classes: int, stem: str = "cifar", growth: Sequence[int] = DENSENET86_GROWTH,
+                  depth: Sequence[int] = DENSENET86_DEPTH, groups: int = 4) -> DenseNet:
+    """Static group-conv baseline: 1x1 convs as fixed 4-group convs (DGC's cost at g 0.25), shuffled."""
+    return DenseNet(num_classes, convs.preact(groups), growth, depth, stem)
+
+
+def condensenet74_dgc(num_classes: int, stem: str = "imagenet",
+                      growth: Sequence[int] = CONDENSENET74_GROWTH,
+                      depth: Sequence[int] = CONDENSENET74_DEPTH, heads: int = 4,
+                      gate_factor: float = 0.25, squeeze_rate: int = 16) -> DenseNet:
+    """The paper's ImageNet DenseNet: CondenseNet-74 topology with DGC 1x1 convs."""
+    return DenseNet(num_classes, convs.dgc(heads, gate_factor, squeeze_rate), growth, depth, stem)
+
+
+def resnet18_dgc(num_classes: int, stem: str = "imagenet", width: int = 64,
+                 blocks: Sequence[int] = (2, 2, 2, 2), heads: int = 4, gate_factor: float = 0.45,
+                 squeeze_rate: int = 16) -> ResNet:
+    """ResNet-18 with every 3x3 conv and downsample 1x1 conv a DGC layer (4 heads, g 0.45)."""
+    layer = convs.dgc(heads, gate_factor, squeeze_rate)
+    return ResNet(num_classes, layer, layer, blocks, width, stem)
+
+
+def resnet18(num_classes: int, stem: str = "imagenet", width: int = 64,
+             blocks: Sequence[int] = (2, 2, 2, 2)) -> ResNet:
+    """Dense ResNet-18 (torchvision layout)."""
+    return ResNet(num_classes, convs.plain, convs.plain, blocks, width, stem)
+
+
+def resnet18_gc(num_classes: int, stem: str = "imagenet", width: int = 64,
+                blocks: Sequence[int] = (2, 2, 2, 2), groups: int = 4) -> ResNet:
+    """Static group-conv baseline: every 3x3 conv a fixed 4-group conv (shuffled), dense downsample."""
+    return ResNet(num_classes, convs.grouped(groups), convs.plain, blocks, width, stem)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    f.__name__: f for f in (densenet86_dgc, densenet86, densenet86_gc, condensenet74_dgc,
+                            resnet18_dgc, resnet18, resnet18_gc)
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by `create_model`, sorted."""
+    return sorted(MODELS)
+
+
+def model_arguments(name: str) -> list[str]:
+    """The override names a model accepts (besides num_classes)."""
+    return [p for p in inspect.signature(_factory(name)).parameters if p != "num_classes"]
+
+
+def _factory(name: str) -> Callable[..., nn.Module]:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    return MODELS[name]
+
+
+def create_model(name: str, num_classes: int, **overrides) -> nn.Module:
+    """Build model `name` for `num_classes` classes; `overrides` replace its default settings.
+
+    The returned model carries `model.model_name` and `model.model_args` (the constructor arguments),
+    which is all a checkpoint needs to rebuild it.
+    """
+    factory = _factory(name)
+    allowed = model_arguments(name)
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise ValueError(f"model {name!r} has no setting {unknown[0]!r}; "
+                         f"its settings are: {', '.join(allowed)}")
+    if int(num_classes) != num_classes or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+    args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()}
+    model = factory(int(num_classes), **overrides)
+    model.model_name = name
+    model.model_args = {"num_classes": int(num_classes), **args}
+    return model

@@ -1,0 +1,73 @@
+"""ResNet-18 (He et al., 2016) with DGC in every 3x3 conv and downsample 1x1 conv, and its baselines.
+
+The authors' "DyResNet-18": each DGC layer carries its own BN-ReLU pre-activation and is followed by
+the block's own BN, as in their checkpoints (layerN.M.conv1.norm, layerN.M.bn1, ...). Module names
+follow torchvision and the authors' checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from dgc.models.common import check_stem, init_weights
+from dgc.models.convs import ConvFactory
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, conv3x3: ConvFactory,
+                 downsample_conv: ConvFactory) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, out_channels, 3, stride, 1)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = conv3x3(out_channels, out_channels, 3, 1, 1)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.downsample = None
+        if stride != 1 or in_channels != out_channels:
+            self.downsample = nn.Sequential(downsample_conv(in_channels, out_channels, 1, stride, 0),
+                                            nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet with basic blocks; `width` is the first stage's channel count (64 for ResNet-18)."""
+
+    def __init__(self, num_classes: int, conv3x3: ConvFactory, downsample_conv: ConvFactory,
+                 blocks: Sequence[int] = (2, 2, 2, 2), width: int = 64, stem: str = "imagenet") -> None:
+        super().__init__()
+        if check_stem(stem) == "imagenet":
+            self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1)
+        else:
+            self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        channels = width
+        for i, n_blocks in enumerate(blocks):
+            out = width * 2 ** i
+            layer = []
+            for j in range(n_blocks):
+                stride = 2 if (i > 0 and j == 0) else 1
+                layer.append(BasicBlock(channels, out, stride, conv3x3, downsample_conv))
+                channels = out
+            self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
+        self.num_stages = len(blocks)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        self.num_features = channels
+        init_weights(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"layer{i}")(x)
+        return self.fc(torch.flatten(self.avgpool(x), 1))  # (B, num_classes)

@@ -1,0 +1,173 @@
+"""Each behaviour of DESIGN.md's DGC section, one test each."""
+
+import pytest
+import torch
+from torch import nn
+
+from dgc.layers import DGCConv2d, set_progress, sparsity_loss
+
+
+def make_layer(c_in=16, c_out=8, k=1, heads=4, g=0.25, **kw):
+    layer = DGCConv2d(c_in, c_out, k, padding=k // 2, heads=heads, gate_factor=g, **kw)
+    return layer
+
+
+def test_output_shape_follows_conv_arithmetic():
+    layer = DGCConv2d(16, 32, 3, stride=2, padding=1, heads=4)
+    assert layer(torch.randn(2, 16, 9, 9)).shape == (2, 32, 5, 5)
+
+
+def test_every_sample_and_head_keeps_c_in_minus_n_in_channels():
+    layer = make_layer(c_in=16)
+    layer.set_progress(0.5)
+    assert layer.n_inactive == 8
+    x = torch.relu(torch.randn(5, 16, 6, 6))
+    keep = layer.keep_mask(layer.saliency(x))
+    assert keep.shape == (5, 4, 16)
+    assert (keep.sum(dim=2) == 16 - 8).all()
+
+
+def test_the_smallest_saliencies_are_the_ones_pruned():
+    layer = make_layer(c_in=16)
+    layer.set_inactive(5)
+    s = torch.rand(3, 4, 16)
+    keep = layer.keep_mask(s)
+    kept_min = torch.where(keep, s, torch.inf).amin(dim=2)
+    dropped_max = torch.where(keep, -torch.inf, s).amax(dim=2)
+    assert (dropped_max < kept_min).all()
+
+
+def test_heads_choose_different_channels_for_different_samples():
+    layer = make_layer(c_in=32, c_out=8)
+    layer.set_progress(1.0)
+    keep = layer.keep_mask(layer.saliency(torch.relu(torch.randn(8, 32, 4, 4))))
+    assert not torch.equal(keep[0], keep[1])  # per sample
+    assert not torch.equal(keep[:, 0], keep[:, 1])  # per head
+
+
+def test_pruned_channels_receive_zero_gradient_and_kept_ones_do_not():
+    layer = make_layer(c_in=16, c_out=8, k=1)
+    layer.eval()  # fixed BN statistics so the input gradient maps channel to channel
+    layer.set_inactive(12)
+    x = torch.randn(1, 16, 5, 5, requires_grad=True)
+    # Grab the exact selection made inside forward.
+    captured = {}
+    original = layer.keep_mask
+
+    def spy(s):
+        captured["keep"] = original(s)
+        return captured["keep"]
+
+    layer.keep_mask = spy
+    y = layer(x)
+    # Only head 0's outputs (channels 0, 4 with interleaving) and no saliency path to the input
+    # through other heads: look at the conv branch gradient of head 0's weight.
+    y[:, 0::4].sum().backward()
+    w_grad = layer.heads[0].weight.grad  # (2, 16, 1, 1)
+    kept = captured["keep"][0, 0]
+    assert torch.count_nonzero(w_grad[:, ~kept]) == 0
+    assert (w_grad[:, kept].abs().sum(dim=(0, 2, 3)) > 0).all()
+    # Other heads' weights are untouched by head 0's outputs.
+    assert torch.count_nonzero(layer.heads[1].weight.grad) == 0
+
+
+def test_saliency_of_kept_channels_is_not_detached():
+    layer = make_layer(c_in=16, c_out=8)
+    layer.set_inactive(4)
+    layer(torch.randn(4, 16, 5, 5)).sum().backward()
+    assert layer.heads[0].gate.fc2.weight.grad.abs().sum() > 0
+    assert layer.heads[3].gate.fc1.weight.grad.abs().sum() > 0
+
+
+def test_outputs_are_interleaved_head_by_head():
+    layer = make_layer(c_in=8, c_out=12, k=3, heads=4, g=1.0)
+    layer.eval()
+    x = torch.randn(2, 8, 6, 6)
+    y = layer(x)
+    a = torch.relu(layer.norm(x))
+    s = layer.saliency(a)  # (B, H, C)
+    for i, head in enumerate(layer.heads):
+        out_i = nn.functional.conv2d(a * s[:, i, :, None, None], head.weight, padding=1)  # (B, 3, h, w)
+        for j in range(3):
+            torch.testing.assert_close(y[:, j * 4 + i], out_i[:, j], rtol=1e-5, atol=1e-5)
+
+
+def test_sparsity_term_is_mean_saliency_summed_over_heads_before_pruning():
+    layer = make_layer(c_in=16)
+    layer.set_progress(1.0)
+    x = torch.randn(3, 16, 4, 4)
+    layer(x)
+    s = layer.saliency(torch.relu(layer.norm(x)))  # batch stats as in the train-mode forward
+    expected = sum(s[:, i].mean() for i in range(4))
+    torch.testing.assert_close(layer.sparsity, expected)
+    torch.testing.assert_close(sparsity_loss(layer), expected)
+
+
+def test_sparsity_loss_sums_over_layers_of_a_model():
+    model = nn.Sequential(make_layer(16, 16), make_layer(16, 8))
+    model(torch.randn(2, 16, 4, 4))
+    torch.testing.assert_close(sparsity_loss(model), model[0].sparsity + model[1].sparsity)
+
+
+def test_sparsity_loss_of_a_plain_model_is_zero():
+    assert float(sparsity_loss(nn.Conv2d(3, 3, 1))) == 0.0
+
+
+def test_saliency_generator_shapes_and_init_follow_the_authors():
+    small, large = make_layer(c_in=16), make_layer(c_in=352, c_out=128)
+    assert small.heads[0].gate.fc1.weight.shape == (2, 16)  # s halved to 8 under 80 channels
+    assert large.heads[0].gate.fc1.weight.shape == (22, 352)  # s = 16
+    assert small.heads[0].gate.fc1.bias is None
+    assert torch.equal(small.heads[0].gate.fc2.bias, torch.ones(16))
+    assert len(small.heads) == 4 and small.heads[0].weight.shape == (2, 16, 1, 1)
+
+
+def test_inactive_count_is_a_buffer_saved_and_restored():
+    a, b = make_layer(), make_layer()
+    a.set_progress(0.75)
+    state = a.state_dict()
+    assert int(state["inactive_channels"]) == 12
+    b.load_state_dict(state)
+    assert b.n_inactive == 12
+    torch.testing.assert_close(b.eval()(torch.ones(1, 16, 3, 3)), a.eval()(torch.ones(1, 16, 3, 3)))
+
+
+def test_set_progress_updates_every_layer_of_a_model():
+    model = nn.Sequential(make_layer(16, 16), nn.ReLU(), make_layer(16, 8, g=0.5))
+    assert set_progress(model, 1.0) == [12, 8]
+    assert [model[0].n_inactive, model[2].n_inactive] == [12, 8]
+
+
+def test_two_layers_progress_independently():
+    a, b = make_layer(), make_layer()
+    a.set_progress(1.0)
+    assert b.n_inactive == 0  # no shared class- or module-level state
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(heads=3), "heads"),
+    (dict(c_out=6, heads=4), "heads"),
+    (dict(g=0.0), "gate_factor"),
+    (dict(g=1.5), "gate_factor"),
+])
+def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        make_layer(**kwargs)
+
+
+def test_set_progress_outside_unit_interval_raises():
+    with pytest.raises(ValueError, match="progress"):
+        set_progress(make_layer(), 1.5)
+
+
+def test_no_pruning_at_gate_one_equals_a_dense_conv_on_scaled_input():
+    layer = make_layer(c_in=8, c_out=8, k=3, g=1.0)
+    layer.set_progress(1.0)
+    assert layer.n_inactive == 0
+    assert layer(torch.randn(2, 8, 5, 5)).shape == (2, 8, 5, 5)
+
+
+def test_all_channels_pruned_gives_zero_output():
+    layer = make_layer(c_in=8, c_out=8)
+    layer.set_inactive(8)
+    assert torch.count_nonzero(layer(torch.randn(2, 8, 3, 3))) == 0
