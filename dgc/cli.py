@@ -1,4 +1,4 @@
-"""The `dgc` command line: one thin subcommand per task, each calling a pure function.
+"""The `dgc` command line: one thin subcommand per pipeline stage, each calling a pure function.
 
 Bad input ends with a one-line `dgc: error: ...` message and exit status 2, never a traceback.
 """
@@ -25,6 +25,12 @@ def _parse_override(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value)
 
 
+def _params(args: argparse.Namespace):
+    from dgc.config import load_params
+
+    return load_params(args.params, dict(_parse_override(o) for o in args.set))
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from dgc.models import list_models, model_arguments
 
@@ -45,6 +51,35 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    from dgc.config import check_dataset
+    from dgc.data import prepare_dataset
+
+    params = _params(args)
+    check_dataset(args.dataset)
+    cfg = params.data
+    path = prepare_dataset(args.dataset, cfg.root, args.raw_dir, cfg.imagenet_path,
+                           cfg.digits_test_fraction, cfg.seed, download=not args.no_download)
+    print(f"{args.dataset}: ready in {path}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from dgc.train import train_model
+
+    result = train_model(args.dataset, args.model, _params(args), args.runs, fresh=args.fresh)
+    if result.final:
+        print(f"done: best test top-1 {result.best['test_top1']:.2f}% (epoch {result.best['epoch']}), "
+              f"final {result.final['test_top1']:.2f}%; outputs in {result.out_dir}")
+    return 0
+
+
+def _with_params(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
+    p.add_argument("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a parameter, e.g. -S train.epochs=2 (repeatable)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,17 +94,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model setting, e.g. --set gate_factor=0.5 (repeatable)")
     p.set_defaults(func=cmd_profile)
+
+    p = sub.add_parser("data", help="prepare a dataset under data/ (digits, cifar10, cifar100, imagenet)")
+    p.add_argument("dataset")
+    p.add_argument("--raw-dir", default=None, help="where archives are looked for / downloaded "
+                                                   "(default <data.root>/raw)")
+    p.add_argument("--no-download", action="store_true", help="never download; the archive must be there")
+    _with_params(p)
+    p.set_defaults(func=cmd_data)
+
+    p = sub.add_parser("train", help="train a model on a dataset (resumes an interrupted run)")
+    p.add_argument("dataset")
+    p.add_argument("model")
+    p.add_argument("--runs", default="runs", help="runs folder (default runs/)")
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    _with_params(p)
+    p.set_defaults(func=cmd_train)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from dgc.checkpoint import CheckpointError
+    from dgc.data.archive import DataError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, ValueError, TypeError, FileNotFoundError) as exc:
+    except (UsageError, DataError, CheckpointError, ValueError, TypeError, FileNotFoundError) as exc:
         print(f"dgc: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # e.g. a diverged training run: not bad input, still one line
+        if type(exc).__name__ != "TrainingDiverged":
+            raise
+        print(f"dgc: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dgc: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

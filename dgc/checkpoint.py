@@ -1,0 +1,62 @@
+"""Checkpoints that rebuild their model from the file alone and load with weights_only=True.
+
+A checkpoint holds the model's registry name and constructor arguments (`model.model_args`), its
+state_dict and the resolved settings; `checkpoint.pt` adds what resuming needs (optimizer state,
+history, best result). Writes are atomic (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from dgc.io import atomic_path
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not describe a model."""
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    return Path(path)
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} does not exist: run the train stage first")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # pickle/zip errors come in many types
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def model_payload(model: nn.Module) -> dict[str, Any]:
+    """The part of a checkpoint that rebuilds the model: name, constructor arguments, weights."""
+    return {"model_name": model.model_name, "model_args": dict(model.model_args),
+            "state_dict": model.state_dict()}
+
+
+def build_model(checkpoint: dict[str, Any]) -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights."""
+    from dgc.models import create_model
+
+    try:
+        name, args = checkpoint["model_name"], dict(checkpoint["model_args"])
+        state = checkpoint["state_dict"]
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint lacks {exc.args[0]!r}") from None
+    model = create_model(name, **args)
+    model.load_state_dict(state)
+    return model
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(model, checkpoint) from a checkpoint file."""
+    checkpoint = load_checkpoint(path, map_location)
+    return build_model(checkpoint), checkpoint

@@ -1,0 +1,249 @@
+"""Typed configuration: one frozen dataclass per pipeline stage, built from its params.yaml section.
+
+`from_section(Cls, mapping, section)` rejects an unknown key, a missing required key or a value of
+the wrong type with a ConfigError naming `section.key`, before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
+
+
+class ConfigError(ValueError):
+    """A bad setting; the message names the key."""
+
+
+def _check_type(value: Any, annotation: Any, key: str) -> Any:
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_type(value, arg, key)
+            except ConfigError as exc:
+                errors.append(exc)
+        raise errors[0]
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        inner = args[0] if args else Any
+        return tuple(_check_type(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict or annotation is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{key} must be a mapping, got {value!r}")
+        return dict(value)
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        return float(value)
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        return value
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key} must be true or false, got {value!r}")
+        return value
+    if annotation is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_section(cls: type, mapping: Mapping[str, Any] | None, section: str):
+    """Build dataclass `cls` from `mapping`, naming `section.key` in every error."""
+    mapping = dict(mapping or {})
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(mapping) - names)
+    if unknown:
+        raise ConfigError(f"unknown setting {section}.{unknown[0]}; valid: {', '.join(sorted(names))}")
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{section}.{f.name}"
+        if f.name in mapping:
+            values[f.name] = _check_type(mapping[f.name], hints[f.name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing setting {key}")
+    obj = cls(**values)
+    validate = getattr(obj, "validate", None)
+    if validate:
+        validate(section)
+    return obj
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """params.yaml `data`: where datasets live and which ones the pipeline uses."""
+
+    root: str = "data"
+    datasets: tuple[str, ...] = ("digits",)
+    imagenet_path: str | None = None  # an ImageFolder tree with train/ and val/
+    digits_test_fraction: float = 0.2
+    seed: int = 0
+
+    def validate(self, section: str = "data") -> None:
+        for name in self.datasets:
+            check_dataset(name, f"{section}.datasets")
+        if not 0.0 < self.digits_test_fraction < 1.0:
+            raise ConfigError(f"{section}.digits_test_fraction must be in (0, 1), "
+                              f"got {self.digits_test_fraction}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """params.yaml `train`: the optimisation recipe (defaults = the authors' CIFAR recipe)."""
+
+    epochs: int = 300
+    batch_size: int = 64  # global batch: split over the processes of a multi-GPU run
+    lr: float = 0.1  # for the global batch
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 1e-4
+    sparsity_lambda: float = 1e-5  # weight of the DGC sparsity term; 0 disables it
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    channels_last: str = "auto"  # auto (on CUDA) | true | false
+    workers: int = 4  # DataLoader workers (ImageNet only; CIFAR-sized sets live on the device)
+    max_batches: int | None = None  # cap on batches per epoch (smoke tests)
+    eval_batch_size: int = 256
+    wandb: str = "offline"  # offline | online | disabled (WANDB_MODE overrides)
+    wandb_project: str = "dgc"
+    threads: int | None = None  # CPU threads for torch (None: torch's default)
+
+    def validate(self, section: str = "train") -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{section}.{key} must be positive, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise ConfigError(f"{section}.lr must be positive, got {self.lr}")
+        if self.sparsity_lambda < 0:
+            raise ConfigError(f"{section}.sparsity_lambda must be >= 0, got {self.sparsity_lambda}")
+        if self.max_batches is not None and self.max_batches < 1:
+            raise ConfigError(f"{section}.max_batches must be positive or null, got {self.max_batches}")
+        if self.wandb not in ("offline", "online", "disabled"):
+            raise ConfigError(f"{section}.wandb must be offline, online or disabled, got {self.wandb!r}")
+        if self.channels_last not in ("auto", "true", "false"):
+            raise ConfigError(f"{section}.channels_last must be auto, true or false")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"{section}.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """params.yaml `evaluate`: latency measurement."""
+
+    latency_batch_sizes: tuple[int, ...] = (1, 64)
+    latency_repeats: int = 10
+    device: str = "auto"
+    batch_size: int = 256
+
+    def validate(self, section: str = "evaluate") -> None:
+        if self.latency_repeats < 1 or any(b < 1 for b in self.latency_batch_sizes):
+            raise ConfigError(f"{section}.latency_repeats and latency_batch_sizes must be positive")
+
+
+def check_dataset(name: str, key: str = "dataset") -> str:
+    if name not in DATASETS:
+        raise ConfigError(f"unknown {key} {name!r}; choose one of: {', '.join(DATASETS)}")
+    return name
+
+
+@dataclass(frozen=True)
+class Params:
+    """The whole params.yaml."""
+
+    profile: str = "smoke"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    models: dict = field(default_factory=dict)  # model name -> create_model overrides
+    raw: dict = field(default_factory=dict)
+
+    def model_overrides(self, name: str) -> dict:
+        from dgc.models import list_models, model_arguments
+
+        if name not in list_models():
+            raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+        overrides = dict(self.models.get(name) or {})
+        allowed = model_arguments(name)
+        for key in overrides:
+            if key not in allowed:
+                raise ConfigError(f"unknown setting models.{name}.{key}; valid: {', '.join(allowed)}")
+        return overrides
+
+
+SECTIONS = {"data": DataConfig, "train": TrainConfig, "evaluate": EvalConfig}
+
+
+def params_from_dict(raw: Mapping[str, Any]) -> Params:
+    raw = dict(raw or {})
+    known = set(SECTIONS) | {"profile", "models"}
+    extra = {k: v for k, v in raw.items() if k not in known}
+    sections = {name: from_section(cls, raw.get(name), name) for name, cls in SECTIONS.items()}
+    models = raw.get("models") or {}
+    if not isinstance(models, Mapping):
+        raise ConfigError("models must be a mapping of model name -> settings")
+    params = Params(profile=str(raw.get("profile", "smoke")), models=dict(models), raw=extra,
+                    **sections)
+    for name in params.models:
+        params.model_overrides(name)
+    return params
+
+
+def apply_override(raw: dict, dotted: str, value: Any) -> dict:
+    """Set `a.b.c = value` in the nested mapping `raw` (in place); returns `raw`."""
+    keys = dotted.split(".")
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"cannot set {dotted}: {key} is not a section")
+        node = child
+    node[keys[-1]] = value
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml",
+                overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read and validate params.yaml (+ dotted `overrides`); a missing file gives the defaults."""
+    path = Path(path)
+    raw: dict = {}
+    if path.exists():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path} must hold a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        apply_override(raw, dotted, value)
+    return params_from_dict(raw)
+
+
+def with_overrides(params: Params, section: str, **changes: Any) -> Params:
+    """A copy of `params` with `section`'s fields changed (validated)."""
+    current = dataclasses.asdict(getattr(params, section))
+    current.update(changes)
+    return dataclasses.replace(params, **{section: from_section(SECTIONS[section], current, section)})

@@ -1,0 +1,67 @@
+"""Checked archives: MD5 verification and safe, all-or-nothing tar extraction."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """A dataset problem the user can fix (bad archive, missing path); one-line message."""
+
+
+def md5sum(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_md5(path: Path, expected: str) -> None:
+    actual = md5sum(path)
+    if actual != expected:
+        raise DataError(f"{path} has MD5 {actual}, expected {expected}: the archive is corrupt or "
+                        f"truncated; delete it and download it again")
+
+
+def _check_member(member: tarfile.TarInfo, target: Path) -> None:
+    dest = (target / member.name).resolve()
+    if not dest.is_relative_to(target.resolve()):
+        raise DataError(f"archive member {member.name!r} would be written outside {target}")
+    if member.issym() or member.islnk():
+        link = (dest.parent / member.linkname).resolve()
+        if not link.is_relative_to(target.resolve()):
+            raise DataError(f"archive member {member.name!r} links outside {target}")
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise DataError(f"archive member {member.name!r} is a special file")
+
+
+def safe_extract(archive: Path, target: Path) -> Path:
+    """Extract `archive` (tar, any compression) into the folder `target`, all or nothing.
+
+    Members that would land outside `target` are refused. Extraction goes to a temporary folder next
+    to `target` that is renamed into place only when complete, so a failure leaves nothing behind.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        try:
+            with tarfile.open(archive) as tar:
+                members = tar.getmembers()
+                for member in members:
+                    _check_member(member, staging)
+                tar.extractall(staging, members=members, filter="data")
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            raise DataError(f"cannot extract {archive}: {exc} (truncated or not a tar archive?)") from None
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,73 @@
+"""The CIFAR "python version" on-disk format, shared by cifar10, cifar100 and the digits set.
+
+A dataset folder holds pickled batches (dicts with b"data": uint8 (N, 3072) rows in CHW order and
+b"labels" or b"fine_labels") plus a meta file. `read_split` returns uint8 tensors (N, 3, 32, 32)
+and int64 labels; `write_batches` writes the same format (used for digits and for tests).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dgc.data.archive import DataError
+from dgc.io import write_atomic
+
+
+@dataclass(frozen=True)
+class Layout:
+    folder: str  # inside data/<dataset>/
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    meta: str
+    label_key: bytes
+
+
+LAYOUTS = {
+    "cifar10": Layout("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)),
+                      ("test_batch",), "batches.meta", b"labels"),
+    "cifar100": Layout("cifar-100-python", ("train",), ("test",), "meta", b"fine_labels"),
+    "digits": Layout("digits-batches-py", ("data_batch_1",), ("test_batch",), "batches.meta",
+                     b"labels"),
+}
+
+
+def _unpickle(path: Path) -> dict:
+    if not path.exists():
+        raise DataError(f"{path} is missing: run `dgc data {path.parent.parent.name}` first")
+    with open(path, "rb") as fh:
+        return pickle.load(fh, encoding="bytes")
+
+
+def read_split(root: Path, dataset: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images uint8 (N, 3, 32, 32), labels int64 (N,)) of `split` ('train' or 'test')."""
+    layout = LAYOUTS[dataset]
+    folder = Path(root) / layout.folder
+    images, labels = [], []
+    for name in (layout.train if split == "train" else layout.test):
+        batch = _unpickle(folder / name)
+        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(batch[layout.label_key], dtype=np.int64))
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+def read_meta(root: Path, dataset: str) -> dict:
+    meta = _unpickle(Path(root) / LAYOUTS[dataset].folder / LAYOUTS[dataset].meta)
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in meta.items()}
+
+
+def write_batch(path: Path, images: np.ndarray, labels: np.ndarray, label_key: bytes = b"labels",
+                **extra) -> None:
+    """Write one pickled batch: images uint8 (N, 3, 32, 32)."""
+    payload = {b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
+               label_key: [int(v) for v in labels], **{k.encode(): v for k, v in extra.items()}}
+    write_atomic(path, lambda tmp: tmp.write_bytes(pickle.dumps(payload, protocol=4)))
+
+
+def write_meta(path: Path, **fields) -> None:
+    payload = {k.encode(): v for k, v in fields.items()}
+    write_atomic(path, lambda tmp: tmp.write_bytes(pickle.dumps(payload, protocol=4)))

@@ -1,0 +1,58 @@
+"""The offline default dataset: scikit-learn's 8x8 handwritten digits, as a CIFAR-format set.
+
+The 1,797 images ship with scikit-learn (no download). They are upscaled to 32x32 (bilinear), copied
+to 3 channels, split train/test with a fixed seed (stratified) and written as pickled CIFAR batches,
+so the loader that reads CIFAR-10 reads them too.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dgc.data.cifar_format import LAYOUTS, write_batch, write_meta
+
+
+def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 3, 32, 32), labels (N,)) of the whole digits set."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    small = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8) in [0, 1]
+    big = F.interpolate(small, size=(32, 32), mode="bilinear", align_corners=False)  # (N, 1, 32, 32)
+    images = (big.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)  # (N, 3, 32, 32)
+    return images.numpy().copy(), bunch.target.astype(np.int64)
+
+
+def build_digits(target: Path, test_fraction: float = 0.2, seed: int = 0) -> Path:
+    """Write the digits set under `target` (all or nothing); returns `target`."""
+    from sklearn.model_selection import train_test_split
+
+    images, labels = digits_arrays()
+    idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
+                                           random_state=seed, stratify=labels)
+    layout = LAYOUTS["digits"]
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        folder = staging / layout.folder
+        train = images[idx_train].astype(np.float64) / 255.0
+        write_batch(folder / layout.train[0], images[idx_train], labels[idx_train])
+        write_batch(folder / layout.test[0], images[idx_test], labels[idx_test])
+        write_meta(folder / layout.meta, label_names=[str(d) for d in range(10)],
+                   num_cases_per_batch=len(idx_train),
+                   mean=[float(v) for v in train.mean(axis=(0, 2, 3))],
+                   std=[float(v) for v in train.std(axis=(0, 2, 3))])
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

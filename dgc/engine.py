@@ -1,0 +1,104 @@
+"""One training epoch and one evaluation pass: plain functions over a model and its batches."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from dgc.layers import set_progress, sparsity_loss
+from dgc.schedule import cosine_lr
+
+
+class NonFiniteLoss(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class StepContext:
+    """What a training step needs besides the model and its batches."""
+
+    optimizer: torch.optim.Optimizer
+    base_lr: float
+    total_steps: int
+    sparsity_lambda: float
+    autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
+    scaler: torch.amp.GradScaler | None = None
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+
+
+def train_one_epoch(model: nn.Module, core: nn.Module, batches: Iterable, ctx: StepContext,
+                    first_step: int, show_progress: bool = False, desc: str = "") -> dict[str, float]:
+    """Train one epoch; `core` is the unwrapped model (DDP's .module) whose DGC layers are driven.
+
+    Every iteration sets the pruning progress p = step / total_steps and the cosine lr. Returns the
+    epoch's mean loss, top-1 (%), images seen by all processes, seconds and the last lr / progress.
+    """
+    model.train()
+    device = next(model.parameters()).device
+    totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, images
+    step, lr, progress = first_step, ctx.base_lr, 0.0
+    start = time.perf_counter()
+    for x, y in tqdm(batches, desc=desc, leave=False, disable=None if show_progress else True):
+        progress = min(step / ctx.total_steps, 1.0)
+        set_progress(core, progress)
+        lr = cosine_lr(ctx.base_lr, step, ctx.total_steps)
+        for group in ctx.optimizer.param_groups:
+            group["lr"] = lr
+        with ctx.autocast():
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+            if ctx.sparsity_lambda > 0:
+                loss = loss + ctx.sparsity_lambda * sparsity_loss(core)
+        ctx.optimizer.zero_grad(set_to_none=True)
+        if ctx.scaler is not None:
+            ctx.scaler.scale(loss).backward()
+            ctx.scaler.step(ctx.optimizer)
+            ctx.scaler.update()
+        else:
+            loss.backward()
+            ctx.optimizer.step()
+        with torch.no_grad():  # accumulate on the device: no sync per step
+            totals[0] += loss.detach().double() * len(y)
+            totals[1] += (logits.argmax(1) == y).sum()
+            totals[2] += len(y)
+        step += 1
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    totals = ctx.all_reduce(totals)
+    loss_sum, correct, images = totals.tolist()
+    if not torch.isfinite(torch.tensor(loss_sum)):
+        raise NonFiniteLoss(f"training loss became {loss_sum / max(images, 1)} "
+                            f"(non-finite) before step {step}")
+    return {"train_loss": loss_sum / images, "train_top1": 100.0 * correct / images,
+            "images": images, "seconds": seconds, "lr": lr, "progress": progress, "step": step}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Iterable, autocast: Callable = contextlib.nullcontext,
+             all_reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
+    """Mean cross-entropy, top-1 and top-5 accuracy (%) over `batches` (all processes together)."""
+    model.eval()
+    device = next(model.parameters()).device
+    totals = torch.zeros(4, device=device, dtype=torch.float64)  # loss sum, top1, top5, images
+    for x, y in batches:
+        with autocast():
+            logits = model(x)
+        logits = logits.float()
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices  # (B, k)
+        hits = topk == y[:, None]
+        totals[0] += F.cross_entropy(logits, y, reduction="sum").double()
+        totals[1] += hits[:, 0].sum()
+        totals[2] += hits.any(dim=1).sum()
+        totals[3] += len(y)
+    loss_sum, top1, top5, images = all_reduce(totals).tolist()
+    return {"loss": loss_sum / images, "top1": 100.0 * top1 / images, "top5": 100.0 * top5 / images,
+            "images": images}

@@ -1,0 +1,244 @@
+"""The `train` stage: the authors' recipe for one (dataset, model), resumable, tracked, multi-GPU.
+
+`train_model(dataset, model_name, params)` writes runs/<dataset>-<model>/:
+  history.csv    one row per epoch (HISTORY_COLUMNS)
+  checkpoint.pt  the last completed epoch: model, optimizer, history, best result (for resuming)
+  best.pt        the epoch with the best test top-1 (the authors' pick)
+  wandb/         the wandb run (offline unless the user logs in)
+Killed at any moment, the same call continues from the last completed epoch. Under torchrun it trains
+with DistributedDataParallel: `train.batch_size` and `train.lr` are the GLOBAL batch and its lr, each
+of N processes takes batch_size / N images of every batch; only rank 0 writes files and logs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import resource
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from dgc.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from dgc.config import NUM_CLASSES, ConfigError, Params, check_dataset
+from dgc.distributed import all_reduce_sum, barrier, init_distributed, shutdown
+from dgc.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
+from dgc.io import write_text_atomic
+from dgc.layers import dgc_layers
+from dgc.models import create_model
+from dgc.tracking import Tracker
+
+HISTORY_COLUMNS = ("epoch", "lr", "progress", "inactive_fraction", "train_loss", "train_top1",
+                   "test_loss", "test_top1", "test_top5", "epoch_seconds", "images_per_second",
+                   "peak_memory_mb")
+# Settings that do not change the result: a run may resume across a change of these.
+NOT_IN_FINGERPRINT = ("device", "wandb", "wandb_project", "workers", "threads", "eval_batch_size")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    epochs: int
+    resumed_from: int
+    best: dict[str, Any]
+    final: dict[str, Any]
+
+
+def run_dir(runs_root: str | Path, dataset: str, model_name: str) -> Path:
+    return Path(runs_root) / f"{dataset}-{model_name}"
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {spec!r} but no CUDA device is available")
+    return device
+
+
+def _plain(value: Any) -> Any:
+    """Tuples -> lists, recursively: what weights_only checkpoints and YAML/JSON store."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def settings_of(dataset: str, model: nn.Module, params: Params) -> dict[str, Any]:
+    return _plain({"dataset": dataset, "model_name": model.model_name, "model_args": model.model_args,
+                   "train": dataclasses.asdict(params.train), "data": dataclasses.asdict(params.data),
+                   "profile": params.profile})
+
+
+def fingerprint(settings: dict[str, Any]) -> dict[str, Any]:
+    fp = {k: v for k, v in settings.items() if k not in ("train", "profile")}
+    fp["train"] = {k: v for k, v in settings["train"].items() if k not in NOT_IN_FINGERPRINT}
+    return fp
+
+
+def history_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buf.getvalue()
+
+
+def inactive_fraction(model: nn.Module) -> float:
+    layers = dgc_layers(model)
+    return sum(l.n_inactive / l.in_channels for l in layers) / len(layers) if layers else 0.0
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _amp(device: torch.device, enabled: bool) -> tuple[Callable, torch.amp.GradScaler | None]:
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext, None
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+
+
+def build_for_training(dataset: str, model_name: str, params: Params) -> nn.Module:
+    """Validate the (dataset, model, settings) triple and build the model; fails before any work."""
+    check_dataset(dataset)
+    overrides = params.model_overrides(model_name)
+    try:
+        return create_model(model_name, NUM_CLASSES[dataset], **overrides)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"models.{model_name}: {exc}") from None
+
+
+def make_batches(dataset: str, params: Params, device: torch.device, rank: int, world: int,
+                 channels_last: bool):
+    cfg = params.train
+    if dataset == "imagenet":
+        from dgc.data.imagenet import DeviceLoader, imagenet_loaders
+
+        train, test, sampler = imagenet_loaders(params.data.imagenet_path, cfg.batch_size // world,
+                                                cfg.eval_batch_size, cfg.workers, world > 1)
+        return (DeviceLoader(train, device, sampler, cfg.max_batches, channels_last),
+                DeviceLoader(test, device, None, None, channels_last))
+    from dgc.data import cifar_batches
+
+    return cifar_batches(Path(params.data.root) / dataset, dataset, cfg.batch_size,
+                         cfg.eval_batch_size, device, cfg.seed, rank, world, cfg.max_batches,
+                         channels_last)
+
+
+def train_model(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
+                fresh: bool = False, log: Callable[[str], None] = print) -> TrainResult:
+    """Train `model_name` on `dataset` with `params.train`; see the module docstring."""
+    cfg = params.train
+    torch.manual_seed(cfg.seed)  # the same initialisation in every process and every run
+    model = build_for_training(dataset, model_name, params)  # validates before any work
+    device = resolve_device(cfg.device)
+    dist_info = init_distributed(device.type)
+    if dist_info.enabled and cfg.batch_size % dist_info.world_size:
+        raise ConfigError(f"train.batch_size {cfg.batch_size} must be divisible by the "
+                          f"{dist_info.world_size} processes")
+    if device.type == "cuda" and dist_info.enabled:
+        device = torch.device("cuda", dist_info.local_rank)
+        torch.cuda.set_device(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    main = dist_info.is_main
+    say = log if main else (lambda _: None)
+
+    channels_last = cfg.channels_last == "true" or (cfg.channels_last == "auto" and device.type == "cuda")
+    model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
+    train_batches, test_batches = make_batches(dataset, params, device, dist_info.rank,
+                                               dist_info.world_size, channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+    autocast, scaler = _amp(device, cfg.amp)
+
+    out = run_dir(runs_root, dataset, model_name)
+    ckpt_path, best_path, hist_path = out / "checkpoint.pt", out / "best.pt", out / "history.csv"
+    settings = settings_of(dataset, model, params)
+    fp = fingerprint(settings)
+    start_epoch, history, best = 0, [], {"epoch": 0, "test_top1": -1.0}
+    if ckpt_path.exists() and not fresh:
+        ck = load_checkpoint(ckpt_path, device)
+        if ck.get("fingerprint") == fp and ck["epoch"] < cfg.epochs:
+            model.load_state_dict(ck["state_dict"])
+            optimizer.load_state_dict(ck["optimizer"])
+            if scaler is not None and ck.get("scaler"):
+                scaler.load_state_dict(ck["scaler"])
+            start_epoch, history, best = ck["epoch"], list(ck["history"]), dict(ck["best"])
+            say(f"resuming {out} from epoch {start_epoch}/{cfg.epochs}")
+        elif ck.get("fingerprint") != fp:
+            say(f"{ckpt_path} was trained with other settings: starting afresh")
+
+    core = model
+    if dist_info.enabled:
+        model = nn.parallel.DistributedDataParallel(
+            core, device_ids=[device.index] if device.type == "cuda" else None)
+    steps_per_epoch = len(train_batches)
+    ctx = StepContext(optimizer, cfg.lr, cfg.epochs * steps_per_epoch, cfg.sparsity_lambda,
+                      autocast, scaler, all_reduce_sum)
+    tracker = Tracker(cfg.wandb, cfg.wandb_project, out.name, out, settings, enabled=main)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    say(f"training {model_name} on {dataset}: {cfg.epochs} epochs x {steps_per_epoch} steps, "
+        f"batch {cfg.batch_size}, device {device}" + (f" x{dist_info.world_size}" if dist_info.enabled else ""))
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            train_batches.set_epoch(epoch)
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            try:
+                stats = train_one_epoch(model, core, train_batches, ctx, epoch * steps_per_epoch,
+                                        show_progress=main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+            except NonFiniteLoss as exc:
+                kept = f"{ckpt_path} (epoch {start_epoch if not history else history[-1]['epoch']})"
+                raise TrainingDiverged(f"{exc} in epoch {epoch + 1}; stopped, the last good "
+                                       f"checkpoint is kept: {kept}") from None
+            test = evaluate(core, test_batches, autocast, all_reduce_sum)
+            row = {"epoch": epoch + 1, "lr": stats["lr"], "progress": stats["progress"],
+                   "inactive_fraction": inactive_fraction(core), "train_loss": stats["train_loss"],
+                   "train_top1": stats["train_top1"], "test_loss": test["loss"],
+                   "test_top1": test["top1"], "test_top5": test["top5"],
+                   "epoch_seconds": stats["seconds"],
+                   "images_per_second": stats["images"] / max(stats["seconds"], 1e-9),
+                   "peak_memory_mb": peak_memory_mb(device)}
+            history.append(row)
+            if main:
+                payload = {**model_payload(core), "settings": settings, "fingerprint": fp,
+                           "epoch": epoch + 1, "metrics": row}
+                if row["test_top1"] > best["test_top1"]:
+                    best = {"epoch": epoch + 1, "test_top1": row["test_top1"]}
+                    save_checkpoint(best_path, payload)
+                save_checkpoint(ckpt_path, {**payload, "optimizer": optimizer.state_dict(),
+                                            "scaler": scaler.state_dict() if scaler else {},
+                                            "history": history, "best": best})
+                write_text_atomic(hist_path, history_csv(history))
+                tracker.log({f"epoch/{k}": v for k, v in row.items()}, step=epoch + 1)
+                say(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+                    f"test top-1 {row['test_top1']:.2f}%  top-5 {row['test_top5']:.2f}%  "
+                    f"pruned {100 * row['inactive_fraction']:.0f}%  {row['epoch_seconds']:.1f}s  "
+                    f"{row['images_per_second']:.0f} img/s")
+            barrier()
+        if main and not hist_path.exists():
+            write_text_atomic(hist_path, history_csv(history))
+    finally:
+        tracker.finish()
+        shutdown()
+    return TrainResult(out, cfg.epochs, start_epoch, best, history[-1] if history else {})
