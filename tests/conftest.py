@@ -15,3 +15,39 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def digits_root(tmp_path_factory):
+    """A data root with the digits set built once per test session."""
+    from dgc.data import prepare_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    prepare_dataset("digits", root)
+    return root
+
+
+TINY_PARAMS = {
+    "train": {"epochs": 2, "batch_size": 32, "max_batches": 3, "eval_batch_size": 128,
+              "wandb": "disabled", "threads": 1},
+    "models": {
+        "densenet86_dgc": {"growth": [4, 4, 8], "depth": [1, 1, 1]},
+        "densenet86": {"growth": [4, 4, 8], "depth": [1, 1, 1]},
+        "resnet18_dgc": {"width": 8, "blocks": [1, 1, 1, 1], "stem": "cifar"},
+        "resnet18": {"width": 8, "blocks": [1, 1, 1, 1], "stem": "cifar"},
+    },
+}
+
+
+@pytest.fixture
+def tiny_params_file(tmp_path, digits_root):
+    """A params.yaml for tiny CPU runs on digits; returns its path."""
+    import copy
+
+    import yaml
+
+    raw = copy.deepcopy(TINY_PARAMS)
+    raw["data"] = {"root": str(digits_root)}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path

@@ -36,10 +36,10 @@ def imagenet_loaders(path: str | None, batch_size: int, eval_batch_size: int, wo
     sampler = torch.utils.data.distributed.DistributedSampler(train) if distributed else None
     train_loader = torch.utils.data.DataLoader(train, batch_size, shuffle=sampler is None,
                                                sampler=sampler, num_workers=workers,
-                                               pin_memory=True, drop_last=True,
+                                               pin_memory=torch.cuda.is_available(), drop_last=True,
                                                persistent_workers=workers > 0)
     val_loader = torch.utils.data.DataLoader(val, eval_batch_size, shuffle=False, num_workers=workers,
-                                             pin_memory=True)
+                                             pin_memory=torch.cuda.is_available())
     return train_loader, val_loader, sampler
 
 

@@ -1,0 +1,191 @@
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from dgc import engine
+from dgc.checkpoint import load_checkpoint, load_model
+from dgc.config import ConfigError, load_params
+from dgc.data import cifar_batches
+from dgc.engine import evaluate
+from dgc.train import HISTORY_COLUMNS, TrainingDiverged, train_model
+
+TIMING = ("epoch_seconds", "images_per_second", "peak_memory_mb")
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path) as fh:
+        return list(csv.DictReader(fh))
+
+
+def without_timing(rows):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
+
+
+def run_cli(*args, env_extra=None, **kw):
+    env = {**os.environ, "WANDB_MODE": "disabled", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "dgc", *args], capture_output=True, text=True,
+                          env=env, **kw)
+
+
+def test_short_run_writes_history_and_a_checkpoint_that_reproduces_its_evaluation(tmp_path, tiny_params_file):
+    params = load_params(tiny_params_file)
+    result = train_model("digits", "densenet86_dgc", params, tmp_path / "runs", log=lambda s: None)
+    rows = read_history(result.out_dir / "history.csv")
+    assert list(rows[0]) == list(HISTORY_COLUMNS) and [r["epoch"] for r in rows] == ["1", "2"]
+    assert float(rows[-1]["progress"]) > 0 and float(rows[-1]["inactive_fraction"]) > 0
+    model, ck = load_model(result.out_dir / "checkpoint.pt")
+    assert ck["epoch"] == 2 and ck["model_name"] == "densenet86_dgc"
+    _, test = cifar_batches(Path(params.data.root) / "digits", "digits", 32, 128, torch.device("cpu"))
+    again = evaluate(model, test)
+    assert again["top1"] == pytest.approx(float(rows[-1]["test_top1"]), abs=1e-3)
+    best, best_ck = load_model(result.out_dir / "best.pt")
+    assert best_ck["epoch"] == result.best["epoch"]
+
+
+def test_checkpoints_load_with_weights_only(tmp_path, tiny_params_file):
+    result = train_model("digits", "resnet18", load_params(tiny_params_file, {"train.epochs": 1}),
+                         tmp_path / "runs", log=lambda s: None)
+    ck = torch.load(result.out_dir / "checkpoint.pt", weights_only=True)
+    assert ck["settings"]["train"]["epochs"] == 1 and "optimizer" in ck
+
+
+def test_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, tiny_params_file, monkeypatch):
+    params = load_params(tiny_params_file, {"train.epochs": 3})
+    whole = train_model("digits", "densenet86_dgc", params, tmp_path / "a", log=lambda s: None)
+
+    real = engine.train_one_epoch
+    calls = {"n": 0}
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("dgc.train.train_one_epoch", dies_in_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        train_model("digits", "densenet86_dgc", params, tmp_path / "b", log=lambda s: None)
+    assert load_checkpoint(tmp_path / "b" / "digits-densenet86_dgc" / "checkpoint.pt")["epoch"] == 1
+    monkeypatch.setattr("dgc.train.train_one_epoch", real)
+    logs = []
+    resumed = train_model("digits", "densenet86_dgc", params, tmp_path / "b", log=logs.append)
+    assert resumed.resumed_from == 1 and any("resuming" in line for line in logs)
+    assert without_timing(read_history(resumed.out_dir / "history.csv")) == \
+        without_timing(read_history(whole.out_dir / "history.csv"))
+
+
+def test_kill_9_then_the_same_command_continues(tmp_path, tiny_params_file):
+    args = ["train", "digits", "densenet86_dgc", "--params", str(tiny_params_file),
+            "--runs", str(tmp_path / "runs"), "-S", "train.epochs=6", "-S", "train.max_batches=6"]
+    ckpt = tmp_path / "runs" / "digits-densenet86_dgc" / "checkpoint.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "dgc", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"})
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists()
+    done = load_checkpoint(ckpt)["epoch"]
+    assert 1 <= done < 6
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+    assert f"resuming" in second.stdout
+    rows = read_history(ckpt.parent / "history.csv")
+    assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
+
+
+def test_sparsity_lambda_zero_trains(tmp_path, tiny_params_file):
+    params = load_params(tiny_params_file, {"train.sparsity_lambda": 0.0, "train.epochs": 1})
+    result = train_model("digits", "resnet18_dgc", params, tmp_path, log=lambda s: None)
+    assert result.final["train_loss"] > 0
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_params_file, monkeypatch):
+    params = load_params(tiny_params_file, {"train.epochs": 3})
+    real = engine.train_one_epoch
+    calls = {"n": 0}
+
+    def nan_in_second_epoch(model, core, batches, ctx, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            with torch.no_grad():
+                next(core.parameters()).fill_(float("nan"))
+        return real(model, core, batches, ctx, *a, **kw)
+
+    monkeypatch.setattr("dgc.train.train_one_epoch", nan_in_second_epoch)
+    with pytest.raises(TrainingDiverged, match="non-finite.*epoch 2.*checkpoint"):
+        train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)
+    ck = load_checkpoint(tmp_path / "digits-resnet18" / "checkpoint.pt")
+    assert ck["epoch"] == 1
+    assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
+
+
+@pytest.mark.parametrize("override, key", [
+    ("train.epochs=0", "train.epochs"),
+    ("train.batch_size=-4", "train.batch_size"),
+    ("models.densenet86_dgc.gate_factor=1.5", "gate_factor"),
+    ("train.epochs=two", "train.epochs"),
+    ("train.learning_rate=0.1", "train.learning_rate"),
+])
+def test_bad_settings_exit_2_naming_the_key(tmp_path, tiny_params_file, override, key):
+    proc = run_cli("train", "digits", "densenet86_dgc", "--params", str(tiny_params_file),
+                   "--runs", str(tmp_path), "-S", override)
+    assert proc.returncode == 2
+    assert key in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "digits-densenet86_dgc").exists()
+
+
+@pytest.mark.parametrize("dataset, model, word", [("svhn", "resnet18", "svhn"),
+                                                  ("digits", "vgg16", "vgg16")])
+def test_unknown_dataset_or_model_exits_2(tmp_path, tiny_params_file, dataset, model, word):
+    proc = run_cli("train", dataset, model, "--params", str(tiny_params_file), "--runs", str(tmp_path))
+    assert proc.returncode == 2 and word in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_wandb_failure_never_stops_training(tmp_path, tiny_params_file, monkeypatch, capsys):
+    import wandb
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("wandb is broken")
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setattr(wandb, "init", broken)
+    result = train_model("digits", "resnet18", load_params(tiny_params_file, {"train.epochs": 1}),
+                         tmp_path, log=lambda s: None)
+    assert result.final and "wandb could not start" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_wandb_offline_run_is_written_for_a_later_sync(tmp_path, tiny_params_file, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    result = train_model("digits", "resnet18", load_params(tiny_params_file, {"train.epochs": 1}),
+                         tmp_path, log=lambda s: None)
+    runs = list((result.out_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_run_on_cpu_completes(tmp_path, tiny_params_file):
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "dgc", "train", "digits", "resnet18_dgc", "--params", str(tiny_params_file),
+         "--runs", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "x2" in proc.stdout and proc.stdout.count("epoch 2/2") == 1  # rank 0 logs alone
+    rows = read_history(tmp_path / "digits-resnet18_dgc" / "history.csv")
+    assert len(rows) == 2
+    # both processes together saw every test image once
+    ck = load_checkpoint(tmp_path / "digits-resnet18_dgc" / "checkpoint.pt")
+    assert ck["epoch"] == 2
