@@ -171,3 +171,54 @@ def test_all_channels_pruned_gives_zero_output():
     layer = make_layer(c_in=8, c_out=8)
     layer.set_inactive(8)
     assert torch.count_nonzero(layer(torch.randn(2, 8, 3, 3))) == 0
+
+
+def _run(layer, x, path):
+    layer.execution = path
+    layer.zero_grad(set_to_none=True)
+    xx = x.clone().requires_grad_()
+    y = layer(xx)
+    (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+    grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    return y.detach(), xx.grad, grads
+
+
+def _rel(a, b):
+    return float((a - b).norm() / b.norm().clamp_min(1e-12))
+
+
+@pytest.mark.parametrize("c_in, c_out, k, stride, padding, heads, g, progress", [
+    (16, 8, 1, 1, 0, 4, 0.25, 1.0),
+    (16, 16, 1, 2, 0, 2, 0.5, 0.5),
+    (24, 12, 3, 1, 1, 4, 0.25, 0.0),   # n_in = 0
+    (32, 32, 3, 2, 1, 4, 0.25, 1.0),
+    (8, 8, 3, 1, 2, 1, 0.5, 1.0),
+    (16, 32, 5, 1, 2, 8, 0.75, 0.3),
+])
+def test_scaled_weight_path_equals_the_masked_path_with_gradients(c_in, c_out, k, stride, padding,
+                                                                   heads, g, progress):
+    layer = DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g).double()
+    layer.set_progress(progress)
+    x = torch.randn(3, c_in, 9, 9, dtype=torch.float64)
+    ref = _run(layer, x, "masked")
+    fast = _run(layer, x, "scaled_weight")
+    assert _rel(fast[0], ref[0]) < 1e-10 and _rel(fast[1], ref[1]) < 1e-10
+    for name in ref[2]:
+        assert _rel(fast[2][name], ref[2][name]) < 1e-10, name
+
+
+def test_scaled_weight_path_in_float32_and_channels_last():
+    layer = DGCConv2d(32, 16, 1, heads=4)
+    layer.set_inactive(31)  # the largest count that keeps one channel
+    x = torch.randn(4, 32, 6, 6).contiguous(memory_format=torch.channels_last)
+    ref = _run(layer, x, "masked")
+    fast = _run(layer, x, "scaled_weight")
+    assert _rel(fast[0], ref[0]) < 1e-5 and _rel(fast[1], ref[1]) < 1e-5
+    assert all(_rel(fast[2][n], ref[2][n]) < 1e-5 for n in ref[2])
+
+
+def test_auto_execution_picks_by_memory():
+    layer = DGCConv2d(512, 512, 3, padding=1, heads=4)
+    assert layer.execution_path(torch.empty(1, 512, 4, 4)) == "masked"
+    assert layer.execution_path(torch.empty(1, 512, 64, 64)) == "scaled_weight"
+    assert DGCConv2d(512, 512, 1).execution_path(torch.empty(1, 512, 1, 1)) == "scaled_weight"

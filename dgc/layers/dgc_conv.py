@@ -72,6 +72,8 @@ class DGCConv2d(nn.Module):
         self._n_inactive = 0
         self.register_load_state_dict_post_hook(_sync_inactive_mirror)
         self._sparsity: torch.Tensor | None = None
+        # 'auto' picks the faster of two exact executions per input size (see execution_path).
+        self.execution = "auto"
 
     # -- pruning state ------------------------------------------------------------------------
     @property
@@ -124,7 +126,25 @@ class DGCConv2d(nn.Module):
         keep = self.keep_mask(saliency)
         # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
         scale = saliency * keep  # (B, H, C_in)
-        return self._masked_conv(x, scale)
+        if self.execution_path(x) == "masked":
+            return self._masked_conv(x, scale)
+        return self._scaled_weight_conv(x, scale)
+
+    def execution_path(self, x: torch.Tensor) -> str:
+        """Which of two exact, equivalent executions to run for input x.
+
+        'masked': H scaled copies of x through one grouped conv (the authors' way; memory H x input).
+        'scaled_weight': fold each sample's saliencies into the weights instead,
+        conv(x * s, W) = conv(x, W * s), so x is read once; one batched matmul for 1x1 convs, a
+        conv grouped over the batch for k x k. Chosen when the per-sample weights (C_out*C_in*k*k)
+        are no larger than the H input copies (H*C_in*h*w), always for 1x1.
+        """
+        if self.execution != "auto":
+            return self.execution
+        k = self.kernel_size[0] * self.kernel_size[1]
+        if k == 1 or self.out_channels * k <= self.num_heads * x.shape[-2] * x.shape[-1]:
+            return "scaled_weight"
+        return "masked"
 
     def _masked_conv(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Reference execution: H scaled copies of x through one grouped conv (the authors' way)."""
@@ -136,6 +156,26 @@ class DGCConv2d(nn.Module):
         ho, wo = out.shape[-2:]
         # Interleave heads: channel j*H + i <- head i, channel j.
         return out.view(b, heads, -1, ho, wo).transpose(1, 2).reshape(b, -1, ho, wo)
+
+    def _scaled_weight_conv(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """Per-sample weights W_i * s_i (saliency folded into the weights), heads interleaved."""
+        b, c, h, w = x.shape
+        heads = self.num_heads
+        weight = torch.stack([head.weight for head in self.heads], dim=1)  # (C_out/H, H, C_in, k, k)
+        # Interleaved output order comes from stacking heads on dim 1: row j*H + i = head i, row j.
+        per_sample = weight[None] * scale[:, None, :, :, None, None]  # (B, C_out/H, H, C_in, k, k)
+        per_sample = per_sample.reshape(b, self.out_channels, c, *self.kernel_size)  # (B, C_out, C_in, k, k)
+        if self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
+            w2 = per_sample.view(b, self.out_channels, c)  # (B, C_out, C_in)
+            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+                rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, hw, C_in), no copy
+                out = torch.bmm(rows, w2.transpose(1, 2))  # (B, hw, C_out)
+                return out.view(b, h, w, self.out_channels).permute(0, 3, 1, 2)  # channels_last view
+            return torch.bmm(w2, x.reshape(b, c, h * w)).view(b, self.out_channels, h, w)
+        out = F.conv2d(x.reshape(1, b * c, h, w),
+                       per_sample.reshape(b * self.out_channels, c, *self.kernel_size), None,
+                       self.stride, self.padding, self.dilation, groups=b)  # (1, B*C_out, h', w')
+        return out.view(b, self.out_channels, *out.shape[-2:])
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
