@@ -67,10 +67,16 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from dgc.train import train_model
 
-    result = train_model(args.dataset, args.model, _params(args), args.runs, fresh=args.fresh)
-    if result.final:
-        print(f"done: best test top-1 {result.best['test_top1']:.2f}% (epoch {result.best['epoch']}), "
-              f"final {result.final['test_top1']:.2f}%; outputs in {result.out_dir}")
+    from dgc.train import build_for_training
+
+    params = _params(args)
+    build_for_training(args.dataset, args.model, params)  # every setting checked before any run
+    seeds = [args.seed] if args.seed is not None else list(params.train.seeds)
+    for seed in seeds:
+        result = train_model(args.dataset, args.model, params, args.runs, seed, fresh=args.fresh)
+        if result.final:
+            print(f"done: best test top-1 {result.best['test_top1']:.2f}% (epoch {result.best['epoch']}), "
+                  f"final {result.final['test_top1']:.2f}%; outputs in {result.out_dir}")
     return 0
 
 
@@ -108,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--runs", default="runs", help="runs folder (default runs/)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--seed", type=int, default=None, help="train this seed only (default: train.seeds)")
     _with_params(p)
     p.set_defaults(func=cmd_train)
     return parser

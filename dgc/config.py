@@ -119,7 +119,7 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 1e-4
     sparsity_lambda: float = 1e-5  # weight of the DGC sparsity term; 0 disables it
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # one run per seed: runs/<dataset>-<model>/seed<k>/
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     channels_last: str = "auto"  # auto (on CUDA) | true | false
@@ -138,6 +138,8 @@ class TrainConfig:
             raise ConfigError(f"{section}.lr must be positive, got {self.lr}")
         if self.sparsity_lambda < 0:
             raise ConfigError(f"{section}.sparsity_lambda must be >= 0, got {self.sparsity_lambda}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"{section}.seeds must be a non-empty list of distinct integers")
         if self.max_batches is not None and self.max_batches < 1:
             raise ConfigError(f"{section}.max_batches must be positive or null, got {self.max_batches}")
         if self.wandb not in ("offline", "online", "disabled"):

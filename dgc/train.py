@@ -1,6 +1,6 @@
 """The `train` stage: the authors' recipe for one (dataset, model), resumable, tracked, multi-GPU.
 
-`train_model(dataset, model_name, params)` writes runs/<dataset>-<model>/:
+`train_model(dataset, model_name, params, seed=k)` writes runs/<dataset>-<model>/seed<k>/:
   history.csv    one row per epoch (HISTORY_COLUMNS)
   checkpoint.pt  the last completed epoch: model, optimizer, history, best result (for resuming)
   best.pt        the epoch with the best test top-1 (the authors' pick)
@@ -38,7 +38,8 @@ HISTORY_COLUMNS = ("epoch", "lr", "progress", "inactive_fraction", "train_loss",
                    "test_loss", "test_top1", "test_top5", "epoch_seconds", "images_per_second",
                    "peak_memory_mb")
 # Settings that do not change the result: a run may resume across a change of these.
-NOT_IN_FINGERPRINT = ("device", "wandb", "wandb_project", "workers", "threads", "eval_batch_size")
+NOT_IN_FINGERPRINT = ("device", "wandb", "wandb_project", "workers", "threads", "eval_batch_size",
+                      "seeds")
 
 
 class TrainingDiverged(RuntimeError):
@@ -54,8 +55,10 @@ class TrainResult:
     final: dict[str, Any]
 
 
-def run_dir(runs_root: str | Path, dataset: str, model_name: str) -> Path:
-    return Path(runs_root) / f"{dataset}-{model_name}"
+def run_dir(runs_root: str | Path, dataset: str, model_name: str, seed: int | None = None) -> Path:
+    """runs/<dataset>-<model>, or its seed<k>/ folder where one seed's files live."""
+    base = Path(runs_root) / f"{dataset}-{model_name}"
+    return base if seed is None else base / f"seed{seed}"
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -76,8 +79,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def settings_of(dataset: str, model: nn.Module, params: Params) -> dict[str, Any]:
+def settings_of(dataset: str, model: nn.Module, params: Params, seed: int) -> dict[str, Any]:
     return _plain({"dataset": dataset, "model_name": model.model_name, "model_args": model.model_args,
+                   "seed": seed,
                    "train": dataclasses.asdict(params.train), "data": dataclasses.asdict(params.data),
                    "profile": params.profile})
 
@@ -127,7 +131,7 @@ def build_for_training(dataset: str, model_name: str, params: Params) -> nn.Modu
 
 
 def make_batches(dataset: str, params: Params, device: torch.device, rank: int, world: int,
-                 channels_last: bool):
+                 channels_last: bool, seed: int):
     cfg = params.train
     if dataset == "imagenet":
         from dgc.data.imagenet import DeviceLoader, imagenet_loaders
@@ -139,15 +143,18 @@ def make_batches(dataset: str, params: Params, device: torch.device, rank: int, 
     from dgc.data import cifar_batches
 
     return cifar_batches(Path(params.data.root) / dataset, dataset, cfg.batch_size,
-                         cfg.eval_batch_size, device, cfg.seed, rank, world, cfg.max_batches,
+                         cfg.eval_batch_size, device, seed, rank, world, cfg.max_batches,
                          channels_last)
 
 
 def train_model(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
-                fresh: bool = False, log: Callable[[str], None] = print) -> TrainResult:
-    """Train `model_name` on `dataset` with `params.train`; see the module docstring."""
+                seed: int | None = None, fresh: bool = False,
+                log: Callable[[str], None] = print) -> TrainResult:
+    """Train `model_name` on `dataset` with `params.train` and `seed` (default: the first of
+    train.seeds) into runs_root/<dataset>-<model>/seed<seed>/; see the module docstring."""
     cfg = params.train
-    torch.manual_seed(cfg.seed)  # the same initialisation in every process and every run
+    seed = cfg.seeds[0] if seed is None else seed
+    torch.manual_seed(seed)  # the same initialisation in every process and every run
     model = build_for_training(dataset, model_name, params)  # validates before any work
     device = resolve_device(cfg.device)
     dist_info = init_distributed(device.type)
@@ -165,14 +172,14 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
     channels_last = cfg.channels_last == "true" or (cfg.channels_last == "auto" and device.type == "cuda")
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     train_batches, test_batches = make_batches(dataset, params, device, dist_info.rank,
-                                               dist_info.world_size, channels_last)
+                                               dist_info.world_size, channels_last, seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     autocast, scaler = _amp(device, cfg.amp)
 
-    out = run_dir(runs_root, dataset, model_name)
+    out = run_dir(runs_root, dataset, model_name, seed)
     ckpt_path, best_path, hist_path = out / "checkpoint.pt", out / "best.pt", out / "history.csv"
-    settings = settings_of(dataset, model, params)
+    settings = settings_of(dataset, model, params, seed)
     fp = fingerprint(settings)
     start_epoch, history, best = 0, [], {"epoch": 0, "test_top1": -1.0}
     if ckpt_path.exists() and not fresh:
@@ -194,7 +201,8 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
     steps_per_epoch = len(train_batches)
     ctx = StepContext(optimizer, cfg.lr, cfg.epochs * steps_per_epoch, cfg.sparsity_lambda,
                       autocast, scaler, all_reduce_sum)
-    tracker = Tracker(cfg.wandb, cfg.wandb_project, out.name, out, settings, enabled=main)
+    tracker = Tracker(cfg.wandb, cfg.wandb_project, f"{dataset}-{model_name}-seed{seed}", out, settings,
+                      enabled=main)
     if main:
         out.mkdir(parents=True, exist_ok=True)
     say(f"training {model_name} on {dataset}: {cfg.epochs} epochs x {steps_per_epoch} steps, "

@@ -73,7 +73,7 @@ def test_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, ti
     monkeypatch.setattr("dgc.train.train_one_epoch", dies_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_model("digits", "densenet86_dgc", params, tmp_path / "b", log=lambda s: None)
-    assert load_checkpoint(tmp_path / "b" / "digits-densenet86_dgc" / "checkpoint.pt")["epoch"] == 1
+    assert load_checkpoint(tmp_path / "b" / "digits-densenet86_dgc" / "seed0" / "checkpoint.pt")["epoch"] == 1
     monkeypatch.setattr("dgc.train.train_one_epoch", real)
     logs = []
     resumed = train_model("digits", "densenet86_dgc", params, tmp_path / "b", log=logs.append)
@@ -85,7 +85,7 @@ def test_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, ti
 def test_kill_9_then_the_same_command_continues(tmp_path, tiny_params_file):
     args = ["train", "digits", "densenet86_dgc", "--params", str(tiny_params_file),
             "--runs", str(tmp_path / "runs"), "-S", "train.epochs=6", "-S", "train.max_batches=6"]
-    ckpt = tmp_path / "runs" / "digits-densenet86_dgc" / "checkpoint.pt"
+    ckpt = tmp_path / "runs" / "digits-densenet86_dgc" / "seed0" / "checkpoint.pt"
     proc = subprocess.Popen([sys.executable, "-m", "dgc", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"})
     deadline = time.time() + 120
@@ -124,7 +124,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_
     monkeypatch.setattr("dgc.train.train_one_epoch", nan_in_second_epoch)
     with pytest.raises(TrainingDiverged, match="non-finite.*epoch 2.*checkpoint"):
         train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)
-    ck = load_checkpoint(tmp_path / "digits-resnet18" / "checkpoint.pt")
+    ck = load_checkpoint(tmp_path / "digits-resnet18" / "seed0" / "checkpoint.pt")
     assert ck["epoch"] == 1
     assert all(torch.isfinite(v).all() for v in ck["state_dict"].values() if v.is_floating_point())
 
@@ -184,8 +184,8 @@ def test_two_process_ddp_run_on_cpu_completes(tmp_path, tiny_params_file):
          "--runs", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "x2" in proc.stdout and proc.stdout.count("epoch 2/2") == 1  # rank 0 logs alone
-    rows = read_history(tmp_path / "digits-resnet18_dgc" / "history.csv")
+    rows = read_history(tmp_path / "digits-resnet18_dgc" / "seed0" / "history.csv")
     assert len(rows) == 2
     # both processes together saw every test image once
-    ck = load_checkpoint(tmp_path / "digits-resnet18_dgc" / "checkpoint.pt")
+    ck = load_checkpoint(tmp_path / "digits-resnet18_dgc" / "seed0" / "checkpoint.pt")
     assert ck["epoch"] == 2
