@@ -77,6 +77,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         if result.final:
             print(f"done: best test top-1 {result.best['test_top1']:.2f}% (epoch {result.best['epoch']}), "
                   f"final {result.final['test_top1']:.2f}%; outputs in {result.out_dir}")
+    if args.history_dir:
+        from dgc.train import merge_histories
+
+        merge_histories(args.runs, args.dataset, args.model, seeds, args.history_dir)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from dgc.evaluate import evaluate_run, write_evaluation
+
+    result = evaluate_run(args.dataset, args.model, _params(args), args.runs)
+    metrics_path, info_path = write_evaluation(result, args.metrics_dir, args.info_dir)
+    m = result["metrics"]
+    print(f"{metrics_path}: best top-1 err {m['best']['top1_err']:.2f}%, FLOPs expected "
+          f"{m['flops_expected']:,} actual {m['flops_actual']:,}, params {m['params']:,}")
     return 0
 
 
@@ -115,8 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="runs", help="runs folder (default runs/)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--seed", type=int, default=None, help="train this seed only (default: train.seeds)")
+    p.add_argument("--history-dir", default="reports/history",
+                   help="where the seeds' merged history CSV goes ('' to skip)")
     _with_params(p)
     p.set_defaults(func=cmd_train)
+    p = sub.add_parser("evaluate", help="accuracy, FLOPs, params and latency of a trained model")
+    p.add_argument("dataset")
+    p.add_argument("model")
+    p.add_argument("--runs", default="runs")
+    p.add_argument("--metrics-dir", default="reports/metrics")
+    p.add_argument("--info-dir", default="reports/info")
+    _with_params(p)
+    p.set_defaults(func=cmd_evaluate)
     return parser
 
 

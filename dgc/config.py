@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import yaml
 
+PROFILES = ("smoke", "paper", "custom")
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
@@ -91,18 +92,34 @@ def from_section(cls: type, mapping: Mapping[str, Any] | None, section: str):
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    """params.yaml `pipeline`: which datasets and models `dvc repro` runs (every pair of them)."""
+
+    datasets: tuple[str, ...] = ("digits",)
+    models: tuple[str, ...] = ("densenet86_dgc", "densenet86", "densenet86_gc",
+                               "resnet18_dgc", "resnet18", "resnet18_gc")
+
+    def validate(self, section: str = "pipeline") -> None:
+        from dgc.models import list_models
+
+        for name in self.datasets:
+            check_dataset(name, f"{section}.datasets")
+        for name in self.models:
+            if name not in list_models():
+                raise ConfigError(f"unknown model {name!r} in {section}.models; "
+                                  f"choose from: {', '.join(list_models())}")
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    """params.yaml `data`: where datasets live and which ones the pipeline uses."""
+    """params.yaml `data`: where datasets live and how the digits set is split."""
 
     root: str = "data"
-    datasets: tuple[str, ...] = ("digits",)
     imagenet_path: str | None = None  # an ImageFolder tree with train/ and val/
     digits_test_fraction: float = 0.2
     seed: int = 0
 
     def validate(self, section: str = "data") -> None:
-        for name in self.datasets:
-            check_dataset(name, f"{section}.datasets")
         if not 0.0 < self.digits_test_fraction < 1.0:
             raise ConfigError(f"{section}.digits_test_fraction must be in (0, 1), "
                               f"got {self.digits_test_fraction}")
@@ -157,7 +174,6 @@ class EvalConfig:
     latency_batch_sizes: tuple[int, ...] = (1, 64)
     latency_repeats: int = 10
     device: str = "auto"
-    batch_size: int = 256
 
     def validate(self, section: str = "evaluate") -> None:
         if self.latency_repeats < 1 or any(b < 1 for b in self.latency_batch_sizes):
@@ -175,11 +191,11 @@ class Params:
     """The whole params.yaml."""
 
     profile: str = "smoke"
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     models: dict = field(default_factory=dict)  # model name -> create_model overrides
-    raw: dict = field(default_factory=dict)
 
     def model_overrides(self, name: str) -> dict:
         from dgc.models import list_models, model_arguments
@@ -194,21 +210,26 @@ class Params:
         return overrides
 
 
-SECTIONS = {"data": DataConfig, "train": TrainConfig, "evaluate": EvalConfig}
+SECTIONS = {"pipeline": PipelineConfig, "data": DataConfig, "train": TrainConfig,
+            "evaluate": EvalConfig}
 
 
 def params_from_dict(raw: Mapping[str, Any]) -> Params:
     raw = dict(raw or {})
     known = set(SECTIONS) | {"profile", "models"}
-    extra = {k: v for k, v in raw.items() if k not in known}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"unknown params section {unknown[0]!r}; valid: {', '.join(sorted(known))}")
     sections = {name: from_section(cls, raw.get(name), name) for name, cls in SECTIONS.items()}
     models = raw.get("models") or {}
     if not isinstance(models, Mapping):
         raise ConfigError("models must be a mapping of model name -> settings")
-    params = Params(profile=str(raw.get("profile", "smoke")), models=dict(models), raw=extra,
+    params = Params(profile=str(raw.get("profile", "smoke")), models=dict(models),
                     **sections)
     for name in params.models:
         params.model_overrides(name)
+    if params.profile not in PROFILES:
+        raise ConfigError(f"profile must be one of {', '.join(PROFILES)}, got {params.profile!r}")
     return params
 
 

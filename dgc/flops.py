@@ -75,12 +75,33 @@ def breakdown(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict
     generators and scaling of DGC layers), dgc_conv_dense and dgc_conv_expected (their convs at
     g = 1 and at g). The model's mode is left as it was.
     """
+    return _count(model, input_size)[0]
+
+
+def dgc_conv_costs(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict[str, int]:
+    """Dense multiply-adds of each DGC layer's convolution at batch 1, by module name."""
+    return _count(model, input_size)[1]
+
+
+def actual_flops(model: nn.Module, input_size: Sequence[int], active_fraction: dict[str, float]) -> int:
+    """FLOPs with each DGC conv at the fraction of input channels it actually used (by layer name)."""
+    kinds, per_layer = _count(model, input_size)
+    fixed = kinds["conv"] + kinds["linear"] + kinds["relu"] + kinds["pool"] + kinds["dgc_overhead"]
+    missing = sorted(set(per_layer) - set(active_fraction))
+    if missing:
+        raise ValueError(f"no measured channel fraction for DGC layer {missing[0]!r}")
+    return int(round(fixed + sum(cost * active_fraction[n] for n, cost in per_layer.items())))
+
+
+def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float], dict[str, int]]:
     if len(input_size) != 3 or any(int(s) < 1 for s in input_size):
         raise ValueError(f"input_size must be (C, H, W) with positive entries, got {tuple(input_size)}")
     inside_dgc = {id(m) for layer in model.modules() if isinstance(layer, DGCConv2d)
                   for m in layer.modules() if m is not layer}
     kinds = dict.fromkeys(("conv", "linear", "relu", "pool", "free", "dgc_overhead",
                            "dgc_conv_dense", "dgc_conv_expected"), 0)
+    names = {m: n for n, m in model.named_modules()}
+    per_layer: dict[str, int] = {}
 
     def hook(module: nn.Module, args: tuple, out: torch.Tensor) -> None:
         inp = args[0]
@@ -89,6 +110,7 @@ def breakdown(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict
             kinds["dgc_overhead"] += overhead
             kinds["dgc_conv_dense"] += dense
             kinds["dgc_conv_expected"] += dense * module.gate_factor
+            per_layer[names[module]] = per_layer.get(names[module], 0) + dense
         else:
             kind, flops = _module_flops(module, inp, out)
             kinds[kind] += flops
@@ -106,7 +128,7 @@ def breakdown(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict
             h.remove()
         model.train(was_training)
     del kinds["free"]
-    return kinds
+    return kinds, per_layer
 
 
 def profile(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict[str, int]:

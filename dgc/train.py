@@ -250,3 +250,18 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
         tracker.finish()
         shutdown()
     return TrainResult(out, cfg.epochs, start_epoch, best, history[-1] if history else {})
+
+
+def merge_histories(runs_root: str | Path, dataset: str, model_name: str, seeds: list[int],
+                    out_dir: str | Path = "reports/history") -> Path:
+    """One CSV with every seed's history (a `seed` column first): the DVC plots' source."""
+    rows = []
+    for seed in seeds:
+        path = run_dir(runs_root, dataset, model_name, seed) / "history.csv"
+        with open(path) as fh:
+            rows += [{"seed": seed, **row} for row in csv.DictReader(fh)]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=("seed", *HISTORY_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(Path(out_dir) / f"{dataset}-{model_name}.csv", buf.getvalue())

@@ -74,6 +74,9 @@ class DGCConv2d(nn.Module):
         self._sparsity: torch.Tensor | None = None
         # 'auto' picks the faster of two exact executions per input size (see execution_path).
         self.execution = "auto"
+        # When True, forward keeps `last_active` (B, H, C_in): the channels each head really used.
+        self.record_usage = False
+        self.last_active: torch.Tensor | None = None
 
     # -- pruning state ------------------------------------------------------------------------
     @property
@@ -126,6 +129,8 @@ class DGCConv2d(nn.Module):
         keep = self.keep_mask(saliency)
         # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
         scale = saliency * keep  # (B, H, C_in)
+        if self.record_usage:  # channels that really reach the conv: kept with a saliency > 0
+            self.last_active = (scale.detach() > 0)  # (B, H, C_in) bool
         if self.execution_path(x) == "masked":
             return self._masked_conv(x, scale)
         return self._scaled_weight_conv(x, scale)

@@ -1,0 +1,124 @@
+"""The `evaluate` stage: accuracy, FLOPs three ways, parameters and latency of one trained model.
+
+`evaluate_run(dataset, model_name, params)` reads runs/<dataset>-<model>/seed<k>/{best,checkpoint}.pt
+for every seed of `train.seeds` and returns the metrics that `dgc evaluate` writes to
+reports/metrics/<dataset>-<model>.json: top-1/top-5 accuracy and error of the best and the final
+checkpoint (mean over seeds, with their standard deviation and per-seed values when several ran),
+flops_dense / flops_expected (the paper's convention) / flops_actual (from the channels the DGC
+layers really used on the evaluation set, per image), params, and inference latency per image.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dgc.checkpoint import load_model
+from dgc.config import Params, check_dataset
+from dgc.engine import evaluate
+from dgc.flops import actual_flops, profile
+from dgc.latency import device_name, inference_latency
+from dgc.train import make_batches, resolve_device, run_dir
+from dgc.usage import measure_usage
+
+# The authors' recipe, to tell whether a run can be held against the paper's accuracy.
+PAPER_RECIPE = {"cifar10": {"epochs": 300, "batch_size": 64}, "cifar100": {"epochs": 300, "batch_size": 64},
+                "imagenet": {"epochs": 120, "batch_size": 256}}
+ARCHITECTURE_KEYS = ("growth", "depth", "width", "blocks", "heads", "gate_factor", "squeeze_rate", "groups")
+
+
+def input_size_of(dataset: str) -> tuple[int, int, int]:
+    return (3, 224, 224) if dataset == "imagenet" else (3, 32, 32)
+
+
+def comparability(dataset: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Whether a run's architecture and recipe are the paper's; `reason` says why not."""
+    args = settings["model_args"]
+    arch_changes = sorted(k for k in args if k in ARCHITECTURE_KEYS)
+    reasons = []
+    if dataset not in PAPER_RECIPE:
+        reasons.append(f"{dataset} is not a dataset of the paper (smoke run)")
+    if arch_changes:
+        reasons.append(f"architecture changed ({', '.join(arch_changes)})")
+    recipe = PAPER_RECIPE.get(dataset, {})
+    train = settings["train"]
+    for key, value in recipe.items():
+        if train[key] != value:
+            reasons.append(f"train.{key} is {train[key]}, the paper's is {value}")
+    if train.get("max_batches"):
+        reasons.append("train.max_batches caps the epochs")
+    return {"architecture_matches_paper": int(not arch_changes),
+            "recipe_matches_paper": int(not reasons),
+            "reason": "; ".join(reasons) or "the paper's architecture and recipe"}
+
+
+def _accuracy(result: dict[str, float], epoch: int) -> dict[str, float]:
+    return {"epoch": epoch, "top1_acc": result["top1"], "top1_err": 100.0 - result["top1"],
+            "top5_acc": result["top5"], "top5_err": 100.0 - result["top5"], "loss": result["loss"]}
+
+
+def _mean_and_spread(per_seed: list[dict[str, float]]) -> tuple[dict, dict]:
+    keys = [k for k in per_seed[0] if k != "epoch"]
+    mean = {k: statistics.fmean(r[k] for r in per_seed) for k in keys}
+    std = {k: (statistics.stdev(r[k] for r in per_seed) if len(per_seed) > 1 else 0.0) for k in keys}
+    return mean, std
+
+
+def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
+                 log=print) -> dict[str, Any]:
+    check_dataset(dataset)
+    cfg = params.evaluate
+    device = resolve_device(cfg.device)
+    seeds = list(params.train.seeds)
+    best_rows, final_rows, usage, model, settings = [], [], None, None, None
+    for seed in seeds:
+        folder = run_dir(runs_root, dataset, model_name, seed)
+        best_model, best_ck = load_model(folder / "best.pt", device)
+        final_model, final_ck = load_model(folder / "checkpoint.pt", device)
+        settings = final_ck["settings"]
+        _, test = make_batches(dataset, params, device, 0, 1, False, seed)
+        best_rows.append(_accuracy(evaluate(best_model.to(device), test), best_ck["epoch"]))
+        final_rows.append(_accuracy(evaluate(final_model.to(device), test), final_ck["epoch"]))
+        if usage is None:  # channel usage and latency: the first seed's final model
+            usage, model = measure_usage(final_model, test), final_model
+        log(f"{dataset}-{model_name} seed {seed}: best top-1 {best_rows[-1]['top1_acc']:.2f}%, "
+            f"final {final_rows[-1]['top1_acc']:.2f}%")
+    size = input_size_of(dataset)
+    flops = profile(model, size)
+    active = {row["name"]: row["active_fraction"] for row in usage["layers"]}
+    best_mean, best_std = _mean_and_spread(best_rows)
+    final_mean, final_std = _mean_and_spread(final_rows)
+    latency = {f"batch_{b}": inference_latency(model, device, b, size, cfg.latency_repeats)
+               for b in cfg.latency_batch_sizes}
+    metrics = {
+        "best": {**best_mean, "epoch": best_rows[0]["epoch"]},
+        "final": {**final_mean, "epoch": final_rows[0]["epoch"]},
+        "seeds": len(seeds),
+        **flops,
+        "flops_actual": actual_flops(model, size, active) if active else flops["flops_expected"],
+        "latency_ms_per_image": latency,
+        **{k: v for k, v in comparability(dataset, settings).items() if k != "reason"},
+    }
+    if len(seeds) > 1:
+        metrics["best_std"], metrics["final_std"] = best_std, final_std
+        metrics["per_seed"] = {str(s): {"best_top1_err": b["top1_err"], "final_top1_err": f["top1_err"]}
+                               for s, b, f in zip(seeds, best_rows, final_rows)}
+    info = {"dataset": dataset, "model": model_name, "profile": settings["profile"],
+            "latency_device": device_name(device), "comparability": comparability(dataset, settings)["reason"],
+            "seeds": seeds, "model_args": settings["model_args"], "layers": usage["layers"],
+            "usage_images": usage["images"]}
+    return {"metrics": metrics, "info": info}
+
+
+def write_evaluation(result: dict[str, Any], metrics_dir: str | Path = "reports/metrics",
+                     info_dir: str | Path = "reports/info") -> tuple[Path, Path]:
+    """reports/metrics/<dataset>-<model>.json (numbers only, for `dvc metrics`) and
+    reports/info/<dataset>-<model>.json (device, comparability, per-layer channel usage)."""
+    from dgc.io import write_json_atomic
+
+    name = f"{result['info']['dataset']}-{result['info']['model']}.json"
+    return (write_json_atomic(Path(metrics_dir) / name, result["metrics"]),
+            write_json_atomic(Path(info_dir) / name, result["info"]))

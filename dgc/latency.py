@@ -1,0 +1,40 @@
+"""Wall-clock timing: median of repeated runs, synchronised on CUDA."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def median_time(fn: Callable[[], object], device: torch.device, repeats: int = 10, warmup: int = 2) -> float:
+    """Median seconds of `fn()` over `repeats` runs after `warmup` runs."""
+    times = []
+    for i in range(warmup + repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def inference_latency(model: nn.Module, device: torch.device, batch_size: int,
+                      input_size: tuple[int, int, int] = (3, 32, 32), repeats: int = 10) -> float:
+    """Median milliseconds per image of an eval-mode forward pass at `batch_size`."""
+    model.eval().to(device)
+    x = torch.randn(batch_size, *input_size, device=device)
+    return 1000.0 * median_time(lambda: model(x), device, repeats) / batch_size

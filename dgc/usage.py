@@ -1,0 +1,72 @@
+"""What DGC layers actually do on real data: channels kept per head, FLOPs actually spent, and how
+different the heads' choices are (the paper's analysis of heads).
+
+`measure_usage(model, batches)` runs the model over `batches` with every DGC layer recording the
+channels that reached its convolution (kept AND with a saliency > 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+from dgc.layers import DGCConv2d, dgc_layers
+
+
+@contextlib.contextmanager
+def recording(model: nn.Module) -> Iterator[list[DGCConv2d]]:
+    layers = dgc_layers(model)
+    for layer in layers:
+        layer.record_usage = True
+    try:
+        yield layers
+    finally:
+        for layer in layers:
+            layer.record_usage, layer.last_active = False, None
+
+
+def head_overlap(active: torch.Tensor) -> torch.Tensor:
+    """Mean pairwise Jaccard overlap between the heads' channel sets, per sample: (B, H, C) -> (B,)."""
+    a = active.float()  # (B, H, C)
+    inter = torch.einsum("bhc,bgc->bhg", a, a)  # (B, H, H)
+    sizes = a.sum(dim=2)  # (B, H)
+    union = sizes[:, :, None] + sizes[:, None, :] - inter
+    jaccard = torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(inter))
+    h = a.shape[1]
+    if h < 2:
+        return torch.ones(a.shape[0], device=a.device)
+    off = ~torch.eye(h, dtype=torch.bool, device=a.device)
+    return jaccard[:, off].mean(dim=1)
+
+
+@torch.no_grad()
+def measure_usage(model: nn.Module, batches: Iterable) -> dict:
+    """Per DGC layer: fraction of input channels actually used, and head overlap, averaged per image.
+
+    Returns {"images": N, "layers": [{"name", "in_channels", "kept_fraction", "active_fraction",
+    "head_overlap"}...], "conv_fraction": FLOPs-weighted active fraction (None without DGC layers)}.
+    """
+    model.eval()
+    names = {m: n for n, m in model.named_modules()}
+    with recording(model) as layers:
+        sums = {id(l): torch.zeros(2, dtype=torch.float64) for l in layers}
+        images = 0
+        for x, _ in batches:
+            model(x)
+            images += len(x)
+            for layer in layers:
+                active = layer.last_active  # (B, H, C)
+                sums[id(layer)][0] += active.float().mean(dim=(1, 2)).sum().cpu().double()
+                sums[id(layer)][1] += head_overlap(active).sum().cpu().double()
+    rows = []
+    for layer in layers:
+        kept = 1.0 - layer.n_inactive / layer.in_channels
+        rows.append({"name": names[layer], "in_channels": layer.in_channels,
+                     "out_channels": layer.out_channels, "kernel": layer.kernel_size[0],
+                     "kept_fraction": kept,
+                     "active_fraction": float(sums[id(layer)][0]) / max(images, 1),
+                     "head_overlap": float(sums[id(layer)][1]) / max(images, 1)})
+    return {"images": images, "layers": rows}
