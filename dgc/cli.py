@@ -95,6 +95,75 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from dgc.compare import compare, load_claims, write_comparison
+
+    result = compare(load_claims(args.claims), args.metrics_dir)
+    json_path, md_path = write_comparison(result, args.out_dir)
+    print(", ".join(f"{n} {k}" for k, n in result["summary"].items()) + f" -> {md_path}")
+    return 0
+
+
+def cmd_paper_ref(args: argparse.Namespace) -> int:
+    from dgc.compare import load_claims
+    from dgc.paper_ref import TAG, make_paper_ref
+
+    commit, changed = make_paper_ref(load_claims(args.claims), args.repo)
+    print(f"tag {TAG} -> {commit[:12]} ({'updated' if changed else 'unchanged'}); "
+          f"now run: dvc metrics diff {TAG}")
+    return 0
+
+
+def cmd_plots(args: argparse.Namespace) -> int:
+    from dgc.compare import load_claims
+    from dgc.plots import make_plots
+
+    from dgc.models import model_defaults
+
+    params = _params(args)
+    settings = {n: {**model_defaults(n), **params.model_overrides(n)} for n in params.pipeline.models}
+    gates = {n: s["gate_factor"] for n, s in settings.items() if "gate_factor" in s}
+    for path in make_plots(args.metrics_dir, args.history_dir, load_claims(args.claims), args.out_dir, gates):
+        print(path)
+    return 0
+
+
+def cmd_use_profile(args: argparse.Namespace) -> int:
+    from dgc.profiles import use_profile
+
+    path = use_profile(args.profile, args.params)
+    print(f"{path} now holds the {args.profile!r} profile; run `dvc repro` (or `make repro`)")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from dgc.render import render
+
+    params = _params(args)
+    parameters = {"profile": params.profile, "datasets": list(params.pipeline.datasets),
+                  "models": list(params.pipeline.models), "reports": args.reports}
+    ipynb, html = render(args.notebook, args.reports, parameters,
+                         "DGC reproducibility report", cwd=".")
+    print(f"{ipynb}\n{html}")
+    return 0
+
+
+def cmd_ablations(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from dgc.io import write_text_atomic
+    from dgc.render import render
+
+    out = f"{args.reports}/experiments.json"
+    proc = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UsageError(f"`dvc exp show --json` failed: {proc.stderr.strip().splitlines()[-1:]}")
+    write_text_atomic(out, proc.stdout)
+    ipynb, html = render(args.notebook, args.reports, {"experiments_json": out}, "DGC ablations")
+    print(f"{ipynb}\n{html}")
+    return 0
+
+
 def _with_params(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
     p.add_argument("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -142,6 +211,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--info-dir", default="reports/info")
     _with_params(p)
     p.set_defaults(func=cmd_evaluate)
+    p = sub.add_parser("compare", help="our metrics against claims/paper.yaml -> reports/vs_paper.{json,md}")
+    p.add_argument("--claims", default="claims/paper.yaml")
+    p.add_argument("--metrics-dir", default="reports/metrics")
+    p.add_argument("--out-dir", default="reports")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("paper-ref", help="create/update the git tag `paper` for `dvc metrics diff paper`")
+    p.add_argument("--claims", default="claims/paper.yaml")
+    p.add_argument("--repo", default=".")
+    p.set_defaults(func=cmd_paper_ref)
+
+    p = sub.add_parser("plots", help="PNG figures: accuracy vs FLOPs, training curves, schedule")
+    p.add_argument("--claims", default="claims/paper.yaml")
+    p.add_argument("--metrics-dir", default="reports/metrics")
+    p.add_argument("--history-dir", default="reports/history")
+    p.add_argument("--out-dir", default="reports/figures")
+    _with_params(p)
+    p.set_defaults(func=cmd_plots)
+
+    p = sub.add_parser("report", help="execute notebooks/report.ipynb and render reports/report.html")
+    p.add_argument("--notebook", default="notebooks/report.ipynb")
+    p.add_argument("--reports", default="reports")
+    _with_params(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("ablations", help="`dvc exp show --json` -> reports/ablations.html")
+    p.add_argument("--notebook", default="notebooks/ablations.ipynb")
+    p.add_argument("--reports", default="reports")
+    p.set_defaults(func=cmd_ablations)
+
+    p = sub.add_parser("use-profile", help="switch params.yaml to a profile (smoke or paper)")
+    p.add_argument("profile", choices=["smoke", "paper"])
+    p.add_argument("--params", default="params.yaml")
+    p.set_defaults(func=cmd_use_profile)
     return parser
 
 
@@ -156,8 +259,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, DataError, CheckpointError, ValueError, TypeError, FileNotFoundError) as exc:
         print(f"dgc: error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:  # e.g. a diverged training run: not bad input, still one line
-        if type(exc).__name__ != "TrainingDiverged":
+    except RuntimeError as exc:  # a diverged run, a failing notebook: not bad input, still one line
+        if type(exc).__name__ not in ("TrainingDiverged", "NotebookFailed"):
             raise
         print(f"dgc: error: {exc}", file=sys.stderr)
         return 1

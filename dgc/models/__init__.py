@@ -1,7 +1,7 @@
 """Model zoo: DGC networks of the paper and their dense and static-group baselines."""
 
 from dgc.models.densenet import DenseNet
-from dgc.models.registry import MODELS, create_model, list_models, model_arguments
+from dgc.models.registry import MODELS, create_model, list_models, model_arguments, model_defaults
 from dgc.models.resnet import ResNet
 
-__all__ = ["MODELS", "DenseNet", "ResNet", "create_model", "list_models", "model_arguments"]
+__all__ = ["MODELS", "DenseNet", "ResNet", "create_model", "list_models", "model_arguments", "model_defaults"]

@@ -87,6 +87,12 @@ def model_arguments(name: str) -> list[str]:
     return [p for p in inspect.signature(_factory(name)).parameters if p != "num_classes"]
 
 
+def model_defaults(name: str) -> dict:
+    """The default of every override of model `name` (the authors' configuration)."""
+    return {p.name: p.default for p in inspect.signature(_factory(name)).parameters.values()
+            if p.name != "num_classes"}
+
+
 def _factory(name: str) -> Callable[..., nn.Module]:
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")

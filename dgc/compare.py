@@ -1,0 +1,180 @@
+"""The `compare` stage: every claim of claims/paper.yaml against our metrics, with a verdict.
+
+Verdicts: "reproduced" (within the claim's tolerance), "not reproduced", "not run" (no metrics for
+that dataset and model), "not comparable" (the run exists but is not the paper's architecture or
+recipe, e.g. narrowed or shortened; a smoke run on digits is never held against a CIFAR number).
+Accuracy claims need the paper's recipe, architecture claims (FLOPs, params) only its architecture,
+relation claims (DGC vs a baseline) two runs of the paper's recipe.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dgc.config import ConfigError, check_dataset
+
+VERDICTS = ("reproduced", "not reproduced", "not run", "not comparable")
+KINDS = ("accuracy", "architecture", "relation")
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    claim: int
+    kind: str
+    dataset: str
+    model: str
+    metric: str
+    unit: str
+    tolerance: float
+    source: str
+    value: float | None = None  # the paper's number (None for a relation claim)
+    versus: str | None = None  # relation claims: the baseline model
+    statement: str = ""
+
+
+def load_claims(path: str | Path = "claims/paper.yaml") -> list[Claim]:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    names = {f.name for f in fields(Claim)}
+    claims = []
+    for i, entry in enumerate(raw.get("claims", [])):
+        where = f"{path}: claim {entry.get('id', i)}"
+        unknown = sorted(set(entry) - names)
+        if unknown:
+            raise ConfigError(f"{where} has unknown key {unknown[0]!r}")
+        try:
+            claim = Claim(**entry)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        check_dataset(claim.dataset, f"{where} dataset")
+        if claim.kind not in KINDS:
+            raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}")
+        if (claim.kind == "relation") != (claim.versus is not None) or \
+                (claim.kind != "relation" and claim.value is None):
+            raise ConfigError(f"{where}: a relation claim needs `versus`, the others a `value`")
+        claims.append(claim)
+    ids = [c.id for c in claims]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"{path}: claim ids must be unique")
+    return claims
+
+
+def metric_value(metrics: dict[str, Any], dotted: str) -> float | None:
+    node: Any = metrics
+    for key in dotted.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return None
+        node = node[key]
+    return float(node) if isinstance(node, (int, float)) else None
+
+
+def spread_of(metrics: dict[str, Any], dotted: str) -> float | None:
+    """Standard deviation over seeds of `best.x` / `final.x` when several seeds ran."""
+    head, _, rest = dotted.partition(".")
+    return metric_value(metrics, f"{head}_std.{rest}") if rest else None
+
+
+def load_metrics(metrics_dir: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
+    """{(dataset, model): metrics} from reports/metrics/<dataset>-<model>.json."""
+    out = {}
+    for path in sorted(Path(metrics_dir).glob("*.json")):
+        dataset, _, model = path.stem.partition("-")
+        out[(dataset, model)] = json.loads(path.read_text())
+    return out
+
+
+def _row(claim: Claim, **values: Any) -> dict[str, Any]:
+    base = {"id": claim.id, "claim": claim.claim, "kind": claim.kind, "dataset": claim.dataset,
+            "model": claim.model, "metric": claim.metric, "unit": claim.unit,
+            "paper": claim.value, "versus": claim.versus, "tolerance": claim.tolerance,
+            "source": claim.source, "statement": claim.statement,
+            "ours": None, "spread": None, "delta": None, "seeds": None}
+    return {**base, **values}
+
+
+def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]]) -> dict[str, Any]:
+    """The verdict row of one claim."""
+    needed = [claim.model] + ([claim.versus] if claim.versus else [])
+    missing = [m for m in needed if (claim.dataset, m) not in runs]
+    if missing:
+        return _row(claim, verdict="not run", reason=f"no metrics for {claim.dataset}-{missing[0]}")
+    metrics = runs[(claim.dataset, claim.model)]
+    gate = "architecture_matches_paper" if claim.kind == "architecture" else "recipe_matches_paper"
+    for model in needed:
+        if not runs[(claim.dataset, model)].get(gate):
+            what = "architecture" if claim.kind == "architecture" else "architecture and recipe"
+            return _row(claim, verdict="not comparable",
+                        reason=f"{claim.dataset}-{model} is not the paper's {what} "
+                               f"(see reports/info/{claim.dataset}-{model}.json)")
+    ours = metric_value(metrics, claim.metric)
+    if ours is None:
+        return _row(claim, verdict="not run", reason=f"{claim.metric} missing from the metrics")
+    seeds = int(metrics.get("seeds", 1))
+    spread = spread_of(metrics, claim.metric) if seeds > 1 else None
+    if claim.kind == "relation":
+        other = metric_value(runs[(claim.dataset, claim.versus)], claim.metric)
+        delta = ours - other
+        ok = delta <= claim.tolerance
+        return _row(claim, ours=ours, delta=delta, spread=spread, seeds=seeds, baseline=other,
+                    verdict="reproduced" if ok else "not reproduced",
+                    reason=f"{claim.model} {ours:.2f} vs {claim.versus} {other:.2f}")
+    delta = ours - claim.value
+    ok = abs(delta) <= claim.tolerance + 1e-9
+    return _row(claim, ours=ours, delta=delta, spread=spread, seeds=seeds,
+                verdict="reproduced" if ok else "not reproduced",
+                reason=f"|delta| {'<=' if ok else '>'} tolerance {claim.tolerance:g}")
+
+
+def compare(claims: list[Claim], metrics_dir: str | Path = "reports/metrics") -> dict[str, Any]:
+    runs = load_metrics(metrics_dir)
+    rows = [judge(c, runs) for c in claims]
+    claimed = {(c.dataset, m) for c in claims for m in (c.model, c.versus) if m}
+    smoke = [{"dataset": d, "model": m, "best_top1_err": metric_value(v, "best.top1_err"),
+              "flops_expected": v.get("flops_expected"), "flops_actual": v.get("flops_actual"),
+              "params": v.get("params")}
+             for (d, m), v in sorted(runs.items()) if (d, m) not in claimed]
+    summary = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
+    return {"claims": rows, "other_runs": smoke, "summary": summary}
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not value.is_integer() or unit == "%":
+        return f"{value:.2f}"
+    return f"{int(value):,}"
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    lines = ["# Our results against the paper's claims", "",
+             "| claim | dataset | model | metric | paper | ours | delta | verdict | why |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in result["claims"]:
+        paper = _fmt(r["paper"], r["unit"]) if r["paper"] is not None else f"<= {r['versus']}"
+        ours = _fmt(r["ours"], r["unit"])
+        if r["spread"] is not None:
+            ours += f" ± {r['spread']:.2f} ({r['seeds']} seeds)"
+        lines.append(f"| {r['claim']} ({r['id']}) | {r['dataset']} | {r['model']} | {r['metric']} | "
+                     f"{paper} | {ours} | {_fmt(r['delta'], r['unit'])} | {r['verdict']} | {r['reason']} |")
+    s = result["summary"]
+    lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in s.items()), ""]
+    if result["other_runs"]:
+        lines += ["## Runs no claim refers to (e.g. the offline smoke profile: never compared with the paper)",
+                  "", "| dataset | model | best top-1 err (%) | FLOPs expected | FLOPs actual | params |",
+                  "|---|---|---|---|---|---|"]
+        for r in result["other_runs"]:
+            lines.append(f"| {r['dataset']} | {r['model']} | {_fmt(r['best_top1_err'], '%')} | "
+                         f"{_fmt(r['flops_expected'])} | {_fmt(r['flops_actual'])} | {_fmt(r['params'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(result: dict[str, Any], out_dir: str | Path = "reports") -> tuple[Path, Path]:
+    from dgc.io import write_json_atomic, write_text_atomic
+
+    return (write_json_atomic(Path(out_dir) / "vs_paper.json", result),
+            write_text_atomic(Path(out_dir) / "vs_paper.md", to_markdown(result)))

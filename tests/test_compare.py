@@ -1,0 +1,88 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dgc.compare import ConfigError, compare, load_claims, to_markdown
+
+CLAIMS = Path(__file__).parents[1] / "claims" / "paper.yaml"
+
+
+def write_metrics(folder: Path, run: str, top1_err: float, recipe=1, arch=1, seeds=1, std=None, **extra):
+    data = {"best": {"top1_err": top1_err, "top1_acc": 100 - top1_err, "top5_err": 1.0},
+            "recipe_matches_paper": recipe, "architecture_matches_paper": arch, "seeds": seeds,
+            "flops_expected": 71_037_118, "flops_dense": 182_513_854, "params": 4_264_810, **extra}
+    if std is not None:
+        data["best_std"] = {"top1_err": std}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{run}.json").write_text(json.dumps(data))
+
+
+def rows_by_id(result):
+    return {r["id"]: r for r in result["claims"]}
+
+
+def test_claims_file_holds_the_papers_numbers():
+    claims = {c.id: c for c in load_claims(CLAIMS)}
+    assert claims["c10-dgc-err"].value == 4.77 and claims["c100-dgc-err"].value == 23.41
+    assert claims["in-resnet18-flops"].value == 890_396_782
+    assert all(c.source for c in claims.values())
+
+
+def test_verdicts_on_hand_made_metrics(tmp_path):
+    m = tmp_path / "metrics"
+    write_metrics(m, "cifar10-densenet86_dgc", 4.90, seeds=3, std=0.12)        # within 0.5 of 4.77
+    write_metrics(m, "cifar100-densenet86_dgc", 26.0)                          # 2.6 off 23.41
+    write_metrics(m, "cifar10-densenet86", 4.70)
+    write_metrics(m, "cifar10-densenet86_gc", 5.50, recipe=0)                  # shortened run
+    result = compare(load_claims(CLAIMS), m)
+    rows = rows_by_id(result)
+    assert rows["c10-dgc-err"]["verdict"] == "reproduced"
+    assert rows["c10-dgc-err"]["delta"] == pytest.approx(0.13)
+    assert rows["c10-dgc-err"]["spread"] == 0.12 and rows["c10-dgc-err"]["seeds"] == 3
+    assert rows["c100-dgc-err"]["verdict"] == "not reproduced"
+    assert rows["in-resnet18-err"]["verdict"] == "not run"
+    assert rows["c10-dgc-vs-dense"]["verdict"] == "reproduced"  # 4.90 <= 4.70 + 0.5
+    assert rows["c10-dgc-vs-gc"]["verdict"] == "not comparable"
+    assert rows["c10-dgc-flops"]["verdict"] == "reproduced"
+    assert result["summary"]["not run"] >= 1
+
+
+def test_a_smoke_run_is_never_compared_with_a_cifar_number(tmp_path):
+    m = tmp_path / "metrics"
+    write_metrics(m, "digits-densenet86_dgc", 4.77, recipe=0, arch=0)
+    result = compare(load_claims(CLAIMS), m)
+    assert {r["verdict"] for r in result["claims"]} == {"not run"}
+    assert [r["dataset"] for r in result["other_runs"]] == ["digits"]
+    assert "never compared" in to_markdown(result)
+
+
+def test_a_narrowed_architecture_is_not_comparable_even_for_flops(tmp_path):
+    m = tmp_path / "metrics"
+    write_metrics(m, "cifar10-densenet86_dgc", 4.77, recipe=0, arch=0)
+    rows = rows_by_id(compare(load_claims(CLAIMS), m))
+    assert rows["c10-dgc-flops"]["verdict"] == "not comparable"
+    assert rows["c10-dgc-err"]["verdict"] == "not comparable"
+
+
+def test_relation_claim_not_reproduced_when_the_group_conv_wins(tmp_path):
+    m = tmp_path / "metrics"
+    write_metrics(m, "cifar10-densenet86_dgc", 5.2)
+    write_metrics(m, "cifar10-densenet86_gc", 5.0)
+    assert rows_by_id(compare(load_claims(CLAIMS), m))["c10-dgc-vs-gc"]["verdict"] == "not reproduced"
+
+
+def test_markdown_table_lists_every_claim(tmp_path):
+    result = compare(load_claims(CLAIMS), tmp_path)
+    md = to_markdown(result)
+    assert md.count("| not run |") == len(result["claims"])
+
+
+def test_bad_claims_file_names_the_problem(tmp_path):
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump({"claims": [{"id": "x", "claim": 1, "kind": "accuracy",
+                                                "dataset": "svhn", "model": "m", "metric": "best.top1_err",
+                                                "unit": "%", "tolerance": 1, "source": "s", "value": 1}]}))
+    with pytest.raises(ConfigError, match="svhn"):
+        load_claims(path)
