@@ -98,9 +98,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from dgc.compare import compare, load_claims, write_comparison
 
-    result = compare(load_claims(args.claims), args.metrics_dir)
+    result = compare(load_claims(args.claims), args.metrics_dir, args.architecture)
     json_path, md_path = write_comparison(result, args.out_dir)
     print(", ".join(f"{n} {k}" for k, n in result["summary"].items()) + f" -> {md_path}")
+    return 0
+
+
+def cmd_architecture(args: argparse.Namespace) -> int:
+    from dgc.architecture import count_architectures
+    from dgc.compare import load_claims
+    from dgc.io import write_json_atomic
+
+    counts = count_architectures(load_claims(args.claims))
+    write_json_atomic(args.out, counts)
+    for run, c in counts.items():
+        print(f"{run:28s} FLOPs {c['flops_expected']:>13,} (dense {c['flops_dense']:,})  params {c['params']:,}")
     return 0
 
 
@@ -214,8 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="our metrics against claims/paper.yaml -> reports/vs_paper.{json,md}")
     p.add_argument("--claims", default="claims/paper.yaml")
     p.add_argument("--metrics-dir", default="reports/metrics")
+    p.add_argument("--architecture", default="reports/architecture.json")
     p.add_argument("--out-dir", default="reports")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("architecture", help="FLOPs/params of the authors' configurations -> reports/architecture.json")
+    p.add_argument("--claims", default="claims/paper.yaml")
+    p.add_argument("--out", default="reports/architecture.json")
+    p.set_defaults(func=cmd_architecture)
 
     p = sub.add_parser("paper-ref", help="create/update the git tag `paper` for `dvc metrics diff paper`")
     p.add_argument("--claims", default="claims/paper.yaml")

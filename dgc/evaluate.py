@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from dgc.architecture import input_size_of
 from dgc.checkpoint import load_model
 from dgc.config import Params, check_dataset
 from dgc.engine import evaluate
@@ -28,10 +29,6 @@ from dgc.usage import measure_usage
 PAPER_RECIPE = {"cifar10": {"epochs": 300, "batch_size": 64}, "cifar100": {"epochs": 300, "batch_size": 64},
                 "imagenet": {"epochs": 120, "batch_size": 256}}
 ARCHITECTURE_KEYS = ("growth", "depth", "width", "blocks", "heads", "gate_factor", "squeeze_rate", "groups")
-
-
-def input_size_of(dataset: str) -> tuple[int, int, int]:
-    return (3, 224, 224) if dataset == "imagenet" else (3, 32, 32)
 
 
 def comparability(dataset: str, settings: dict[str, Any]) -> dict[str, Any]:

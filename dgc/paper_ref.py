@@ -1,7 +1,8 @@
 """`dgc paper-ref`: the git tag `paper`, whose metrics files hold the paper's numbers.
 
 The tag points to a commit whose tree is HEAD's tree with reports/metrics/ replaced by one JSON file
-per (dataset, model) of claims/paper.yaml, at the same paths and keys as our own metrics files. So
+per (dataset, model) of claims/paper.yaml, at the same paths and keys as our own metrics files, the
+architecture claims also in reports/architecture.json, and a dvc.yaml that only declares those. So
 `dvc metrics diff paper` prints, for every claimed number, the paper's value, ours and the change,
 in any clone, offline. The commit has a fixed author and date and no parent: the same claims and the
 same HEAD tree always give the same commit, so the command is idempotent.
@@ -20,6 +21,7 @@ from dgc.compare import Claim
 
 TAG = "paper"
 METRICS_DIR = "reports/metrics"
+ARCHITECTURE_JSON = "reports/architecture.json"
 _IDENTITY = {"GIT_AUTHOR_NAME": "DGC paper (Su et al., ECCV 2020)",
              "GIT_AUTHOR_EMAIL": "paper@dgc.invalid", "GIT_AUTHOR_DATE": "2020-07-09T00:00:00Z",
              "GIT_COMMITTER_NAME": "DGC paper (Su et al., ECCV 2020)",
@@ -37,6 +39,9 @@ def paper_metrics(claims: list[Claim]) -> dict[str, dict[str, Any]]:
         for key in parents:
             node = node.setdefault(key, {})
         node[leaf] = claim.value
+        if claim.kind == "architecture":  # also where the `architecture` stage writes ours
+            arch = files.setdefault(ARCHITECTURE_JSON, {})
+            arch.setdefault(f"{claim.dataset}-{claim.model}", {})[claim.metric] = claim.value
     return files
 
 
@@ -58,11 +63,17 @@ def make_paper_ref(claims: list[Claim], repo: str | Path = ".") -> tuple[str, bo
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), **_IDENTITY}
         _git(["read-tree", "HEAD"], repo, env)
-        _git(["rm", "-r", "--cached", "--quiet", "--ignore-unmatch", METRICS_DIR], repo, env)
+        _git(["rm", "-r", "--cached", "--quiet", "--ignore-unmatch", METRICS_DIR, ARCHITECTURE_JSON],
+             repo, env)
         for path, content in sorted(paper_metrics(claims).items()):
             text = json.dumps(content, indent=2, sort_keys=True) + "\n"
             blob = _git(["hash-object", "-w", "--stdin"], repo, input=text)
             _git(["update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"], repo, env)
+        # A dvc.yaml that only declares the metrics: the paper's tree has no pipeline outputs.
+        spec = ("# The paper's numbers as metrics files (written by `dgc paper-ref`); no pipeline here.\n"
+                f"metrics:\n  - {METRICS_DIR}\n  - {ARCHITECTURE_JSON}\n")
+        blob = _git(["hash-object", "-w", "--stdin"], repo, input=spec)
+        _git(["update-index", "--add", "--cacheinfo", f"100644,{blob},dvc.yaml"], repo, env)
         tree = _git(["write-tree"], repo, env)
         commit = _git(["commit-tree", tree, "-m",
                        "The paper's numbers (claims/paper.yaml) as metrics files, for "

@@ -86,3 +86,15 @@ def test_bad_claims_file_names_the_problem(tmp_path):
                                                 "unit": "%", "tolerance": 1, "source": "s", "value": 1}]}))
     with pytest.raises(ConfigError, match="svhn"):
         load_claims(path)
+
+
+def test_architecture_claims_are_judged_from_the_counter_without_training(tmp_path):
+    from dgc.architecture import count_architectures
+
+    claims = load_claims(CLAIMS)
+    arch = tmp_path / "architecture.json"
+    arch.write_text(json.dumps(count_architectures(claims)))
+    rows = rows_by_id(compare(claims, tmp_path / "none", arch))
+    architecture = [r for r in rows.values() if r["kind"] == "architecture"]
+    assert len(architecture) == 10 and {r["verdict"] for r in architecture} == {"reproduced"}
+    assert rows["c10-dgc-err"]["verdict"] == "not run"

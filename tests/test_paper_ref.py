@@ -47,6 +47,8 @@ def test_metrics_diff_against_the_paper_tag(repo):
     c100 = diff["reports/metrics/cifar100-densenet86_dgc.json"]
     assert c100["best.top1_err"]["old"] == 23.41
     assert diff["reports/metrics/imagenet-resnet18_dgc.json"]["flops_expected"]["old"] == 890396782
+    arch = diff["reports/architecture.json"]
+    assert arch["imagenet-resnet18_dgc.flops_expected"]["old"] == 890396782
 
 
 def test_paper_ref_is_idempotent(repo):
