@@ -176,6 +176,30 @@ def cmd_ablations(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from dgc.bench import bench_markdown, run_bench
+    from dgc.io import write_json_atomic, write_text_atomic
+    from dgc.train import resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = run_bench(resolve_device(args.device), args.repeats, models=not args.no_models)
+    write_json_atomic(args.out, result)
+    md = bench_markdown(result)
+    write_text_atomic(str(args.out).rsplit(".", 1)[0] + ".md", md)
+    print(md)
+    return 0
+
+
+def cmd_readme(args: argparse.Namespace) -> int:
+    from dgc.readme import update_readme
+
+    print(update_readme(args.readme, args.reports))
+    return 0
+
+
 def _with_params(p: argparse.ArgumentParser) -> None:
     p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
     p.add_argument("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -258,6 +282,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--notebook", default="notebooks/ablations.ipynb")
     p.add_argument("--reports", default="reports")
     p.set_defaults(func=cmd_ablations)
+
+    p = sub.add_parser("bench", help="layer and model latency: DGC vs dense vs static group conv")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
+    p.add_argument("--no-models", action="store_true", help="layers only")
+    p.add_argument("--out", default="reports/bench.json")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("readme", help="regenerate README's results tables from reports/")
+    p.add_argument("--readme", default="README.md")
+    p.add_argument("--reports", default="reports")
+    p.set_defaults(func=cmd_readme)
 
     p = sub.add_parser("use-profile", help="switch params.yaml to a profile (smoke or paper)")
     p.add_argument("profile", choices=["smoke", "paper"])

@@ -54,8 +54,8 @@ def test_pruned_channels_receive_zero_gradient_and_kept_ones_do_not():
     captured = {}
     original = layer.keep_mask
 
-    def spy(s):
-        captured["keep"] = original(s)
+    def spy(s, order=None):
+        captured["keep"] = original(s, order)
         return captured["keep"]
 
     layer.keep_mask = spy
@@ -179,7 +179,8 @@ def _run(layer, x, path):
     xx = x.clone().requires_grad_()
     y = layer(xx)
     (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
-    grads = {n: p.grad.clone() for n, p in layer.named_parameters()}
+    grads = {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+             for n, p in layer.named_parameters()}
     return y.detach(), xx.grad, grads
 
 
@@ -222,3 +223,59 @@ def test_auto_execution_picks_by_memory():
     assert layer.execution_path(torch.empty(1, 512, 4, 4)) == "masked"
     assert layer.execution_path(torch.empty(1, 512, 64, 64)) == "scaled_weight"
     assert DGCConv2d(512, 512, 1).execution_path(torch.empty(1, 512, 1, 1)) == "scaled_weight"
+
+
+@pytest.mark.parametrize("c_in, c_out, k, stride, padding, heads, g, n_in", [
+    (16, 8, 1, 1, 0, 4, 0.25, 12),
+    (16, 16, 1, 2, 0, 2, 0.5, 8),
+    (24, 12, 3, 1, 1, 4, 0.25, 0),     # n_in = 0
+    (32, 32, 3, 2, 1, 4, 0.25, 24),
+    (8, 8, 3, 1, 2, 1, 0.5, 7),        # the largest n_in that keeps a channel
+    (16, 32, 5, 1, 2, 8, 0.75, 16),    # n_in = C_in: nothing kept
+    (12, 8, 1, 1, 1, 4, 0.5, 6),       # 1x1 with padding goes the general way
+])
+def test_sparse_path_equals_the_masked_path_with_gradients(c_in, c_out, k, stride, padding, heads, g, n_in):
+    layer = DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g)
+    layer.set_inactive(n_in)
+    x = torch.randn(3, c_in, 9, 9)
+    ref = _run(layer, x, "masked")
+    sparse = _run(layer, x, "sparse")
+    assert sparse[0].shape == ref[0].shape
+    if n_in == c_in:
+        assert torch.count_nonzero(sparse[0]) == 0
+        return
+    assert _rel(sparse[0], ref[0]) < 1e-5 and _rel(sparse[1], ref[1]) < 1e-5
+    for name in ref[2]:
+        assert _rel(sparse[2][name], ref[2][name]) < 1e-5, name
+
+
+def test_sparse_path_keeps_the_masks_channels_when_saliencies_tie():
+    layer = DGCConv2d(8, 4, 1, heads=2)
+    layer.set_inactive(4)
+    for head in layer.heads:  # every saliency equal: the choice is the tie-break's
+        torch.nn.init.zeros_(head.gate.fc2.weight)
+    x = torch.randn(2, 8, 3, 3)
+    layer.eval()
+    assert layer.execution_path(x) == "sparse"
+    with torch.no_grad():
+        outs = {}
+        for path in ("sparse", "masked"):
+            layer.execution = path
+            outs[path] = layer(x)
+    torch.testing.assert_close(outs["sparse"], outs["masked"])
+
+
+def test_auto_execution_uses_the_sparse_path_when_channels_are_pruned():
+    layer = DGCConv2d(16, 16, 3, padding=1)
+    x = torch.randn(1, 16, 8, 8)
+    layer.eval()
+    assert layer.execution_path(x) != "sparse"  # n_in = 0: nothing to skip
+    layer.set_progress(1.0)
+    assert layer.execution_path(x) == "sparse"
+    layer.train()
+    assert layer.execution_path(x) == "sparse"  # k x k: the sparse path trains faster too
+    one = DGCConv2d(16, 16, 1)
+    one.set_progress(1.0)
+    assert one.execution_path(x) == "scaled_weight"  # 1x1 training: batched matmul
+    one.eval()
+    assert one.execution_path(x) == "sparse"

@@ -108,14 +108,21 @@ class DGCConv2d(nn.Module):
         pooled = x.mean(dim=(2, 3))  # (B, C_in), shared by all heads
         return torch.stack([head.gate(pooled) for head in self.heads], dim=1)  # (B, H, C_in)
 
-    def keep_mask(self, saliency: torch.Tensor) -> torch.Tensor:
+    def rank_channels(self, saliency: torch.Tensor) -> torch.Tensor:
+        """Channel indices per sample and head, least salient first: (B, H, C_in).
+
+        Ranked on a detached copy (the ranking carries no gradient), with a stable sort so that tied
+        saliencies are broken by channel index: every execution path drops the same channels.
+        """
+        return saliency.detach().argsort(dim=2, stable=True)
+
+    def keep_mask(self, saliency: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
         """Boolean mask of kept channels: the n_in smallest saliencies per sample and head are dropped."""
         keep = torch.ones_like(saliency, dtype=torch.bool)  # (B, H, C_in)
         n = self._n_inactive
         if n > 0:
-            # Ranked on a detached copy: the ranking itself carries no gradient.
-            drop = saliency.detach().topk(n, dim=2, largest=False).indices  # (B, H, n)
-            keep.scatter_(2, drop, False)
+            order = self.rank_channels(saliency) if order is None else order
+            keep.scatter_(2, order[..., :n], False)
         return keep
 
     def weight(self) -> torch.Tensor:
@@ -126,18 +133,27 @@ class DGCConv2d(nn.Module):
         x = self.relu(self.norm(x))  # (B, C_in, h, w)
         saliency = self.saliency(x)  # (B, H, C_in)
         self._sparsity = saliency.mean(dim=(0, 2)).sum()  # before pruning
-        keep = self.keep_mask(saliency)
+        n = self._n_inactive
+        order = self.rank_channels(saliency) if n > 0 else None  # (B, H, C_in)
+        keep = self.keep_mask(saliency, order)
+        if self.record_usage:  # channels that really reach the conv: kept with a saliency > 0
+            self.last_active = keep & (saliency.detach() > 0)  # (B, H, C_in) bool
+        path = self.execution_path(x)
+        if path == "sparse":
+            kept = order[..., n:] if order is not None else \
+                torch.arange(self.in_channels, device=x.device).expand_as(saliency)
+            return self._sparse_conv(x, saliency, kept)  # kept: (B, H, K) channel indices
         # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
         scale = saliency * keep  # (B, H, C_in)
-        if self.record_usage:  # channels that really reach the conv: kept with a saliency > 0
-            self.last_active = (scale.detach() > 0)  # (B, H, C_in) bool
-        if self.execution_path(x) == "masked":
+        if path == "masked":
             return self._masked_conv(x, scale)
         return self._scaled_weight_conv(x, scale)
 
     def execution_path(self, x: torch.Tensor) -> str:
         """Which of two exact, equivalent executions to run for input x.
 
+        'sparse': only the kept channels are convolved (g x the dense work); used whenever channels are
+        pruned, but for 1x1 convs in training.
         'masked': H scaled copies of x through one grouped conv (the authors' way; memory H x input).
         'scaled_weight': fold each sample's saliencies into the weights instead,
         conv(x * s, W) = conv(x, W * s), so x is read once; one batched matmul for 1x1 convs, a
@@ -147,6 +163,11 @@ class DGCConv2d(nn.Module):
         if self.execution != "auto":
             return self.execution
         k = self.kernel_size[0] * self.kernel_size[1]
+        if self._n_inactive > 0:
+            # Inference: skip the pruned channels. Training: the same for k x k convs; for 1x1 convs
+            # the batched matmul of the scaled-weight path is faster (measured by `dgc bench`).
+            if not (self.training and torch.is_grad_enabled()) or k > 1:
+                return "sparse"
         if k == 1 or self.out_channels * k <= self.num_heads * x.shape[-2] * x.shape[-1]:
             return "scaled_weight"
         return "masked"
@@ -161,6 +182,40 @@ class DGCConv2d(nn.Module):
         ho, wo = out.shape[-2:]
         # Interleave heads: channel j*H + i <- head i, channel j.
         return out.view(b, heads, -1, ho, wo).transpose(1, 2).reshape(b, -1, ho, wo)
+
+    def _sparse_conv(self, x: torch.Tensor, saliency: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Convolve only the kept channels: per sample and head, gather the K = C_in - n_in kept input
+        channels and the matching weight slices (scaled by the saliency), then one batched matmul
+        (1x1) or one conv grouped over (sample, head) (k x k). Work: g times the dense conv."""
+        b, c, h, w = x.shape
+        heads, k_keep = self.num_heads, idx.shape[2]
+        co = self.out_channels // heads
+        if k_keep == 0:
+            ho, wo = _conv_out(h, w, self.kernel_size, self.stride, self.padding, self.dilation)
+            # Nothing kept: zeros, still attached to the graph (every gradient is zero, as masked).
+            return x.new_zeros(b, self.out_channels, ho, wo) + 0.0 * saliency.sum()
+        values = saliency.gather(2, idx)  # (B, H, K)
+        weight = torch.stack([head.weight for head in self.heads], dim=0)  # (H, C_out/H, C_in, kh, kw)
+        weight = weight.transpose(1, 2)  # (H, C_in, C_out/H, kh, kw)
+        heads_ix = torch.arange(heads, device=x.device)[None, :, None]  # (1, H, 1)
+        w_kept = weight[heads_ix, idx] * values[..., None, None, None]  # (B, H, K, C_out/H, kh, kw)
+        batch_ix = torch.arange(b, device=x.device)[:, None]  # (B, 1)
+        if self.kernel_size == (1, 1) and self.padding == (0, 0):
+            if self.stride != (1, 1):
+                x = x[:, :, ::self.stride[0], ::self.stride[1]]
+                h, w = x.shape[-2:]
+            x_kept = x[batch_ix, idx.reshape(b, heads * k_keep)]  # (B, H*K, h, w)
+            out = torch.bmm(w_kept.reshape(b * heads, k_keep, co).transpose(1, 2),
+                            x_kept.reshape(b * heads, k_keep, h * w))  # (B*H, C_out/H, hw)
+            ho, wo = h, w
+        else:
+            x_kept = x[batch_ix, idx.reshape(b, heads * k_keep)]  # (B, H*K, h, w)
+            out = F.conv2d(x_kept.reshape(1, b * heads * k_keep, h, w),
+                           w_kept.transpose(2, 3).reshape(b * heads * co, k_keep, *self.kernel_size),
+                           None, self.stride, self.padding, self.dilation, groups=b * heads)
+            ho, wo = out.shape[-2:]  # (1, B*H*C_out/H, h', w')
+        # (B, H, C_out/H, h', w') -> interleaved heads: channel j*H + i <- head i, channel j.
+        return out.view(b, heads, co, ho, wo).transpose(1, 2).reshape(b, self.out_channels, ho, wo)
 
     def _scaled_weight_conv(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Per-sample weights W_i * s_i (saliency folded into the weights), heads interleaved."""
@@ -186,6 +241,12 @@ class DGCConv2d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, heads={self.num_heads}, "
                 f"gate_factor={self.gate_factor}, squeeze_rate={self.squeeze_rate}")
+
+
+def _conv_out(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
+              padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
+    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
+                 for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation))
 
 
 def _sync_inactive_mirror(module: nn.Module, incompatible_keys) -> None:

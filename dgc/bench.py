@@ -1,0 +1,130 @@
+"""`dgc bench`: wall-clock cost of DGC next to the dense and static group convolutions, in one run.
+
+Layers (batch 64, 4 heads, g 0.25, all layers with their BN-ReLU pre-activation): each of the
+shapes below as DGC (masked = the authors' execution, sparse, scaled-weight, and what `auto` picks),
+the dense BN-ReLU-Conv2d and the static 4-group BN-ReLU-Conv2d (same FLOPs as DGC at g 0.25), for
+inference (eval, no grad) and a training step (forward + backward). Whole models: inference at batch
+1 and 64, DGC (pruned to its target) next to its dense counterpart. Median of `repeats` runs.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from dgc.flops import profile
+from dgc.latency import device_name, median_time
+
+LAYER_SHAPES = [  # (C_in, C_out, kernel, map size)
+    (256, 128, 1, 16),
+    (128, 128, 3, 16),
+    (64, 64, 3, 32),
+]
+MODEL_PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
+DGC_PATHS = ("masked", "sparse", "scaled_weight", "auto")
+
+
+def _layers(c_in: int, c_out: int, k: int, gate: float, heads: int) -> dict[str, nn.Module]:
+    from dgc.layers import BNReLUConv2d, DGCConv2d
+
+    out: dict[str, nn.Module] = {}
+    for path in DGC_PATHS:
+        layer = DGCConv2d(c_in, c_out, k, padding=k // 2, heads=heads, gate_factor=gate)
+        layer.set_progress(1.0)
+        layer.execution = path
+        out[f"dgc_{path}"] = layer
+    out["dense"] = BNReLUConv2d(c_in, c_out, k, padding=k // 2)
+    out["group4"] = BNReLUConv2d(c_in, c_out, k, padding=k // 2, groups=4)
+    return out
+
+
+def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        module.zero_grad(set_to_none=True)
+        xx = x.detach().requires_grad_()
+        module(xx).sum().backward()
+    return step
+
+
+def bench_layers(device: torch.device, batch: int = 64, repeats: int = 10, gate: float = 0.25,
+                 heads: int = 4, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    rows = []
+    for c_in, c_out, k, size in LAYER_SHAPES:
+        torch.manual_seed(0)
+        x = torch.randn(batch, c_in, size, size, device=device)
+        row: dict[str, Any] = {"shape": f"{c_in}->{c_out}, {k}x{k}, {size}x{size}", "c_in": c_in,
+                               "c_out": c_out, "kernel": k, "size": size, "inference_ms": {}, "train_ms": {}}
+        for name, module in _layers(c_in, c_out, k, gate, heads).items():
+            module.to(device)
+            module.eval()
+            with torch.no_grad():
+                row["inference_ms"][name] = 1000 * median_time(lambda: module(x), device, repeats)
+            module.train()
+            row["train_ms"][name] = 1000 * median_time(_train_step(module, x), device, repeats)
+        for kind in ("inference_ms", "train_ms"):
+            t = row[kind]
+            row[kind.replace("_ms", "_ratio")] = {
+                "auto_vs_dense": t["dgc_auto"] / t["dense"], "auto_vs_group4": t["dgc_auto"] / t["group4"],
+                "masked_vs_dense": t["dgc_masked"] / t["dense"], "group4_vs_dense": t["group4"] / t["dense"]}
+        log(f"{row['shape']:24s} inference ms: " + "  ".join(f"{n} {v:.1f}" for n, v in row["inference_ms"].items()))
+        log(f"{'':24s} train ms:     " + "  ".join(f"{n} {v:.1f}" for n, v in row["train_ms"].items()))
+        rows.append(row)
+    return rows
+
+
+def bench_models(device: torch.device, batches: tuple[int, ...] = (1, 64), repeats: int = 10,
+                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    from dgc.layers import set_progress
+    from dgc.models import create_model
+
+    rows = []
+    for dgc_name, dense_name in MODEL_PAIRS:
+        for name in (dgc_name, dense_name):
+            torch.manual_seed(0)
+            model = create_model(name, 10, stem="cifar").to(device).eval()
+            set_progress(model, 1.0)
+            flops = profile(model, (3, 32, 32))
+            row = {"model": name, "flops_expected": flops["flops_expected"], "params": flops["params"],
+                   "ms_per_image": {}}
+            for b in batches:
+                x = torch.randn(b, 3, 32, 32, device=device)
+                with torch.no_grad():
+                    row["ms_per_image"][str(b)] = 1000 * median_time(lambda: model(x), device, repeats) / b
+            log(f"{name:16s} " + "  ".join(f"batch {b}: {v:.2f} ms/img" for b, v in row["ms_per_image"].items()))
+            rows.append(row)
+    return rows
+
+
+def run_bench(device: torch.device, repeats: int = 10, models: bool = True,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    log(f"device: {device_name(device)}; torch {torch.__version__}; median of {repeats}")
+    result: dict[str, Any] = {"device": device_name(device), "torch": torch.__version__,
+                              "python": platform.python_version(), "repeats": repeats,
+                              "gate_factor": 0.25, "heads": 4, "batch": 64,
+                              "layers": bench_layers(device, repeats=repeats, log=log)}
+    if models:
+        result["models"] = bench_models(device, repeats=repeats, log=log)
+    return result
+
+
+def bench_markdown(result: dict[str, Any]) -> str:
+    lines = [f"Device: {result['device']}, torch {result['torch']}, batch {result['batch']}, "
+             f"{result['heads']} heads, g {result['gate_factor']}, median of {result['repeats']} runs.", "",
+             "| layer shape | mode | dense ms | static 4-group ms | DGC masked (authors) ms | DGC sparse ms | "
+             "DGC auto ms | auto / dense | auto / 4-group |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in result["layers"]:
+        for mode in ("inference", "train"):
+            t, r = row[f"{mode}_ms"], row[f"{mode}_ratio"]
+            lines.append(f"| {row['shape']} | {mode} | {t['dense']:.1f} | {t['group4']:.1f} | {t['dgc_masked']:.1f} | "
+                         f"{t['dgc_sparse']:.1f} | {t['dgc_auto']:.1f} | {r['auto_vs_dense']:.2f} | "
+                         f"{r['auto_vs_group4']:.2f} |")
+    if result.get("models"):
+        lines += ["", "| model | FLOPs expected | ms/image batch 1 | ms/image batch 64 |", "|---|---|---|---|"]
+        for row in result["models"]:
+            ms = row["ms_per_image"]
+            lines.append(f"| {row['model']} | {row['flops_expected']:,} | {ms.get('1', float('nan')):.2f} | "
+                         f"{ms.get('64', float('nan')):.2f} |")
+    return "\n".join(lines) + "\n"
