@@ -279,3 +279,10 @@ def test_auto_execution_uses_the_sparse_path_when_channels_are_pruned():
     assert one.execution_path(x) == "scaled_weight"  # 1x1 training: batched matmul
     one.eval()
     assert one.execution_path(x) == "sparse"
+
+
+def test_batched_saliency_equals_each_heads_generator():
+    layer = DGCConv2d(40, 8, 1, heads=4)
+    x = torch.relu(torch.randn(5, 40, 3, 3))
+    expected = torch.stack([head.gate(x.mean(dim=(2, 3))) for head in layer.heads], dim=1)
+    torch.testing.assert_close(layer.saliency(x), expected)
