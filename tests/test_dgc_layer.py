@@ -222,6 +222,9 @@ def test_auto_execution_picks_by_memory():
     layer = DGCConv2d(512, 512, 3, padding=1, heads=4)
     assert layer.execution_path(torch.empty(1, 512, 4, 4)) == "masked"
     assert layer.execution_path(torch.empty(1, 512, 64, 64)) == "scaled_weight"
+    layer.set_progress(1.0)
+    assert layer.execution_path(torch.empty(1, 512, 4, 4)) == "masked"  # weights too big to gather
+    assert layer.execution_path(torch.empty(1, 512, 64, 64)) == "sparse"
     assert DGCConv2d(512, 512, 1).execution_path(torch.empty(1, 512, 1, 1)) == "scaled_weight"
 
 

@@ -171,9 +171,11 @@ class DGCConv2d(nn.Module):
         if self.execution != "auto":
             return self.execution
         k = self.kernel_size[0] * self.kernel_size[1]
-        # Per-sample weights (C_out*k*k per kept channel) no larger than the per-head input copies
-        # (H*h*w per kept channel): gathering weights per sample pays off.
-        small_weights = self.out_channels * k <= self.num_heads * x.shape[-2] * x.shape[-1]
+        # Per-sample weights (C_out*k*k per kept channel) at most twice the per-head input copies
+        # (H*h*w per kept channel): gathering weights per sample pays off. Past that (deep layers on
+        # small maps: 256 channels at 8x8, 512 at 4x4) the weight copies cost more than the masked
+        # conv saves (measured by `dgc bench` and benchmarks/).
+        small_weights = self.out_channels * k <= 2 * self.num_heads * x.shape[-2] * x.shape[-1]
         if self._n_inactive > 0 and small_weights:
             # Inference: skip the pruned channels. Training: the same for k x k convs; for 1x1 convs
             # the batched matmul of the scaled-weight path is faster (measured by `dgc bench`).
