@@ -285,3 +285,24 @@ def to_png(fig) -> bytes:
 def html_table(df: pd.DataFrame, index: bool = False) -> str:
     """A plain HTML table (no random ids, no object addresses: re-rendering gives the same bytes)."""
     return df.to_html(index=index, border=0, classes="dataframe", na_rep="-")
+
+
+def bench_table(reports: str | Path = "reports") -> pd.DataFrame | None:
+    """Layer timings of `dgc bench` (reports/bench.json) with the FLOPs ratio next to the time ratio;
+    None when the benchmark has not been run."""
+    path = Path(reports) / "bench.json"
+    if not path.exists():
+        return None
+    bench = json.loads(path.read_text())
+    rows = []
+    for row in bench["layers"]:
+        for mode in ("inference", "train"):
+            t = row[f"{mode}_ms"]
+            rows.append({"layer": row["shape"], "mode": mode, "FLOPs DGC / dense": bench["gate_factor"],
+                         "dense ms": round(t["dense"], 1), "4-group ms": round(t["group4"], 1),
+                         "DGC authors' (masked) ms": round(t["dgc_masked"], 1),
+                         "DGC ours (auto) ms": round(t["dgc_auto"], 1),
+                         "ours / dense": round(t["dgc_auto"] / t["dense"], 2),
+                         "ours / 4-group": round(t["dgc_auto"] / t["group4"], 2),
+                         "device": bench["device"]})
+    return pd.DataFrame(rows)

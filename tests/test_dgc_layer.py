@@ -276,7 +276,10 @@ def test_auto_execution_uses_the_sparse_path_when_channels_are_pruned():
     layer.set_progress(1.0)
     assert layer.execution_path(x) == "sparse"
     layer.train()
-    assert layer.execution_path(x) == "sparse"  # k x k: the sparse path trains faster too
+    assert layer.execution_path(x) == "sparse"  # k x k, a quarter kept: the sparse path trains faster
+    layer.gate_factor = 0.5
+    layer.set_progress(1.0)
+    assert layer.execution_path(x) == "scaled_weight"  # half kept: per-sample weights train faster
     one = DGCConv2d(16, 16, 1)
     one.set_progress(1.0)
     assert one.execution_path(x) == "scaled_weight"  # 1x1 training: batched matmul

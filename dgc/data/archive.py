@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 import tarfile
-import tempfile
 from pathlib import Path
+
+from dgc.io import atomic_dir
 
 
 class DataError(ValueError):
@@ -46,10 +46,7 @@ def safe_extract(archive: Path, target: Path) -> Path:
     Members that would land outside `target` are refused. Extraction goes to a temporary folder next
     to `target` that is renamed into place only when complete, so a failure leaves nothing behind.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         try:
             with tarfile.open(archive) as tar:
                 members = tar.getmembers()
@@ -58,10 +55,4 @@ def safe_extract(archive: Path, target: Path) -> Path:
                 tar.extractall(staging, members=members, filter="data")
         except (tarfile.TarError, EOFError, OSError) as exc:
             raise DataError(f"cannot extract {archive}: {exc} (truncated or not a tar archive?)") from None
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target

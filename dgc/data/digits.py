@@ -7,8 +7,6 @@ so the loader that reads CIFAR-10 reads them too.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from dgc.data.cifar_format import LAYOUTS, write_batch, write_meta
+from dgc.io import atomic_dir
 
 
 def digits_arrays() -> tuple[np.ndarray, np.ndarray]:
@@ -37,10 +36,7 @@ def build_digits(target: Path, test_fraction: float = 0.2, seed: int = 0) -> Pat
     idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
                                            random_state=seed, stratify=labels)
     layout = LAYOUTS["digits"]
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target) as staging:
         folder = staging / layout.folder
         train = images[idx_train].astype(np.float64) / 255.0
         write_batch(folder / layout.train[0], images[idx_train], labels[idx_train])
@@ -49,10 +45,4 @@ def build_digits(target: Path, test_fraction: float = 0.2, seed: int = 0) -> Pat
                    num_cases_per_batch=len(idx_train),
                    mean=[float(v) for v in train.mean(axis=(0, 2, 3))],
                    std=[float(v) for v in train.std(axis=(0, 2, 3))])
-        if target.exists():
-            shutil.rmtree(target)
-        staging.rename(target)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return target

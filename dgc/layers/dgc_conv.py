@@ -175,13 +175,18 @@ class DGCConv2d(nn.Module):
         # (H*h*w per kept channel): gathering weights per sample pays off. Past that (deep layers on
         # small maps: 256 channels at 8x8, 512 at 4x4) the weight copies cost more than the masked
         # conv saves (measured by `dgc bench` and benchmarks/).
-        small_weights = self.out_channels * k <= 2 * self.num_heads * x.shape[-2] * x.shape[-1]
-        if self._n_inactive > 0 and small_weights:
-            # Inference: skip the pruned channels. Training: the same for k x k convs; for 1x1 convs
-            # the batched matmul of the scaled-weight path is faster (measured by `dgc bench`).
-            if not (self.training and torch.is_grad_enabled()) or k > 1:
+        hw = x.shape[-2] * x.shape[-1]
+        gather_pays = self.out_channels * k <= 2 * self.num_heads * hw
+        training = self.training and torch.is_grad_enabled()
+        if self._n_inactive > 0 and gather_pays:
+            if not training:
+                return "sparse"  # inference: skip the pruned channels
+            # Training: the sparse backward (a conv grouped over samples x heads) only pays off when
+            # few channels are kept; 1x1 convs train faster as one batched matmul (scaled_weight).
+            kept = 1.0 - self._n_inactive / self.in_channels
+            if k > 1 and kept <= 0.3:
                 return "sparse"
-        if k == 1 or small_weights:
+        if k == 1 or self.out_channels * k <= self.num_heads * hw:
             return "scaled_weight"
         return "masked"
 
