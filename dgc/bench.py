@@ -4,7 +4,8 @@ Layers (batch 64, 4 heads, g 0.25, all layers with their BN-ReLU pre-activation)
 shapes below as DGC (masked = the authors' execution, sparse, scaled-weight, and what `auto` picks),
 the dense BN-ReLU-Conv2d and the static 4-group BN-ReLU-Conv2d (same FLOPs as DGC at g 0.25), for
 inference (eval, no grad) and a training step (forward + backward). Whole models: inference at batch
-1 and 64, DGC (pruned to its target) next to its dense counterpart. Median of `repeats` runs.
+1 and 64, DGC (pruned to its target) next to its dense counterpart. Median of `repeats` runs, the
+candidates measured round-robin so that machine noise hits them alike.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from dgc.flops import profile
-from dgc.latency import device_name, median_time
+from dgc.latency import device_name, median_times
 
 LAYER_SHAPES = [  # (C_in, C_out, kernel, map size)
     (256, 128, 1, 16),
@@ -57,13 +58,16 @@ def bench_layers(device: torch.device, batch: int = 64, repeats: int = 10, gate:
         x = torch.randn(batch, c_in, size, size, device=device)
         row: dict[str, Any] = {"shape": f"{c_in}->{c_out}, {k}x{k}, {size}x{size}", "c_in": c_in,
                                "c_out": c_out, "kernel": k, "size": size, "inference_ms": {}, "train_ms": {}}
-        for name, module in _layers(c_in, c_out, k, gate, heads).items():
-            module.to(device)
-            module.eval()
-            with torch.no_grad():
-                row["inference_ms"][name] = 1000 * median_time(lambda: module(x), device, repeats)
-            module.train()
-            row["train_ms"][name] = 1000 * median_time(_train_step(module, x), device, repeats)
+        layers = {name: m.to(device) for name, m in _layers(c_in, c_out, k, gate, heads).items()}
+        for m in layers.values():
+            m.eval()
+        with torch.no_grad():
+            t = median_times({n: (lambda m=m: m(x)) for n, m in layers.items()}, device, repeats)
+        row["inference_ms"] = {n: 1000 * v for n, v in t.items()}
+        for m in layers.values():
+            m.train()
+        t = median_times({n: _train_step(m, x) for n, m in layers.items()}, device, repeats)
+        row["train_ms"] = {n: 1000 * v for n, v in t.items()}
         for kind in ("inference_ms", "train_ms"):
             t = row[kind]
             row[kind.replace("_ms", "_ratio")] = {
@@ -81,18 +85,21 @@ def bench_models(device: torch.device, batches: tuple[int, ...] = (1, 64), repea
     from dgc.models import create_model
 
     rows = []
-    for dgc_name, dense_name in MODEL_PAIRS:
-        for name in (dgc_name, dense_name):
+    for pair in MODEL_PAIRS:
+        models = {}
+        for name in pair:
             torch.manual_seed(0)
-            model = create_model(name, 10, stem="cifar").to(device).eval()
-            set_progress(model, 1.0)
+            models[name] = create_model(name, 10, stem="cifar").to(device).eval()
+            set_progress(models[name], 1.0)
+        per_batch = {}
+        for b in batches:
+            x = torch.randn(b, 3, 32, 32, device=device)
+            with torch.no_grad():
+                per_batch[b] = median_times({n: (lambda m=m: m(x)) for n, m in models.items()}, device, repeats)
+        for name, model in models.items():
             flops = profile(model, (3, 32, 32))
             row = {"model": name, "flops_expected": flops["flops_expected"], "params": flops["params"],
-                   "ms_per_image": {}}
-            for b in batches:
-                x = torch.randn(b, 3, 32, 32, device=device)
-                with torch.no_grad():
-                    row["ms_per_image"][str(b)] = 1000 * median_time(lambda: model(x), device, repeats) / b
+                   "ms_per_image": {str(b): 1000 * per_batch[b][name] / b for b in batches}}
             log(f"{name:16s} " + "  ".join(f"batch {b}: {v:.2f} ms/img" for b, v in row["ms_per_image"].items()))
             rows.append(row)
     return rows

@@ -38,3 +38,21 @@ def inference_latency(model: nn.Module, device: torch.device, batch_size: int,
     model.eval().to(device)
     x = torch.randn(batch_size, *input_size, device=device)
     return 1000.0 * median_time(lambda: model(x), device, repeats) / batch_size
+
+
+def median_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int = 10,
+                 warmup: int = 2) -> dict[str, float]:
+    """Median seconds of each callable, measured round-robin (one run of each in turn), so that a
+    burst of machine noise hits every candidate alike instead of one of them."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}

@@ -48,14 +48,15 @@ def test_heads_choose_different_channels_for_different_samples():
 def test_pruned_channels_receive_zero_gradient_and_kept_ones_do_not():
     layer = make_layer(c_in=16, c_out=8, k=1)
     layer.eval()  # fixed BN statistics so the input gradient maps channel to channel
+    layer.execution = "masked"
     layer.set_inactive(12)
     x = torch.randn(1, 16, 5, 5, requires_grad=True)
     # Grab the exact selection made inside forward.
     captured = {}
     original = layer.keep_mask
 
-    def spy(s, order=None):
-        captured["keep"] = original(s, order)
+    def spy(s):
+        captured["keep"] = original(s)
         return captured["keep"]
 
     layer.keep_mask = spy
@@ -252,11 +253,23 @@ def test_sparse_path_equals_the_masked_path_with_gradients(c_in, c_out, k, strid
         assert _rel(sparse[2][name], ref[2][name]) < 1e-5, name
 
 
-def test_sparse_path_keeps_the_masks_channels_when_saliencies_tie():
+def test_ties_at_the_boundary_drop_the_lowest_channel_indices():
+    layer = make_layer(c_in=8, c_out=4, heads=2)
+    layer.set_inactive(3)
+    s = torch.tensor([[[0.5, 1.0, 1.0, 0.2, 1.0, 1.0, 2.0, 3.0], [1.0] * 8]])  # (1, 2, 8)
+    keep = layer.keep_mask(s)
+    assert keep[0, 0].tolist() == [False, False, True, False, True, True, True, True]  # 0.2, 0.5, first 1.0
+    assert keep[0, 1].tolist() == [False] * 3 + [True] * 5
+
+
+def test_sparse_and_masked_paths_agree_when_saliencies_tie():
     layer = DGCConv2d(8, 4, 1, heads=2)
-    layer.set_inactive(4)
-    for head in layer.heads:  # every saliency equal: the choice is the tie-break's
+    layer.set_inactive(2)
+    for head in layer.heads:  # saliency = fc2 bias: channels 2-5 tie at 1.0 across the boundary
         torch.nn.init.zeros_(head.gate.fc2.weight)
+        with torch.no_grad():
+            head.gate.fc2.bias.copy_(torch.tensor([0.0, 0.5, 1.0, 1.0, 1.0, 1.0, 1.5, 2.0]))
+    layer.set_inactive(4)
     x = torch.randn(2, 8, 3, 3)
     layer.eval()
     assert layer.execution_path(x) == "sparse"

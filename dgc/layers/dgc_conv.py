@@ -116,22 +116,21 @@ class DGCConv2d(nn.Module):
         out = torch.baddbmm(b2[:, None, :], hidden, w2.transpose(1, 2))  # (H, B, C_in)
         return torch.relu(out).transpose(0, 1)  # (B, H, C_in)
 
-    def rank_channels(self, saliency: torch.Tensor) -> torch.Tensor:
-        """Channel indices per sample and head, least salient first: (B, H, C_in).
+    def keep_mask(self, saliency: torch.Tensor) -> torch.Tensor:
+        """Boolean mask of kept channels: the n_in smallest saliencies per sample and head are dropped.
 
-        Ranked on a detached copy (the ranking carries no gradient), with a stable sort so that tied
-        saliencies are broken by channel index: every execution path drops the same channels.
+        Ranked on a detached copy (the ranking carries no gradient). Ties at the boundary value are
+        broken by channel index (lower index dropped first), so every execution path drops the same
+        channels; a top-k plus a few element-wise ops, cheaper than a full sort.
         """
-        return saliency.detach().argsort(dim=2, stable=True)
-
-    def keep_mask(self, saliency: torch.Tensor, order: torch.Tensor | None = None) -> torch.Tensor:
-        """Boolean mask of kept channels: the n_in smallest saliencies per sample and head are dropped."""
-        keep = torch.ones_like(saliency, dtype=torch.bool)  # (B, H, C_in)
         n = self._n_inactive
-        if n > 0:
-            order = self.rank_channels(saliency) if order is None else order
-            keep.scatter_(2, order[..., :n], False)
-        return keep
+        if n == 0:
+            return torch.ones_like(saliency, dtype=torch.bool)  # (B, H, C_in)
+        s = saliency.detach().nan_to_num(nan=float("inf"))  # a NaN ranks as most salient, as in top-k
+        boundary = s.topk(n, dim=2, largest=False).values[..., -1:]  # (B, H, 1): n-th smallest
+        below, tie = s < boundary, s == boundary
+        room = n - below.sum(dim=2, keepdim=True)  # how many tied channels are dropped
+        return ~(below | (tie & (tie.cumsum(dim=2) <= room)))  # (B, H, C_in)
 
     def weight(self) -> torch.Tensor:
         """All heads' weights stacked head-major: (H * C_out/H, C_in, k, k)."""
@@ -141,19 +140,17 @@ class DGCConv2d(nn.Module):
         x = self.relu(self.norm(x))  # (B, C_in, h, w)
         saliency = self.saliency(x)  # (B, H, C_in)
         self._sparsity = saliency.mean(dim=(0, 2)).sum()  # before pruning
-        n = self._n_inactive
-        order = self.rank_channels(saliency) if n > 0 else None  # (B, H, C_in)
-        keep = self.keep_mask(saliency, order)
+        keep = self.keep_mask(saliency)  # (B, H, C_in)
         if self.record_usage:  # channels that really reach the conv: kept with a saliency > 0
             self.last_active = keep & (saliency.detach() > 0)  # (B, H, C_in) bool
-        path = self.execution_path(x)
-        if path == "sparse":
-            kept = order[..., n:] if order is not None else \
-                torch.arange(self.in_channels, device=x.device).expand_as(saliency)
-            return self._sparse_conv(x, saliency, kept)  # kept: (B, H, K) channel indices
+        if self.execution_path(x) == "sparse":
+            b, heads, c = keep.shape
+            # Exactly C_in - n_in kept per row; nonzero lists them in ascending channel order.
+            kept = keep.nonzero(as_tuple=True)[2].view(b, heads, c - self._n_inactive)  # (B, H, K)
+            return self._sparse_conv(x, saliency, kept)
         # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
         scale = saliency * keep  # (B, H, C_in)
-        if path == "masked":
+        if self.execution_path(x) == "masked":
             return self._masked_conv(x, scale)
         return self._scaled_weight_conv(x, scale)
 
