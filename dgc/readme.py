@@ -13,6 +13,7 @@ from dgc.compare import load_metrics, to_markdown
 from dgc.io import write_text_atomic
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 
 
 def results_markdown(reports: str | Path = "reports") -> str:
@@ -31,10 +32,54 @@ def results_markdown(reports: str | Path = "reports") -> str:
     return "\n".join(lines) + "\n"
 
 
+def speed_markdown(reports: str | Path = "reports") -> str:
+    """Tables of `dgc bench` (reports/bench.json), benchmarks/train_throughput.py
+    (reports/train_throughput.json) and benchmarks/repro_time.sh (reports/repro_time.json)."""
+    from dgc.bench import bench_markdown
+
+    reports = Path(reports)
+    parts = []
+    repro = reports / "repro_time.json"
+    if repro.exists():
+        r = json.loads(repro.read_text())
+        parts += ["### `dvc repro` of the smoke profile (`bash benchmarks/repro_time.sh`)", "",
+                  f"Fresh clone at commit {r['commit']}, {r['cpus']} CPU cores, wandb offline, install "
+                  f"not counted: first `dvc repro` {r['first_s']:.0f} s ({r['first_s'] / 60:.1f} min, "
+                  f"{r['stages_first']} stages); second `dvc repro` with nothing changed {r['second_s']:.1f} s "
+                  f"({r['stages_second']} stages run).", ""]
+    throughput = reports / "train_throughput.json"
+    if throughput.exists():
+        t = json.loads(throughput.read_text())
+        parts += ["### Training step (`python benchmarks/train_throughput.py`)", "",
+                  f"Full-width models, CIFAR stem, batch 64, 32x32, pruned steady state; {t['device']}.", "",
+                  "| model | step (ms) | images/s | peak memory of the step (MiB) |", "|---|---|---|---|"]
+        for name, row in t.items():
+            if isinstance(row, dict) and "step_s" in row:
+                parts.append(f"| {name} | {1000 * row['step_s']:.0f} | {row['images_per_s']:.1f} | "
+                             f"{row['peak_mb']:.0f} |")
+        data = t.get("data_path", {})
+        if "fraction_of_densenet86_dgc_step" in data:
+            parts += ["", f"Data path (load + augment one batch of 64 on the device): "
+                          f"{1000 * data['batch_s']:.2f} ms = "
+                          f"{100 * data['fraction_of_densenet86_dgc_step']:.2f}% of a densenet86_dgc step."]
+        parts.append("")
+    bench = reports / "bench.json"
+    if bench.exists():
+        parts += ["### Layers and whole models at inference (`dgc bench`)", "",
+                  bench_markdown(json.loads(bench.read_text()))]
+    return "\n".join(parts) + "\n"
+
+
+def _replace(text: str, start: str, end: str, body: str, name: str) -> str:
+    if start not in text or end not in text:
+        raise ValueError(f"{name} has no {start} ... {end} section")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}{end}{tail}"
+
+
 def update_readme(readme: str | Path = "README.md", reports: str | Path = "reports") -> Path:
     text = Path(readme).read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"{readme} has no {START} ... {END} section")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return write_text_atomic(readme, f"{head}{START}\n{results_markdown(reports)}{END}{tail}")
+    text = _replace(text, START, END, results_markdown(reports), str(readme))
+    text = _replace(text, SPEED_START, SPEED_END, speed_markdown(reports), str(readme))
+    return write_text_atomic(readme, text)
