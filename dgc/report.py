@@ -199,26 +199,27 @@ ABLATION_KNOBS = ("heads", "gate_factor", "sparsity_lambda")
 
 
 def _experiments(entries: Any) -> list[dict]:
-    """Flatten `dvc exp show --json` into [{"name", "params", "metrics"}] (committed and queued runs)."""
+    """Flatten `dvc exp show --json` into [{"name", "rev", "params", "metrics"}]: the experiments
+    only (queued runs that finished), not the workspace or the baseline commits they hang from."""
     found = []
 
-    def visit(entry: Any) -> None:
+    def visit(entry: Any, is_experiment: bool) -> None:
         if isinstance(entry, list):
             for item in entry:
-                visit(item)
+                visit(item, is_experiment)
             return
         if not isinstance(entry, dict):
             return
         data = entry.get("data") or {}
-        if data.get("params") or data.get("metrics"):
+        if is_experiment and (data.get("params") or data.get("metrics")):
             params = (data.get("params") or {}).get("params.yaml", {}).get("data", {})
             metrics = {path: (m or {}).get("data", {}) for path, m in (data.get("metrics") or {}).items()}
             found.append({"name": entry.get("name") or data.get("name") or entry.get("rev", "?"),
                           "rev": entry.get("rev", ""), "params": params, "metrics": metrics})
-        for key in ("experiments", "revs"):
-            visit(entry.get(key))
+        visit(entry.get("experiments"), True)
+        visit(entry.get("revs"), is_experiment)
 
-    visit(entries)
+    visit(entries, False)
     return found
 
 

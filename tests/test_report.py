@@ -110,7 +110,9 @@ def test_source_notebooks_are_stripped_and_parameterised():
 
 
 def test_ablations_say_plainly_when_none_ran(tmp_path):
-    (tmp_path / "experiments.json").write_text("[]")
+    baseline_only = [{"rev": "workspace", "name": None, "experiments": None,
+                      "data": {"params": {"params.yaml": {"data": {"train": {}}}}, "metrics": {}}}]
+    (tmp_path / "experiments.json").write_text(json.dumps(baseline_only))
     _, html = render(ROOT / "notebooks" / "ablations.ipynb", tmp_path,
                      {"experiments_json": str(tmp_path / "experiments.json")}, "ablations", cwd=ROOT)
     assert "No experiments have been run yet" in html.read_text()
@@ -129,6 +131,6 @@ def test_ablation_table_reads_dvc_exp_show_json(tmp_path):
     path = tmp_path / "e.json"
     path.write_text(json.dumps(payload))
     table = report.ablation_table(path)
-    assert sorted(table["heads"]) == [2, 4, 8]
+    assert sorted(table["heads"]) == [2, 8]  # the workspace is no experiment
     assert table.loc[table["heads"] == 8, "sparsity_lambda"].item() == 0.0
     assert table.loc[table["heads"] == 2, "pruning_rate"].item() == 0.75
