@@ -33,8 +33,14 @@ ARCHITECTURE_KEYS = ("growth", "depth", "width", "blocks", "heads", "gate_factor
 
 def comparability(dataset: str, settings: dict[str, Any]) -> dict[str, Any]:
     """Whether a run's architecture and recipe are the paper's; `reason` says why not."""
-    args = settings["model_args"]
-    arch_changes = sorted(k for k in args if k in ARCHITECTURE_KEYS)
+    from dgc.models import model_defaults
+
+    args, defaults = settings["model_args"], model_defaults(settings["model_name"])
+
+    def same(a: Any, b: Any) -> bool:
+        return list(a) == list(b) if isinstance(a, (list, tuple)) else a == b
+
+    arch_changes = sorted(k for k in args if k in ARCHITECTURE_KEYS and not same(args[k], defaults[k]))
     reasons = []
     if dataset not in PAPER_RECIPE:
         reasons.append(f"{dataset} is not a dataset of the paper (smoke run)")

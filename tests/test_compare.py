@@ -98,3 +98,15 @@ def test_architecture_claims_are_judged_from_the_counter_without_training(tmp_pa
     architecture = [r for r in rows.values() if r["kind"] == "architecture"]
     assert len(architecture) == 10 and {r["verdict"] for r in architecture} == {"reproduced"}
     assert rows["c10-dgc-err"]["verdict"] == "not run"
+
+
+def test_spelled_out_defaults_keep_a_run_comparable():
+    from dgc.evaluate import comparability
+
+    settings = {"model_name": "densenet86_dgc", "model_args": {"num_classes": 10, "heads": 4, "gate_factor": 0.25},
+                "train": {"epochs": 300, "batch_size": 64, "max_batches": None}}
+    assert comparability("cifar10", settings)["recipe_matches_paper"] == 1
+    settings["model_args"]["heads"] = 2
+    verdict = comparability("cifar10", settings)
+    assert verdict["architecture_matches_paper"] == 0 and "heads" in verdict["reason"]
+    assert comparability("digits", {**settings, "model_args": {"num_classes": 10}})["recipe_matches_paper"] == 0
