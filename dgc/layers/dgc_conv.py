@@ -143,22 +143,24 @@ class DGCConv2d(nn.Module):
         keep = self.keep_mask(saliency)  # (B, H, C_in)
         if self.record_usage:  # channels that really reach the conv: kept with a saliency > 0
             self.last_active = keep & (saliency.detach() > 0)  # (B, H, C_in) bool
-        if self.execution_path(x) == "sparse":
+        path = self.execution_path(x)
+        if path == "sparse":
             b, heads, c = keep.shape
             # Exactly C_in - n_in kept per row; nonzero lists them in ascending channel order.
             kept = keep.nonzero(as_tuple=True)[2].view(b, heads, c - self._n_inactive)  # (B, H, K)
             return self._sparse_conv(x, saliency, kept)
         # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
         scale = saliency * keep  # (B, H, C_in)
-        if self.execution_path(x) == "masked":
+        if path == "masked":
             return self._masked_conv(x, scale)
         return self._scaled_weight_conv(x, scale)
 
     def execution_path(self, x: torch.Tensor) -> str:
-        """Which of two exact, equivalent executions to run for input x.
+        """Which of three exact, equivalent executions to run for input x (`execution` = 'auto').
 
-        'sparse': only the kept channels are convolved (g x the dense work); used whenever channels are
-        pruned, but for 1x1 convs in training.
+        'sparse': only the kept channels are convolved (g x the dense work); at inference whenever
+        channels are pruned and the per-sample weights stay small, in training for k x k convs that
+        keep at most 30% of their channels.
         'masked': H scaled copies of x through one grouped conv (the authors' way; memory H x input).
         'scaled_weight': fold each sample's saliencies into the weights instead,
         conv(x * s, W) = conv(x, W * s), so x is read once; one batched matmul for 1x1 convs, a
