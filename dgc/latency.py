@@ -18,17 +18,7 @@ def device_name(device: torch.device) -> str:
 
 def median_time(fn: Callable[[], object], device: torch.device, repeats: int = 10, warmup: int = 2) -> float:
     """Median seconds of `fn()` over `repeats` runs after `warmup` runs."""
-    times = []
-    for i in range(warmup + repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return median_times({"fn": fn}, device, repeats, warmup)["fn"]
 
 
 @torch.no_grad()
