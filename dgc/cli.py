@@ -67,10 +67,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from dgc.train import train_model
 
-    from dgc.train import build_for_training
-
     params = _params(args)
-    build_for_training(args.dataset, args.model, params)  # every setting checked before any run
     seeds = [args.seed] if args.seed is not None else list(params.train.seeds)
     for seed in seeds:
         result = train_model(args.dataset, args.model, params, args.runs, seed, fresh=args.fresh)

@@ -22,7 +22,7 @@ from dgc.config import Params, check_dataset
 from dgc.engine import evaluate
 from dgc.flops import actual_flops, profile
 from dgc.latency import device_name, inference_latency
-from dgc.train import make_batches, resolve_device, run_dir
+from dgc.train import make_test_batches, resolve_device, run_dir
 from dgc.usage import measure_usage
 
 # The authors' recipe, to tell whether a run can be held against the paper's accuracy.
@@ -77,12 +77,12 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     device = resolve_device(cfg.device)
     seeds = list(params.train.seeds)
     best_rows, final_rows, usage, model, settings = [], [], None, None, None
+    test = make_test_batches(dataset, params, device)  # the same for every seed
     for seed in seeds:
         folder = run_dir(runs_root, dataset, model_name, seed)
         best_model, best_ck = load_model(folder / "best.pt", device)
         final_model, final_ck = load_model(folder / "checkpoint.pt", device)
         settings = final_ck["settings"]
-        _, test = make_batches(dataset, params, device, 0, 1, False, seed)
         best_rows.append(_accuracy(evaluate(best_model.to(device), test), best_ck["epoch"]))
         final_rows.append(_accuracy(evaluate(final_model.to(device), test), final_ck["epoch"]))
         if usage is None:  # channel usage and latency: the first seed's final model

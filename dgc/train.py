@@ -147,6 +147,21 @@ def make_batches(dataset: str, params: Params, device: torch.device, rank: int, 
                          channels_last)
 
 
+def make_test_batches(dataset: str, params: Params, device: torch.device):
+    """The evaluation set alone (no training data loaded), single process."""
+    if dataset == "imagenet":
+        from dgc.data.imagenet import DeviceLoader, imagenet_loaders
+
+        cfg = params.train
+        _, test, _ = imagenet_loaders(params.data.imagenet_path, cfg.batch_size, cfg.eval_batch_size,
+                                      cfg.workers)
+        return DeviceLoader(test, device)
+    from dgc.data.loader import cifar_test_batches
+
+    return cifar_test_batches(Path(params.data.root) / dataset, dataset, params.train.eval_batch_size,
+                              device)
+
+
 def train_model(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
                 seed: int | None = None, fresh: bool = False,
                 log: Callable[[str], None] = print) -> TrainResult:

@@ -108,10 +108,17 @@ def cifar_batches(root: Path, dataset: str, batch_size: int, eval_batch_size: in
     """(train batches, test batches) of a CIFAR-format dataset under `root`, on `device`."""
     mean, std = normalization(root, dataset)
     train_x, train_y = read_split(root, dataset, "train")
-    test_x, test_y = read_split(root, dataset, "test")
-    per_rank = dict(rank=rank, world_size=world_size, channels_last=channels_last)
     train = DeviceBatches(train_x.to(device), train_y.to(device), batch_size, mean, std, True, seed,
-                          max_batches=max_batches, **per_rank)
-    test = DeviceBatches(test_x.to(device), test_y.to(device), eval_batch_size, mean, std, False,
-                         seed, **per_rank)
-    return train, test
+                          rank=rank, world_size=world_size, max_batches=max_batches,
+                          channels_last=channels_last)
+    return train, cifar_test_batches(root, dataset, eval_batch_size, device, rank, world_size,
+                                     channels_last)
+
+
+def cifar_test_batches(root: Path, dataset: str, eval_batch_size: int, device: torch.device,
+                       rank: int = 0, world_size: int = 1, channels_last: bool = False) -> DeviceBatches:
+    """The test split alone (what evaluation needs), in order, on `device`."""
+    mean, std = normalization(root, dataset)
+    test_x, test_y = read_split(root, dataset, "test")
+    return DeviceBatches(test_x.to(device), test_y.to(device), eval_batch_size, mean, std, False,
+                         rank=rank, world_size=world_size, channels_last=channels_last)
