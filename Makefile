@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 
 repro: $(STAMP)
 	$(BIN)/dvc config core.analytics false
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
+	$(BIN)/dvc repro
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -164,7 +164,8 @@ def cmd_ablations(args: argparse.Namespace) -> int:
     from dgc.render import render
 
     out = f"{args.reports}/experiments.json"
-    proc = subprocess.run(["dvc", "exp", "show", "--json", "--all-commits"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--all-commits"],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise UsageError(f"`dvc exp show --json` failed: {proc.stderr.strip().splitlines()[-1:]}")
     write_text_atomic(out, proc.stdout)

@@ -30,3 +30,25 @@ def test_progress_outside_unit_interval_is_rejected(p):
 def test_gate_factor_outside_half_open_interval_is_rejected(g):
     with pytest.raises(ValueError, match="gate_factor"):
         inactive_channels(16, g, 0.5)
+
+
+def test_halves_round_to_even_as_in_the_authors_code():
+    # C_in 16, g 0.25: 18 * (p - 1/12) is exactly 4.5 at p = 110/330 and 10.4999... at 220/330.
+    assert inactive_channels(16, 0.25, 110 / 330) == 4  # half-up would give 5
+    assert inactive_channels(16, 0.25, 220 / 330) == 10  # 10.499999999999998 -> 10
+    assert inactive_channels(16, 0.25, 0.5) == 8  # 7.5 -> 8 (even)
+    assert inactive_channels(6, 0.25, 1.0) == 4  # target 4.5 -> 4
+    assert inactive_channels(14, 0.25, 1.0) == 10  # target 10.5 -> 10
+    assert inactive_channels(10, 0.25, 1.0) == 8  # target 7.5 -> 8
+
+
+def test_rounding_departs_from_half_up_at_two_steps_of_a_15_epoch_digits_run():
+    # 15 epochs x 22 steps of the smoke profile: this project's earlier half-up rounding (with an
+    # epsilon against float error) and the authors' Python `round` differ at 2 of 330 steps.
+    import math
+
+    steps = 15 * 22
+    ours = [inactive_channels(16, 0.25, i / steps) for i in range(steps)]
+    half_up = [0 if i / steps <= 1 / 12 else math.floor(12 * 1.5 * (i / steps - 1 / 12) + 0.5 + 1e-9)
+               for i in range(steps)]
+    assert [i for i in range(steps) if ours[i] != half_up[i]] == [110, 220]

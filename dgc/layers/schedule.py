@@ -30,15 +30,12 @@ def check_gate_factor(gate_factor: float) -> float:
     return g
 
 
-def _round_half_up(x: float) -> int:
-    # Half-way values round up (7.5 -> 8); a tiny epsilon absorbs float error such as 7.4999999.
-    return int(math.floor(x + 0.5 + 1e-9))
-
-
 def inactive_channels(in_channels: int, gate_factor: float, progress: float) -> int:
     """Number of input channels each head prunes at training progress `progress` in [0, 1].
 
     p <= 1/12: 0; 1/12 < p < 3/4: round(C_in * (1 - g) * 1.5 * (p - 1/12)); p >= 3/4: round(C_in * (1 - g)).
+    `round` is Python's, as in the authors' code: a half goes to the even integer (4.5 -> 4), and the
+    products are formed in the same order, so float error (10.4999... -> 10) matches theirs too.
     """
     p = check_progress(progress)
     g = check_gate_factor(gate_factor)
@@ -46,5 +43,5 @@ def inactive_channels(in_channels: int, gate_factor: float, progress: float) -> 
     if p <= PRUNE_START:
         return 0
     if p >= PRUNE_END:
-        return _round_half_up(target)
-    return _round_half_up(target * 1.5 * (p - PRUNE_START))
+        return round(target)
+    return round(target * 1.5 * (p - PRUNE_START))
