@@ -146,6 +146,7 @@ class TrainConfig:
     wandb: str = "offline"  # offline | online | disabled (WANDB_MODE overrides)
     wandb_project: str = "dgc"
     threads: int | None = None  # CPU threads for torch (None: torch's default)
+    compile: str = "auto"  # torch.compile: auto (on for CUDA) | off | default | reduce-overhead | max-autotune
 
     def validate(self, section: str = "train") -> None:
         for key in ("epochs", "batch_size", "eval_batch_size"):
@@ -165,6 +166,7 @@ class TrainConfig:
             raise ConfigError(f"{section}.channels_last must be auto, true or false")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"{section}.device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        check_compile(self.compile, f"{section}.compile")
 
 
 @dataclass(frozen=True)
@@ -174,10 +176,20 @@ class EvalConfig:
     latency_batch_sizes: tuple[int, ...] = (1, 64)
     latency_repeats: int = 10
     device: str = "auto"
+    compile: str = "auto"  # as train.compile, for the latency measurement
 
     def validate(self, section: str = "evaluate") -> None:
         if self.latency_repeats < 1 or any(b < 1 for b in self.latency_batch_sizes):
             raise ConfigError(f"{section}.latency_repeats and latency_batch_sizes must be positive")
+        check_compile(self.compile, f"{section}.compile")
+
+
+def check_compile(setting: str, key: str) -> str:
+    from dgc.compile import COMPILE_MODES
+
+    if setting not in COMPILE_MODES:
+        raise ConfigError(f"{key} must be one of {', '.join(COMPILE_MODES)}, got {setting!r}")
+    return setting
 
 
 def check_dataset(name: str, key: str = "dataset") -> str:

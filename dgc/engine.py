@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from dgc.compile import CompileClock, Compiled
 from dgc.layers import set_progress, sparsity_loss
 from dgc.schedule import cosine_lr
 
@@ -33,44 +34,57 @@ class StepContext:
     all_reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
 
 
-def train_one_epoch(model: nn.Module, core: nn.Module, batches: Iterable, ctx: StepContext,
+def _runner(model: nn.Module | Compiled) -> Compiled:
+    return model if isinstance(model, Compiled) else Compiled(model, None)
+
+
+def train_one_epoch(model: nn.Module | Compiled, core: nn.Module, batches: Iterable, ctx: StepContext,
                     first_step: int, show_progress: bool = False, desc: str = "") -> dict[str, float]:
-    """Train one epoch; `core` is the unwrapped model (DDP's .module) whose DGC layers are driven.
+    """Train one epoch; `core` is the unwrapped model (DDP's .module) whose DGC layers are driven,
+    `model` what the batches go through (DDP, a `Compiled` wrapper, or `core` itself).
 
     Every iteration sets the pruning progress p = step / total_steps and the cosine lr. Returns the
-    epoch's mean loss, top-1 (%), images seen by all processes, seconds and the last lr / progress.
+    epoch's mean loss, top-1 (%), images seen by all processes, seconds (compilation included),
+    compile_seconds (the part spent compiling) and the last lr / progress.
     """
-    model.train()
-    device = next(model.parameters()).device
+    runner = _runner(model)
+    runner.eager.train()
+    device = next(core.parameters()).device
     totals = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, images
     step, lr, progress = first_step, ctx.base_lr, 0.0
+    clock = CompileClock()
     start = time.perf_counter()
-    for x, y in tqdm(batches, desc=desc, leave=False, disable=None if show_progress else True):
-        progress = min(step / ctx.total_steps, 1.0)
-        set_progress(core, progress)
-        lr = cosine_lr(ctx.base_lr, step, ctx.total_steps)
-        for group in ctx.optimizer.param_groups:
-            group["lr"] = lr
-        with ctx.autocast():
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-            if ctx.sparsity_lambda > 0:
-                loss = loss + ctx.sparsity_lambda * sparsity_loss(core)
-        ctx.optimizer.zero_grad(set_to_none=True)
-        if ctx.scaler is not None:
-            ctx.scaler.scale(loss).backward()
-            ctx.scaler.step(ctx.optimizer)
-            ctx.scaler.update()
-        else:
-            loss.backward()
-            ctx.optimizer.step()
-        with torch.no_grad():  # accumulate on the device: no sync per step
-            totals[0] += loss.detach().double() * len(y)
-            totals[1] += (logits.argmax(1) == y).sum()
-            totals[2] += len(y)
-        step += 1
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    with clock.active():
+        for x, y in tqdm(batches, desc=desc, leave=False, disable=None if show_progress else True):
+            progress = min(step / ctx.total_steps, 1.0)
+            set_progress(core, progress)
+            lr = cosine_lr(ctx.base_lr, step, ctx.total_steps)
+            for group in ctx.optimizer.param_groups:
+                group["lr"] = lr
+
+            def forward_backward(forward, x=x, y=y):
+                with ctx.autocast():
+                    logits = forward(x)
+                    loss = F.cross_entropy(logits, y)
+                    if ctx.sparsity_lambda > 0:
+                        loss = loss + ctx.sparsity_lambda * sparsity_loss(core)
+                (ctx.scaler.scale(loss) if ctx.scaler is not None else loss).backward()
+                return logits, loss
+
+            ctx.optimizer.zero_grad(set_to_none=True)
+            logits, loss = runner.run(forward_backward)
+            if ctx.scaler is not None:
+                ctx.scaler.step(ctx.optimizer)
+                ctx.scaler.update()
+            else:
+                ctx.optimizer.step()
+            with torch.no_grad():  # accumulate on the device: no sync per step
+                totals[0] += loss.detach().double() * len(y)
+                totals[1] += (logits.argmax(1) == y).sum()
+                totals[2] += len(y)
+            step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start
     totals = ctx.all_reduce(totals)
     loss_sum, correct, images = totals.tolist()
@@ -78,19 +92,21 @@ def train_one_epoch(model: nn.Module, core: nn.Module, batches: Iterable, ctx: S
         raise NonFiniteLoss(f"training loss became {loss_sum / max(images, 1)} "
                             f"(non-finite) before step {step}")
     return {"train_loss": loss_sum / images, "train_top1": 100.0 * correct / images,
-            "images": images, "seconds": seconds, "lr": lr, "progress": progress, "step": step}
+            "images": images, "seconds": seconds, "compile_seconds": clock.seconds, "lr": lr,
+            "progress": progress, "step": step}
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable, autocast: Callable = contextlib.nullcontext,
+def evaluate(model: nn.Module | Compiled, batches: Iterable, autocast: Callable = contextlib.nullcontext,
              all_reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> dict[str, float]:
     """Mean cross-entropy, top-1 and top-5 accuracy (%) over `batches` (all processes together)."""
-    model.eval()
-    device = next(model.parameters()).device
+    runner = _runner(model)
+    runner.eager.eval()
+    device = next(runner.eager.parameters()).device
     totals = torch.zeros(4, device=device, dtype=torch.float64)  # loss sum, top1, top5, images
     for x, y in batches:
         with autocast():
-            logits = model(x)
+            logits = runner(x)
         logits = logits.float()
         k = min(5, logits.shape[1])
         topk = logits.topk(k, dim=1).indices  # (B, k)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from dgc.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from dgc.compile import Compiled, resolve_compile
 from dgc.config import NUM_CLASSES, ConfigError, Params, check_dataset
 from dgc.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from dgc.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
@@ -35,11 +36,11 @@ from dgc.models import create_model
 from dgc.tracking import Tracker
 
 HISTORY_COLUMNS = ("epoch", "lr", "progress", "inactive_fraction", "train_loss", "train_top1",
-                   "test_loss", "test_top1", "test_top5", "epoch_seconds", "images_per_second",
-                   "peak_memory_mb")
+                   "test_loss", "test_top1", "test_top5", "epoch_seconds", "compile_seconds",
+                   "images_per_second", "peak_memory_mb")
 # Settings that do not change the result: a run may resume across a change of these.
 NOT_IN_FINGERPRINT = ("device", "wandb", "wandb_project", "workers", "threads", "eval_batch_size",
-                      "seeds")
+                      "seeds", "compile")
 
 
 class TrainingDiverged(RuntimeError):
@@ -213,6 +214,9 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
     if dist_info.enabled:
         model = nn.parallel.DistributedDataParallel(
             core, device_ids=[device.index] if device.type == "cuda" else None)
+    compile_mode = resolve_compile(cfg.compile, device)
+    runner = Compiled(model, compile_mode, log=say)
+    eval_runner = runner if model is core else Compiled(core, compile_mode, log=say)
     steps_per_epoch = len(train_batches)
     ctx = StepContext(optimizer, cfg.lr, cfg.epochs * steps_per_epoch, cfg.sparsity_lambda,
                       autocast, scaler, all_reduce_sum)
@@ -221,26 +225,27 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
     if main:
         out.mkdir(parents=True, exist_ok=True)
     say(f"training {model_name} on {dataset}: {cfg.epochs} epochs x {steps_per_epoch} steps, "
-        f"batch {cfg.batch_size}, device {device}" + (f" x{dist_info.world_size}" if dist_info.enabled else ""))
+        f"batch {cfg.batch_size}, device {device}" + (f" x{dist_info.world_size}" if dist_info.enabled else "")
+        + (f", torch.compile mode {compile_mode}" if compile_mode else ""))
     try:
         for epoch in range(start_epoch, cfg.epochs):
             train_batches.set_epoch(epoch)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             try:
-                stats = train_one_epoch(model, core, train_batches, ctx, epoch * steps_per_epoch,
+                stats = train_one_epoch(runner, core, train_batches, ctx, epoch * steps_per_epoch,
                                         show_progress=main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
             except NonFiniteLoss as exc:
                 kept = f"{ckpt_path} (epoch {start_epoch if not history else history[-1]['epoch']})"
                 raise TrainingDiverged(f"{exc} in epoch {epoch + 1}; stopped, the last good "
                                        f"checkpoint is kept: {kept}") from None
-            test = evaluate(core, test_batches, autocast, all_reduce_sum)
+            test = evaluate(eval_runner, test_batches, autocast, all_reduce_sum)
             row = {"epoch": epoch + 1, "lr": stats["lr"], "progress": stats["progress"],
                    "inactive_fraction": inactive_fraction(core), "train_loss": stats["train_loss"],
                    "train_top1": stats["train_top1"], "test_loss": test["loss"],
                    "test_top1": test["top1"], "test_top5": test["top5"],
-                   "epoch_seconds": stats["seconds"],
-                   "images_per_second": stats["images"] / max(stats["seconds"], 1e-9),
+                   "epoch_seconds": stats["seconds"], "compile_seconds": stats["compile_seconds"],
+                   "images_per_second": stats["images"] / max(stats["seconds"] - stats["compile_seconds"], 1e-9),
                    "peak_memory_mb": peak_memory_mb(device)}
             history.append(row)
             if main:

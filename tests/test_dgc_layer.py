@@ -53,13 +53,14 @@ def test_pruned_channels_receive_zero_gradient_and_kept_ones_do_not():
     x = torch.randn(1, 16, 5, 5, requires_grad=True)
     # Grab the exact selection made inside forward.
     captured = {}
-    original = layer.keep_mask
+    original = layer.select
 
     def spy(s):
-        captured["keep"] = original(s)
-        return captured["keep"]
+        keep, kept = original(s)
+        captured["keep"] = keep
+        return keep, kept
 
-    layer.keep_mask = spy
+    layer.select = spy
     y = layer(x)
     # Only head 0's outputs (channels 0, 4 with interleaving) and no saliency path to the input
     # through other heads: look at the conv branch gradient of head 0's weight.

@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from dgc.layers.gate import SaliencyGenerator
-from dgc.layers.schedule import check_gate_factor, inactive_channels
+from dgc.layers.schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
 
 
 class DGCHead(nn.Module):
@@ -70,6 +70,12 @@ class DGCConv2d(nn.Module):
         # mirror avoids a device sync on every forward; it follows the buffer on load_state_dict.
         self.register_buffer("inactive_channels", torch.zeros((), dtype=torch.long))
         self._n_inactive = 0
+        # n_in as a compile-time constant, or None while the pruning ramp changes it every few steps.
+        # Forward reads only this (never `_n_inactive`): a compiled model then sees one value for the
+        # whole ramp (the mask is built from the buffer, a tensor) instead of recompiling at each
+        # change of n_in; fixed n (no pruning yet, the target reached, evaluation) allows the
+        # static-shape gather of exactly C_in - n_in channels.
+        self._n_static: int | None = 0
         self.register_load_state_dict_post_hook(_sync_inactive_mirror)
         self._sparsity: torch.Tensor | None = None
         # 'auto' picks the faster of two exact executions per input size (see execution_path).
@@ -90,11 +96,17 @@ class DGCConv2d(nn.Module):
             raise ValueError(f"inactive channel count must be in [0, {self.in_channels}], got {n}")
         self.inactive_channels.fill_(n)
         self._n_inactive = n
+        self._n_static = n
 
     def set_progress(self, progress: float) -> int:
-        """Set n_in from training progress p in [0, 1] (DESIGN.md schedule); returns n_in."""
+        """Set n_in from training progress p in [0, 1] (docs/design.md schedule); returns n_in.
+
+        Inside the ramp (1/12 < p < 3/4) n_in is marked dynamic: forward builds the mask from the
+        buffer, so a compiled model does not recompile when n_in changes."""
         n = inactive_channels(self.in_channels, self.gate_factor, progress)
         self.set_inactive(n)
+        if PRUNE_START < progress < PRUNE_END:
+            self._n_static = None
         return n
 
     @property
@@ -117,20 +129,30 @@ class DGCConv2d(nn.Module):
         return torch.relu(out).transpose(0, 1)  # (B, H, C_in)
 
     def keep_mask(self, saliency: torch.Tensor) -> torch.Tensor:
-        """Boolean mask of kept channels: the n_in smallest saliencies per sample and head are dropped.
+        """Boolean mask of kept channels: the n_in smallest saliencies per sample and head are dropped."""
+        return self.select(saliency)[0]
 
-        Ranked on a detached copy (the ranking carries no gradient). Ties at the boundary value are
-        broken by channel index (lower index dropped first), so every execution path drops the same
-        channels; a top-k plus a few element-wise ops, cheaper than a full sort.
+    def select(self, saliency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(keep mask (B, H, C_in) bool, kept channel indices (B, H, C_in - n_in) or None).
+
+        Ranked on a detached copy (the ranking carries no gradient) by one stable sort, so ties at
+        the boundary are broken by channel index (lower index dropped first) and every execution path
+        drops the same channels. With n_in fixed the first n_in of the order are dropped and the rest
+        are the kept indices (a static shape: no host sync, no data-dependent size); inside the
+        pruning ramp each channel's rank is compared with the n_in buffer (a tensor), and no indices
+        are returned.
         """
-        n = self._n_inactive
+        n = self._n_static
         if n == 0:
-            return torch.ones_like(saliency, dtype=torch.bool)  # (B, H, C_in)
-        s = saliency.detach().nan_to_num(nan=float("inf"))  # a NaN ranks as most salient, as in top-k
-        boundary = s.topk(n, dim=2, largest=False).values[..., -1:]  # (B, H, 1): n-th smallest
-        below, tie = s < boundary, s == boundary
-        room = n - below.sum(dim=2, keepdim=True)  # how many tied channels are dropped
-        return ~(below | (tie & (tie.cumsum(dim=2) <= room)))  # (B, H, C_in)
+            return torch.ones_like(saliency, dtype=torch.bool), None
+        s = saliency.detach().nan_to_num(nan=float("inf"))  # a NaN ranks as most salient
+        order = s.argsort(dim=2, stable=True)  # (B, H, C_in) ascending saliency
+        if n is not None:
+            keep = torch.ones_like(saliency, dtype=torch.bool).scatter_(2, order[..., :n], False)
+            return keep, order[..., n:]
+        positions = torch.arange(self.in_channels, device=s.device).expand_as(order)
+        rank = torch.empty_like(order).scatter_(2, order, positions)  # rank of each channel
+        return rank >= self.inactive_channels, None
 
     def weight(self) -> torch.Tensor:
         """All heads' weights stacked head-major: (H * C_out/H, C_in, k, k)."""
@@ -140,14 +162,16 @@ class DGCConv2d(nn.Module):
         x = self.relu(self.norm(x))  # (B, C_in, h, w)
         saliency = self.saliency(x)  # (B, H, C_in)
         self._sparsity = saliency.mean(dim=(0, 2)).sum()  # before pruning
-        keep = self.keep_mask(saliency)  # (B, H, C_in)
+        keep, kept = self.select(saliency)  # (B, H, C_in) bool, (B, H, K) or None
         if self.record_usage:  # channels that really reach the conv: kept with a saliency > 0
             self.last_active = keep & (saliency.detach() > 0)  # (B, H, C_in) bool
         path = self.execution_path(x)
         if path == "sparse":
-            b, heads, c = keep.shape
-            # Exactly C_in - n_in kept per row; nonzero lists them in ascending channel order.
-            kept = keep.nonzero(as_tuple=True)[2].view(b, heads, c - self._n_inactive)  # (B, H, K)
+            if self._n_static is None:
+                raise RuntimeError("the sparse execution needs a fixed n_in (set_inactive, or progress "
+                                   "outside the pruning ramp)")
+            if kept is None:  # n_in = 0: every channel
+                kept = torch.arange(self.in_channels, device=x.device).expand_as(saliency)
             return self._sparse_conv(x, saliency, kept)
         # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
         scale = saliency * keep  # (B, H, C_in)
@@ -158,9 +182,12 @@ class DGCConv2d(nn.Module):
     def execution_path(self, x: torch.Tensor) -> str:
         """Which of three exact, equivalent executions to run for input x (`execution` = 'auto').
 
-        'sparse': only the kept channels are convolved (g x the dense work); at inference whenever
-        channels are pruned and the per-sample weights stay small, in training for k x k convs that
-        keep at most 30% of their channels.
+        'sparse': only the kept channels are convolved (g x the dense work). Needs n_in fixed (not
+        inside the pruning ramp). Chosen where measured faster: on CPU at inference whenever channels
+        are pruned and the per-sample weights stay small, and in training for k x k convs that keep
+        at most 30% of their channels; never on CUDA, where its gathers and the conv grouped over
+        (sample, head) were measured slowest (H200: densenet86_dgc inference 72.1 ms vs 39.0 ms
+        scaled_weight, training step 180.0 vs 115.9 ms).
         'masked': H scaled copies of x through one grouped conv (the authors' way; memory H x input).
         'scaled_weight': fold each sample's saliencies into the weights instead,
         conv(x * s, W) = conv(x, W * s), so x is read once; one batched matmul for 1x1 convs, a
@@ -170,20 +197,19 @@ class DGCConv2d(nn.Module):
         if self.execution != "auto":
             return self.execution
         k = self.kernel_size[0] * self.kernel_size[1]
+        hw = x.shape[-2] * x.shape[-1]
+        n = self._n_static
         # Per-sample weights (C_out*k*k per kept channel) at most twice the per-head input copies
         # (H*h*w per kept channel): gathering weights per sample pays off. Past that (deep layers on
         # small maps: 256 channels at 8x8, 512 at 4x4) the weight copies cost more than the masked
         # conv saves (measured by `dgc bench` and benchmarks/).
-        hw = x.shape[-2] * x.shape[-1]
         gather_pays = self.out_channels * k <= 2 * self.num_heads * hw
-        training = self.training and torch.is_grad_enabled()
-        if self._n_inactive > 0 and gather_pays:
-            if not training:
+        if n and gather_pays and x.device.type == "cpu":
+            if not (self.training and torch.is_grad_enabled()):
                 return "sparse"  # inference: skip the pruned channels
             # Training: the sparse backward (a conv grouped over samples x heads) only pays off when
             # few channels are kept; 1x1 convs train faster as one batched matmul (scaled_weight).
-            kept = 1.0 - self._n_inactive / self.in_channels
-            if k > 1 and kept <= 0.3:
+            if k > 1 and 1.0 - n / self.in_channels <= 0.3:
                 return "sparse"
         if k == 1 or self.out_channels * k <= self.num_heads * hw:
             return "scaled_weight"
@@ -267,7 +293,7 @@ def _conv_out(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
 
 
 def _sync_inactive_mirror(module: nn.Module, incompatible_keys) -> None:
-    module._n_inactive = int(module.inactive_channels)
+    module._n_inactive = module._n_static = int(module.inactive_channels)
 
 
 def dgc_layers(model: nn.Module) -> list[DGCConv2d]:

@@ -1,0 +1,116 @@
+"""`torch.compile` as a setting (`train.compile`, `evaluate.compile`), timed apart, never fatal.
+
+Modes: off | default | reduce-overhead (CUDA graphs) | max-autotune | auto. `auto` compiles (mode
+'default') on CUDA, where the DGC models are launch-bound, and runs eagerly on CPU (compiling costs
+tens of seconds there for little gain on these models; see README, Speed).
+
+The DGC layer is written for compilation: its forward has static shapes and no host sync, and the
+pruning ramp, where n_in changes every few steps, runs from the n_in buffer, so a training run
+compiles a handful of graphs (no pruning, ramp, target; train and eval) instead of one per n_in.
+
+If compiling fails (an unsupported backend, no C compiler, a Triton error), `Compiled.run` prints one
+warning line and the run continues eagerly. `CompileClock` adds up the seconds spent compiling, so
+that step times are reported without them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune")
+
+
+def resolve_compile(setting: str, device: torch.device) -> str | None:
+    """The torch.compile mode for `setting` on `device`, or None to run eagerly."""
+    if setting not in COMPILE_MODES:
+        raise ValueError(f"compile must be one of {', '.join(COMPILE_MODES)}, got {setting!r}")
+    if setting == "auto":
+        return "default" if device.type == "cuda" else None
+    return None if setting == "off" else setting
+
+
+def _is_compile_error(exc: BaseException) -> bool:
+    """An error raised by dynamo/inductor/Triton while compiling (not by the model's own maths)."""
+    from torch._dynamo.exc import TorchDynamoException
+
+    if isinstance(exc, TorchDynamoException):
+        return True
+    module = type(exc).__module__ or ""
+    return module.startswith(("torch._inductor", "torch._dynamo", "triton"))
+
+
+class CompileClock:
+    """Seconds spent compiling while active (dynamo's compile start/end callbacks), and how many
+    compilations ran. Without the callback API (older torch) both stay 0."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.compilations = 0
+        self._started: float | None = None
+
+    def _start(self, _args: Any) -> None:
+        self._started = time.perf_counter()
+
+    def _end(self, _args: Any) -> None:
+        if self._started is not None:
+            self.seconds += time.perf_counter() - self._started
+            self.compilations += 1
+            self._started = None
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator["CompileClock"]:
+        handler = getattr(getattr(torch._dynamo, "callback", None), "callback_handler", None)
+        if handler is None:
+            yield self
+            return
+        handler.register_start_callback(self._start)
+        handler.register_end_callback(self._end)
+        try:
+            yield self
+        finally:
+            handler.remove_start_callback(self._start)
+            handler.remove_end_callback(self._end)
+
+
+class Compiled:
+    """`model` through torch.compile(mode) (or eagerly when mode is None), falling back to eager
+    for good, with one warning line, the first time compiling fails."""
+
+    def __init__(self, model: nn.Module, mode: str | None, log: Callable[[str], None] = print,
+                 fullgraph: bool = False) -> None:
+        self.eager = model
+        self.mode = mode
+        self.log = log
+        self.module: Callable[..., Any] = model
+        if mode is not None:
+            self.module = torch.compile(model, mode=mode, fullgraph=fullgraph)
+
+    @property
+    def compiled(self) -> bool:
+        return self.module is not self.eager
+
+    def run(self, fn: Callable[[Callable[..., Any]], Any]) -> Any:
+        """fn(module): a forward (and backward) through the compiled module; on a compile error,
+        warn once, switch to eager and run fn again (gradients of the failed try are dropped)."""
+        if not self.compiled:
+            return fn(self.module)
+        try:
+            return fn(self.module)
+        except Exception as exc:  # noqa: BLE001 - only compile errors are absorbed, see below
+            if not _is_compile_error(exc):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            self.log(f"warning: torch.compile(mode={self.mode!r}) failed ({type(exc).__name__}: "
+                     f"{first}); continuing eagerly")
+            self.module = self.eager
+            for p in self.eager.parameters():
+                p.grad = None
+            return fn(self.module)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.run(lambda m: m(*args, **kwargs))
