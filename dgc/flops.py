@@ -1,11 +1,12 @@
 """FLOPs in the paper's convention: multiply-adds counted analytically at batch 1.
 
 Rules (DESIGN.md): conv = C_in * C_out * k * k * H_out * W_out / groups; linear = weights + biases;
-ReLU and global pooling = input elements; windowed pooling = output elements x kernel area
-(the authors' counter: it matters for ResNet's 3x3 max-pool); BatchNorm = 0. A DGC layer counts its pre-activation ReLU, its global
-pool, every head's saliency generator and its channel scaling, and its convolution at the dense cost
-times the gate factor g. Stock counters (thop, ptflops, fvcore, torch's FlopCounterMode) miss or
-over-count the masked convolution, hence this counter.
+ReLU, ReLU6 and global pooling = input elements; windowed pooling = output elements x kernel area
+(the authors' counter: it matters for ResNet's 3x3 max-pool); BatchNorm = 0. A DGC layer counts its
+pre-activation ReLU (when it has one, preact=True), its global pool, every head's saliency generator
+and its channel scaling, and its convolution at the dense cost times the gate factor g. Stock
+counters (thop, ptflops, fvcore, torch's FlopCounterMode) miss or over-count the masked convolution,
+hence this counter.
 
 `profile(model, input_size)` returns `flops_dense` (every DGC conv at full cost), `flops_expected`
 (at g, the paper's number) and `params` (every parameter, nothing removed).
@@ -36,11 +37,12 @@ def linear_flops(layer: nn.Linear) -> int:
 def dgc_flops(layer: DGCConv2d, in_hw: Sequence[int], out_hw: Sequence[int]) -> tuple[int, int]:
     """(overhead, dense conv) multiply-adds of a DGC layer at batch 1.
 
-    overhead = pre-activation ReLU + global pool + per head (saliency generator + channel scaling);
-    the conv costs `dense conv` at g = 1 and `dense conv * g` in expectation.
+    overhead = pre-activation ReLU (only when the layer has one) + global pool + per head
+    (saliency generator + channel scaling); the conv costs `dense conv` at g = 1 and
+    `dense conv * g` in expectation.
     """
     c, hw = layer.in_channels, in_hw[0] * in_hw[1]
-    overhead = 2 * c * hw  # ReLU and global average pool over (C_in, h, w)
+    overhead = (2 if layer.preact else 1) * c * hw  # ReLU and global average pool over (C_in, h, w)
     for head in layer.heads:
         gate = head.gate
         overhead += linear_flops(gate.fc1) + gate.fc1.out_features  # fc1 + ReLU
@@ -63,7 +65,7 @@ def _module_flops(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tu
         return "pool", out[0].numel() * k[0] * k[1]
     if isinstance(module, nn.AdaptiveAvgPool2d):
         return "pool", inp[0].numel()
-    if isinstance(module, nn.ReLU):
+    if isinstance(module, (nn.ReLU, nn.ReLU6)):
         return "relu", inp[0].numel()
     return "free", 0  # BatchNorm, Identity: not counted
 

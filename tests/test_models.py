@@ -13,6 +13,9 @@ TINY = {
     "resnet18_dgc": dict(width=8, blocks=[1, 1, 1, 1], stem="cifar"),
     "resnet18": dict(width=8, blocks=[1, 1, 1, 1], stem="cifar"),
     "resnet18_gc": dict(width=8, blocks=[1, 1, 1, 1], stem="cifar"),
+    "mobilenetv2_dgc": dict(width=0.25, blocks=[1, 1, 1, 1, 1, 1, 1], stem="cifar"),
+    "mobilenetv2": dict(width=0.25, blocks=[1, 1, 1, 1, 1, 1, 1], stem="cifar"),
+    "mobilenetv2_gc": dict(width=0.25, blocks=[1, 1, 1, 1, 1, 1, 1], stem="cifar"),
 }
 
 

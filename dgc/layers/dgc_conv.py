@@ -30,19 +30,22 @@ class DGCHead(nn.Module):
 
 
 class DGCConv2d(nn.Module):
-    """Dynamic group convolution with its own BatchNorm-ReLU pre-activation.
+    """Dynamic group convolution with its own BatchNorm-ReLU pre-activation (unless preact=False).
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, dilation: as nn.Conv2d.
         heads: number of heads H (dynamic groups); must divide in_channels and out_channels.
         squeeze_rate: reduction s of each saliency generator (halved when in_channels < 80).
         gate_factor: fraction g of input channels each head keeps, in (0, 1].
+        preact: True (the authors' layer): BatchNorm-ReLU first, the saliency generators and the
+            conv see the pre-activated input. False: no norm/relu modules at all, both see the raw
+            input (for blocks whose own BN-activation precedes the conv, e.g. MobileNetV2's 1x1s).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                  dilation: int | tuple[int, int] = 1, heads: int = 4, squeeze_rate: int = 16,
-                 gate_factor: float = 0.25) -> None:
+                 gate_factor: float = 0.25, preact: bool = True) -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("heads", heads), ("squeeze_rate", squeeze_rate)):
@@ -61,8 +64,10 @@ class DGCConv2d(nn.Module):
         self.squeeze_rate = squeeze_rate
         self.gate_factor = check_gate_factor(gate_factor)
 
-        self.norm = nn.BatchNorm2d(in_channels)
-        self.relu = nn.ReLU(inplace=True)
+        self.preact = bool(preact)
+        if self.preact:  # without it no module is created, so the state-dict keys say which it is
+            self.norm = nn.BatchNorm2d(in_channels)
+            self.relu = nn.ReLU(inplace=True)
         self.heads = nn.ModuleList(
             DGCHead(in_channels, out_channels // heads, self.kernel_size, squeeze_rate)
             for _ in range(heads))
@@ -159,7 +164,7 @@ class DGCConv2d(nn.Module):
         return torch.cat([head.weight for head in self.heads], dim=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.norm(x))  # (B, C_in, h, w)
+        x = self.relu(self.norm(x)) if self.preact else x  # (B, C_in, h, w)
         saliency = self.saliency(x)  # (B, H, C_in)
         self._sparsity = saliency.mean(dim=(0, 2)).sum()  # before pruning
         keep, kept = self.select(saliency)  # (B, H, C_in) bool, (B, H, K) or None
@@ -283,7 +288,8 @@ class DGCConv2d(nn.Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, heads={self.num_heads}, "
-                f"gate_factor={self.gate_factor}, squeeze_rate={self.squeeze_rate}")
+                f"gate_factor={self.gate_factor}, squeeze_rate={self.squeeze_rate}"
+                + ("" if self.preact else ", preact=False"))
 
 
 def _conv_out(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],

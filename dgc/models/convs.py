@@ -17,9 +17,10 @@ from dgc.layers import BNReLUConv2d, DGCConv2d, ShuffledGroupConv2d
 ConvFactory = Callable[..., nn.Module]
 
 
-def dgc(heads: int, gate_factor: float, squeeze_rate: int) -> ConvFactory:
-    """DGC layer (with its own BN-ReLU pre-activation)."""
-    return partial(DGCConv2d, heads=heads, gate_factor=gate_factor, squeeze_rate=squeeze_rate)
+def dgc(heads: int, gate_factor: float, squeeze_rate: int, preact: bool = True) -> ConvFactory:
+    """DGC layer, with its own BN-ReLU pre-activation (the authors' layer) or without (preact=False)."""
+    return partial(DGCConv2d, heads=heads, gate_factor=gate_factor, squeeze_rate=squeeze_rate,
+                   preact=preact)
 
 
 def preact(groups: int = 1) -> ConvFactory:

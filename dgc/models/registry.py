@@ -2,7 +2,8 @@
 
 `create_model(name, num_classes, **overrides)` builds one; overrides change the DGC settings
 (`heads`, `gate_factor`, `squeeze_rate`), the width/depth (`growth`, `depth` for the DenseNets;
-`width`, `blocks` for the ResNets) or the `stem`. Every factory is a few lines over two model classes.
+`width`, `blocks` for the ResNets and MobileNetV2s) or the `stem`. Every factory is a few lines over
+three model classes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from torch import nn
 
 from dgc.models import convs
 from dgc.models.densenet import DenseNet
+from dgc.models.mobilenetv2 import DEFAULT_BLOCKS as MOBILENETV2_BLOCKS
+from dgc.models.mobilenetv2 import MobileNetV2, check_pointwise_divisor
 from dgc.models.resnet import ResNet
 
 # DenseNet-86 (CondenseNet-86 topology): 3 blocks of 14 layers, growth 8-16-32.
@@ -71,9 +74,33 @@ def resnet18_gc(num_classes: int, stem: str = "imagenet", width: int = 64,
     return ResNet(num_classes, convs.grouped(groups), convs.plain, blocks, width, stem)
 
 
+def mobilenetv2_dgc(num_classes: int, stem: str = "imagenet", width: float = 1.0,
+                    blocks: Sequence[int] = MOBILENETV2_BLOCKS, heads: int = 4,
+                    gate_factor: float = 0.5, squeeze_rate: int = 16) -> MobileNetV2:
+    """MobileNetV2 with both 1x1 convs of every block a DGC layer without pre-activation (g 0.5)."""
+    check_pointwise_divisor("heads", heads, width, blocks)
+    layer = convs.dgc(heads, gate_factor, squeeze_rate, preact=False)
+    return MobileNetV2(num_classes, layer, layer, blocks, width, stem)
+
+
+def mobilenetv2(num_classes: int, stem: str = "imagenet", width: float = 1.0,
+                blocks: Sequence[int] = MOBILENETV2_BLOCKS) -> MobileNetV2:
+    """Dense MobileNetV2."""
+    return MobileNetV2(num_classes, convs.plain, convs.plain, blocks, width, stem)
+
+
+def mobilenetv2_gc(num_classes: int, stem: str = "imagenet", width: float = 1.0,
+                   blocks: Sequence[int] = MOBILENETV2_BLOCKS, groups: int = 2) -> MobileNetV2:
+    """Static group-conv baseline: both 1x1 convs fixed 2-group convs (DGC's cost at g 0.5), shuffled."""
+    check_pointwise_divisor("groups", groups, width, blocks)
+    layer = convs.grouped(groups)
+    return MobileNetV2(num_classes, layer, layer, blocks, width, stem)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     f.__name__: f for f in (densenet86_dgc, densenet86, densenet86_gc, condensenet74_dgc,
-                            resnet18_dgc, resnet18, resnet18_gc)
+                            resnet18_dgc, resnet18, resnet18_gc,
+                            mobilenetv2_dgc, mobilenetv2, mobilenetv2_gc)
 }
 
 
