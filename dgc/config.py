@@ -136,6 +136,8 @@ class TrainConfig:
     nesterov: bool = True
     weight_decay: float = 1e-4
     sparsity_lambda: float = 1e-5  # weight of the DGC sparsity term; 0 disables it
+    angle_lambda: float = 1e-3  # DGC-G only: weight of the heads' angle-enlargement term; 0 disables it
+    global_window: int = 10  # DGC-G only: the last iterations of each epoch whose saliencies set T
     seeds: tuple[int, ...] = (0,)  # one run per seed: runs/<dataset>-<model>/seed<k>/
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
@@ -154,8 +156,11 @@ class TrainConfig:
                 raise ConfigError(f"{section}.{key} must be positive, got {getattr(self, key)}")
         if self.lr <= 0:
             raise ConfigError(f"{section}.lr must be positive, got {self.lr}")
-        if self.sparsity_lambda < 0:
-            raise ConfigError(f"{section}.sparsity_lambda must be >= 0, got {self.sparsity_lambda}")
+        for key in ("sparsity_lambda", "angle_lambda"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{section}.{key} must be >= 0, got {getattr(self, key)}")
+        if self.global_window < 1:
+            raise ConfigError(f"{section}.global_window must be positive, got {self.global_window}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"{section}.seeds must be a non-empty list of distinct integers")
         if self.max_batches is not None and self.max_batches < 1:

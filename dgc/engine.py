@@ -13,7 +13,7 @@ from torch import nn
 from tqdm import tqdm
 
 from dgc.compile import CompileClock, Compiled
-from dgc.layers import set_progress, sparsity_loss
+from dgc.layers import GlobalThreshold, angle_loss, set_progress, sparsity_loss
 from dgc.schedule import cosine_lr
 
 
@@ -32,6 +32,8 @@ class StepContext:
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
     scaler: torch.amp.GradScaler | None = None
     all_reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
+    angle_lambda: float = 0.0  # weight of DGC-G's angle-enlargement term (0: off)
+    selection: GlobalThreshold | None = None  # drives the DGC-G layers' threshold (None: no DGC-G)
 
 
 def _runner(model: nn.Module | Compiled) -> Compiled:
@@ -55,9 +57,12 @@ def train_one_epoch(model: nn.Module | Compiled, core: nn.Module, batches: Itera
     clock = CompileClock()
     start = time.perf_counter()
     with clock.active():
-        for x, y in tqdm(batches, desc=desc, leave=False, disable=None if show_progress else True):
+        for i, (x, y) in enumerate(tqdm(batches, desc=desc, leave=False,
+                                        disable=None if show_progress else True)):
             progress = min(step / ctx.total_steps, 1.0)
             set_progress(core, progress)
+            if ctx.selection is not None:
+                ctx.selection.before_step(progress, i, len(batches))
             lr = cosine_lr(ctx.base_lr, step, ctx.total_steps)
             for group in ctx.optimizer.param_groups:
                 group["lr"] = lr
@@ -68,6 +73,8 @@ def train_one_epoch(model: nn.Module | Compiled, core: nn.Module, batches: Itera
                     loss = F.cross_entropy(logits, y)
                     if ctx.sparsity_lambda > 0:
                         loss = loss + ctx.sparsity_lambda * sparsity_loss(core)
+                    if ctx.angle_lambda > 0 and ctx.selection is not None:
+                        loss = loss + ctx.angle_lambda * angle_loss(core)
                 (ctx.scaler.scale(loss) if ctx.scaler is not None else loss).backward()
                 return logits, loss
 
@@ -83,6 +90,8 @@ def train_one_epoch(model: nn.Module | Compiled, core: nn.Module, batches: Itera
                 totals[1] += (logits.argmax(1) == y).sum()
                 totals[2] += len(y)
             step += 1
+        if ctx.selection is not None:
+            ctx.selection.end_epoch(progress)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
     seconds = time.perf_counter() - start

@@ -4,8 +4,9 @@
 for every seed of `train.seeds` and returns the metrics that `dgc evaluate` writes to
 reports/metrics/<dataset>-<model>.json: top-1/top-5 accuracy and error of the best and the final
 checkpoint (mean over seeds, with their standard deviation and per-seed values when several ran),
-flops_dense / flops_expected (the paper's convention) / flops_actual (from the channels the DGC
-layers really used on the evaluation set, per image), params, and inference latency per image.
+flops_dense / flops_expected (the paper's convention; for DGC-G, whose pruning is uneven, from the
+fraction of channels each layer selected on the evaluation set) / flops_actual (from the channels the
+DGC layers really used on the evaluation set, per image), params, and inference latency per image.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dgc.checkpoint import load_model
 from dgc.config import Params, check_dataset
 from dgc.engine import evaluate
 from dgc.flops import actual_flops, profile
+from dgc.layers import global_layers
 from dgc.latency import device_name, inference_latency
 from dgc.train import make_test_batches, resolve_device, run_dir
 from dgc.usage import measure_usage
@@ -92,6 +94,9 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     size = input_size_of(dataset)
     flops = profile(model, size)
     active = {row["name"]: row["active_fraction"] for row in usage["layers"]}
+    if global_layers(model):  # DGC-G prunes unevenly: expected FLOPs from the kept fractions measured
+        kept = {row["name"]: row["kept_fraction"] for row in usage["layers"]}
+        flops["flops_expected"] = actual_flops(model, size, kept)
     best_mean, best_std = _mean_and_spread(best_rows)
     final_mean, final_std = _mean_and_spread(final_rows)
     latency = {f"batch_{b}": inference_latency(model, device, b, size, cfg.latency_repeats)

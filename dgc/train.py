@@ -31,7 +31,7 @@ from dgc.config import NUM_CLASSES, ConfigError, Params, check_dataset
 from dgc.distributed import all_reduce_sum, barrier, init_distributed, shutdown
 from dgc.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
 from dgc.io import write_text_atomic
-from dgc.layers import dgc_layers
+from dgc.layers import GlobalThreshold, dgc_layers, global_layers
 from dgc.models import create_model
 from dgc.tracking import Tracker
 
@@ -195,6 +195,8 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
 
     out = run_dir(runs_root, dataset, model_name, seed)
     ckpt_path, best_path, hist_path = out / "checkpoint.pt", out / "best.pt", out / "history.csv"
+    # DGC-G: the model-wide saliency threshold, estimated at the end of every epoch.
+    selection = GlobalThreshold(model, cfg.global_window) if global_layers(model) else None
     settings = settings_of(dataset, model, params, seed)
     fp = fingerprint(settings)
     start_epoch, history, best = 0, [], {"epoch": 0, "test_top1": -1.0}
@@ -206,6 +208,8 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
             if scaler is not None and ck.get("scaler"):
                 scaler.load_state_dict(ck["scaler"])
             start_epoch, history, best = ck["epoch"], list(ck["history"]), dict(ck["best"])
+            if selection is not None and ck.get("global_threshold"):
+                selection.load_state_dict(ck["global_threshold"])
             say(f"resuming {out} from epoch {start_epoch}/{cfg.epochs}")
         elif ck.get("fingerprint") != fp:
             say(f"{ckpt_path} was trained with other settings: starting afresh")
@@ -219,7 +223,7 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
     eval_runner = runner if model is core else Compiled(core, compile_mode, log=say)
     steps_per_epoch = len(train_batches)
     ctx = StepContext(optimizer, cfg.lr, cfg.epochs * steps_per_epoch, cfg.sparsity_lambda,
-                      autocast, scaler, all_reduce_sum)
+                      autocast, scaler, all_reduce_sum, cfg.angle_lambda, selection)
     tracker = Tracker(cfg.wandb, cfg.wandb_project, f"{dataset}-{model_name}-seed{seed}", out, settings,
                       enabled=main)
     if main:
@@ -256,6 +260,7 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
                     save_checkpoint(best_path, payload)
                 save_checkpoint(ckpt_path, {**payload, "optimizer": optimizer.state_dict(),
                                             "scaler": scaler.state_dict() if scaler else {},
+                                            "global_threshold": selection.state_dict() if selection else {},
                                             "history": history, "best": best})
                 write_text_atomic(hist_path, history_csv(history))
                 tracker.log({f"epoch/{k}": v for k, v in row.items()}, step=epoch + 1)

@@ -25,7 +25,7 @@ def recording(model: nn.Module) -> Iterator[list[DGCConv2d]]:
         yield layers
     finally:
         for layer in layers:
-            layer.record_usage, layer.last_active = False, None
+            layer.record_usage, layer.last_kept, layer.last_active = False, None, None
 
 
 def head_overlap(active: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ def measure_usage(model: nn.Module, batches: Iterable) -> dict:
     model.eval()
     names = {m: n for n, m in model.named_modules()}
     with recording(model) as layers:
-        sums = {id(l): torch.zeros(2, dtype=torch.float64) for l in layers}
+        sums = {id(l): torch.zeros(3, dtype=torch.float64) for l in layers}
         images = 0
         for x, _ in batches:
             model(x)
@@ -61,12 +61,14 @@ def measure_usage(model: nn.Module, batches: Iterable) -> dict:
                 active = layer.last_active  # (B, H, C)
                 sums[id(layer)][0] += active.float().mean(dim=(1, 2)).sum().cpu().double()
                 sums[id(layer)][1] += head_overlap(active).sum().cpu().double()
+                sums[id(layer)][2] += layer.last_kept.float().mean(dim=(1, 2)).sum().cpu().double()
     rows = []
     for layer in layers:
-        kept = 1.0 - layer.n_inactive / layer.in_channels
+        # Selected channels per image: 1 - n_in / C_in for head-wise DGC, uneven for DGC-G.
+        kept = float(sums[id(layer)][2]) / max(images, 1)
         rows.append({"name": names[layer], "in_channels": layer.in_channels,
                      "out_channels": layer.out_channels, "kernel": layer.kernel_size[0],
-                     "kept_fraction": kept,
+                     "selection": layer.selection, "kept_fraction": kept,
                      "active_fraction": float(sums[id(layer)][0]) / max(images, 1),
                      "head_overlap": float(sums[id(layer)][1]) / max(images, 1)})
     return {"images": images, "layers": rows}

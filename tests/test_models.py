@@ -9,7 +9,9 @@ TINY = {
     "densenet86_dgc": dict(growth=[4, 4, 8], depth=[2, 2, 2]),
     "densenet86": dict(growth=[4, 4, 8], depth=[2, 2, 2]),
     "densenet86_gc": dict(growth=[4, 4, 8], depth=[2, 2, 2]),
+    "densenet86_dgcg": dict(growth=[4, 4, 8], depth=[2, 2, 2]),
     "condensenet74_dgc": dict(growth=[4, 4, 8, 8, 8], depth=[1, 1, 1, 1, 1]),
+    "condensenet74_dgcg": dict(growth=[4, 4, 8, 8, 8], depth=[1, 1, 1, 1, 1]),
     "resnet18_dgc": dict(width=8, blocks=[1, 1, 1, 1], stem="cifar"),
     "resnet18": dict(width=8, blocks=[1, 1, 1, 1], stem="cifar"),
     "resnet18_gc": dict(width=8, blocks=[1, 1, 1, 1], stem="cifar"),
@@ -43,6 +45,7 @@ def test_tiny_variants_train_one_step(name):
     ("densenet86_dgc", 100, 4_336_900),
     ("condensenet74_dgc", 1000, 24_060_664),
     ("resnet18_dgc", 1000, 12_335_144),
+    ("densenet86_dgcg", 10, 4_264_810),  # DGC-G adds no parameter (its threshold is a buffer)
 ])
 def test_parameter_counts_equal_the_authors(name, num_classes, params):
     model = create_model(name, num_classes)

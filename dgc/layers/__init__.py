@@ -1,12 +1,15 @@
 """Layers: the DGC convolution, its saliency generator, its schedule, and the plain baselines."""
 
 from dgc.layers.conv import BNReLUConv2d, ShuffledGroupConv2d, channel_shuffle
-from dgc.layers.dgc_conv import DGCConv2d, DGCHead, dgc_layers, set_progress, sparsity_loss
+from dgc.layers.dgc_conv import (DGCConv2d, DGCHead, angle_loss, dgc_layers, set_progress,
+                                 sparsity_loss)
+from dgc.layers.global_threshold import GlobalThreshold, global_layers
 from dgc.layers.gate import SaliencyGenerator, hidden_channels
 from dgc.layers.schedule import inactive_channels
 
 __all__ = [
-    "BNReLUConv2d", "DGCConv2d", "DGCHead", "SaliencyGenerator", "ShuffledGroupConv2d",
+    "BNReLUConv2d", "DGCConv2d", "DGCHead", "GlobalThreshold", "SaliencyGenerator", "angle_loss",
+    "global_layers", "ShuffledGroupConv2d",
     "channel_shuffle", "dgc_layers", "hidden_channels", "inactive_channels", "set_progress",
     "sparsity_loss",
 ]

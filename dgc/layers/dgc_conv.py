@@ -18,6 +18,9 @@ from dgc.layers.gate import SaliencyGenerator
 from dgc.layers.schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
 
 
+SELECTIONS = ("head", "global")
+
+
 class DGCHead(nn.Module):
     """One head: its saliency generator and its dense conv weight (no bias)."""
 
@@ -40,12 +43,16 @@ class DGCConv2d(nn.Module):
         preact: True (the authors' layer): BatchNorm-ReLU first, the saliency generators and the
             conv see the pre-activated input. False: no norm/relu modules at all, both see the raw
             input (for blocks whose own BN-activation precedes the conv, e.g. MobileNetV2's 1x1s).
+        selection: 'head' (the authors' DGC): each head keeps its C_in - n_in most salient channels.
+            'global' (the paper's DGC-G): a channel is kept where its saliency reaches the model-wide
+            threshold in the `threshold` buffer (set by dgc.layers.GlobalThreshold from the saliencies
+            of all DGC-G layers), so the number kept varies per sample, head and layer.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                  dilation: int | tuple[int, int] = 1, heads: int = 4, squeeze_rate: int = 16,
-                 gate_factor: float = 0.25, preact: bool = True) -> None:
+                 gate_factor: float = 0.25, preact: bool = True, selection: str = "head") -> None:
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("heads", heads), ("squeeze_rate", squeeze_rate)):
@@ -63,6 +70,9 @@ class DGCConv2d(nn.Module):
         self.num_heads = heads
         self.squeeze_rate = squeeze_rate
         self.gate_factor = check_gate_factor(gate_factor)
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+        self.selection = selection
 
         self.preact = bool(preact)
         if self.preact:  # without it no module is created, so the state-dict keys say which it is
@@ -82,11 +92,20 @@ class DGCConv2d(nn.Module):
         # static-shape gather of exactly C_in - n_in channels.
         self._n_static: int | None = 0
         self.register_load_state_dict_post_hook(_sync_inactive_mirror)
+        if selection == "global":  # DGC-G: the model-wide saliency threshold T, saved with the model
+            self.register_buffer("threshold", torch.zeros(()))
+        # DGC-G only: when True, forward appends its detached saliencies to `collected` (the sample
+        # from which GlobalThreshold estimates T), and `_angle` holds the heads' mean cosine similarity.
+        self.collect = False
+        self.collected: list[torch.Tensor] = []
+        self._angle: torch.Tensor | None = None
         self._sparsity: torch.Tensor | None = None
         # 'auto' picks the faster of two exact executions per input size (see execution_path).
         self.execution = "auto"
-        # When True, forward keeps `last_active` (B, H, C_in): the channels each head really used.
+        # When True, forward keeps `last_kept` (B, H, C_in), the channels selected, and `last_active`,
+        # those of them with a saliency > 0: the channels each head really used.
         self.record_usage = False
+        self.last_kept: torch.Tensor | None = None
         self.last_active: torch.Tensor | None = None
 
     # -- pruning state ------------------------------------------------------------------------
@@ -147,10 +166,12 @@ class DGCConv2d(nn.Module):
         pruning ramp each channel's rank is compared with the n_in buffer (a tensor), and no indices
         are returned.
         """
+        s = saliency.detach().nan_to_num(nan=float("inf"))  # a NaN ranks as most salient
+        if self.selection == "global":  # DGC-G: one threshold; how many are kept varies per row
+            return s >= self.threshold, None
         n = self._n_static
         if n == 0:
             return torch.ones_like(saliency, dtype=torch.bool), None
-        s = saliency.detach().nan_to_num(nan=float("inf"))  # a NaN ranks as most salient
         order = s.argsort(dim=2, stable=True)  # (B, H, C_in) ascending saliency
         if n is not None:
             keep = torch.ones_like(saliency, dtype=torch.bool).scatter_(2, order[..., :n], False)
@@ -168,18 +189,27 @@ class DGCConv2d(nn.Module):
         saliency = self.saliency(x)  # (B, H, C_in)
         self._sparsity = saliency.mean(dim=(0, 2)).sum()  # before pruning
         keep, kept = self.select(saliency)  # (B, H, C_in) bool, (B, H, K) or None
+        if self.selection == "global":
+            if self.collect:
+                self.collected.append(saliency.detach().flatten())
+            if self.training:
+                self._angle = head_angle_similarity(saliency)
         if self.record_usage:  # channels that really reach the conv: kept with a saliency > 0
+            self.last_kept = keep
             self.last_active = keep & (saliency.detach() > 0)  # (B, H, C_in) bool
-        path = self.execution_path(x)
-        if path == "sparse":
-            if self._n_static is None:
-                raise RuntimeError("the sparse execution needs a fixed n_in (set_inactive, or progress "
-                                   "outside the pruning ramp)")
-            if kept is None:  # n_in = 0: every channel
-                kept = torch.arange(self.in_channels, device=x.device).expand_as(saliency)
-            return self._sparse_conv(x, saliency, kept)
         # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
         scale = saliency * keep  # (B, H, C_in)
+        path = self.execution_path(x)
+        if path == "sparse":
+            if self.selection == "global":  # as many as the fullest row keeps; padding scaled by 0
+                width = int(keep.sum(dim=2).max())  # a host sync: DGC-G's sparse path is eager-only
+                kept = (~keep).to(torch.uint8).argsort(dim=2, stable=True)[..., :width]
+            elif self._n_static is None:
+                raise RuntimeError("the sparse execution needs a fixed n_in (set_inactive, or progress "
+                                   "outside the pruning ramp)")
+            elif kept is None:  # n_in = 0: every channel
+                kept = torch.arange(self.in_channels, device=x.device).expand_as(saliency)
+            return self._sparse_conv(x, scale, kept)
         if path == "masked":
             return self._masked_conv(x, scale)
         return self._scaled_weight_conv(x, scale)
@@ -203,7 +233,7 @@ class DGCConv2d(nn.Module):
             return self.execution
         k = self.kernel_size[0] * self.kernel_size[1]
         hw = x.shape[-2] * x.shape[-1]
-        n = self._n_static
+        n = self._n_static if self.selection == "head" else None
         # Per-sample weights (C_out*k*k per kept channel) at most twice the per-head input copies
         # (H*h*w per kept channel): gathering weights per sample pays off. Past that (deep layers on
         # small maps: 256 channels at 8x8, 512 at 4x4) the weight copies cost more than the masked
@@ -231,18 +261,19 @@ class DGCConv2d(nn.Module):
         # Interleave heads: channel j*H + i <- head i, channel j.
         return out.view(b, heads, -1, ho, wo).transpose(1, 2).reshape(b, -1, ho, wo)
 
-    def _sparse_conv(self, x: torch.Tensor, saliency: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Convolve only the kept channels: per sample and head, gather the K = C_in - n_in kept input
-        channels and the matching weight slices (scaled by the saliency), then one batched matmul
-        (1x1) or one conv grouped over (sample, head) (k x k). Work: g times the dense conv."""
+    def _sparse_conv(self, x: torch.Tensor, scale: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """Convolve only the channels `idx` (B, H, K): per sample and head, gather those input
+        channels and the matching weight slices (times `scale`, the masked saliency (B, H, C_in)),
+        then one batched matmul (1x1) or one conv grouped over (sample, head) (k x k). Work: K / C_in
+        times the dense conv."""
         b, c, h, w = x.shape
         heads, k_keep = self.num_heads, idx.shape[2]
         co = self.out_channels // heads
         if k_keep == 0:
             ho, wo = _conv_out(h, w, self.kernel_size, self.stride, self.padding, self.dilation)
             # Nothing kept: zeros, still attached to the graph (every gradient is zero, as masked).
-            return x.new_zeros(b, self.out_channels, ho, wo) + 0.0 * saliency.sum()
-        values = saliency.gather(2, idx)  # (B, H, K)
+            return x.new_zeros(b, self.out_channels, ho, wo) + 0.0 * scale.sum()
+        values = scale.gather(2, idx)  # (B, H, K)
         weight = torch.stack([head.weight for head in self.heads], dim=0)  # (H, C_out/H, C_in, kh, kw)
         weight = weight.transpose(1, 2)  # (H, C_in, C_out/H, kh, kw)
         heads_ix = torch.arange(heads, device=x.device)[None, :, None]  # (1, H, 1)
@@ -289,7 +320,21 @@ class DGCConv2d(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.stride}, padding={self.padding}, heads={self.num_heads}, "
                 f"gate_factor={self.gate_factor}, squeeze_rate={self.squeeze_rate}"
-                + ("" if self.preact else ", preact=False"))
+                + ("" if self.preact else ", preact=False")
+                + ("" if self.selection == "head" else f", selection={self.selection}"))
+
+
+def head_angle_similarity(saliency: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity between the saliency vectors of every pair of heads, over the batch:
+    (B, H, C_in) -> scalar. DGC-G's angle-enlargement term: minimising it spreads the heads' choices
+    apart (0 for one head)."""
+    heads = saliency.shape[1]
+    if heads < 2:
+        return saliency.new_zeros(())
+    unit = torch.nn.functional.normalize(saliency, dim=2, eps=1e-8)  # (B, H, C)
+    cos = torch.matmul(unit, unit.transpose(1, 2))  # (B, H, H)
+    off_diagonal = cos.sum(dim=(1, 2)) - cos.diagonal(dim1=1, dim2=2).sum(dim=1)
+    return (off_diagonal / (heads * (heads - 1))).mean()
 
 
 def _conv_out(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
@@ -307,13 +352,23 @@ def dgc_layers(model: nn.Module) -> list[DGCConv2d]:
     return [m for m in model.modules() if isinstance(m, DGCConv2d)]
 
 
-def sparsity_loss(model: nn.Module) -> torch.Tensor:
-    """Summed sparsity term of every DGC layer's last forward (0 for a model without DGC layers)."""
-    terms = [layer.sparsity for layer in dgc_layers(model) if layer.sparsity is not None]
+def _sum_of(model: nn.Module, attribute: str) -> torch.Tensor:
+    terms = [getattr(layer, attribute) for layer in dgc_layers(model)
+             if getattr(layer, attribute) is not None]
     if not terms:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         return torch.zeros((), device=device)
     return torch.stack(terms).sum()
+
+
+def angle_loss(model: nn.Module) -> torch.Tensor:
+    """Summed head similarity (DGC-G's angle term) of every DGC-G layer's last training forward."""
+    return _sum_of(model, "_angle")
+
+
+def sparsity_loss(model: nn.Module) -> torch.Tensor:
+    """Summed sparsity term of every DGC layer's last forward (0 for a model without DGC layers)."""
+    return _sum_of(model, "_sparsity")
 
 
 def set_progress(model: nn.Module, progress: float) -> list[int]:

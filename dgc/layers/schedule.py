@@ -45,3 +45,13 @@ def inactive_channels(in_channels: int, gate_factor: float, progress: float) -> 
     if p >= PRUNE_END:
         return round(target)
     return round(target * 1.5 * (p - PRUNE_START))
+
+
+def pruned_fraction(gate_factor: float, progress: float) -> float:
+    """The schedule as a fraction of channels, unrounded: 0 up to p = 1/12, then
+    (1 - g) * 1.5 * (p - 1/12), reaching 1 - g at p = 3/4. DGC-G's threshold follows it."""
+    p = check_progress(progress)
+    g = check_gate_factor(gate_factor)
+    if p <= PRUNE_START:
+        return 0.0
+    return (1.0 - g) * min(1.0, 1.5 * (p - PRUNE_START))

@@ -17,10 +17,12 @@ from dgc.layers import BNReLUConv2d, DGCConv2d, ShuffledGroupConv2d
 ConvFactory = Callable[..., nn.Module]
 
 
-def dgc(heads: int, gate_factor: float, squeeze_rate: int, preact: bool = True) -> ConvFactory:
-    """DGC layer, with its own BN-ReLU pre-activation (the authors' layer) or without (preact=False)."""
+def dgc(heads: int, gate_factor: float, squeeze_rate: int, preact: bool = True,
+        selection: str = "head") -> ConvFactory:
+    """DGC layer, with its own BN-ReLU pre-activation (the authors' layer) or without (preact=False);
+    head-wise selection (DGC) or one model-wide threshold (selection='global', DGC-G)."""
     return partial(DGCConv2d, heads=heads, gate_factor=gate_factor, squeeze_rate=squeeze_rate,
-                   preact=preact)
+                   preact=preact, selection=selection)
 
 
 def preact(groups: int = 1) -> ConvFactory:

@@ -29,9 +29,11 @@ CONDENSENET74_DEPTH = (4, 6, 8, 10, 8)
 
 def densenet86_dgc(num_classes: int, stem: str = "cifar",
                    growth: Sequence[int] = DENSENET86_GROWTH, depth: Sequence[int] = DENSENET86_DEPTH,
-                   heads: int = 4, gate_factor: float = 0.25, squeeze_rate: int = 16) -> DenseNet:
+                   heads: int = 4, gate_factor: float = 0.25, squeeze_rate: int = 16,
+                   selection: str = "head") -> DenseNet:
     """The paper's CIFAR model: DenseNet-86 with every 1x1 conv a DGC layer (4 heads, g 0.25)."""
-    return DenseNet(num_classes, convs.dgc(heads, gate_factor, squeeze_rate), growth, depth, stem)
+    layer = convs.dgc(heads, gate_factor, squeeze_rate, selection=selection)
+    return DenseNet(num_classes, layer, growth, depth, stem)
 
 
 def densenet86(num_classes: int, stem: str = "cifar", growth: Sequence[int] = DENSENET86_GROWTH,
@@ -49,9 +51,27 @@ def densenet86_gc(num_classes: int, stem: str = "cifar", growth: Sequence[int] =
 def condensenet74_dgc(num_classes: int, stem: str = "imagenet",
                       growth: Sequence[int] = CONDENSENET74_GROWTH,
                       depth: Sequence[int] = CONDENSENET74_DEPTH, heads: int = 4,
-                      gate_factor: float = 0.25, squeeze_rate: int = 16) -> DenseNet:
+                      gate_factor: float = 0.25, squeeze_rate: int = 16,
+                      selection: str = "head") -> DenseNet:
     """The paper's ImageNet DenseNet: CondenseNet-74 topology with DGC 1x1 convs."""
-    return DenseNet(num_classes, convs.dgc(heads, gate_factor, squeeze_rate), growth, depth, stem)
+    layer = convs.dgc(heads, gate_factor, squeeze_rate, selection=selection)
+    return DenseNet(num_classes, layer, growth, depth, stem)
+
+
+def densenet86_dgcg(num_classes: int, stem: str = "cifar",
+                    growth: Sequence[int] = DENSENET86_GROWTH, depth: Sequence[int] = DENSENET86_DEPTH,
+                    heads: int = 4, gate_factor: float = 0.25, squeeze_rate: int = 16) -> DenseNet:
+    """DGC-G (the paper's "CondenseNet-86 + DGC-G", Sec. 6.1): densenet86_dgc with one global
+    saliency threshold over all DGC layers instead of a fixed fraction per head."""
+    return densenet86_dgc(num_classes, stem, growth, depth, heads, gate_factor, squeeze_rate, "global")
+
+
+def condensenet74_dgcg(num_classes: int, stem: str = "imagenet",
+                       growth: Sequence[int] = CONDENSENET74_GROWTH,
+                       depth: Sequence[int] = CONDENSENET74_DEPTH, heads: int = 4,
+                       gate_factor: float = 0.25, squeeze_rate: int = 16) -> DenseNet:
+    """DGC-G on ImageNet (the paper's "CondenseNet + DGC-G"): condensenet74_dgc, global threshold."""
+    return condensenet74_dgc(num_classes, stem, growth, depth, heads, gate_factor, squeeze_rate, "global")
 
 
 def resnet18_dgc(num_classes: int, stem: str = "imagenet", width: int = 64,
@@ -98,7 +118,8 @@ def mobilenetv2_gc(num_classes: int, stem: str = "imagenet", width: float = 1.0,
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    f.__name__: f for f in (densenet86_dgc, densenet86, densenet86_gc, condensenet74_dgc,
+    f.__name__: f for f in (densenet86_dgc, densenet86_dgcg, densenet86, densenet86_gc,
+                            condensenet74_dgc, condensenet74_dgcg,
                             resnet18_dgc, resnet18, resnet18_gc,
                             mobilenetv2_dgc, mobilenetv2, mobilenetv2_gc)
 }
