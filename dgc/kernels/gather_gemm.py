@@ -264,8 +264,8 @@ def fused_dgc_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scal
         x: (B, C_in, h, w) float32/float16/bfloat16, NCHW or channels_last (read in place).
         weight: (H, Co, C_in), head i's dense weight at [i] (the heads' (Co, C_in, 1, 1) stacked).
         idx: (B, H, K) int64, the kept input channels of each sample and head; every entry must be in
-            [0, C_in) (not checked: that would cost a device sync). Distinct per row in DGC, though
-            the maths (and the atomics of the backward) do not rely on it.
+            [0, C_in) and distinct within a row, as DGC's are (not checked: that would cost a
+            device sync).
         scale: (B, H, K), the saliency of each kept channel.
         block_sizes: tile sizes per kernel ('fwd', 'bwd_x', 'bwd_w'), default `default_block_sizes`.
     Returns:
