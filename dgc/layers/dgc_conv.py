@@ -200,15 +200,20 @@ class DGCConv2d(nn.Module):
         # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
         scale = saliency * keep  # (B, H, C_in)
         path = self.execution_path(x)
-        if path == "sparse":
+        if path == "fused" and (self.kernel_size != (1, 1) or self.padding != (0, 0)
+                                or (self.selection == "head" and self._n_static is None)):
+            path = "scaled_weight"  # the fused kernel: 1x1 convs with a fixed n_in only
+        if path in ("sparse", "fused"):
             if self.selection == "global":  # as many as the fullest row keeps; padding scaled by 0
-                width = int(keep.sum(dim=2).max())  # a host sync: DGC-G's sparse path is eager-only
+                width = int(keep.sum(dim=2).max())  # a host sync: DGC-G's gather paths are eager-only
                 kept = (~keep).to(torch.uint8).argsort(dim=2, stable=True)[..., :width]
             elif self._n_static is None:
                 raise RuntimeError("the sparse execution needs a fixed n_in (set_inactive, or progress "
                                    "outside the pruning ramp)")
             elif kept is None:  # n_in = 0: every channel
                 kept = torch.arange(self.in_channels, device=x.device).expand_as(saliency)
+            if path == "fused":
+                return self._fused_conv(x, scale, kept)
             return self._sparse_conv(x, scale, kept)
         if path == "masked":
             return self._masked_conv(x, scale)
@@ -224,6 +229,8 @@ class DGCConv2d(nn.Module):
         (sample, head) were measured slowest (H200: densenet86_dgc inference 72.1 ms vs 39.0 ms
         scaled_weight, training step 180.0 vs 115.9 ms).
         'masked': H scaled copies of x through one grouped conv (the authors' way; memory H x input).
+        'fused' (only when asked for): 1x1 convs through the Triton kernel of dgc/kernels, which
+        gathers the kept channels inside a grouped GEMM; other layers fall back to 'scaled_weight'.
         'scaled_weight': fold each sample's saliencies into the weights instead,
         conv(x * s, W) = conv(x, W * s), so x is read once; one batched matmul for 1x1 convs, a
         conv grouped over the batch for k x k. Chosen when the per-sample weights (C_out*C_in*k*k)
@@ -295,6 +302,15 @@ class DGCConv2d(nn.Module):
             ho, wo = out.shape[-2:]  # (1, B*H*C_out/H, h', w')
         # (B, H, C_out/H, h', w') -> interleaved heads: channel j*H + i <- head i, channel j.
         return out.view(b, heads, co, ho, wo).transpose(1, 2).reshape(b, self.out_channels, ho, wo)
+
+    def _fused_conv(self, x: torch.Tensor, scale: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The 1x1 gather + grouped GEMM in one Triton kernel (dgc/kernels): no gathered copy of x."""
+        from dgc.kernels import fused_dgc_1x1
+
+        if self.stride != (1, 1):
+            x = x[:, :, ::self.stride[0], ::self.stride[1]]
+        weight = torch.stack([head.weight.flatten(1) for head in self.heads])  # (H, C_out/H, C_in)
+        return fused_dgc_1x1(x, weight, idx, scale.gather(2, idx))
 
     def _scaled_weight_conv(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Per-sample weights W_i * s_i (saliency folded into the weights), heads interleaved."""
