@@ -5,7 +5,9 @@
   checkpoint.pt  the last completed epoch: model, optimizer, history, best result (for resuming)
   best.pt        the epoch with the best test top-1 (the authors' pick)
   wandb/         the wandb run (offline unless the user logs in)
-Killed at any moment, the same call continues from the last completed epoch. Under torchrun it trains
+Killed at any moment, the same call continues from the last completed epoch; once all epochs are
+done (with unchanged settings and training code) it returns the stored result without training. On a machine with several GPUs a single-process
+run leases a free GPU (dgc/gpus.py), so several runs can share the machine. Under torchrun it trains
 with DistributedDataParallel: `train.batch_size` and `train.lr` are the GLOBAL batch and its lr, each
 of N processes takes batch_size / N images of every batch; only rank 0 writes files and logs.
 """
@@ -15,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import hashlib
 import io
+import os
 import resource
 import sys
 from dataclasses import dataclass
@@ -28,8 +32,10 @@ from torch import nn
 from dgc.checkpoint import load_checkpoint, model_payload, save_checkpoint
 from dgc.compile import Compiled, resolve_compile
 from dgc.config import NUM_CLASSES, ConfigError, Params, check_dataset
-from dgc.distributed import all_reduce_sum, barrier, init_distributed, shutdown
+from dgc.distributed import (DistInfo, all_reduce_sum, barrier, dist_info_from_env, init_distributed,
+                             shutdown)
 from dgc.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
+from dgc.gpus import GpuLease, lease_gpu, should_lease_gpu, visible_gpu_ids
 from dgc.io import write_text_atomic
 from dgc.layers import GlobalThreshold, dgc_layers, global_layers
 from dgc.models import create_model
@@ -42,9 +48,19 @@ HISTORY_COLUMNS = ("epoch", "lr", "progress", "inactive_fraction", "train_loss",
 NOT_IN_FINGERPRINT = ("device", "wandb", "wandb_project", "workers", "threads", "eval_batch_size",
                       "seeds", "compile")
 
+# The train stage's code dependencies in dvc.yaml (relative to dgc/). A finished run is returned as
+# it is only if these are unchanged: when DVC reruns the stage because of a code change, it retrains.
+TRAINING_CODE = ("layers", "models", "kernels", "data/loader.py", "data/cifar_format.py", "engine.py",
+                 "compile.py", "schedule.py", "train.py")
+
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
+
+
+class GpuOutOfMemory(RuntimeError):
+    """CUDA ran out of memory in an epoch; the message names the setting to change, and the last
+    completed epoch's checkpoint is kept."""
 
 
 @dataclass
@@ -91,6 +107,18 @@ def fingerprint(settings: dict[str, Any]) -> dict[str, Any]:
     fp = {k: v for k, v in settings.items() if k not in ("train", "profile")}
     fp["train"] = {k: v for k, v in settings["train"].items() if k not in NOT_IN_FINGERPRINT}
     return fp
+
+
+def training_code_hash() -> str:
+    """A digest of the Python sources in TRAINING_CODE (what the train stage depends on)."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for rel in TRAINING_CODE:
+        path = root / rel
+        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(f"{file.relative_to(root)}\0".encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def history_csv(rows: list[dict[str, Any]]) -> str:
@@ -163,27 +191,124 @@ def make_test_batches(dataset: str, params: Params, device: torch.device):
                               device)
 
 
+def out_of_memory_message(phase: str, model_name: str, dataset: str, cfg: Any, world: int,
+                          epoch: int, kept: str) -> str:
+    """The one line a CUDA out-of-memory error ends a run with: what ran out, with how many images
+    per process, and which setting to change. `phase` is 'training' or 'evaluating'."""
+    procs = f"{world} process" + ("es" if world > 1 else "")
+    if phase == "evaluating":
+        per = -(-cfg.eval_batch_size // world)
+        fix = ("lower train.eval_batch_size (it does not change the results), "
+               f"e.g. -S train.eval_batch_size={max(1, cfg.eval_batch_size // 2)}")
+        size = f"train.eval_batch_size {cfg.eval_batch_size} / {procs}"
+    else:
+        per = cfg.batch_size // world
+        half = max(world, cfg.batch_size // 2 // world * world)  # still divisible by the processes
+        fix = (f"lower train.batch_size and scale train.lr with it (e.g. -S train.batch_size={half} "
+               f"-S train.lr={cfg.lr * half / cfg.batch_size:g}), or split the batch over more GPUs "
+               f"with torchrun --nproc_per_node N")
+        size = f"train.batch_size {cfg.batch_size} / {procs}"
+    return (f"CUDA out of memory {phase} {model_name} on {dataset} in epoch {epoch} with {per} images "
+            f"per process ({size}): {fix}; {kept}")
+
+
+def _kept(ckpt_path: Path, history: list[dict[str, Any]]) -> str:
+    if not history:
+        return "no epoch was completed, nothing was written"
+    return f"the last checkpoint is kept: {ckpt_path} (epoch {history[-1]['epoch']})"
+
+
+def _already_complete(checkpoint: dict[str, Any], out: Path, epochs: int, main: bool,
+                      say: Callable[[str], None]) -> TrainResult:
+    """The stored result of a finished run (its history.csv rewritten only if it went missing)."""
+    history = list(checkpoint["history"])
+    hist_path = out / "history.csv"
+    if main and not hist_path.exists():
+        write_text_atomic(hist_path, history_csv(history))
+    say(f"{out}: already complete ({epochs} epochs, best test top-1 "
+        f"{checkpoint['best']['test_top1']:.2f}% in epoch {checkpoint['best']['epoch']})")
+    return TrainResult(out, epochs, epochs, dict(checkpoint["best"]), history[-1] if history else {})
+
+
+def lease_for_run(device: torch.device, device_setting: str, distributed: bool,
+                  log: Callable[[str], None]) -> GpuLease | None:
+    """A lease on one free GPU when this run should take one (`should_lease_gpu`), else None."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    count = torch.cuda.device_count() if device.type == "cuda" else 0
+    if not should_lease_gpu(device.type, device_setting, distributed, visible, count):
+        return None
+    return lease_gpu(count, log=log, ids=visible_gpu_ids(count, visible))
+
+
 def train_model(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
                 seed: int | None = None, fresh: bool = False,
                 log: Callable[[str], None] = print) -> TrainResult:
     """Train `model_name` on `dataset` with `params.train` and `seed` (default: the first of
-    train.seeds) into runs_root/<dataset>-<model>/seed<seed>/; see the module docstring."""
+    train.seeds) into runs_root/<dataset>-<model>/seed<seed>/; see the module docstring.
+
+    A run whose checkpoint already holds all train.epochs epochs with the same settings and the same
+    training code (TRAINING_CODE) returns its stored result at once; under other code it trains
+    again. A CUDA out-of-memory error in an epoch raises GpuOutOfMemory, naming the batch setting. On a machine with several GPUs a single-process run leases a free one
+    (dgc/gpus.py) for its whole duration."""
     cfg = params.train
     seed = cfg.seeds[0] if seed is None else seed
     torch.manual_seed(seed)  # the same initialisation in every process and every run
     model = build_for_training(dataset, model_name, params)  # validates before any work
     device = resolve_device(cfg.device)
+    main = dist_info_from_env().is_main
+    say = log if main else (lambda _: None)
+
+    out = run_dir(runs_root, dataset, model_name, seed)
+    ckpt_path = out / "checkpoint.pt"
+    settings = settings_of(dataset, model, params, seed)
+    fp = fingerprint(settings)
+    code = training_code_hash()
+    checkpoint = None
+    if ckpt_path.exists() and not fresh:
+        checkpoint = load_checkpoint(ckpt_path)  # on the CPU: resuming copies it to the device
+        if checkpoint.get("fingerprint") != fp:
+            say(f"{ckpt_path} was trained with other settings: starting afresh")
+            checkpoint = None
+        elif checkpoint["epoch"] >= cfg.epochs:
+            if checkpoint.get("code") == code:
+                # before joining torchrun's group or leasing a GPU: nothing to train or wait for
+                return _already_complete(checkpoint, out, cfg.epochs, main, say)
+            # an unfinished run resumes across a code change; a finished one is trained again
+            say(f"{ckpt_path} was finished by other training code ({', '.join(TRAINING_CODE)} "
+                f"changed): training again from scratch")
+            checkpoint = None
+
     dist_info = init_distributed(device.type)
-    if dist_info.enabled and cfg.batch_size % dist_info.world_size:
-        raise ConfigError(f"train.batch_size {cfg.batch_size} must be divisible by the "
-                          f"{dist_info.world_size} processes")
-    if device.type == "cuda" and dist_info.enabled:
-        device = torch.device("cuda", dist_info.local_rank)
-        torch.cuda.set_device(device)
+    lease = None
+    try:
+        if dist_info.enabled and cfg.batch_size % dist_info.world_size:
+            raise ConfigError(f"train.batch_size {cfg.batch_size} must be divisible by the "
+                              f"{dist_info.world_size} processes")
+        if device.type == "cuda" and dist_info.enabled:
+            device = torch.device("cuda", dist_info.local_rank)
+        lease = lease_for_run(device, cfg.device, dist_info.enabled, say)
+        if lease is not None:
+            device = torch.device("cuda", lease.index)
+            say(f"leased GPU cuda:{lease.index} for this run ({lease.path})")
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)
+        return _train(dataset, model_name, model, params, device, dist_info, out, settings, fp,
+                      code, checkpoint, seed, say)
+    finally:
+        if lease is not None:
+            lease.release()
+        shutdown()
+
+
+def _train(dataset: str, model_name: str, model: nn.Module, params: Params, device: torch.device,
+           dist_info: DistInfo, out: Path, settings: dict[str, Any], fp: dict[str, Any], code: str,
+           checkpoint: dict[str, Any] | None, seed: int, say: Callable[[str], None]) -> TrainResult:
+    """The epochs of `train_model` on `device`, resuming from `checkpoint` when given; `code` is
+    the training code's digest, stored in the checkpoint."""
+    cfg = params.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     main = dist_info.is_main
-    say = log if main else (lambda _: None)
 
     channels_last = cfg.channels_last == "true" or (cfg.channels_last == "auto" and device.type == "cuda")
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
@@ -193,26 +318,20 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
     autocast, scaler = _amp(device, cfg.amp)
 
-    out = run_dir(runs_root, dataset, model_name, seed)
     ckpt_path, best_path, hist_path = out / "checkpoint.pt", out / "best.pt", out / "history.csv"
     # DGC-G: the model-wide saliency threshold, estimated at the end of every epoch.
     selection = GlobalThreshold(model, cfg.global_window) if global_layers(model) else None
-    settings = settings_of(dataset, model, params, seed)
-    fp = fingerprint(settings)
     start_epoch, history, best = 0, [], {"epoch": 0, "test_top1": -1.0}
-    if ckpt_path.exists() and not fresh:
-        ck = load_checkpoint(ckpt_path, device)
-        if ck.get("fingerprint") == fp and ck["epoch"] < cfg.epochs:
-            model.load_state_dict(ck["state_dict"])
-            optimizer.load_state_dict(ck["optimizer"])
-            if scaler is not None and ck.get("scaler"):
-                scaler.load_state_dict(ck["scaler"])
-            start_epoch, history, best = ck["epoch"], list(ck["history"]), dict(ck["best"])
-            if selection is not None and ck.get("global_threshold"):
-                selection.load_state_dict(ck["global_threshold"])
-            say(f"resuming {out} from epoch {start_epoch}/{cfg.epochs}")
-        elif ck.get("fingerprint") != fp:
-            say(f"{ckpt_path} was trained with other settings: starting afresh")
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["state_dict"])
+        optimizer.load_state_dict(checkpoint["optimizer"])  # moves the state to the parameters' device
+        if scaler is not None and checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
+        if selection is not None and checkpoint.get("global_threshold"):
+            selection.load_state_dict(checkpoint["global_threshold"])
+        start_epoch, history = checkpoint["epoch"], list(checkpoint["history"])
+        best = dict(checkpoint["best"])
+        say(f"resuming {out} from epoch {start_epoch}/{cfg.epochs}")
 
     core = model
     if dist_info.enabled:
@@ -236,14 +355,20 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
             train_batches.set_epoch(epoch)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
+            phase = "training"
             try:
                 stats = train_one_epoch(runner, core, train_batches, ctx, epoch * steps_per_epoch,
                                         show_progress=main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+                phase = "evaluating"
+                test = evaluate(eval_runner, test_batches, autocast, all_reduce_sum)
             except NonFiniteLoss as exc:
-                kept = f"{ckpt_path} (epoch {start_epoch if not history else history[-1]['epoch']})"
-                raise TrainingDiverged(f"{exc} in epoch {epoch + 1}; stopped, the last good "
-                                       f"checkpoint is kept: {kept}") from None
-            test = evaluate(eval_runner, test_batches, autocast, all_reduce_sum)
+                raise TrainingDiverged(f"{exc} in epoch {epoch + 1}; stopped, "
+                                       f"{_kept(ckpt_path, history)}") from None
+            except torch.cuda.OutOfMemoryError:
+                # nothing of this epoch is saved: the checkpoint stays the last completed epoch
+                raise GpuOutOfMemory(out_of_memory_message(
+                    phase, model_name, dataset, cfg, dist_info.world_size, epoch + 1,
+                    _kept(ckpt_path, history))) from None
             row = {"epoch": epoch + 1, "lr": stats["lr"], "progress": stats["progress"],
                    "inactive_fraction": inactive_fraction(core), "train_loss": stats["train_loss"],
                    "train_top1": stats["train_top1"], "test_loss": test["loss"],
@@ -258,7 +383,8 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
                 if row["test_top1"] > best["test_top1"]:
                     best = {"epoch": epoch + 1, "test_top1": row["test_top1"]}
                     save_checkpoint(best_path, payload)
-                save_checkpoint(ckpt_path, {**payload, "optimizer": optimizer.state_dict(),
+                save_checkpoint(ckpt_path, {**payload, "code": code,
+                                            "optimizer": optimizer.state_dict(),
                                             "scaler": scaler.state_dict() if scaler else {},
                                             "global_threshold": selection.state_dict() if selection else {},
                                             "history": history, "best": best})
@@ -273,7 +399,6 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
             write_text_atomic(hist_path, history_csv(history))
     finally:
         tracker.finish()
-        shutdown()
     return TrainResult(out, cfg.epochs, start_epoch, best, history[-1] if history else {})
 
 

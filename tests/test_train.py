@@ -84,7 +84,8 @@ def test_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, ti
 
 def test_kill_9_then_the_same_command_continues(tmp_path, tiny_params_file):
     args = ["train", "digits", "densenet86_dgc", "--params", str(tiny_params_file),
-            "--runs", str(tmp_path / "runs"), "-S", "train.epochs=6", "-S", "train.max_batches=6"]
+            "--runs", str(tmp_path / "runs"), "--history-dir", str(tmp_path / "hist"),
+            "-S", "train.epochs=6", "-S", "train.max_batches=6"]
     ckpt = tmp_path / "runs" / "digits-densenet86_dgc" / "seed0" / "checkpoint.pt"
     proc = subprocess.Popen([sys.executable, "-m", "dgc", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env={**os.environ, "WANDB_MODE": "disabled"})
@@ -181,7 +182,8 @@ def test_two_process_ddp_run_on_cpu_completes(tmp_path, tiny_params_file):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
          "-m", "dgc", "train", "digits", "resnet18_dgc", "--params", str(tiny_params_file),
-         "--runs", str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
+         "--runs", str(tmp_path), "--history-dir", str(tmp_path / "hist")],
+        capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "x2" in proc.stdout and proc.stdout.count("epoch 2/2") == 1  # rank 0 logs alone
     rows = read_history(tmp_path / "digits-resnet18_dgc" / "seed0" / "history.csv")
@@ -189,3 +191,101 @@ def test_two_process_ddp_run_on_cpu_completes(tmp_path, tiny_params_file):
     # both processes together saw every test image once
     ck = load_checkpoint(tmp_path / "digits-resnet18_dgc" / "seed0" / "checkpoint.pt")
     assert ck["epoch"] == 2
+
+
+def test_a_finished_run_returns_its_stored_result_without_training(tmp_path, tiny_params_file, monkeypatch):
+    params = load_params(tiny_params_file)
+    first = train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)
+    names = ("history.csv", "checkpoint.pt", "best.pt")
+    before = {n: ((first.out_dir / n).read_bytes(), (first.out_dir / n).stat().st_mtime_ns) for n in names}
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("dgc.train.train_one_epoch", must_not_run)
+    monkeypatch.setattr("dgc.train.make_batches", must_not_run)  # not even the data is loaded
+    logs = []
+    again = train_model("digits", "resnet18", params, tmp_path, log=logs.append)
+    assert any("already complete" in line for line in logs)
+    assert (again.best, again.final, again.resumed_from) == (first.best, first.final, 2)
+    assert again.final["epoch"] == 2 and again.final["test_top1"] == first.final["test_top1"]
+    assert {n: ((first.out_dir / n).read_bytes(), (first.out_dir / n).stat().st_mtime_ns)
+            for n in names} == before
+
+
+def test_cuda_out_of_memory_in_epoch_2_exits_2_with_one_line_and_keeps_epoch_1(
+        tmp_path, tiny_params_file, monkeypatch, capsys):
+    from dgc import cli
+    from dgc.schedule import cosine_lr
+
+    def oom_from_step_3(base_lr, step, total_steps):  # max_batches 3: step 3 opens epoch 2
+        if step >= 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return cosine_lr(base_lr, step, total_steps)
+
+    monkeypatch.setattr("dgc.engine.cosine_lr", oom_from_step_3)
+    status = cli.main(["train", "digits", "resnet18", "--params", str(tiny_params_file),
+                       "--runs", str(tmp_path), "--history-dir", ""])
+    err = capsys.readouterr().err
+    assert status == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "CUDA out of memory training resnet18 on digits in epoch 2 with 32 images per process" in err
+    assert "train.batch_size 32 / 1 process" in err and "-S train.batch_size=16 -S train.lr=0.05" in err
+    out = tmp_path / "digits-resnet18" / "seed0"
+    assert f"{out / 'checkpoint.pt'} (epoch 1)" in err
+    model, ck = load_model(out / "checkpoint.pt")
+    assert ck["epoch"] == 1 and len(ck["history"]) == 1
+    assert [r["epoch"] for r in read_history(out / "history.csv")] == ["1"]
+    assert load_checkpoint(out / "best.pt")["epoch"] == 1
+
+
+def test_cuda_out_of_memory_in_evaluation_names_the_eval_batch(tmp_path, tiny_params_file, monkeypatch):
+    from dgc.train import GpuOutOfMemory, out_of_memory_message
+
+    def oom_in_first_evaluation(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr("dgc.train.evaluate", oom_in_first_evaluation)
+    with pytest.raises(GpuOutOfMemory, match="evaluating resnet18 on digits in epoch 1 .*"
+                                             "train.eval_batch_size=64; no epoch was completed"):
+        train_model("digits", "resnet18", load_params(tiny_params_file), tmp_path, log=lambda s: None)
+    assert not (tmp_path / "digits-resnet18" / "seed0" / "checkpoint.pt").exists()
+    # under torchrun: the per-process share of the global batch, and a smaller batch they divide
+    cfg = load_params(tiny_params_file, {"train.batch_size": 96, "train.lr": 0.3}).train
+    msg = out_of_memory_message("training", "m", "cifar10", cfg, 4, 7, "kept")
+    assert "with 24 images per process (train.batch_size 96 / 4 processes)" in msg
+    assert "-S train.batch_size=48 -S train.lr=0.15" in msg and "torchrun" in msg
+
+
+def test_a_run_on_several_gpus_leases_one(monkeypatch, tmp_path):
+    from dgc.train import lease_for_run
+
+    monkeypatch.setenv("DGC_GPU_LOCK_DIR", str(tmp_path))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # a simulated 2-GPU machine
+    cuda = torch.device("cuda")
+    with lease_for_run(cuda, "auto", False, print) as first, \
+            lease_for_run(cuda, "cuda", False, print) as second:
+        assert (first.index, second.index) == (0, 1)
+    assert lease_for_run(cuda, "cuda:1", False, print) is None
+    assert lease_for_run(cuda, "auto", True, print) is None
+    assert lease_for_run(torch.device("cpu"), "auto", False, print) is None
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
+    with lease_for_run(cuda, "auto", False, print) as lease:
+        assert lease.index == 0 and lease.path == tmp_path / "gpu6.lock"
+
+
+def test_a_finished_run_is_trained_again_after_a_training_code_change(tmp_path, tiny_params_file, monkeypatch):
+    params = load_params(tiny_params_file, {"train.epochs": 1})
+    first = train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)
+    monkeypatch.setattr("dgc.train.training_code_hash", lambda: "edited")
+    logs = []
+    again = train_model("digits", "resnet18", params, tmp_path, log=logs.append)
+    assert any("other training code" in line for line in logs) and again.resumed_from == 0
+    assert load_checkpoint(first.out_dir / "checkpoint.pt")["code"] == "edited"
+
+
+def test_training_code_is_the_train_stage_code_dependencies():
+    from dgc.train import TRAINING_CODE
+
+    deps = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]["train"]["deps"]
+    assert sorted(f"dgc/{p}" for p in TRAINING_CODE) == sorted(d for d in deps if d.startswith("dgc/"))
