@@ -64,6 +64,8 @@ def step_times(model, device, batch, steps, warmup, amp) -> tuple[list[float], f
         sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t)
+    if not torch.isfinite(loss):  # timings of NaN arithmetic are not reported
+        raise SystemExit(f"{getattr(model, 'model_name', 'model')}: the timed steps gave a non-finite loss")
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated(device) / 2**20
     else:  # the process's peak resident memory above what it held before the first step

@@ -5,7 +5,8 @@ shapes below as DGC (masked = the authors' execution, sparse, scaled-weight, and
 the dense BN-ReLU-Conv2d and the static 4-group BN-ReLU-Conv2d (same FLOPs as DGC at g 0.25), for
 inference (eval, no grad) and a training step (forward + backward). Whole models: inference at batch
 1 and 64, DGC (pruned to its target) next to its dense counterpart. Median of `repeats` runs, the
-candidates measured round-robin so that machine noise hits them alike.
+candidates measured round-robin so that machine noise hits them alike. Every module is timed with
+calibrated BatchNorm statistics and only after its outputs were checked finite (dgc/calibrate.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from dgc.calibrate import ready_for_timing
 from dgc.flops import profile
 from dgc.latency import device_name, median_times
 
@@ -58,9 +60,8 @@ def bench_layers(device: torch.device, batch: int = 64, repeats: int = 10, gate:
         x = torch.randn(batch, c_in, size, size, device=device)
         row: dict[str, Any] = {"shape": f"{c_in}->{c_out}, {k}x{k}, {size}x{size}", "c_in": c_in,
                                "c_out": c_out, "kernel": k, "size": size, "inference_ms": {}, "train_ms": {}}
-        layers = {name: m.to(device) for name, m in _layers(c_in, c_out, k, gate, heads).items()}
-        for m in layers.values():
-            m.eval()
+        layers = {name: ready_for_timing(m, (c_in, size, size), device)
+                  for name, m in _layers(c_in, c_out, k, gate, heads).items()}
         with torch.no_grad():
             t = median_times({n: (lambda m=m: m(x)) for n, m in layers.items()}, device, repeats)
         row["inference_ms"] = {n: 1000 * v for n, v in t.items()}
@@ -89,8 +90,9 @@ def bench_models(device: torch.device, batches: tuple[int, ...] = (1, 64), repea
         models = {}
         for name in pair:
             torch.manual_seed(0)
-            models[name] = create_model(name, 10, stem="cifar").to(device).eval()
+            models[name] = create_model(name, 10, stem="cifar")
             set_progress(models[name], 1.0)
+            ready_for_timing(models[name], (3, 32, 32), device)
         per_batch = {}
         for b in batches:
             x = torch.randn(b, 3, 32, 32, device=device)

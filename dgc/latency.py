@@ -27,6 +27,9 @@ def inference_latency(model: nn.Module, device: torch.device, batch_size: int,
     """Median milliseconds per image of an eval-mode forward pass at `batch_size`."""
     model.eval().to(device)
     x = torch.randn(batch_size, *input_size, device=device)
+    if not torch.isfinite(model(x)).all():  # a model that overflows would time NaN arithmetic
+        raise ValueError(f"{getattr(model, 'model_name', 'the model')} gives non-finite outputs: "
+                         f"latency not measured")
     return 1000.0 * median_time(lambda: model(x), device, repeats) / batch_size
 
 
