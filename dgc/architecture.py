@@ -1,9 +1,10 @@
 """The `architecture` stage: FLOPs and parameters of the authors' configurations, no training needed.
 
-For every (dataset, model) that an architecture claim of claims/paper.yaml names, the model is built
-with its registry defaults (the authors' configuration) for that dataset's classes and input size,
-and counted with `dgc.flops.profile`. So the FLOPs and parameter claims get a verdict offline, in the
-smoke profile too. Written to reports/architecture.json, keyed "<dataset>-<model>".
+For every (dataset, model) that a claim of claims/paper.yaml names, the model is built with its
+registry defaults (the authors' configuration) for that dataset's classes and input size, and counted
+with `dgc.flops.profile`. So the FLOPs and parameter claims get a verdict offline, in the smoke
+profile too, and every claimed model's full-size cost is on record. Written to
+reports/architecture.json, keyed "<dataset>-<model>".
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from dgc.compare import Claim
 from dgc.config import NUM_CLASSES
 from dgc.flops import profile
-from dgc.models import create_model
+from dgc.models import create_model, model_arguments
 
 
 def input_size_of(dataset: str) -> tuple[int, int, int]:
@@ -21,10 +22,13 @@ def input_size_of(dataset: str) -> tuple[int, int, int]:
 
 
 def count_architectures(claims: list[Claim]) -> dict[str, dict[str, Any]]:
-    runs = sorted({(c.dataset, c.model) for c in claims if c.kind == "architecture"})
+    """FLOPs and params of every (dataset, model) a claim names (its model or its baseline), built with
+    the registry's defaults (the authors' configuration; the CIFAR stem on CIFAR-sized data)."""
+    runs = sorted({(c.dataset, m) for c in claims for m in (c.model, c.versus) if m})
     out = {}
     for dataset, model_name in runs:
-        model = create_model(model_name, NUM_CLASSES[dataset])
+        stem = {"stem": "cifar"} if dataset != "imagenet" and "stem" in model_arguments(model_name) else {}
+        model = create_model(model_name, NUM_CLASSES[dataset], **stem)
         size = input_size_of(dataset)
         out[f"{dataset}-{model_name}"] = {**profile(model, size), "input_size": size[-1]}
     return out

@@ -2,9 +2,15 @@
 
 Verdicts: "reproduced" (within the claim's tolerance), "not reproduced", "not run" (no metrics for
 that dataset and model), "not comparable" (the run exists but is not the paper's architecture or
-recipe, e.g. narrowed or shortened; a smoke run on digits is never held against a CIFAR number).
+recipe, e.g. narrowed or shortened; a smoke run on digits is never held against a CIFAR number),
+"not verified" (the paper makes the claim but its number is not known here: kind `unverified`, never
+an invented value; our own run's number is shown next to it when there is one).
 Accuracy claims need the paper's recipe, architecture claims (FLOPs, params) only its architecture,
 relation claims (DGC vs a baseline) two runs of the paper's recipe.
+
+Smoke evidence: each relation claim is also evaluated on the runs of the offline smoke set (digits,
+narrow models) when both exist, in a separate list labelled as such; it shows the pipeline measures
+the relation, and says nothing about the paper's CIFAR claim, whose verdict stays "not run".
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ import yaml
 
 from dgc.config import ConfigError, check_dataset
 
-VERDICTS = ("reproduced", "not reproduced", "not run", "not comparable")
-KINDS = ("accuracy", "architecture", "relation")
+VERDICTS = ("reproduced", "not reproduced", "not run", "not comparable", "not verified")
+KINDS = ("accuracy", "architecture", "relation", "unverified")
+SMOKE_DATASET = "digits"
 
 
 @dataclass(frozen=True)
@@ -55,8 +62,9 @@ def load_claims(path: str | Path = "claims/paper.yaml") -> list[Claim]:
         if claim.kind not in KINDS:
             raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}")
         if (claim.kind == "relation") != (claim.versus is not None) or \
-                (claim.kind != "relation" and claim.value is None):
-            raise ConfigError(f"{where}: a relation claim needs `versus`, the others a `value`")
+                (claim.kind in ("accuracy", "architecture")) != (claim.value is not None):
+            raise ConfigError(f"{where}: a relation claim needs `versus`, an unverified claim no "
+                              f"`value`, the others a `value`")
         claims.append(claim)
     ids = [c.id for c in claims]
     if len(set(ids)) != len(ids):
@@ -103,6 +111,9 @@ def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
     run on the authors' configuration, reports/architecture.json) when no trained run of the
     paper's architecture exists."""
     run = runs.get((claim.dataset, claim.model))
+    if claim.kind == "unverified":
+        ours = metric_value(run, claim.metric) if run else None
+        return _row(claim, ours=ours, verdict="not verified", reason=claim.source)
     counted = (architectures or {}).get(f"{claim.dataset}-{claim.model}")
     if claim.kind == "architecture" and counted and not (run and run.get("architecture_matches_paper")):
         ours = metric_value(counted, claim.metric)
@@ -154,7 +165,30 @@ def compare(claims: list[Claim], metrics_dir: str | Path = "reports/metrics",
               "params": v.get("params")}
              for (d, m), v in sorted(runs.items()) if (d, m) not in claimed]
     summary = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
-    return {"claims": rows, "other_runs": smoke, "summary": summary}
+    return {"claims": rows, "other_runs": smoke, "summary": summary,
+            "smoke_evidence": smoke_evidence(claims, runs)}
+
+
+def smoke_evidence(claims: list[Claim], runs: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each relation claim's (model, baseline) pair measured on the smoke set's runs, once per pair."""
+    rows, seen = [], set()
+    for claim in claims:
+        pair = (claim.model, claim.versus, claim.metric)
+        if claim.kind != "relation" or pair in seen:
+            continue
+        ours, base = runs.get((SMOKE_DATASET, claim.model)), runs.get((SMOKE_DATASET, claim.versus))
+        if not (ours and base):
+            continue
+        seen.add(pair)
+        a, b = metric_value(ours, claim.metric), metric_value(base, claim.metric)
+        rows.append({"claims": [c.id for c in claims if (c.model, c.versus, c.metric) == pair],
+                     "dataset": SMOKE_DATASET, "model": claim.model, "versus": claim.versus,
+                     "metric": claim.metric, "statement": claim.statement, "tolerance": claim.tolerance,
+                     "ours": a, "baseline": b, "delta": a - b, "holds": a - b <= claim.tolerance,
+                     "seeds": int(ours.get("seeds", 1)),
+                     "label": "smoke evidence (digits, narrow models, short training): not a test of "
+                              "the paper's claim"})
+    return rows
 
 
 def _fmt(value: Any, unit: str = "") -> str:
@@ -170,7 +204,8 @@ def to_markdown(result: dict[str, Any]) -> str:
              "| claim | dataset | model | metric | paper | ours | delta | verdict | why |",
              "|---|---|---|---|---|---|---|---|---|"]
     for r in result["claims"]:
-        paper = _fmt(r["paper"], r["unit"]) if r["paper"] is not None else f"<= {r['versus']}"
+        paper = (_fmt(r["paper"], r["unit"]) if r["paper"] is not None
+                 else f"<= {r['versus']}" if r["versus"] else "unknown")
         ours = _fmt(r["ours"], r["unit"])
         if r["spread"] is not None:
             ours += f" ± {r['spread']:.2f} ({r['seeds']} seeds)"
@@ -178,6 +213,15 @@ def to_markdown(result: dict[str, Any]) -> str:
                      f"{paper} | {ours} | {_fmt(r['delta'], r['unit'])} | {r['verdict']} | {r['reason']} |")
     s = result["summary"]
     lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in s.items()), ""]
+    if result.get("smoke_evidence"):
+        lines += ["## Smoke evidence for the relation claims (digits, narrow models: not the paper's claim)",
+                  "", "| claims | model | versus | metric | model's | baseline's | delta | holds |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in result["smoke_evidence"]:
+            lines.append(f"| {', '.join(r['claims'])} | {r['model']} | {r['versus']} | {r['metric']} | "
+                         f"{r['ours']:.2f} | {r['baseline']:.2f} | {r['delta']:+.2f} | "
+                         f"{'yes' if r['holds'] else 'no'} |")
+        lines.append("")
     if result["other_runs"]:
         lines += ["## Runs no claim refers to (e.g. the offline smoke profile: never compared with the paper)",
                   "", "| dataset | model | best top-1 err (%) | FLOPs expected | FLOPs actual | params |",

@@ -96,7 +96,8 @@ def claims_table(inputs: dict[str, Any]) -> pd.DataFrame:
             ours += f" ± {r['spread']:.2f}"
         rows.append({"claim": r["claim"], "id": r["id"], "dataset": r["dataset"], "model": r["model"],
                      "metric": r["metric"],
-                     "paper": _num(r["paper"], r["unit"]) if r["paper"] is not None else f"≤ {r['versus']}",
+                     "paper": (_num(r["paper"], r["unit"]) if r["paper"] is not None
+                               else f"≤ {r['versus']}" if r["versus"] else "unknown"),
                      "ours": ours, "delta": "-" if r["delta"] is None else _num(r["delta"], r["unit"]),
                      "verdict": r["verdict"], "why": r["reason"]})
     return pd.DataFrame(rows)

@@ -53,7 +53,7 @@ def test_a_smoke_run_is_never_compared_with_a_cifar_number(tmp_path):
     m = tmp_path / "metrics"
     write_metrics(m, "digits-densenet86_dgc", 4.77, recipe=0, arch=0)
     result = compare(load_claims(CLAIMS), m)
-    assert {r["verdict"] for r in result["claims"]} == {"not run"}
+    assert {r["verdict"] for r in result["claims"] if r["kind"] != "unverified"} == {"not run"}
     assert [r["dataset"] for r in result["other_runs"]] == ["digits"]
     assert "never compared" in to_markdown(result)
 
@@ -76,7 +76,8 @@ def test_relation_claim_not_reproduced_when_the_group_conv_wins(tmp_path):
 def test_markdown_table_lists_every_claim(tmp_path):
     result = compare(load_claims(CLAIMS), tmp_path)
     md = to_markdown(result)
-    assert md.count("| not run |") == len(result["claims"])
+    assert md.count("| not run |") + md.count("| not verified |") == len(result["claims"])
+    assert md.count("| not verified |") == sum(c.kind == "unverified" for c in load_claims(CLAIMS))
 
 
 def test_bad_claims_file_names_the_problem(tmp_path):
@@ -110,3 +111,47 @@ def test_spelled_out_defaults_keep_a_run_comparable():
     verdict = comparability("cifar10", settings)
     assert verdict["architecture_matches_paper"] == 0 and "heads" in verdict["reason"]
     assert comparability("digits", {**settings, "model_args": {"num_classes": 10}})["recipe_matches_paper"] == 0
+
+
+def test_dgcg_rows_and_their_relation_claim(tmp_path):
+    claims = {c.id: c for c in load_claims(CLAIMS)}
+    assert (claims["c10-dgcg-err"].value, claims["c100-dgcg-err"].value, claims["in-dgcg-err"].value) == \
+        (4.42, 23.36, 25.2)
+    m = tmp_path / "metrics"
+    write_metrics(m, "cifar10-densenet86_dgcg", 4.60)
+    write_metrics(m, "cifar10-densenet86_dgc", 4.50)
+    rows = rows_by_id(compare(list(claims.values()), m))
+    assert rows["c10-dgcg-err"]["verdict"] == "reproduced"  # |4.60 - 4.42| <= 0.5
+    assert rows["c10-dgcg-vs-dgc"]["verdict"] == "not reproduced"  # 4.60 > 4.50
+    assert rows["c10-dgcg-vs-dgc"]["delta"] == pytest.approx(0.10)
+
+
+def test_unverified_claims_carry_no_invented_value_and_show_our_run(tmp_path):
+    claims = load_claims(CLAIMS)
+    unverified = [c for c in claims if c.kind == "unverified"]
+    assert unverified and all(c.value is None and "not known" in c.source for c in unverified)
+    m = tmp_path / "metrics"
+    write_metrics(m, "cifar10-mobilenetv2_dgc", 7.5)
+    rows = rows_by_id(compare(claims, m))
+    assert rows["c10-mbv2-dgc-err"]["verdict"] == "not verified"
+    assert rows["c10-mbv2-dgc-err"]["ours"] == 7.5 and rows["c10-mbv2-dgc-err"]["paper"] is None
+    assert rows["in-mbv2-dgc-err"]["ours"] is None
+    assert "| unknown |" in to_markdown(compare(claims, m))
+
+
+def test_smoke_evidence_evaluates_each_relation_pair_once_and_is_labelled(tmp_path):
+    m = tmp_path / "metrics"
+    write_metrics(m, "digits-densenet86_dgc", 9.0, recipe=0, arch=0)
+    write_metrics(m, "digits-densenet86", 8.0, recipe=0, arch=0)
+    write_metrics(m, "digits-densenet86_gc", 10.0, recipe=0, arch=0)
+    result = compare(load_claims(CLAIMS), m)
+    evidence = {(r["model"], r["versus"]): r for r in result["smoke_evidence"]}
+    assert set(evidence) == {("densenet86_dgc", "densenet86"), ("densenet86_dgc", "densenet86_gc")}
+    vs_dense, vs_gc = evidence[("densenet86_dgc", "densenet86")], evidence[("densenet86_dgc", "densenet86_gc")]
+    assert vs_dense["delta"] == pytest.approx(1.0) and not vs_dense["holds"]  # 9.0 > 8.0 + 0.5
+    assert vs_gc["delta"] == pytest.approx(-1.0) and vs_gc["holds"]
+    assert vs_gc["claims"] == ["c10-dgc-vs-gc", "c100-dgc-vs-gc"]
+    assert all("not a test of the paper" in r["label"] for r in result["smoke_evidence"])
+    rows = rows_by_id(result)
+    assert rows["c10-dgc-vs-gc"]["verdict"] == "not run"  # the paper's claim itself stays not run
+    assert "Smoke evidence" in to_markdown(result)
