@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 
@@ -182,7 +183,9 @@ def cmd_plots(args: argparse.Namespace) -> int:
     params = _params(args)
     settings = {n: {**model_defaults(n), **params.model_overrides(n)} for n in params.pipeline.models}
     gates = {n: s["gate_factor"] for n, s in settings.items() if "gate_factor" in s}
-    for path in make_plots(args.metrics_dir, args.history_dir, load_claims(args.claims), args.out_dir, gates):
+    architectures = json.loads(Path(args.architecture).read_text()) if Path(args.architecture).exists() else {}
+    for path in make_plots(args.metrics_dir, args.history_dir, load_claims(args.claims), args.out_dir, gates,
+                           architectures):
         print(path)
     return 0
 
@@ -329,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--claims", default="claims/paper.yaml")
     p.add_argument("--metrics-dir", default="reports/metrics")
     p.add_argument("--history-dir", default="reports/history")
+    p.add_argument("--architecture", default="reports/architecture.json")
     p.add_argument("--out-dir", default="reports/figures")
     _with_params(p)
     p.set_defaults(func=cmd_plots)

@@ -84,7 +84,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         folder = run_dir(runs_root, dataset, model_name, seed)
         best_model, best_ck = load_model(folder / "best.pt", device)
         final_model, final_ck = load_model(folder / "checkpoint.pt", device)
-        settings = final_ck["settings"]
+        settings, final_runtime = final_ck["settings"], final_ck.get("runtime", {})
         best_rows.append(_accuracy(evaluate(best_model.to(device), test), best_ck["epoch"]))
         final_rows.append(_accuracy(evaluate(final_model.to(device), test), final_ck["epoch"]))
         if usage is None:  # channel usage and latency: the first seed's final model
@@ -115,7 +115,8 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         metrics["per_seed"] = {str(s): {"best_top1_err": b["top1_err"], "final_top1_err": f["top1_err"]}
                                for s, b, f in zip(seeds, best_rows, final_rows)}
     info = {"dataset": dataset, "model": model_name, "profile": settings["profile"],
-            "latency_device": device_name(device), "comparability": comparability(dataset, settings)["reason"],
+            "latency_device": device_name(device), "runtime": final_runtime,
+            "comparability": comparability(dataset, settings)["reason"],
             "seeds": seeds, "model_args": settings["model_args"], "layers": usage["layers"],
             "usage_images": usage["images"]}
     return {"metrics": metrics, "info": info}

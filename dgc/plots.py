@@ -20,21 +20,34 @@ import matplotlib.pyplot as plt  # noqa: E402
 from dgc.compare import Claim, load_metrics, metric_value  # noqa: E402
 from dgc.layers.schedule import inactive_channels  # noqa: E402
 
-STYLE = {"dgc": dict(marker="o"), "gc": dict(marker="s"), "dense": dict(marker="^")}
+STYLE = {"dgc": dict(marker="o"), "dgcg": dict(marker="D"), "gc": dict(marker="s"),
+         "dense": dict(marker="^")}
+PAPER_COLORS = ("black", "dimgray", "darkred", "navy", "darkgreen")
 
 
 def family(model: str) -> str:
-    return "dgc" if model.endswith("_dgc") else "gc" if model.endswith("_gc") else "dense"
+    """dgc (head-wise DGC), dgcg (DGC-G), gc (static group conv) or dense, from the registry name."""
+    for suffix in ("dgcg", "dgc", "gc"):
+        if model.endswith("_" + suffix):
+            return suffix
+    return "dense"
 
 
-def paper_points(claims: list[Claim]) -> list[dict[str, Any]]:
-    """(dataset, model, FLOPs, top-1 accuracy) of every paper row that has both numbers."""
+def paper_points(claims: list[Claim], architectures: dict[str, dict[str, Any]] | None = None
+                 ) -> list[dict[str, Any]]:
+    """(dataset, model, FLOPs, top-1 accuracy) of every paper accuracy row; its FLOPs are the paper's
+    FLOPs claim, else the counter's on the authors' configuration (reports/architecture.json)."""
     by_key: dict[tuple[str, str], dict[str, float]] = {}
     for c in claims:
         if c.value is not None:
             by_key.setdefault((c.dataset, c.model), {})[c.metric] = c.value
-    return [{"dataset": d, "model": m, "flops": v["flops_expected"], "top1_acc": 100 - v["best.top1_err"]}
-            for (d, m), v in sorted(by_key.items()) if "flops_expected" in v and "best.top1_err" in v]
+    points = []
+    for (d, m), v in sorted(by_key.items()):
+        counted = (architectures or {}).get(f"{d}-{m}", {})
+        flops = v.get("flops_expected", counted.get("flops_expected"))
+        if flops is not None and "best.top1_err" in v:
+            points.append({"dataset": d, "model": m, "flops": flops, "top1_acc": 100 - v["best.top1_err"]})
+    return points
 
 
 def read_histories(history_dir: str | Path) -> dict[str, list[dict[str, float]]]:
@@ -45,9 +58,11 @@ def read_histories(history_dir: str | Path) -> dict[str, list[dict[str, float]]]
     return out
 
 
-def plot_accuracy_vs_flops(metrics_dir: Path, claims: list[Claim], out: Path) -> Path:
+def plot_accuracy_vs_flops(metrics_dir: Path, claims: list[Claim], out: Path,
+                           architectures: dict[str, dict[str, Any]] | None = None) -> Path:
+    """One panel per dataset; every marker, ours or the paper's, has a legend entry and a label."""
     runs = load_metrics(metrics_dir)
-    points = paper_points(claims)
+    points = paper_points(claims, architectures)
     datasets = sorted({d for d, _ in runs} | {p["dataset"] for p in points})
     fig, axes = plt.subplots(1, max(len(datasets), 1), figsize=(5 * max(len(datasets), 1), 4), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
@@ -58,10 +73,12 @@ def plot_accuracy_vs_flops(metrics_dir: Path, claims: list[Claim], out: Path) ->
             ax.scatter(m["flops_expected"] / 1e6, acc, label=f"ours: {model}", **STYLE[family(model)])
             ax.annotate(model, (m["flops_expected"] / 1e6, acc), fontsize=7, xytext=(3, 3),
                         textcoords="offset points")
-        for p in points:
-            if p["dataset"] == dataset:
-                ax.scatter(p["flops"] / 1e6, p["top1_acc"], marker="*", s=160, color="black",
-                           label=f"paper: {p['model']}")
+        mine = [p for p in points if p["dataset"] == dataset]
+        for p, color in zip(mine, PAPER_COLORS * len(mine)):
+            ax.scatter(p["flops"] / 1e6, p["top1_acc"], marker="*", s=160, color=color,
+                       label=f"paper: {p['model']} ({100 - p['top1_acc']:.2f}% err)")
+            ax.annotate(f"paper: {p['model']}", (p["flops"] / 1e6, p["top1_acc"]), fontsize=7,
+                        xytext=(5, -9), textcoords="offset points", color=color)
         smoke = dataset not in ("cifar10", "cifar100", "imagenet")
         ax.set_title(f"{dataset}" + (" (smoke run, not comparable)" if smoke else ""))
         ax.set_xlabel("FLOPs, millions of multiply-adds (paper convention)")
@@ -120,8 +137,9 @@ def _save(fig, path: Path) -> Path:
 
 
 def make_plots(metrics_dir: str | Path, history_dir: str | Path, claims: list[Claim],
-               out_dir: str | Path, gate_factors: dict[str, float]) -> list[Path]:
+               out_dir: str | Path, gate_factors: dict[str, float],
+               architectures: dict[str, dict[str, Any]] | None = None) -> list[Path]:
     out = Path(out_dir)
-    return [plot_accuracy_vs_flops(Path(metrics_dir), claims, out),
+    return [plot_accuracy_vs_flops(Path(metrics_dir), claims, out, architectures),
             plot_training_curves(Path(history_dir), out),
             plot_schedule(Path(history_dir), out, gate_factors)]

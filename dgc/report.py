@@ -19,8 +19,42 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from dgc.plots import family  # noqa: E402
+
 PRODUCER = {"metrics": "evaluate", "info": "evaluate", "history": "train", "vs_paper": "compare",
             "figures": "plots", "bench": "bench"}
+
+
+# The report's sections in order: headings and cross-references are generated from this list, so a
+# new section renumbers every reference.
+SECTIONS = (
+    ("scope", "Scope and set-up"),
+    ("claims", "Claims"),
+    ("scope_of_evidence", "What this run can and cannot say"),
+    ("models", "Method: accuracy, FLOPs and parameters of every model"),
+    ("accuracy_flops", "Results: accuracy against FLOPs"),
+    ("curves", "Training and test curves, system figures"),
+    ("heads", "What the heads do (and where DGC-G prunes)"),
+    ("latency", "Inference latency (measured, not FLOPs)"),
+    ("bench", "Layer benchmark: wall-clock time against the FLOPs ratio"),
+)
+
+
+def section_number(key: str) -> int:
+    keys = [k for k, _ in SECTIONS]
+    if key not in keys:
+        raise KeyError(f"no report section {key!r}; sections: {', '.join(keys)}")
+    return keys.index(key) + 1
+
+
+def heading(key: str) -> str:
+    """The Markdown heading of section `key`, numbered by its place in SECTIONS."""
+    return f"## {section_number(key)}. {dict(SECTIONS)[key]}"
+
+
+def ref(key: str) -> str:
+    """A cross-reference to section `key`: 'section N'."""
+    return f"section {section_number(key)}"
 
 
 class ReportInputError(FileNotFoundError):
@@ -82,10 +116,48 @@ def summary_table(inputs: dict[str, Any], profile: str) -> pd.DataFrame:
             ("runs", f"{len(inputs['runs'])} ({', '.join(inputs['runs'])})"),
             ("epochs per run", ", ".join(str(e) for e in sorted(epochs))),
             ("training time, all runs", f"{train_s / 60:.1f} min (sum of epoch times)"),
+            ("training device and precision", training_runtime(inputs)),
             ("evaluation device", info.get("latency_device", "-")),
             ("python / torch", f"{platform.python_version()} / {torch.__version__}"),
             ("git commit", git_commit())]
     return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+
+
+def training_runtime(inputs: dict[str, Any]) -> str:
+    """How the runs trained (device, precision, memory layout, torch.compile), from reports/info."""
+    seen = sorted({", ".join(f"{k} {v}" for k, v in info["runtime"].items())
+                   for info in inputs["info"].values() if info.get("runtime")})
+    return "; ".join(seen) or "-"
+
+
+def can_and_cannot_say(inputs: dict[str, Any], profile: str) -> str:
+    """A generated paragraph: which of the paper's claims this run tests, and what the smoke runs
+    show of the relation claims (labelled as smoke evidence, never as a verdict on the paper)."""
+    result = inputs["vs_paper"]
+    rows = result["claims"]
+    tested = [r for r in rows if r["verdict"] in ("reproduced", "not reproduced")]
+    by_kind = lambda kind: [r for r in tested if r["kind"] == kind]  # noqa: E731
+    untested = sorted({r["dataset"] for r in rows if r["verdict"] == "not run"})
+    parts = [f"This is the **{profile}** profile. It tested {len(tested)} of the paper's {len(rows)} "
+             f"claims: {len(by_kind('architecture'))} FLOPs/parameter counts (no training needed), "
+             f"{len(by_kind('accuracy'))} accuracy numbers and {len(by_kind('relation'))} relations "
+             f"between our own runs of the paper's recipe."]
+    if untested:
+        parts.append(f"Claims on {', '.join(untested)} stay *not run*: this run trained no such "
+                     f"model with the paper's recipe, and nothing here is evidence for or against them.")
+    unverified = [r for r in rows if r["verdict"] == "not verified"]
+    if unverified:
+        parts.append(f"{len(unverified)} claim(s) are *not verified*: the paper's number is not known "
+                     f"here ({', '.join(r['id'] for r in unverified)}).")
+    evidence = result.get("smoke_evidence") or []
+    if evidence:
+        items = [f"{r['model']} vs {r['versus']}: {r['delta']:+.2f} points of {r['metric']} "
+                 f"({'holds' if r['holds'] else 'does not hold'} at tolerance {r['tolerance']:g}, "
+                 f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''})" for r in evidence]
+        parts.append("Smoke evidence for the relation claims, on the offline digits runs with narrow "
+                     "models and short training, which are not the paper's setting and decide none "
+                     "of its claims: " + "; ".join(items) + ".")
+    return " ".join(parts)
 
 
 def claims_table(inputs: dict[str, Any]) -> pd.DataFrame:
@@ -143,7 +215,7 @@ def layer_usage_table(inputs: dict[str, Any]) -> pd.DataFrame:
     for run in inputs["runs"]:
         for layer in inputs["info"][run].get("layers", []):
             rows.append({"run": run, "layer": layer["name"], "C_in": layer["in_channels"],
-                         "kept (schedule)": round(layer["kept_fraction"], 3),
+                         "selected": round(layer["kept_fraction"], 3),
                          "kept (measured)": round(layer["active_fraction"], 3),
                          "head overlap (Jaccard)": round(layer["head_overlap"], 3)})
     return pd.DataFrame(rows)
@@ -188,7 +260,8 @@ def figure_latency(inputs: dict[str, Any]):
     for ax, batch in zip(axes[0], batches):
         part = table[table["batch"] == batch]
         labels = [f"{d}-{m}" for d, m in zip(part["dataset"], part["model"])]
-        ax.barh(labels, part["ms per image"], color=["C0" if l.endswith("_dgc") else "C7" for l in labels])
+        ax.barh(labels, part["ms per image"],
+                color=["C0" if family(l) in ("dgc", "dgcg") else "C7" for l in labels])
         ax.set_xlabel(f"ms per image, batch {batch} ({part['device'].iloc[0]})")
         ax.grid(alpha=0.3, axis="x")
     fig.tight_layout()

@@ -37,6 +37,7 @@ from dgc.distributed import (DistInfo, all_reduce_sum, barrier, dist_info_from_e
 from dgc.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
 from dgc.gpus import GpuLease, lease_gpu, should_lease_gpu, visible_gpu_ids
 from dgc.io import write_text_atomic
+from dgc.latency import device_name
 from dgc.layers import GlobalThreshold, dgc_layers, global_layers
 from dgc.models import create_model
 from dgc.tracking import Tracker
@@ -147,6 +148,18 @@ def _amp(device: torch.device, enabled: bool) -> tuple[Callable, torch.amp.GradS
     dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+
+
+def runtime_of(device: torch.device, amp: bool, channels_last: bool, compile_mode: str | None) -> dict[str, str]:
+    """How a run executes (recorded in its checkpoints; the report says which precision ran)."""
+    if device.type == "cuda" and amp:
+        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") + " autocast"
+    elif device.type == "cuda":
+        precision = "fp32" + (" (TF32 matmuls/convs)" if torch.backends.cudnn.allow_tf32 else "")
+    else:
+        precision = "fp32"
+    return {"device": device_name(device), "precision": precision,
+            "layout": "channels_last" if channels_last else "NCHW", "compile": compile_mode or "off"}
 
 
 def build_for_training(dataset: str, model_name: str, params: Params) -> nn.Module:
@@ -379,7 +392,8 @@ def _train(dataset: str, model_name: str, model: nn.Module, params: Params, devi
             history.append(row)
             if main:
                 payload = {**model_payload(core), "settings": settings, "fingerprint": fp,
-                           "epoch": epoch + 1, "metrics": row}
+                           "epoch": epoch + 1, "metrics": row,
+                           "runtime": runtime_of(device, cfg.amp, channels_last, compile_mode)}
                 if row["test_top1"] > best["test_top1"]:
                     best = {"epoch": epoch + 1, "test_top1": row["test_top1"]}
                     save_checkpoint(best_path, payload)
