@@ -24,7 +24,9 @@ import torch.nn.functional as F
 
 from dgc.data.loader import DeviceBatches
 from dgc.layers import set_progress, sparsity_loss
+from dgc.io import write_json_atomic
 from dgc.models import create_model
+from dgc.provenance import provenance
 
 PAIRS = ["densenet86_dgc", "densenet86", "resnet18_dgc", "resnet18"]
 
@@ -136,9 +138,9 @@ def main() -> None:
         results["data_path"]["fraction_of_densenet86_dgc_step"] = frac
         print(f"data path: {data_s * 1000:.2f} ms per batch = {100 * frac:.2f}% of a densenet86_dgc step")
     results["device"] = name
+    results["provenance"] = provenance(name)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(results, fh, indent=2)
+        write_json_atomic(args.json, results)
 
 
 if __name__ == "__main__":

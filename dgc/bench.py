@@ -20,6 +20,7 @@ from torch import nn
 from dgc.calibrate import ready_for_timing
 from dgc.flops import profile
 from dgc.latency import device_name, median_times
+from dgc.provenance import provenance
 
 LAYER_SHAPES = [  # (C_in, C_out, kernel, map size)
     (256, 128, 1, 16),
@@ -110,7 +111,8 @@ def bench_models(device: torch.device, batches: tuple[int, ...] = (1, 64), repea
 def run_bench(device: torch.device, repeats: int = 10, models: bool = True,
               log: Callable[[str], None] = print) -> dict[str, Any]:
     log(f"device: {device_name(device)}; torch {torch.__version__}; median of {repeats}")
-    result: dict[str, Any] = {"device": device_name(device), "torch": torch.__version__,
+    result: dict[str, Any] = {"provenance": provenance(device_name(device)),
+                              "device": device_name(device), "torch": torch.__version__,
                               "python": platform.python_version(), "repeats": repeats,
                               "gate_factor": 0.25, "heads": 4, "batch": 64,
                               "layers": bench_layers(device, repeats=repeats, log=log)}

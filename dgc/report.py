@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dgc.plots import family  # noqa: E402
+from dgc.provenance import git_commit  # noqa: E402
 
 PRODUCER = {"metrics": "evaluate", "info": "evaluate", "history": "train", "vs_paper": "compare",
             "figures": "plots", "bench": "bench"}
@@ -92,17 +92,6 @@ def load_inputs(datasets: list[str], models: list[str], reports: str | Path = "r
         "vs_paper": json.loads(_need(reports / "vs_paper.json", "vs_paper").read_text()),
         "figures": reports / "figures",
     }
-
-
-def git_commit(repo: str | Path = ".") -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True,
-                             text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "dgc"],
-                               cwd=repo, capture_output=True, text=True).stdout.strip()
-        return out + (" (dgc/ modified)" if dirty else "")
-    except (subprocess.CalledProcessError, FileNotFoundError):
-        return "unknown (not a git checkout)"
 
 
 def summary_table(inputs: dict[str, Any], profile: str) -> pd.DataFrame:
