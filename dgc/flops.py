@@ -1,6 +1,6 @@
 """FLOPs in the paper's convention: multiply-adds counted analytically at batch 1.
 
-Rules (DESIGN.md): conv = C_in * C_out * k * k * H_out * W_out / groups; linear = weights + biases;
+Rules (docs/design.md, section 3): conv = C_in * C_out * k * k * H_out * W_out / groups; linear = weights + biases;
 ReLU, ReLU6 and global pooling = input elements; windowed pooling = output elements x kernel area
 (the authors' counter: it matters for ResNet's 3x3 max-pool); BatchNorm = 0. A DGC layer counts its
 pre-activation ReLU (when it has one, preact=True), its global pool, every head's saliency generator

@@ -3,7 +3,7 @@
 - accuracy_vs_flops.png: top-1 accuracy against FLOPs, ours and the paper's points, one panel per
   dataset (a smoke run on digits never shares axes with a CIFAR number);
 - training_curves.png: loss, test top-1, learning rate and inactive-channel fraction per epoch;
-- inactive_schedule.png: the schedule of DESIGN.md next to the fraction measured during training.
+- inactive_schedule.png: the schedule of docs/design.md next to the fraction measured during training.
 """
 
 from __future__ import annotations

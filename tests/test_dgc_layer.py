@@ -1,4 +1,4 @@
-"""Each behaviour of DESIGN.md's DGC section, one test each."""
+"""Each behaviour of docs/design.md's DGC section, one test each."""
 
 import pytest
 import torch

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from dgc.data.cifar_format import read_meta, read_split
 
-# The authors' normalisation constants (DESIGN.md, Training recipe).
+# The authors' normalisation constants (docs/design.md, section 7).
 NORMALIZATION = {
     "cifar10": ((0.4914, 0.4824, 0.4467), (0.2471, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)),
