@@ -19,8 +19,13 @@ SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 def results_markdown(reports: str | Path = "reports") -> str:
     reports = Path(reports)
     comparison = json.loads((reports / "vs_paper.json").read_text())
-    claims_md = to_markdown(comparison).split("\n## ")[0].replace("# Our results against the paper's claims\n\n", "")
-    lines = ["### The paper's claims (`reports/vs_paper.md`)", "", claims_md.strip(), "",
+    md = to_markdown(comparison).replace("# Our results against the paper's claims\n\n", "")
+    claims_md, *others = md.split("\n## ")
+    evidence = [part for part in others if part.startswith("Smoke evidence")]
+    lines = ["### The paper's claims (`reports/vs_paper.md`)", "", claims_md.strip(), ""]
+    if evidence:
+        lines += ["#### " + evidence[0].strip(), ""]
+    lines += [
              "### Every run of the last `dvc repro` (`reports/metrics/*.json`)", "",
              "| dataset | model | best top-1 acc (%) | top-5 acc (%) | FLOPs expected | FLOPs actual | "
              "params | latency ms/img (batch 1 / 64) |", "|---|---|---|---|---|---|---|---|"]
@@ -65,9 +70,37 @@ def speed_markdown(reports: str | Path = "reports") -> str:
         parts.append("")
     bench = reports / "bench.json"
     if bench.exists():
-        parts += ["### Layers and whole models at inference (`dgc bench`)", "",
-                  bench_markdown(json.loads(bench.read_text()))]
+        b = json.loads(bench.read_text())
+        parts += ["### Layers and whole models at inference (`dgc bench`)", "", _made_by(b),
+                  bench_markdown(b)]
+    cpu = reports / "cpu_inference.json"
+    if cpu.exists():
+        c = json.loads(cpu.read_text())
+        parts += ["### Whole models on the CPU, eager and compiled (`python benchmarks/cpu_inference.py "
+                  "--json reports/cpu_inference.json`)", "", _made_by(c),
+                  f"{c['device']}, torch {c['torch']}, full width, CIFAR stem, median of {c['repeats']}; "
+                  "ms per image. Compile time (inductor, not in the timings): "
+                  + ", ".join(f"{n} {v:.0f} s" for n, v in c["compile_seconds"].items()) + ".", "",
+                  "| batch | " + " | ".join(next(iter(c["ms_per_image"].values())).keys()) + " |",
+                  "|---|" + "---|" * len(next(iter(c["ms_per_image"].values())))]
+        for batch, row in c["ms_per_image"].items():
+            parts.append(f"| {batch} | " + " | ".join(f"{v:.2f}" for v in row.values()) + " |")
+        parts += ["", "Ratios (fastest setting of each): " + "; ".join(
+            f"{k} {v:.2f}x" for k, v in c["ratios"].items()) + ".", ""]
+    gpu = reports / "gpu" / "summary.md"
+    if gpu.exists():
+        parts += ["### On a GPU (`bash benchmarks/gpu_check.sh`)", "", gpu.read_text().strip(), ""]
     return "\n".join(parts) + "\n"
+
+
+def _made_by(result: dict) -> str:
+    """One line: the commit and machine a benchmark JSON says made it."""
+    p = result.get("provenance")
+    if not p:
+        return ""
+    m = p["machine"]
+    return (f"Made by commit {p['commit']} on {p['date']}: {m.get('cpu', '?')}, {m.get('cpus', '?')} "
+            f"CPUs, {m.get('gpu', 'no GPU')}, torch {m.get('torch', '?')}.\n")
 
 
 def _replace(text: str, start: str, end: str, body: str, name: str) -> str:

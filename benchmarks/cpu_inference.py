@@ -1,0 +1,86 @@
+"""Whole-model inference on the CPU: DGC models next to their dense counterparts, eager and compiled.
+
+Does Inductor's CPU backend close the gap (fusing the channel gather into the GEMM)? For each model:
+full width, CIFAR stem, DGC at its target n_in, BatchNorm calibrated (finite outputs checked), ms per
+image at each batch size, eager and `torch.compile` (inductor, mode 'default'), the candidates timed
+round-robin in one process so the ratios share conditions; compile seconds recorded apart.
+
+    python benchmarks/cpu_inference.py [--threads 2] [--batches 1 64] [--repeats 10] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from dgc.calibrate import ready_for_timing
+from dgc.io import write_json_atomic
+from dgc.latency import device_name, median_times
+from dgc.layers import set_progress
+from dgc.models import create_model
+from dgc.provenance import provenance
+
+PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 1])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--models", nargs="+", default=[m for pair in PAIRS for m in pair])
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    models = {}
+    for name in args.models:
+        torch.manual_seed(0)
+        model = create_model(name, 10, stem="cifar")
+        set_progress(model, 1.0)
+        models[name] = ready_for_timing(model, (3, 32, 32), device)
+    result = {"provenance": provenance(device_name(device)), "device": device_name(device),
+              "torch": torch.__version__, "repeats": args.repeats, "ms_per_image": {},
+              "compile_seconds": {}}
+    with torch.inference_mode():
+        compiled = {}
+        if not args.no_compile:
+            for name, model in models.items():
+                fn = torch.compile(model)
+                start = time.perf_counter()
+                fn(torch.randn(args.batches[0], 3, 32, 32))  # compile (each batch size compiles once)
+                result["compile_seconds"][name] = time.perf_counter() - start
+                compiled[name] = fn
+                print(f"compiled {name} in {result['compile_seconds'][name]:.1f} s", flush=True)
+        for batch in args.batches:
+            x = torch.randn(batch, 3, 32, 32)
+            fns = {f"{n} eager": (lambda m=m: m(x)) for n, m in models.items()}
+            fns.update({f"{n} compiled": (lambda f=f: f(x)) for n, f in compiled.items()})
+            if compiled:
+                for f in compiled.values():  # a new batch size compiles again: not timed
+                    f(x)
+            times = median_times(fns, device, args.repeats)
+            result["ms_per_image"][str(batch)] = {k: 1000 * v / batch for k, v in times.items()}
+            for k, v in result["ms_per_image"][str(batch)].items():
+                print(f"batch {batch:3d}  {k:24s} {v:8.2f} ms/image", flush=True)
+    ratios = {}
+    for batch, row in result["ms_per_image"].items():
+        for dgc_name, dense in PAIRS:
+            best = {n: min(v for k, v in row.items() if k.startswith(n + " ")) for n in (dgc_name, dense)
+                    if any(k.startswith(n + " ") for k in row)}
+            if len(best) == 2:
+                ratios[f"{dgc_name}/{dense} batch {batch} (fastest of each)"] = best[dgc_name] / best[dense]
+    result["ratios"] = ratios
+    for k, v in ratios.items():
+        print(f"{k}: {v:.2f}x")
+    if args.json:
+        write_json_atomic(args.json, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
