@@ -10,7 +10,12 @@ from typing import Callable, Iterable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+
+try:
+    from tqdm import tqdm
+except ImportError:  # tqdm only draws the progress bar: without it, training runs without one
+    def tqdm(iterable, **_kwargs):  # type: ignore[no-redef]
+        return iterable
 
 from dgc.compile import CompileClock, Compiled
 from dgc.layers import GlobalThreshold, angle_loss, set_progress, sparsity_loss

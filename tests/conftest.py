@@ -17,6 +17,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture
+def no_tf32():
+    """fp32 matmuls and convolutions in full precision (TF32 off) for one test, restored after.
+
+    Saved and restored by hand: these flags live behind torch.backends' module __setattr__, which
+    pytest's monkeypatch (9.2+) cannot undo (it tries delattr)."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
 @pytest.fixture(scope="session")
 def digits_root(tmp_path_factory):
     """A data root with the digits set built once per test session."""

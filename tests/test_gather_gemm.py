@@ -229,10 +229,8 @@ def test_kernels_compile_for_cuda_without_a_gpu(dtype):
 
 
 @pytest.mark.gpu
-def test_fused_matches_sparse_conv_on_cuda(monkeypatch):
+def test_fused_matches_sparse_conv_on_cuda(no_tf32):
     """DenseNet-like shape in fp32 without TF32: output and gradients match the layer on CUDA."""
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     assert fused_available(torch.device("cuda"))
     for channels_last in (False, True):
         x, weight, idx, scale = random_inputs(64, 256, 4, 32, 64, 16, 16, channels_last,
