@@ -4,4 +4,8 @@
 # budget -> reports/gpu/summary.json and summary.md. Arguments pass through (--help lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" exec python3 benchmarks/gpu_check.py "$@"
+# The project's .venv where there is one (a user's machine after `make install`), else python3 (a
+# machine with PyTorch installed system-wide, e.g. a lent GPU box with no pip).
+py=python3
+[ -x .venv/bin/python ] && py=.venv/bin/python
+PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}" exec "${DGC_PYTHON:-$py}" benchmarks/gpu_check.py "$@"

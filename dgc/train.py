@@ -155,7 +155,7 @@ def runtime_of(device: torch.device, amp: bool, channels_last: bool, compile_mod
     if device.type == "cuda" and amp:
         precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") + " autocast"
     elif device.type == "cuda":
-        precision = "fp32" + (" (TF32 matmuls/convs)" if torch.backends.cudnn.allow_tf32 else "")
+        precision = "fp32" + (" (TF32 matmuls and convs)" if torch.backends.cuda.matmul.allow_tf32 else "")
     else:
         precision = "fp32"
     return {"device": device_name(device), "precision": precision,
@@ -323,6 +323,8 @@ def _train(dataset: str, model_name: str, model: nn.Module, params: Params, devi
         torch.set_num_threads(cfg.threads)
     main = dist_info.is_main
 
+    if device.type == "cuda":  # fp32 parts run on TF32 tensor cores (cuDNN's default for convs, here
+        torch.backends.cuda.matmul.allow_tf32 = True  # for matmuls too: the 1x1 DGC convs are bmm)
     channels_last = cfg.channels_last == "true" or (cfg.channels_last == "auto" and device.type == "cuda")
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
     train_batches, test_batches = make_batches(dataset, params, device, dist_info.rank,
