@@ -210,20 +210,73 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ablations(args: argparse.Namespace) -> int:
+def _dvc(*args: str) -> str:
+    """Run `python -m dvc ARGS` (the interpreter's own DVC: a user's PATH may have none); its stdout,
+    or a one-line UsageError with DVC's last error line."""
     import subprocess
 
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise UsageError(f"`dvc {' '.join(args[:3])}` did not finish in 600 s; if a queue worker is stuck, "
+                         f"see `dvc queue status` and stop it with `dvc queue stop --kill`") from None
+    if proc.returncode != 0:
+        lines = [line for line in (proc.stderr + proc.stdout).strip().splitlines() if line.strip()]
+        raise UsageError(f"`dvc {' '.join(args[:3])}` failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
+    return proc.stdout
+
+
+def cmd_ablations(args: argparse.Namespace) -> int:
     from dgc.io import write_text_atomic
     from dgc.render import render
 
     out = f"{args.reports}/experiments.json"
-    proc = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json", "--all-commits"],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise UsageError(f"`dvc exp show --json` failed: {proc.stderr.strip().splitlines()[-1:]}")
-    write_text_atomic(out, proc.stdout)
-    ipynb, html = render(args.notebook, args.reports, {"experiments_json": out}, "DGC ablations")
+    write_text_atomic(out, _dvc("exp", "show", "--json", *(["--all-commits"] if args.all_commits else [])))
+    parameters = {"experiments_json": out, "params_path": args.params, "grid": args.grid or ""}
+    ipynb, html = render(args.notebook, args.reports, parameters, "DGC ablations")
     print(f"{ipynb}\n{html}")
+    return 0
+
+
+def cmd_ablations_queue(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from dgc import ablations
+    from dgc.config import load_params, read_params_yaml
+
+    from pathlib import Path
+
+    if not args.dry_run and Path(args.params).resolve() != Path("params.yaml").resolve():
+        raise UsageError("`dvc exp run` reads params.yaml: --params names another file, use it with --dry-run only")
+    load_params(args.params)  # a broken params.yaml fails here, not in every experiment
+    params = read_params_yaml(args.params)
+    ablations.check_profile(params, args.grid)
+    seeds = ablations.parse_seeds(args.seeds)
+    points = ablations.grid_points(params, args.grid, seeds, args.only.split(",") if args.only else None)
+    experiments = ablations.parse_experiments(json.loads(_dvc("exp", "show", "--json") or "[]"))
+    plan = ablations.plan_queue(points, experiments, params)
+    k = ablations.baseline_knobs(params)
+    print(f"{args.grid} grid on {ablations.GRID_DATASET[args.grid]}, seeds {list(seeds)}; baseline from "
+          f"{args.params}: heads {k['heads']}, pruning rate {k['pruning']:g}, λ {k['lambda']:g}, "
+          f"squeeze rate {k['squeeze']}")
+    for point, name in plan.queue:
+        command = ["dvc", *ablations.queue_args(point, name, params)]
+        if args.dry_run:
+            print(f"would queue {name:22s} {' '.join(command)}")
+        else:
+            _dvc(*command[1:])
+            print(f"queued      {name:22s} {ablations.AXIS_LABEL[point.axis]}"
+                  f"{'' if point.value is None else f' = {point.value:g}'} ({point.model})")
+    for point, why in plan.skipped:
+        print(f"skipped     {point.name:22s} {why}")
+    runs = len(plan.queue) * len(seeds)
+    verb = "would queue" if args.dry_run else "queued"
+    print(f"{verb} {len(plan.queue)} experiments ({runs} training runs), skipped {len(plan.skipped)}")
+    if plan.queue and not args.dry_run:
+        print("next:")
+        for line in ablations.next_commands(sys.executable, os.environ.get("PATH", ""), os.getcwd()):
+            print(f"  {line}")
     return 0
 
 
@@ -343,10 +396,25 @@ def build_parser() -> argparse.ArgumentParser:
     _with_params(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("ablations", help="`dvc exp show --json` -> reports/ablations.html")
+    p = sub.add_parser("ablations", help="`dvc exp show --json` -> reports/ablations.html; "
+                                         "`dgc ablations queue` queues the ablation grid")
     p.add_argument("--notebook", default="notebooks/ablations.ipynb")
     p.add_argument("--reports", default="reports")
+    p.add_argument("--params", default="params.yaml", help="the grid's baseline (default params.yaml)")
+    p.add_argument("--grid", choices=["smoke", "paper"], default=None,
+                   help="the grid to show (default: the one of params' profile)")
+    p.add_argument("--all-commits", action="store_true",
+                   help="also the experiments of other commits than HEAD")
     p.set_defaults(func=cmd_ablations)
+    actions = p.add_subparsers(dest="action", required=False)
+    q = actions.add_parser("queue", help="queue one `dvc exp run --queue` experiment per ablation grid point")
+    q.add_argument("--grid", choices=["smoke", "paper"], required=True,
+                   help="smoke: digits (smoke profile); paper: cifar10 (after `dgc use-profile paper`)")
+    q.add_argument("--seeds", default="0,1,2", help="seeds of every point (default 0,1,2)")
+    q.add_argument("--dry-run", action="store_true", help="print the `dvc exp run` commands, queue nothing")
+    q.add_argument("--params", default="params.yaml", help="the grid's baseline (default params.yaml)")
+    q.add_argument("--only", default=None, help=argparse.SUPPRESS)  # comma-separated points/axes (tests)
+    q.set_defaults(func=cmd_ablations_queue)
 
     p = sub.add_parser("bench", help="layer and model latency: DGC vs dense vs static group conv")
     p.add_argument("--device", default="auto")

@@ -7,6 +7,7 @@ the wrong type with a ConfigError naming `section.key`, before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -265,18 +266,37 @@ def apply_override(raw: dict, dotted: str, value: Any) -> dict:
     return raw
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (YAML 1.1) that also reads YAML 1.2 floats without a dot, `1e-05`.
+
+    `dvc exp run -S train.sparsity_lambda=1e-5` rewrites params.yaml with ruamel (YAML 1.2), which
+    writes 1e-05; YAML 1.1 would read that back as the string '1e-05'.
+    """
+
+
+_ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float",
+                                    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                                    list("-+0123456789"))
+
+
+def read_params_yaml(path: str | Path = "params.yaml") -> dict:
+    """The raw mapping of a params file ({} when it does not exist), before validation."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        raw = yaml.load(path.read_text(), Loader=_ParamsLoader) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping of sections")
+    return raw
+
+
 def load_params(path: str | Path = "params.yaml",
                 overrides: Mapping[str, Any] | None = None) -> Params:
     """Read and validate params.yaml (+ dotted `overrides`); a missing file gives the defaults."""
-    path = Path(path)
-    raw: dict = {}
-    if path.exists():
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path} must hold a mapping of sections")
+    raw = read_params_yaml(path)
     for dotted, value in (overrides or {}).items():
         apply_override(raw, dotted, value)
     return params_from_dict(raw)

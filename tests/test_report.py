@@ -110,33 +110,6 @@ def test_source_notebooks_are_stripped_and_parameterised():
         assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
 
 
-def test_ablations_say_plainly_when_none_ran(tmp_path):
-    baseline_only = [{"rev": "workspace", "name": None, "experiments": None,
-                      "data": {"params": {"params.yaml": {"data": {"train": {}}}}, "metrics": {}}}]
-    (tmp_path / "experiments.json").write_text(json.dumps(baseline_only))
-    _, html = render(ROOT / "notebooks" / "ablations.ipynb", tmp_path,
-                     {"experiments_json": str(tmp_path / "experiments.json")}, "ablations", cwd=ROOT)
-    assert "No experiments have been run yet" in html.read_text()
-
-
-def test_ablation_table_reads_dvc_exp_show_json(tmp_path):
-    def exp(name, heads, lam, acc):
-        return {"rev": name, "name": name, "data": {
-            "params": {"params.yaml": {"data": {"train": {"sparsity_lambda": lam, "seeds": [0]},
-                                                "models": {"densenet86_dgc": {"heads": heads}}}}},
-            "metrics": {"reports/metrics/digits-densenet86_dgc.json": {"data": {
-                "best": {"top1_acc": acc}, "flops_expected": 1}}}}}
-    payload = [{"rev": "workspace", **exp("workspace", 4, 1e-5, 90.0)},
-               {"rev": "abc", "name": "main", "data": {}, "experiments": [
-                   {"revs": [exp("exp-1", 2, 1e-5, 88.0)]}, {"revs": [exp("exp-2", 8, 0.0, 91.0)]}]}]
-    path = tmp_path / "e.json"
-    path.write_text(json.dumps(payload))
-    table = report.ablation_table(path)
-    assert sorted(table["heads"]) == [2, 8]  # the workspace is no experiment
-    assert table.loc[table["heads"] == 8, "sparsity_lambda"].item() == 0.0
-    assert table.loc[table["heads"] == 2, "pruning_rate"].item() == 0.75
-
-
 def test_section_numbers_and_references_are_generated_from_one_list(rendered):
     _, _, html = rendered
     text = html.read_text()
