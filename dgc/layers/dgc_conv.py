@@ -19,6 +19,12 @@ from dgc.layers.schedule import PRUNE_END, PRUNE_START, check_gate_factor, inact
 
 
 SELECTIONS = ("head", "global")
+# The gather execution `auto` may use per device type, where pruned channels make it pay (measured):
+# CPU: 'sparse' (`dgc bench`: 3x3 layers at inference 0.83-0.98x the dense conv). CUDA: none so far:
+# 'sparse' was measured slowest there (H200, torch 2.11, densenet86_dgc at batch 64: inference
+# 72.1 ms vs 39.0 ms for scaled_weight, training step 180.0 vs 115.9 ms), and the fused Triton kernel
+# awaits its measurement by benchmarks/gpu_check.sh; until then 'scaled_weight'/'masked' run there.
+GATHER_PATH: dict[str, str | None] = {"cpu": "sparse", "cuda": None}
 
 
 class DGCHead(nn.Module):
@@ -223,11 +229,9 @@ class DGCConv2d(nn.Module):
         """Which of three exact, equivalent executions to run for input x (`execution` = 'auto').
 
         'sparse': only the kept channels are convolved (g x the dense work). Needs n_in fixed (not
-        inside the pruning ramp). Chosen where measured faster: on CPU at inference whenever channels
-        are pruned and the per-sample weights stay small, and in training for k x k convs that keep
-        at most 30% of their channels; never on CUDA, where its gathers and the conv grouped over
-        (sample, head) were measured slowest (H200: densenet86_dgc inference 72.1 ms vs 39.0 ms
-        scaled_weight, training step 180.0 vs 115.9 ms).
+        inside the pruning ramp). Chosen where GATHER_PATH (keyed by device type, from measurement)
+        allows it: on CPU at inference whenever channels are pruned and the per-sample weights stay
+        small, and in training for k x k convs that keep at most 30% of their channels.
         'masked': H scaled copies of x through one grouped conv (the authors' way; memory H x input).
         'fused' (only when asked for): 1x1 convs through the Triton kernel of dgc/kernels, which
         gathers the kept channels inside a grouped GEMM; other layers fall back to 'scaled_weight'.
@@ -246,13 +250,14 @@ class DGCConv2d(nn.Module):
         # small maps: 256 channels at 8x8, 512 at 4x4) the weight copies cost more than the masked
         # conv saves (measured by `dgc bench` and benchmarks/).
         gather_pays = self.out_channels * k <= 2 * self.num_heads * hw
-        if n and gather_pays and x.device.type == "cpu":
+        gather = GATHER_PATH.get(x.device.type)
+        if n and gather_pays and gather:
             if not (self.training and torch.is_grad_enabled()):
-                return "sparse"  # inference: skip the pruned channels
+                return gather  # inference: skip the pruned channels
             # Training: the sparse backward (a conv grouped over samples x heads) only pays off when
             # few channels are kept; 1x1 convs train faster as one batched matmul (scaled_weight).
             if k > 1 and 1.0 - n / self.in_channels <= 0.3:
-                return "sparse"
+                return gather
         if k == 1 or self.out_channels * k <= self.num_heads * hw:
             return "scaled_weight"
         return "masked"
