@@ -39,7 +39,6 @@ import contextlib
 import csv
 import datetime
 import gc
-import json
 import os
 import re
 import shlex

@@ -21,7 +21,6 @@ import hashlib
 import io
 import os
 import resource
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable

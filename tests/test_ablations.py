@@ -5,7 +5,6 @@ params mapping and hand-made `dvc exp show --json` payloads, the notebook render
 import copy
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import copy_project
 
 from dgc import ablations
 from dgc.config import load_params, read_params_yaml
@@ -394,12 +394,7 @@ def stop_queue(dest, env):
 @pytest.mark.timeout(420)
 def test_two_point_grid_runs_through_the_dvc_queue_and_renders(tmp_path):
     dest = tmp_path / "dgc"
-    files = run("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).stdout.splitlines()
-    for name in files:
-        src = ROOT / name
-        if src.is_file() and not name.startswith(("reports/", "dvc.lock")):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+    copy_project(dest)
     params = read_params_yaml(dest / "params.yaml")
     for section, values in TINY.items():
         params[section].update(values)

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from dgc.layers import DGCConv2d, set_progress, sparsity_loss
+from helpers import run_execution
 
 
 def make_layer(c_in=16, c_out=8, k=1, heads=4, g=0.25, **kw):
@@ -175,17 +176,6 @@ def test_all_channels_pruned_gives_zero_output():
     assert torch.count_nonzero(layer(torch.randn(2, 8, 3, 3))) == 0
 
 
-def _run(layer, x, path):
-    layer.execution = path
-    layer.zero_grad(set_to_none=True)
-    xx = x.clone().requires_grad_()
-    y = layer(xx)
-    (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
-    grads = {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
-             for n, p in layer.named_parameters()}
-    return y.detach(), xx.grad, grads
-
-
 def _rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
@@ -203,8 +193,8 @@ def test_scaled_weight_path_equals_the_masked_path_with_gradients(c_in, c_out, k
     layer = DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g).double()
     layer.set_progress(progress)
     x = torch.randn(3, c_in, 9, 9, dtype=torch.float64)
-    ref = _run(layer, x, "masked")
-    fast = _run(layer, x, "scaled_weight")
+    ref = run_execution(layer, x, "masked")
+    fast = run_execution(layer, x, "scaled_weight")
     assert _rel(fast[0], ref[0]) < 1e-10 and _rel(fast[1], ref[1]) < 1e-10
     for name in ref[2]:
         assert _rel(fast[2][name], ref[2][name]) < 1e-10, name
@@ -214,8 +204,8 @@ def test_scaled_weight_path_in_float32_and_channels_last():
     layer = DGCConv2d(32, 16, 1, heads=4)
     layer.set_inactive(31)  # the largest count that keeps one channel
     x = torch.randn(4, 32, 6, 6).contiguous(memory_format=torch.channels_last)
-    ref = _run(layer, x, "masked")
-    fast = _run(layer, x, "scaled_weight")
+    ref = run_execution(layer, x, "masked")
+    fast = run_execution(layer, x, "scaled_weight")
     assert _rel(fast[0], ref[0]) < 1e-5 and _rel(fast[1], ref[1]) < 1e-5
     assert all(_rel(fast[2][n], ref[2][n]) < 1e-5 for n in ref[2])
 
@@ -243,8 +233,8 @@ def test_sparse_path_equals_the_masked_path_with_gradients(c_in, c_out, k, strid
     layer = DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g)
     layer.set_inactive(n_in)
     x = torch.randn(3, c_in, 9, 9)
-    ref = _run(layer, x, "masked")
-    sparse = _run(layer, x, "sparse")
+    ref = run_execution(layer, x, "masked")
+    sparse = run_execution(layer, x, "sparse")
     assert sparse[0].shape == ref[0].shape
     if n_in == c_in:
         assert torch.count_nonzero(sparse[0]) == 0

@@ -8,6 +8,7 @@ from dgc.flops import breakdown, profile
 from dgc.layers import DGCConv2d, ShuffledGroupConv2d, dgc_layers, set_progress, sparsity_loss
 from dgc.models import convs, create_model, list_models
 from dgc.models.mobilenetv2 import InvertedResidual, round_channels
+from helpers import run_execution
 
 NARROW = dict(width=0.25, blocks=(1, 1, 1, 1, 1, 1, 1), stem="cifar")
 
@@ -132,15 +133,6 @@ def test_preact_false_layer_has_no_norm_and_convolves_the_raw_input():
             torch.testing.assert_close(y[:, j * 4 + i], out_i[:, j], rtol=1e-5, atol=1e-5)
 
 
-def _run(layer, x, path):
-    layer.execution = path
-    layer.zero_grad(set_to_none=True)
-    xx = x.clone().requires_grad_()
-    y = layer(xx)
-    (y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
-    return y.detach(), xx.grad, {n: p.grad.clone() for n, p in layer.named_parameters()}
-
-
 @pytest.mark.parametrize("c_in, c_out, k, stride, padding, n_in", [
     (24, 16, 1, 1, 0, 12),
     (16, 24, 1, 1, 0, 0),
@@ -150,9 +142,9 @@ def test_preact_false_executions_agree_in_output_and_gradients(c_in, c_out, k, s
     layer = DGCConv2d(c_in, c_out, k, stride, padding, heads=4, gate_factor=0.5, preact=False).double()
     layer.set_inactive(n_in)
     x = torch.randn(3, c_in, 7, 7, dtype=torch.float64)
-    ref = _run(layer, x, "masked")
+    ref = run_execution(layer, x, "masked")
     for path in ("scaled_weight", "sparse"):
-        out = _run(layer, x, path)
+        out = run_execution(layer, x, path)
         torch.testing.assert_close(out[0], ref[0])
         torch.testing.assert_close(out[1], ref[1])
         for name in ref[2]:

@@ -2,13 +2,13 @@
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import copy_project
 
 ROOT = Path(__file__).parents[1]
 TINY = {
@@ -32,12 +32,7 @@ def run(*args, cwd, check=True):
 def project(tmp_path_factory):
     """A fresh git repository holding this project's files with a tiny params.yaml, already reproduced."""
     dest = tmp_path_factory.mktemp("clone") / "dgc"
-    files = run("git", "ls-files", "-co", "--exclude-standard", cwd=ROOT).stdout.splitlines()
-    for name in files:
-        src = ROOT / name
-        if src.is_file() and not name.startswith(("reports/", "dvc.lock")):
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
+    copy_project(dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for section, values in TINY.items():
         params[section].update(values)

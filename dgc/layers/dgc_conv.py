@@ -320,7 +320,6 @@ class DGCConv2d(nn.Module):
     def _scaled_weight_conv(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Per-sample weights W_i * s_i (saliency folded into the weights), heads interleaved."""
         b, c, h, w = x.shape
-        heads = self.num_heads
         weight = torch.stack([head.weight for head in self.heads], dim=1)  # (C_out/H, H, C_in, k, k)
         # Interleaved output order comes from stacking heads on dim 1: row j*H + i = head i, row j.
         per_sample = weight[None] * scale[:, None, :, :, None, None]  # (B, C_out/H, H, C_in, k, k)
