@@ -123,7 +123,8 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if count < 1:
-        raise UsageError("no CUDA device is visible; pass --count to list leases anyway")
+        print("no CUDA device is visible: no GPU to lease (pass --count N to list leases anyway)")
+        return 0
     lock_dir = default_lock_dir()
     print(f"GPU leases in {lock_dir}:")
     for info in lease_status(count, lock_dir, visible_gpu_ids(count, os.environ.get("CUDA_VISIBLE_DEVICES"))):

@@ -148,3 +148,14 @@ def test_lock_dir_default(monkeypatch, tmp_path):
 ])
 def test_should_lease_gpu(device_type, setting, distributed, visible, count, expected):
     assert should_lease_gpu(device_type, setting, distributed, visible, count) is expected
+
+
+def test_gpus_command_without_cuda_says_so_and_succeeds(capsys):
+    import torch
+
+    from dgc.cli import main
+
+    if torch.cuda.is_available():
+        return
+    assert main(["gpus"]) == 0
+    assert "no CUDA device is visible" in capsys.readouterr().out
