@@ -57,7 +57,7 @@ RECIPE_KEYS = ("epochs", "batch_size", "lr", "max_batches", "sparsity_lambda")
 STATE_ORDER = ("success", "running", "queued", "failed")  # which experiment stands for a point
 NO_EXPERIMENTS = ("**No experiments have been run yet.** Queue the grid with "
                   "`dgc ablations queue --grid smoke` (or `--grid paper` after `dgc use-profile paper`), "
-                  "run it with `dvc queue start -j 2`, then `dgc ablations` again (see README, Sweeps).")
+                  "run it with `dvc queue start -j 1`, then `dgc ablations` again (see README, Sweeps).")
 
 
 @dataclass(frozen=True)
@@ -704,7 +704,7 @@ def next_commands(python: str, path_env: str, cwd: str) -> list[str]:
     bindir = os.path.dirname(python)
     shown = os.path.relpath(bindir, cwd) if bindir.startswith(cwd.rstrip(os.sep) + os.sep) else bindir
     on_path = any(os.path.normpath(d) == os.path.normpath(bindir) for d in path_env.split(os.pathsep) if d)
-    prefix = "" if on_path else f'PATH="{shown}:$PATH" '
+    prefix = "" if on_path else f'PATH="{bindir}:$PATH" '
     dgc = f"{shown}/dgc" if os.path.exists(os.path.join(bindir, "dgc")) else f"{python} -m dgc"
-    return [f"{prefix}{shown}/dvc queue start -j 2     # then `{shown}/dvc queue status`",
+    return [f"{prefix}{shown}/dvc queue start -j 1     # -j N: N at a time; then `{shown}/dvc queue status`",
             f"{dgc} ablations                 # reports/ablations.html"]

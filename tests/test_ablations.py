@@ -79,9 +79,10 @@ def test_grid_flops_are_the_built_models_and_static_gc_is_near_dgc():
     from dgc.models import create_model
 
     points = {p.name: p for p in ablations.grid_points(SMOKE, "smoke", only=["baseline", "static_gc"])}
-    gc4 = create_model("densenet86_gc", 10, growth=[4, 8, 16], depth=[3, 3, 3], groups=4)
+    size = {k: SMOKE["models"]["densenet86_dgc"][k] for k in ("growth", "depth")}  # the smoke width
+    gc4 = create_model("densenet86_gc", 10, **size, groups=4)
     assert points["abl-gc-groups-4"].flops == profile(gc4)["flops_expected"]
-    dgc = create_model("densenet86_dgc", 10, growth=[4, 8, 16], depth=[3, 3, 3])
+    dgc = create_model("densenet86_dgc", 10, **size)
     assert points["abl-baseline"].flops == profile(dgc)["flops_expected"]
     # equal 1x1-conv cost: the totals differ by DGC's gates only (a few percent)
     assert abs(points["abl-gc-groups-4"].flops / points["abl-baseline"].flops - 1) < 0.1
@@ -142,10 +143,11 @@ def test_next_commands_put_the_venv_on_path_when_it_is_missing(tmp_path):
     (tmp_path / ".venv" / "bin").mkdir(parents=True)
     (tmp_path / ".venv" / "bin" / "dgc").write_text("")
     start, render_cmd = ablations.next_commands(python, "/usr/bin:/bin", str(tmp_path))
-    assert start.startswith('PATH=".venv/bin:$PATH" .venv/bin/dvc queue start -j 2')
+    # an absolute PATH entry: DVC's queue workers look `dvc` up from their own working directory
+    assert start.startswith(f'PATH="{tmp_path}/.venv/bin:$PATH" .venv/bin/dvc queue start -j 1')
     assert render_cmd.startswith(".venv/bin/dgc ablations")
     start, _ = ablations.next_commands(python, f"{tmp_path}/.venv/bin:/usr/bin", str(tmp_path))
-    assert start.startswith(".venv/bin/dvc queue start -j 2")
+    assert start.startswith(".venv/bin/dvc queue start -j 1")
 
 
 # -- dvc exp show --json -------------------------------------------------------------------------
@@ -419,7 +421,7 @@ def test_two_point_grid_runs_through_the_dvc_queue_and_renders(tmp_path):
     first = run(*queue, cwd=dest, env=env).stdout
     assert "queued      abl-baseline" in first and "queued      abl-heads-2" in first
     assert "skipped     abl-heads-8            not runnable: heads=8 must divide in_channels=12" in first
-    assert "dvc queue start -j 2" in first
+    assert "dvc queue start -j 1" in first
     again = run(*queue, cwd=dest, env=env).stdout
     assert "already queued as abl-baseline" in again and "queued 0 experiments" in again
 

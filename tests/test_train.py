@@ -224,6 +224,7 @@ def test_cuda_out_of_memory_in_epoch_2_exits_2_with_one_line_and_keeps_epoch_1(
         return cosine_lr(base_lr, step, total_steps)
 
     monkeypatch.setattr("dgc.engine.cosine_lr", oom_from_step_3)
+    monkeypatch.setenv("WANDB_MODE", "disabled")  # a user's WANDB_MODE=offline would log to stderr
     status = cli.main(["train", "digits", "resnet18", "--params", str(tiny_params_file),
                        "--runs", str(tmp_path), "--history-dir", ""])
     err = capsys.readouterr().err
