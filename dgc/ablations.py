@@ -513,8 +513,7 @@ def figure_panel(panel: pd.DataFrame, axis: str):
                   fontsize=8)
     ax.set_xlim(-0.5, len(panel) - 0.5)  # every point has its place, results or not
     ax.set_xlabel(AXIS_LABEL[axis])
-    _flops_axis(ax, [(list(xs), panel["flops_m"], "C7")])
-    _legend(ax)
+    _legend(ax, _flops_axis(ax, [(list(xs), panel["flops_m"], "C7", "FLOPs expected (right axis)")]))
     fig.tight_layout()
     return fig
 
@@ -529,12 +528,11 @@ def figure_static_gc(panel: pd.DataFrame):
         part = panel[panel["model"] == kind].copy()
         part["x"] = [position[v] for v in part["value"]]
         _plot_series(ax, part, colour, kind, x=part["x"])
-        series.append((list(part["x"]), part["flops_m"], colour))
+        series.append((list(part["x"]), part["flops_m"], colour, f"{kind}: FLOPs expected (right axis)"))
     ax.set_xticks(list(range(len(rates))), [f"{v:g}" for v in rates])
     ax.set_xlim(-0.5, len(rates) - 0.5)
     ax.set_xlabel("pruning rate (1 - g); static group conv: groups = 1/g")
-    _flops_axis(ax, series)
-    _legend(ax)
+    _legend(ax, _flops_axis(ax, series))
     fig.tight_layout()
     return fig
 
@@ -555,20 +553,26 @@ def _plot_series(ax, panel: pd.DataFrame, colour: str, label: str, x=None) -> No
     ax.grid(alpha=0.3)
 
 
-def _flops_axis(ax, series: list[tuple[list[int], Any, str]]) -> None:
+def _flops_axis(ax, series: list[tuple[list[int], Any, str, str]]):
+    """FLOPs (M) of each (x, flops, colour, label) series as open squares on a right-hand axis;
+    returns that axis (its lines carry labels for the legend)."""
     right = ax.twinx()
-    for xs, flops, colour in series:
+    for xs, flops, colour, label in series:
         pts = [(x, f) for x, f in zip(xs, flops) if f is not None and not _nan(f)]
         right.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", markerfacecolor="none",
-                   linestyle="--", color=colour, alpha=0.7)
+                   linestyle="--", color=colour, alpha=0.7, label=label)
     right.set_ylabel("FLOPs expected (M), squares", color="C7")
-    top = max((f for _, flops, _ in series for f in flops if f is not None and not _nan(f)), default=1.0)
+    top = max((f for _, flops, _, _ in series for f in flops if f is not None and not _nan(f)),
+              default=1.0)
     right.set_ylim(0, 1.15 * top)
+    return right
 
 
-def _legend(ax) -> None:
-    """Under the axes, so that it hides no point."""
+def _legend(ax, right) -> None:
+    """Every marker of both axes in one legend, under the axes, so that it hides no point."""
     handles, labels = ax.get_legend_handles_labels()
+    more = right.get_legend_handles_labels()
+    handles, labels = handles + more[0], labels + more[1]
     if handles:
         ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28), ncol=2,
                   frameon=False)
