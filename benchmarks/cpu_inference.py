@@ -2,15 +2,18 @@
 
 Does Inductor's CPU backend close the gap (fusing the channel gather into the GEMM)? For each model:
 full width, CIFAR stem, DGC at its target n_in, BatchNorm calibrated (finite outputs checked), ms per
-image at each batch size, eager and `torch.compile` (inductor, mode 'default'), the candidates timed
+image at each batch size, eager (NCHW and channels_last) and `torch.compile` (inductor, mode
+'default', NCHW), the candidates timed
 round-robin in one process so the ratios share conditions; compile seconds recorded apart.
 
     python benchmarks/cpu_inference.py [--threads 2] [--batches 1 64] [--repeats 10] [--json out.json]
+                                       [--no-compile] [--no-channels-last] [--models ...]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import time
 
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[64, 1])
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true")
+    parser.add_argument("--no-channels-last", action="store_true", help="skip the channels_last eager runs")
     parser.add_argument("--models", nargs="+", default=[m for pair in PAIRS for m in pair])
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
@@ -46,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     result = {"provenance": provenance(device_name(device)), "device": device_name(device),
               "torch": torch.__version__, "repeats": args.repeats, "ms_per_image": {},
               "compile_seconds": {}}
+    models_cl = {} if args.no_channels_last else {
+        n: copy.deepcopy(m).to(memory_format=torch.channels_last) for n, m in models.items()}
     with torch.inference_mode():
         compiled = {}
         if not args.no_compile:
@@ -59,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batches:
             x = torch.randn(batch, 3, 32, 32)
             fns = {f"{n} eager": (lambda m=m: m(x)) for n, m in models.items()}
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            fns.update({f"{n} eager channels_last": (lambda m=m: m(x_cl)) for n, m in models_cl.items()})
             fns.update({f"{n} compiled": (lambda f=f: f(x)) for n, f in compiled.items()})
             if compiled:
                 for f in compiled.values():  # a new batch size compiles again: not timed

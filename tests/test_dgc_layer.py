@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from dgc.layers import DGCConv2d, set_progress, sparsity_loss
+from dgc.layers.dgc_conv import rank_keys
 from helpers import run_execution
 
 
@@ -251,6 +252,26 @@ def test_ties_at_the_boundary_drop_the_lowest_channel_indices():
     keep = layer.keep_mask(s)
     assert keep[0, 0].tolist() == [False, False, True, False, True, True, True, True]  # 0.2, 0.5, first 1.0
     assert keep[0, 1].tolist() == [False] * 3 + [True] * 5
+
+
+def test_rank_keys_order_like_a_stable_sort_of_the_saliencies():
+    gen = torch.Generator().manual_seed(0)
+    s = torch.relu(torch.randn(6, 3, 36, generator=gen))  # about half exact zeros: many ties
+    s[0, 0, 5:20] = 0.25
+    s[1, 1] = torch.tensor([-0.0, 0.0] * 17 + [1.0, 2.0])  # -0.0 ties with 0.0
+    s[2, 2, :10] = -torch.rand(10, generator=gen)  # negatives rank below zero
+    s[3, 0, :4] = float("inf")
+    order = rank_keys(s).argsort(dim=2)
+    assert torch.equal(order, (s + 0.0).argsort(dim=2, stable=True))
+    assert (rank_keys(s).sort(dim=2).values.diff(dim=2) > 0).all()  # unique within every row
+    for n in (0, 1, 18, 35, 36):
+        layer = DGCConv2d(36, 6, 1, heads=3, squeeze_rate=4)
+        layer.set_inactive(n)
+        keep, kept = layer.select(s)
+        expected = torch.ones_like(keep).scatter_(2, order[..., :n], False)
+        assert torch.equal(keep, expected), n
+        if kept is not None:
+            assert torch.equal(kept.sort(dim=2).values, order[..., n:].sort(dim=2).values), n
 
 
 def test_sparse_and_masked_paths_agree_when_saliencies_tie():

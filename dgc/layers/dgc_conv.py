@@ -165,12 +165,13 @@ class DGCConv2d(nn.Module):
     def select(self, saliency: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(keep mask (B, H, C_in) bool, kept channel indices (B, H, C_in - n_in) or None).
 
-        Ranked on a detached copy (the ranking carries no gradient) by one stable sort, so ties at
-        the boundary are broken by channel index (lower index dropped first) and every execution path
-        drops the same channels. With n_in fixed the first n_in of the order are dropped and the rest
-        are the kept indices (a static shape: no host sync, no data-dependent size); inside the
-        pruning ramp each channel's rank is compared with the n_in buffer (a tensor), and no indices
-        are returned.
+        Ranked on a detached copy (the ranking carries no gradient) by (saliency, channel index), so
+        ties at the boundary are broken by channel index (lower index dropped first) and every
+        execution path drops the same channels. With n_in fixed one top-k of the C_in - n_in largest
+        rank keys (`rank_keys`: unique per row, so the kept set is exactly that of a stable sort, at a
+        fraction of its cost) gives the kept indices, in no particular order (a static shape: no
+        host sync, no data-dependent size); inside the pruning ramp each channel's rank from one
+        sort of the keys is compared with the n_in buffer (a tensor), and no indices are returned.
         """
         s = saliency.detach().nan_to_num(nan=float("inf"))  # a NaN ranks as most salient
         if self.selection == "global":  # DGC-G: one threshold; how many are kept varies per row
@@ -178,10 +179,11 @@ class DGCConv2d(nn.Module):
         n = self._n_static
         if n == 0:
             return torch.ones_like(saliency, dtype=torch.bool), None
-        order = s.argsort(dim=2, stable=True)  # (B, H, C_in) ascending saliency
+        keys = rank_keys(s)  # (B, H, C_in) int64, ascending = dropped first
         if n is not None:
-            keep = torch.ones_like(saliency, dtype=torch.bool).scatter_(2, order[..., :n], False)
-            return keep, order[..., n:]
+            kept = keys.topk(self.in_channels - n, dim=2, sorted=False).indices  # (B, H, C_in - n)
+            return torch.zeros_like(saliency, dtype=torch.bool).scatter_(2, kept, True), kept
+        order = keys.argsort(dim=2)  # (B, H, C_in) ascending (saliency, index); keys are unique
         positions = torch.arange(self.in_channels, device=s.device).expand_as(order)
         rank = torch.empty_like(order).scatter_(2, order, positions)  # rank of each channel
         return rank >= self.inactive_channels, None
@@ -288,19 +290,21 @@ class DGCConv2d(nn.Module):
         values = scale.gather(2, idx)  # (B, H, K)
         weight = torch.stack([head.weight for head in self.heads], dim=0)  # (H, C_out/H, C_in, kh, kw)
         weight = weight.transpose(1, 2)  # (H, C_in, C_out/H, kh, kw)
-        heads_ix = torch.arange(heads, device=x.device)[None, :, None]  # (1, H, 1)
-        w_kept = weight[heads_ix, idx] * values[..., None, None, None]  # (B, H, K, C_out/H, kh, kw)
-        batch_ix = torch.arange(b, device=x.device)[:, None]  # (B, 1)
+        # Gathers as index_select on rows of 2-d views (contiguous row copies: 2-10x faster on
+        # the CPU than advanced indexing of the same elements).
+        rows = idx + torch.arange(heads, device=x.device)[None, :, None] * c  # (B, H, K) into H*C_in
+        w_kept = weight.reshape(heads * c, -1).index_select(0, rows.reshape(-1))
+        w_kept = w_kept.view(b, heads, k_keep, co, *self.kernel_size) * values[..., None, None, None]
         if self.kernel_size == (1, 1) and self.padding == (0, 0):
             if self.stride != (1, 1):
                 x = x[:, :, ::self.stride[0], ::self.stride[1]]
                 h, w = x.shape[-2:]
-            x_kept = x[batch_ix, idx.reshape(b, heads * k_keep)]  # (B, H*K, h, w)
+            x_kept = _gather_channels(x, idx)  # (B, H*K, h, w)
             out = torch.bmm(w_kept.reshape(b * heads, k_keep, co).transpose(1, 2),
                             x_kept.reshape(b * heads, k_keep, h * w))  # (B*H, C_out/H, hw)
             ho, wo = h, w
         else:
-            x_kept = x[batch_ix, idx.reshape(b, heads * k_keep)]  # (B, H*K, h, w)
+            x_kept = _gather_channels(x, idx)  # (B, H*K, h, w)
             out = F.conv2d(x_kept.reshape(1, b * heads * k_keep, h, w),
                            w_kept.transpose(2, 3).reshape(b * heads * co, k_keep, *self.kernel_size),
                            None, self.stride, self.padding, self.dilation, groups=b * heads)
@@ -342,6 +346,24 @@ class DGCConv2d(nn.Module):
                 f"gate_factor={self.gate_factor}, squeeze_rate={self.squeeze_rate}"
                 + ("" if self.preact else ", preact=False")
                 + ("" if self.selection == "head" else f", selection={self.selection}"))
+
+
+def rank_keys(saliency: torch.Tensor) -> torch.Tensor:
+    """Unique int64 keys (..., C) ordered as (saliency, channel index): the float's bits made
+    monotone (negatives flipped, -0.0 as 0.0) above the channel index. Sorting or taking the top-k
+    of them is a stable ranking of the saliencies, without a stable sort. NaN must be replaced first."""
+    bits = (saliency.float() + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes 0.0
+    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: larger magnitude, smaller int
+    channels = saliency.shape[-1]
+    index = torch.arange(channels, device=saliency.device)
+    return (bits.to(torch.int64) << max(1, (channels - 1).bit_length())) | index
+
+
+def _gather_channels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x (B, C, h, w), idx (B, H, K) -> (B, H*K, h, w): per sample, the channels idx[b] in order."""
+    b, c, h, w = x.shape
+    rows = idx.reshape(b, -1) + torch.arange(b, device=x.device)[:, None] * c  # into B*C rows
+    return x.reshape(b * c, h * w).index_select(0, rows.reshape(-1)).view(b, -1, h, w)
 
 
 def head_angle_similarity(saliency: torch.Tensor) -> torch.Tensor:
