@@ -288,8 +288,8 @@ class DGCConv2d(nn.Module):
             # Nothing kept: zeros, still attached to the graph (every gradient is zero, as masked).
             return x.new_zeros(b, self.out_channels, ho, wo) + 0.0 * scale.sum()
         values = scale.gather(2, idx)  # (B, H, K)
-        weight = torch.stack([head.weight for head in self.heads], dim=0)  # (H, C_out/H, C_in, kh, kw)
-        weight = weight.transpose(1, 2)  # (H, C_in, C_out/H, kh, kw)
+        # (H, C_in, C_out/H, kh, kw), contiguous: one copy, and its rows are (head, input channel)
+        weight = torch.stack([head.weight.transpose(0, 1) for head in self.heads], dim=0)
         # Gathers as index_select on rows of 2-d views (contiguous row copies: 2-10x faster on
         # the CPU than advanced indexing of the same elements).
         rows = idx + torch.arange(heads, device=x.device)[None, :, None] * c  # (B, H, K) into H*C_in
