@@ -76,8 +76,8 @@ def speed_markdown(reports: str | Path = "reports") -> str:
     cpu = reports / "cpu_inference.json"
     if cpu.exists():
         c = json.loads(cpu.read_text())
-        parts += ["### Whole models on the CPU, eager and compiled (`python benchmarks/cpu_inference.py "
-                  "--json reports/cpu_inference.json`)", "", _made_by(c),
+        parts += ["### Whole models on the CPU: eager NCHW, eager channels_last, compiled "
+                  "(`python benchmarks/cpu_inference.py --json reports/cpu_inference.json`)", "", _made_by(c),
                   f"{c['device']}, torch {c['torch']}, full width, CIFAR stem, median of {c['repeats']}; "
                   "ms per image. Compile time (inductor, not in the timings): "
                   + ", ".join(f"{n} {v:.0f} s" for n, v in c["compile_seconds"].items()) + ".", "",

@@ -1,0 +1,88 @@
+"""A/B of the DGC layer's selection and sparse execution against another commit's, in one process.
+
+Loads `dgc/layers/dgc_conv.py` of REV (git show), swaps its `select` and `_sparse_conv` into the
+current DGCConv2d in turn, and times whole-model inference (calibrated BatchNorm, full width, CIFAR
+stem, every DGC layer at its target pruning), alternating old and new call by call so both share
+the machine's conditions. Prints the max output difference and the median ms/image of each.
+
+    python benchmarks/ab_layer.py REV [--models densenet86_dgc resnet18_dgc] [--batches 64 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from dgc.calibrate import ready_for_timing
+from dgc.layers import set_progress
+from dgc.layers.dgc_conv import DGCConv2d
+from dgc.models import create_model
+
+
+def load_layer_module(rev: str):
+    source = subprocess.run(["git", "show", f"{rev}:dgc/layers/dgc_conv.py"], capture_output=True,
+                            text=True, check=True).stdout
+    path = Path(tempfile.mkdtemp()) / "dgc_conv_ab.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("dgc_conv_ab", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("rev", help="the commit to compare with (e.g. HEAD~3)")
+    parser.add_argument("--models", nargs="+", default=["densenet86_dgc", "resnet18_dgc"])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 1])
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    try:
+        old_cls = load_layer_module(args.rev).DGCConv2d
+    except subprocess.CalledProcessError:
+        print(f"error: no dgc/layers/dgc_conv.py at revision {args.rev!r}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(args.threads)
+    impls = {"old": (old_cls.select, old_cls._sparse_conv), "new": (DGCConv2d.select, DGCConv2d._sparse_conv)}
+
+    def use(name: str) -> None:
+        DGCConv2d.select, DGCConv2d._sparse_conv = impls[name]
+
+    try:
+        for model_name in args.models:
+            torch.manual_seed(0)
+            model = create_model(model_name, 10, stem="cifar")
+            set_progress(model, 1.0)
+            model = ready_for_timing(model, (3, 32, 32), torch.device("cpu"))
+            for batch in args.batches:
+                x = torch.randn(batch, 3, 32, 32)
+                times = {"old": [], "new": []}
+                with torch.inference_mode():
+                    use("old")
+                    y_old = model(x)
+                    use("new")
+                    diff = (model(x) - y_old).abs().max().item() / max(y_old.abs().max().item(), 1e-30)
+                    for _ in range(12 if batch == 1 else 5):
+                        for name in ("old", "new"):
+                            use(name)
+                            start = time.perf_counter()
+                            model(x)
+                            times[name].append(time.perf_counter() - start)
+                med = {k: 1000 * sorted(v)[len(v) // 2] / batch for k, v in times.items()}
+                print(f"{model_name} batch {batch}: {args.rev} {med['old']:.2f} ms/image, working tree "
+                      f"{med['new']:.2f} ms/image, new/old {med['new'] / med['old']:.3f}; "
+                      f"max output difference {diff:.1e} of the largest output", flush=True)
+    finally:
+        use("new")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
