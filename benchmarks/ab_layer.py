@@ -15,13 +15,13 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from dgc.calibrate import ready_for_timing
 from dgc.layers import set_progress
+from dgc.latency import median_times
 from dgc.layers.dgc_conv import DGCConv2d
 from dgc.models import create_model
 
@@ -29,11 +29,12 @@ from dgc.models import create_model
 def load_layer_module(rev: str):
     source = subprocess.run(["git", "show", f"{rev}:dgc/layers/dgc_conv.py"], capture_output=True,
                             text=True, check=True).stdout
-    path = Path(tempfile.mkdtemp()) / "dgc_conv_ab.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("dgc_conv_ab", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "dgc_conv_ab.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location("dgc_conv_ab", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
     return module
 
 
@@ -63,19 +64,14 @@ def main(argv: list[str] | None = None) -> int:
             model = ready_for_timing(model, (3, 32, 32), torch.device("cpu"))
             for batch in args.batches:
                 x = torch.randn(batch, 3, 32, 32)
-                times = {"old": [], "new": []}
                 with torch.inference_mode():
                     use("old")
                     y_old = model(x)
                     use("new")
                     diff = (model(x) - y_old).abs().max().item() / max(y_old.abs().max().item(), 1e-30)
-                    for _ in range(12 if batch == 1 else 5):
-                        for name in ("old", "new"):
-                            use(name)
-                            start = time.perf_counter()
-                            model(x)
-                            times[name].append(time.perf_counter() - start)
-                med = {k: 1000 * sorted(v)[len(v) // 2] / batch for k, v in times.items()}
+                    fns = {name: (lambda name=name: (use(name), model(x))) for name in impls}
+                    seconds = median_times(fns, torch.device("cpu"), 12 if batch == 1 else 5, warmup=1)
+                med = {k: 1000 * v / batch for k, v in seconds.items()}
                 print(f"{model_name} batch {batch}: {args.rev} {med['old']:.2f} ms/image, working tree "
                       f"{med['new']:.2f} ms/image, new/old {med['new'] / med['old']:.3f}; "
                       f"max output difference {diff:.1e} of the largest output", flush=True)

@@ -3,8 +3,8 @@
 Does Inductor's CPU backend close the gap (fusing the channel gather into the GEMM)? For each model:
 full width, CIFAR stem, DGC at its target n_in, BatchNorm calibrated (finite outputs checked), ms per
 image at each batch size, eager (NCHW and channels_last) and `torch.compile` (inductor, mode
-'default', NCHW), the candidates timed
-round-robin in one process so the ratios share conditions; compile seconds recorded apart.
+'default', NCHW), the candidates timed round-robin in one process so the ratios share conditions;
+compile seconds recorded apart.
 
     python benchmarks/cpu_inference.py [--threads 2] [--batches 1 64] [--repeats 10] [--json out.json]
                                        [--no-compile] [--no-channels-last] [--models ...]

@@ -306,7 +306,6 @@ def test_every_axis_panel_holds_the_baseline_at_its_own_value(smoke_points):
         ("DGC", 0.9, "not queued"), ("static group conv", 0.9, "not runnable")]
 
 
-
 def test_every_marker_of_the_ablation_figures_is_in_their_legend(smoke_points):
     page = ablations.match_experiments(smoke_points,
                                        ablations.parse_experiments(exp_show()), SMOKE)

@@ -264,8 +264,8 @@ def test_rank_keys_order_like_a_stable_sort_of_the_saliencies():
     order = rank_keys(s).argsort(dim=2)
     assert torch.equal(order, (s + 0.0).argsort(dim=2, stable=True))
     assert (rank_keys(s).sort(dim=2).values.diff(dim=2) > 0).all()  # unique within every row
+    layer = DGCConv2d(36, 6, 1, heads=3, squeeze_rate=4)
     for n in (0, 1, 18, 35, 36):
-        layer = DGCConv2d(36, 6, 1, heads=3, squeeze_rate=4)
         layer.set_inactive(n)
         keep, kept = layer.select(s)
         expected = torch.ones_like(keep).scatter_(2, order[..., :n], False)

@@ -171,7 +171,7 @@ class DGCConv2d(nn.Module):
         rank keys (`rank_keys`: unique per row, so the kept set is exactly that of a stable sort, at a
         fraction of its cost) gives the kept indices, in no particular order (a static shape: no
         host sync, no data-dependent size); inside the pruning ramp each channel's rank from one
-        sort of the keys is compared with the n_in buffer (a tensor), and no indices are returned.
+        stable sort is compared with the n_in buffer (a tensor), and no indices are returned.
         """
         s = saliency.detach().nan_to_num(nan=float("inf"))  # a NaN ranks as most salient
         if self.selection == "global":  # DGC-G: one threshold; how many are kept varies per row
@@ -179,11 +179,10 @@ class DGCConv2d(nn.Module):
         n = self._n_static
         if n == 0:
             return torch.ones_like(saliency, dtype=torch.bool), None
-        keys = rank_keys(s)  # (B, H, C_in) int64, ascending = dropped first
-        if n is not None:
-            kept = keys.topk(self.in_channels - n, dim=2, sorted=False).indices  # (B, H, C_in - n)
+        if n is not None:  # keys ascending = dropped first
+            kept = rank_keys(s).topk(self.in_channels - n, dim=2, sorted=False).indices  # (B, H, C_in - n)
             return torch.zeros_like(saliency, dtype=torch.bool).scatter_(2, kept, True), kept
-        order = keys.argsort(dim=2)  # (B, H, C_in) ascending (saliency, index); keys are unique
+        order = s.argsort(dim=2, stable=True)  # (B, H, C_in) ascending saliency, ties by index
         positions = torch.arange(self.in_channels, device=s.device).expand_as(order)
         rank = torch.empty_like(order).scatter_(2, order, positions)  # rank of each channel
         return rank >= self.inactive_channels, None
