@@ -1,7 +1,8 @@
 """`dgc bench`: wall-clock cost of DGC next to the dense and static group convolutions, in one run.
 
 Layers (batch 64, 4 heads, g 0.25, all layers with their BN-ReLU pre-activation): each of the
-shapes below as DGC (masked = the authors' execution, sparse, scaled-weight, and what `auto` picks),
+shapes below as DGC (masked = the authors' execution, sparse, scaled-weight, on the CPU the C++
+kernel fused_cpu, and what `auto` picks),
 the dense BN-ReLU-Conv2d and the static 4-group BN-ReLU-Conv2d (same FLOPs as DGC at g 0.25), for
 inference (eval, no grad) and a training step (forward + backward). Whole models: inference at batch
 1 and 64, DGC (pruned to its target) next to its dense counterpart. Median of `repeats` runs, the
@@ -29,13 +30,15 @@ LAYER_SHAPES = [  # (C_in, C_out, kernel, map size)
 ]
 MODEL_PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
 DGC_PATHS = ("masked", "sparse", "scaled_weight", "auto")
+CPU_PATHS = ("fused_cpu",)  # the C++ kernel (1x1 inference; elsewhere it runs 'sparse')
 
 
-def _layers(c_in: int, c_out: int, k: int, gate: float, heads: int) -> dict[str, nn.Module]:
+def _layers(c_in: int, c_out: int, k: int, gate: float, heads: int,
+            paths: tuple[str, ...] = DGC_PATHS) -> dict[str, nn.Module]:
     from dgc.layers import BNReLUConv2d, DGCConv2d
 
     out: dict[str, nn.Module] = {}
-    for path in DGC_PATHS:
+    for path in paths:
         layer = DGCConv2d(c_in, c_out, k, padding=k // 2, heads=heads, gate_factor=gate)
         layer.set_progress(1.0)
         layer.execution = path
@@ -56,13 +59,14 @@ def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
 def bench_layers(device: torch.device, batch: int = 64, repeats: int = 10, gate: float = 0.25,
                  heads: int = 4, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     rows = []
+    paths = DGC_PATHS[:-1] + (CPU_PATHS if device.type == "cpu" else ()) + DGC_PATHS[-1:]
     for c_in, c_out, k, size in LAYER_SHAPES:
         torch.manual_seed(0)
         x = torch.randn(batch, c_in, size, size, device=device)
         row: dict[str, Any] = {"shape": f"{c_in}->{c_out}, {k}x{k}, {size}x{size}", "c_in": c_in,
                                "c_out": c_out, "kernel": k, "size": size, "inference_ms": {}, "train_ms": {}}
         layers = {name: ready_for_timing(m, (c_in, size, size), device)
-                  for name, m in _layers(c_in, c_out, k, gate, heads).items()}
+                  for name, m in _layers(c_in, c_out, k, gate, heads, paths).items()}
         with torch.no_grad():
             t = median_times({n: (lambda m=m: m(x)) for n, m in layers.items()}, device, repeats)
         row["inference_ms"] = {n: 1000 * v for n, v in t.items()}

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from dgc.kernels.cpu import kernels_off
 from dgc.layers import DGCConv2d
 
 
@@ -123,7 +124,8 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
     try:
         model.eval()
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        with torch.no_grad():
+        # The PyTorch executions: the CPU kernels skip the leaf modules whose hooks count here.
+        with torch.no_grad(), kernels_off():
             model(torch.zeros(1, *(int(s) for s in input_size), device=device))
     finally:
         for h in handles:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dgc.kernels.cpu import bn_affine, bnrelu_group_conv, cpu_inference
+
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Group-major channels -> interleaved: channel j*G + i <- group i, channel j."""
@@ -35,8 +37,26 @@ class BNReLUConv2d(nn.Module):
         self.shuffle = shuffle and groups > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._fused_cpu_applies(x):
+            scale, shift = bn_affine(self.norm)
+            return bnrelu_group_conv(x, self.conv.weight, scale, shift, self.conv.padding,
+                                     self.conv.groups, self.shuffle)
         out = self.conv(self.relu(self.norm(x)))
         return channel_shuffle(out, self.conv.groups) if self.shuffle else out
+
+    def _fused_cpu_applies(self, x: torch.Tensor) -> bool:
+        """BN-ReLU-group conv in one C++ kernel (dgc/kernels/cpu.py): CPU inference (eval mode, no
+        autograd), float32 NCHW, stride 1, groups > 1 (where oneDNN's grouped conv was measured
+        slower than the dense conv of 4x its work) and output rows of at least 8 positions (one
+        vector; narrower maps run faster in PyTorch)."""
+        conv = self.conv
+        if (self.training or conv.groups == 1 or conv.stride != (1, 1) or conv.dilation != (1, 1)
+                or not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros"
+                or x.dim() != 4 or not x.is_contiguous() or self.norm.running_mean is None):
+            return False
+        if x.shape[-1] + 2 * conv.padding[1] - conv.kernel_size[1] + 1 < 8:
+            return False
+        return cpu_inference(x)
 
 
 class ShuffledGroupConv2d(nn.Conv2d):

@@ -14,13 +14,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
+from dgc.kernels.cpu import bn_affine, bnrelu_mean, cpu_inference, gather_gemm_1x1
 from dgc.layers.gate import SaliencyGenerator
 from dgc.layers.schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
 
 
 SELECTIONS = ("head", "global")
 # The gather execution `auto` may use per device type, where pruned channels make it pay (measured):
-# CPU: 'sparse' (`dgc bench`: 3x3 layers at inference 0.83-0.98x the dense conv). CUDA: none so far:
+# CPU: 'sparse' (`dgc bench`: 3x3 layers at inference 0.83-0.98x the dense conv), and for 1x1 convs
+# without autograd 'fused_cpu' when the CPU kernels build (dgc/kernels/cpu.py: 4.7x faster than
+# 'sparse' on densenet86_dgc's 32x32 layers at batch 64, benchmarks/cpu_inference.py). CUDA: none so far:
 # 'sparse' was measured slowest there (H200, torch 2.11, densenet86_dgc at batch 64: inference
 # 72.1 ms vs 39.0 ms for scaled_weight, training step 180.0 vs 115.9 ms), and the fused Triton kernel
 # awaits its measurement by benchmarks/gpu_check.sh; until then 'scaled_weight'/'masked' run there.
@@ -145,12 +148,14 @@ class DGCConv2d(nn.Module):
         return self._sparsity
 
     # -- the algorithm, step by step ------------------------------------------------------------
-    def saliency(self, x: torch.Tensor) -> torch.Tensor:
+    def saliency(self, x: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
         """Saliencies of every head for the pre-activated input x: (B, C_in, h, w) -> (B, H, C_in).
+        `pooled`: x's spatial mean (B, C_in) when it is already known.
 
         All heads' saliency generators run as two batched matmuls (the same maths as calling each
         head's `gate`, in a handful of kernel launches instead of a dozen)."""
-        pooled = x.mean(dim=(2, 3))  # (B, C_in), shared by all heads
+        if pooled is None:
+            pooled = x.mean(dim=(2, 3))  # (B, C_in), shared by all heads
         w1 = torch.stack([head.gate.fc1.weight for head in self.heads])  # (H, C/s, C_in)
         w2 = torch.stack([head.gate.fc2.weight for head in self.heads])  # (H, C_in, C/s)
         b2 = torch.stack([head.gate.fc2.bias for head in self.heads])  # (H, C_in)
@@ -192,8 +197,12 @@ class DGCConv2d(nn.Module):
         return torch.cat([head.weight for head in self.heads], dim=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.norm(x)) if self.preact else x  # (B, C_in, h, w)
-        saliency = self.saliency(x)  # (B, H, C_in)
+        pooled = None
+        if self.preact and self._fused_preact_applies(x):  # CPU inference: one pass, C++ kernel
+            x, pooled = bnrelu_mean(x, *bn_affine(self.norm))
+        elif self.preact:
+            x = self.relu(self.norm(x))  # (B, C_in, h, w)
+        saliency = self.saliency(x, pooled)  # (B, H, C_in)
         self._sparsity = saliency.mean(dim=(0, 2)).sum()  # before pruning
         keep, kept = self.select(saliency)  # (B, H, C_in) bool, (B, H, K) or None
         if self.selection == "global":
@@ -210,7 +219,9 @@ class DGCConv2d(nn.Module):
         if path == "fused" and (self.kernel_size != (1, 1) or self.padding != (0, 0)
                                 or (self.selection == "head" and self._n_static is None)):
             path = "scaled_weight"  # the fused kernel: 1x1 convs with a fixed n_in only
-        if path in ("sparse", "fused"):
+        if path == "fused_cpu" and not self._fused_cpu_applies(x):
+            path = "sparse"  # the CPU kernel: float32 CPU 1x1 convs without autograd, same maths
+        if path in ("sparse", "fused", "fused_cpu"):
             if self.selection == "global":  # as many as the fullest row keeps; padding scaled by 0
                 width = int(keep.sum(dim=2).max())  # a host sync: DGC-G's gather paths are eager-only
                 kept = (~keep).to(torch.uint8).argsort(dim=2, stable=True)[..., :width]
@@ -221,6 +232,8 @@ class DGCConv2d(nn.Module):
                 kept = torch.arange(self.in_channels, device=x.device).expand_as(saliency)
             if path == "fused":
                 return self._fused_conv(x, scale, kept)
+            if path == "fused_cpu":
+                return self._fused_cpu_conv(x, scale, kept)
             return self._sparse_conv(x, scale, kept)
         if path == "masked":
             return self._masked_conv(x, scale)
@@ -236,6 +249,9 @@ class DGCConv2d(nn.Module):
         'masked': H scaled copies of x through one grouped conv (the authors' way; memory H x input).
         'fused' (only when asked for): 1x1 convs through the Triton kernel of dgc/kernels, which
         gathers the kept channels inside a grouped GEMM; other layers fall back to 'scaled_weight'.
+        'fused_cpu': the same gather-in-GEMM as a C++ kernel (dgc/kernels/cpu.py) for float32 1x1
+        convs on the CPU without autograd; chosen instead of 'sparse' there when the kernels build.
+        Where it does not apply (k x k, grad mode on, other dtypes) it runs 'sparse'.
         'scaled_weight': fold each sample's saliencies into the weights instead,
         conv(x * s, W) = conv(x, W * s), so x is read once; one batched matmul for 1x1 convs, a
         conv grouped over the batch for k x k. Chosen when the per-sample weights (C_out*C_in*k*k)
@@ -254,7 +270,9 @@ class DGCConv2d(nn.Module):
         gather = GATHER_PATH.get(x.device.type)
         if n and gather_pays and gather:
             if not (self.training and torch.is_grad_enabled()):
-                return gather  # inference: skip the pruned channels
+                if gather == "sparse" and self._fused_cpu_applies(x):
+                    return "fused_cpu"  # inference: skip the pruned channels
+                return gather
             # Training: the sparse backward (a conv grouped over samples x heads) only pays off when
             # few channels are kept; 1x1 convs train faster as one batched matmul (scaled_weight).
             if k > 1 and 1.0 - n / self.in_channels <= 0.3:
@@ -319,6 +337,26 @@ class DGCConv2d(nn.Module):
             x = x[:, :, ::self.stride[0], ::self.stride[1]]
         weight = torch.stack([head.weight.flatten(1) for head in self.heads])  # (H, C_out/H, C_in)
         return fused_dgc_1x1(x, weight, idx, scale.gather(2, idx))
+
+    def _fused_cpu_applies(self, x: torch.Tensor) -> bool:
+        """Whether the CPU kernel can run this forward (builds the kernels on first use)."""
+        return self.kernel_size == (1, 1) and self.padding == (0, 0) and cpu_inference(x)
+
+    def _fused_preact_applies(self, x: torch.Tensor) -> bool:
+        """Whether BN-ReLU and the saliency pooling run as one CPU kernel: eval-mode statistics,
+        CPU inference, float32 NCHW input."""
+        return (not self.training and x.is_contiguous() and x.dim() == 4 and x.shape[2] * x.shape[3] > 0
+                and self.norm.running_mean is not None and cpu_inference(x))
+
+    def _fused_cpu_conv(self, x: torch.Tensor, scale: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """The 1x1 gather + GEMM as one C++ kernel (dgc/kernels/cpu.py): no gathered copy of x."""
+        if self.stride != (1, 1):
+            x = x[:, :, ::self.stride[0], ::self.stride[1]]
+        weight = torch.stack([head.weight.flatten(1) for head in self.heads])  # (H, C_out/H, C_in)
+        out = gather_gemm_1x1(x, weight, idx, scale.gather(2, idx))
+        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+            return out.contiguous(memory_format=torch.channels_last)  # the input's layout
+        return out
 
     def _scaled_weight_conv(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Per-sample weights W_i * s_i (saliency folded into the weights), heads interleaved."""

@@ -1,0 +1,291 @@
+// CPU inference kernels of the DGC models (float32, NCHW), built on first use by dgc/kernels/cpu.py
+// and called through ctypes on the data of contiguous torch tensors. Forward only: no autograd.
+//
+// dgc_gather_gemm: the DGC 1x1 convolution. For each sample b and head i, with the kept input
+//   channels idx[b,i,:] (K of them) and their saliencies scale[b,i,:]:
+//     out[b, j*H + i, p] = sum_k W[i, j, idx[b,i,k]] * scale[b,i,k] * x[b, idx[b,i,k], p]
+//   The kept rows of x are read in place (no gathered copy), the head's weights are gathered and
+//   scaled once per (sample, head) into a K x Co panel, and a register tile of 4 output channels x
+//   16-24 positions accumulates over k: K / C_in of the dense 1x1 conv's work.
+// dgc_bnrelu_group_conv: BatchNorm (inference affine) -> ReLU -> grouped k x k convolution with
+//   stride 1 and zero padding, optionally channel-shuffled output. For each (sample, group) the
+//   group's input channels are activated once into a zero-padded buffer, then a direct convolution
+//   with register tiles of output channels x positions along a row. Measured on a 2-core CPU,
+//   oneDNN's grouped 3x3 conv with 8 input channels per group ran slower than the dense conv of
+//   4x its work (benchmarks/cpu_inference.py); this one runs at the grouped work.
+//
+// Vectors are GCC/Clang vector extensions (8 floats): AVX2 where the compiler targets it, pairs of
+// 128-bit registers elsewhere. Threads: OpenMP (torch's own runtime when the library is loaded into
+// a process that already holds it), `nthreads` as torch.get_num_threads(). Every function returns
+// 0, or a negative code for bad arguments (nothing written then).
+#include <algorithm>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4), may_alias));
+
+inline v8 load8(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+inline void store8(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
+inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
+
+// ---- 1x1 gather GEMM ------------------------------------------------------------------------
+// JT output channels x NV*8 positions from p0; panel[k*co + j] = scaled weight, rows[k] = x row.
+template <int JT, int NV>
+inline void gemm_tile(const float* __restrict panel, int64_t K, int64_t co, int64_t j0,
+                      const float* const* __restrict rows, int64_t p0, float* __restrict out,
+                      int64_t row_stride) {
+  v8 acc[JT][NV];
+  for (int j = 0; j < JT; ++j)
+    for (int v = 0; v < NV; ++v) acc[j][v] = splat(0.f);
+  for (int64_t k = 0; k < K; ++k) {
+    const float* xr = rows[k] + p0;
+    v8 xv[NV];
+    for (int v = 0; v < NV; ++v) xv[v] = load8(xr + 8 * v);
+    const float* wr = panel + k * co + j0;
+    for (int j = 0; j < JT; ++j) {
+      const v8 wv = splat(wr[j]);
+      for (int v = 0; v < NV; ++v) acc[j][v] += wv * xv[v];
+    }
+  }
+  for (int j = 0; j < JT; ++j)
+    for (int v = 0; v < NV; ++v) store8(out + (j0 + j) * row_stride + p0 + 8 * v, acc[j][v]);
+}
+
+inline void gemm_scalar(const float* panel, int64_t K, int64_t co, int64_t j0, int64_t j1,
+                        const float* const* rows, int64_t p0, int64_t p1, float* out,
+                        int64_t row_stride) {
+  for (int64_t j = j0; j < j1; ++j)
+    for (int64_t p = p0; p < p1; ++p) {
+      float a = 0.f;
+      for (int64_t k = 0; k < K; ++k) a += panel[k * co + j] * rows[k][p];
+      out[j * row_stride + p] = a;
+    }
+}
+
+// ---- grouped direct convolution -------------------------------------------------------------
+// JT output channels (weights wg[j], each cin x kh x kw) x NR output rows from y x NV*8 positions
+// from x0 (orow[j] = output row y of channel j; rows of one channel are wo apart).
+template <int JT, int NR, int NV>
+inline void conv_tile(const float* __restrict buf, int64_t cin, int64_t hp, int64_t wp,
+                      const float* const* __restrict wg, int64_t kh, int64_t kw, int64_t y,
+                      int64_t x0, float* const* __restrict orow, int64_t wo) {
+  v8 acc[JT][NR][NV];
+  for (int j = 0; j < JT; ++j)
+    for (int r = 0; r < NR; ++r)
+      for (int v = 0; v < NV; ++v) acc[j][r][v] = splat(0.f);
+  const int64_t kk = kh * kw;
+  for (int64_t c = 0; c < cin; ++c)
+    for (int64_t dy = 0; dy < kh; ++dy) {
+      const float* row = buf + (c * hp + y + dy) * wp + x0;
+      for (int64_t dx = 0; dx < kw; ++dx) {
+        v8 xv[NR][NV];
+        for (int r = 0; r < NR; ++r)
+          for (int v = 0; v < NV; ++v) xv[r][v] = load8(row + r * wp + dx + 8 * v);
+        const int64_t t = c * kk + dy * kw + dx;
+        for (int j = 0; j < JT; ++j) {
+          const v8 wv = splat(wg[j][t]);
+          for (int r = 0; r < NR; ++r)
+            for (int v = 0; v < NV; ++v) acc[j][r][v] += wv * xv[r][v];
+        }
+      }
+    }
+  for (int j = 0; j < JT; ++j)
+    for (int r = 0; r < NR; ++r)
+      for (int v = 0; v < NV; ++v) store8(orow[j] + r * wo + x0 + 8 * v, acc[j][r][v]);
+}
+
+inline void conv_scalar(const float* buf, int64_t cin, int64_t hp, int64_t wp,
+                        const float* const* wg, int jt, int64_t kh, int64_t kw, int64_t y,
+                        int64_t x0, int64_t x1, float* const* orow) {
+  const int64_t kk = kh * kw;
+  for (int j = 0; j < jt; ++j)
+    for (int64_t x = x0; x < x1; ++x) {
+      float a = 0.f;
+      for (int64_t c = 0; c < cin; ++c)
+        for (int64_t dy = 0; dy < kh; ++dy)
+          for (int64_t dx = 0; dx < kw; ++dx)
+            a += wg[j][c * kk + dy * kw + dx] * buf[(c * hp + y + dy) * wp + x + dx];
+      orow[j][x] = a;
+    }
+}
+
+// Output rows y .. y+NR-1 for JT channels: wide tiles, then single vectors, then scalars.
+template <int JT, int NR, int NV>
+inline void conv_rows(const float* buf, int64_t cin, int64_t hp, int64_t wp, const float* const* wg,
+                      int64_t kh, int64_t kw, int64_t y, int64_t wo, float* const* orow) {
+  int64_t x0 = 0;
+  for (; x0 + 8 * NV <= wo; x0 += 8 * NV)
+    conv_tile<JT, NR, NV>(buf, cin, hp, wp, wg, kh, kw, y, x0, orow, wo);
+  for (; x0 + 8 <= wo; x0 += 8) conv_tile<JT, NR, 1>(buf, cin, hp, wp, wg, kh, kw, y, x0, orow, wo);
+  if (x0 < wo) {
+    float* rows[4];
+    for (int r = 0; r < NR; ++r) {
+      for (int j = 0; j < JT; ++j) rows[j] = orow[j] + r * wo;
+      conv_scalar(buf, cin, hp, wp, wg, JT, kh, kw, y + r, x0, wo, rows);
+    }
+  }
+}
+
+// All output rows of JT channels: pairs of rows on narrow maps (one vector per row: the weights
+// are then shared by two rows), single rows on wide ones.
+template <int JT, int NV>
+inline void conv_channels(const float* buf, int64_t cin, int64_t hp, int64_t wp,
+                          const float* const* wg, int64_t kh, int64_t kw, int64_t ho, int64_t wo,
+                          float* const* orow0) {
+  float* orow[4];
+  int64_t y = 0;
+  if (wo < 8 * NV)
+    for (; y + 2 <= ho; y += 2) {
+      for (int j = 0; j < JT; ++j) orow[j] = orow0[j] + y * wo;
+      conv_rows<JT, 2, 1>(buf, cin, hp, wp, wg, kh, kw, y, wo, orow);
+    }
+  for (; y < ho; ++y) {
+    for (int j = 0; j < JT; ++j) orow[j] = orow0[j] + y * wo;
+    conv_rows<JT, 1, NV>(buf, cin, hp, wp, wg, kh, kw, y, wo, orow);
+  }
+}
+
+}  // namespace
+
+extern "C" {
+
+int dgc_cpu_kernels_version() { return 1; }
+
+// x (B, C, P), w (H, Co, C), idx/scale (B, H, K) int64/float, out (B, H*Co, P); all contiguous.
+int dgc_gather_gemm(const float* x, const float* w, const int64_t* idx, const float* scale,
+                    float* out, int64_t B, int64_t C, int64_t P, int64_t H, int64_t Co, int64_t K,
+                    int nthreads) {
+  if (B < 0 || C < 1 || P < 0 || H < 1 || Co < 0 || K < 0 || K > C) return -1;
+  for (int64_t n = 0; n < B * H * K; ++n)
+    if (idx[n] < 0 || idx[n] >= C) return -2;
+  const int64_t units = B * H;
+#pragma omp parallel num_threads(nthreads)
+  {
+    std::vector<float> panel(K * Co);
+    std::vector<const float*> rows(K);
+#pragma omp for schedule(static)
+    for (int64_t u = 0; u < units; ++u) {
+      const int64_t b = u / H, i = u % H;
+      const int64_t* id = idx + u * K;
+      const float* sc = scale + u * K;
+      for (int64_t k = 0; k < K; ++k) {
+        rows[k] = x + (b * C + id[k]) * P;
+        for (int64_t j = 0; j < Co; ++j) panel[k * Co + j] = w[(i * Co + j) * C + id[k]] * sc[k];
+      }
+      // head i's channel j is output channel j*H + i: its rows are H*P apart
+      float* o = out + (b * H * Co + i) * P;
+      const int64_t rs = H * P;
+      if (K == 0) {
+        for (int64_t j = 0; j < Co; ++j) std::fill(o + j * rs, o + j * rs + P, 0.f);
+        continue;
+      }
+      int64_t p0 = 0;
+      for (; p0 + 24 <= P; p0 += 24) {  // positions outer: the K x 24 slice of x stays in L1
+        int64_t j0 = 0;
+        for (; j0 + 4 <= Co; j0 += 4) gemm_tile<4, 3>(panel.data(), K, Co, j0, rows.data(), p0, o, rs);
+        gemm_scalar(panel.data(), K, Co, j0, Co, rows.data(), p0, p0 + 24, o, rs);
+      }
+      for (; p0 + 8 <= P; p0 += 8) {
+        int64_t j0 = 0;
+        for (; j0 + 4 <= Co; j0 += 4) gemm_tile<4, 1>(panel.data(), K, Co, j0, rows.data(), p0, o, rs);
+        gemm_scalar(panel.data(), K, Co, j0, Co, rows.data(), p0, p0 + 8, o, rs);
+      }
+      gemm_scalar(panel.data(), K, Co, 0, Co, rows.data(), p0, P, o, rs);
+    }
+  }
+  return 0;
+}
+
+// x, y (B, C, P); y = relu(x * bn_scale[c] + bn_shift[c]) (a NaN stays NaN), means (B, C) = the
+// mean of y over P: the DGC layer's pre-activation and its saliency generators' pooling in one pass.
+int dgc_bnrelu_mean(const float* x, const float* bn_scale, const float* bn_shift, float* y,
+                    float* means, int64_t B, int64_t C, int64_t P, int nthreads) {
+  if (B < 0 || C < 1 || P < 1) return -1;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t u = 0; u < B * C; ++u) {
+    const int64_t c = u % C;
+    const float a = bn_scale[c], s = bn_shift[c];
+    const float* src = x + u * P;
+    float* dst = y + u * P;
+    v8 acc = splat(0.f);
+    const v8 av = splat(a), sv = splat(s), zero = splat(0.f);
+    int64_t p = 0;
+    for (; p + 8 <= P; p += 8) {
+      v8 v = av * load8(src + p) + sv;
+      v = (v > zero) | (v != v) ? v : zero;
+      store8(dst + p, v);
+      acc += v;
+    }
+    float total = 0.f;
+    for (; p < P; ++p) {
+      const float v = a * src[p] + s;
+      dst[p] = v > 0.f ? v : (v == v ? 0.f : v);
+      total += dst[p];
+    }
+    for (int l = 0; l < 8; ++l) total += acc[l];
+    means[u] = total / static_cast<float>(P);
+  }
+  return 0;
+}
+
+// x (B, C, Hi, Wi); bn_scale/bn_shift (C) or null (no pre-activation); w (Cout, C/G, KH, KW);
+// out (B, Cout, Ho, Wo), Ho = Hi + 2 PH - KH + 1 (stride 1, dilation 1). shuffle: group g's
+// channel j goes to output channel j*G + g instead of g*(Cout/G) + j.
+int dgc_bnrelu_group_conv(const float* x, const float* bn_scale, const float* bn_shift,
+                          const float* w, float* out, int64_t B, int64_t C, int64_t Hi, int64_t Wi,
+                          int64_t Cout, int64_t G, int64_t KH, int64_t KW, int64_t PH, int64_t PW,
+                          int shuffle, int nthreads) {
+  if (B < 0 || C < 1 || G < 1 || C % G || Cout % G || KH < 1 || KW < 1 || PH < 0 || PW < 0)
+    return -1;
+  if ((bn_scale == nullptr) != (bn_shift == nullptr)) return -1;
+  const int64_t ho = Hi + 2 * PH - KH + 1, wo = Wi + 2 * PW - KW + 1;
+  if (ho < 1 || wo < 1) return -1;
+  const int64_t cin = C / G, cout = Cout / G, hp = Hi + 2 * PH, wp = Wi + 2 * PW;
+  const int64_t units = B * G, kk = KH * KW;
+#pragma omp parallel num_threads(nthreads)
+  {
+    std::vector<float> buf(cin * hp * wp);
+#pragma omp for schedule(static)
+    for (int64_t u = 0; u < units; ++u) {
+      const int64_t b = u / G, g = u % G;
+      // activated, zero-padded input of this group (padding is zero after the activation)
+      std::fill(buf.begin(), buf.end(), 0.f);
+      for (int64_t c = 0; c < cin; ++c) {
+        const int64_t ch = g * cin + c;
+        const float* src = x + (b * C + ch) * Hi * Wi;
+        float* dst = buf.data() + (c * hp + PH) * wp + PW;
+        if (bn_scale) {
+          const float a = bn_scale[ch], s = bn_shift[ch];
+          for (int64_t r = 0; r < Hi; ++r)
+            for (int64_t q = 0; q < Wi; ++q) {
+              const float v = a * src[r * Wi + q] + s;
+              dst[r * wp + q] = v > 0.f ? v : (v == v ? 0.f : v);  // ReLU, NaN kept
+            }
+        } else {
+          for (int64_t r = 0; r < Hi; ++r) std::copy(src + r * Wi, src + r * Wi + Wi, dst + r * wp);
+        }
+      }
+      int64_t j0 = 0;
+      while (j0 < cout) {
+        const int jt = cout - j0 >= 4 ? 4 : (cout - j0 >= 2 ? 2 : 1);
+        const float* wg[4];
+        float* orow[4];
+        for (int j = 0; j < jt; ++j) wg[j] = w + (g * cout + j0 + j) * cin * kk;
+        for (int j = 0; j < jt; ++j) {
+          const int64_t oc = shuffle ? (j0 + j) * G + g : g * cout + j0 + j;
+          orow[j] = out + (b * Cout + oc) * ho * wo;
+        }
+        if (jt == 4) conv_channels<4, 2>(buf.data(), cin, hp, wp, wg, KH, KW, ho, wo, orow);
+        else if (jt == 2) conv_channels<2, 4>(buf.data(), cin, hp, wp, wg, KH, KW, ho, wo, orow);
+        else conv_channels<1, 4>(buf.data(), cin, hp, wp, wg, KH, KW, ho, wo, orow);
+        j0 += jt;
+      }
+    }
+  }
+  return 0;
+}
+
+}  // extern "C"

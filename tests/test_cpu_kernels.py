@@ -1,0 +1,239 @@
+"""The C++ CPU inference kernels (dgc/kernels/cpu.py) against the PyTorch executions they replace."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dgc.calibrate import ready_for_timing
+from dgc.kernels import cpu
+from dgc.layers import BNReLUConv2d, DGCConv2d, set_progress
+from dgc.models import create_model
+
+needs_kernels = pytest.mark.skipif(not cpu.cpu_kernels_available(),
+                                   reason=f"CPU kernels unavailable: {cpu.unavailable_reason()}")
+
+
+def _randomise_bn(norm: torch.nn.BatchNorm2d) -> None:
+    norm.running_mean.normal_()
+    norm.running_var.uniform_(0.5, 2.0)
+    norm.weight.data.normal_()
+    norm.bias.data.normal_()
+
+
+def _pruned_layer(c_in: int, c_out: int, heads: int, n_in: int, stride: int = 1) -> DGCConv2d:
+    layer = DGCConv2d(c_in, c_out, 1, stride=stride, heads=heads, gate_factor=0.25)
+    _randomise_bn(layer.norm)
+    layer.set_inactive(n_in)
+    return layer.eval()
+
+
+@needs_kernels
+@pytest.mark.parametrize("b,c_in,c_out,heads,n_in,size", [
+    (3, 16, 8, 4, 12, 8),     # Co = 2 per head: scalar output channels only
+    (2, 32, 32, 4, 24, 9),    # 81 positions: 24-wide tiles, an 8-wide tile and a scalar tail
+    (1, 24, 48, 2, 5, 5),     # fewer positions than one vector
+    (4, 12, 20, 4, 0, 6),     # nothing pruned (K = C_in), Co = 5: one 4-tile and a scalar row
+    (2, 8, 8, 2, 8, 4),       # everything pruned: zeros
+])
+def test_gather_gemm_matches_sparse_execution(b, c_in, c_out, heads, n_in, size):
+    torch.manual_seed(0)
+    layer = _pruned_layer(c_in, c_out, heads, n_in)
+    x = torch.relu(torch.randn(b, c_in, size, size))
+    with torch.inference_mode():
+        saliency = layer.saliency(x)
+        keep, kept = layer.select(saliency)
+        if kept is None:
+            kept = torch.arange(c_in).expand_as(saliency).contiguous()
+        scale = saliency * keep
+        expected = layer._sparse_conv(x, scale, kept)
+        weight = torch.stack([h.weight.flatten(1) for h in layer.heads])
+        got = cpu.gather_gemm_1x1(x, weight, kept, scale.gather(2, kept))
+    assert got.shape == expected.shape == (b, c_out, size, size)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    if n_in == c_in:
+        assert not got.any()
+
+
+@needs_kernels
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dgc_layer_picks_the_kernel_at_inference_and_matches_masked(stride):
+    torch.manual_seed(1)
+    layer = _pruned_layer(32, 16, 4, 24, stride)
+    x = torch.randn(2, 32, 10, 10)
+    with torch.no_grad():
+        assert layer.execution_path(x) == "fused_cpu"
+        got = layer(x)
+        layer.execution = "masked"
+        expected = layer(x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    layer.execution = "auto"
+    # with autograd on, the kernel does not apply: the layer runs 'sparse' and stays differentiable
+    assert layer.execution_path(x) == "sparse"
+    x.requires_grad_()
+    layer(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@needs_kernels
+def test_dgc_layer_kernel_falls_back_where_it_does_not_apply():
+    layer = DGCConv2d(16, 8, 3, padding=1, heads=4, gate_factor=0.25).eval()
+    layer.set_inactive(12)
+    layer.execution = "fused_cpu"  # a 3x3 layer: runs 'sparse', the same maths
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        got = layer(x)
+        layer.execution = "sparse"
+        torch.testing.assert_close(got, layer(x))
+
+
+@needs_kernels
+@pytest.mark.parametrize("c_in,c_out,k,pad,groups,shuffle,size", [
+    (32, 8, 3, 1, 4, False, 32),   # densenet86's first block
+    (64, 16, 3, 1, 4, True, 17),   # shuffled output, a 16-wide tile and a scalar tail
+    (24, 12, 5, 2, 3, False, 9),   # 5x5, cout per group 4 then the 2-wide narrow-map path
+    (16, 6, 3, 0, 2, False, 11),   # no padding, 3 channels per group (a 2-tile and a 1-tile)
+    (32, 32, 1, 0, 4, True, 8),    # the GC baseline's shuffled 1x1 group conv
+])
+def test_bnrelu_group_conv_matches_pytorch(c_in, c_out, k, pad, groups, shuffle, size):
+    torch.manual_seed(2)
+    module = BNReLUConv2d(c_in, c_out, k, padding=pad, groups=groups, shuffle=shuffle)
+    _randomise_bn(module.norm)
+    module.eval()
+    x = torch.randn(3, c_in, size, size)
+    with torch.no_grad():
+        assert module._fused_cpu_applies(x)
+        got = module(x)
+        with cpu.kernels_off():
+            assert not module._fused_cpu_applies(x)
+            expected = module(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_bnrelu_group_conv_without_preactivation_and_nan():
+    torch.manual_seed(3)
+    conv = torch.nn.Conv2d(8, 4, 3, padding=1, groups=2, bias=False)
+    x = torch.randn(2, 8, 8, 8)
+    got = cpu.bnrelu_group_conv(x, conv.weight.detach(), None, None, (1, 1), 2)
+    torch.testing.assert_close(got, conv(x).detach(), rtol=1e-5, atol=1e-5)
+    x[0, 0, 3, 3] = float("nan")  # ReLU keeps a NaN, as torch.relu does
+    ones = torch.ones(8)
+    got = cpu.bnrelu_group_conv(x, conv.weight.detach(), ones, torch.zeros(8), (1, 1), 2)
+    assert got[0, :2, 2:5, 2:5].isnan().all() and not got[1].isnan().any()
+
+
+@needs_kernels
+@pytest.mark.parametrize("size", [1, 3, 8, 13])
+def test_bnrelu_mean_matches_pytorch(size):
+    torch.manual_seed(5)
+    norm = torch.nn.BatchNorm2d(6)
+    _randomise_bn(norm)
+    norm.eval()
+    x = torch.randn(2, 6, size, size)
+    with torch.no_grad():
+        expected = torch.relu(norm(x))
+        y, means = cpu.bnrelu_mean(x, *cpu.bn_affine(norm))
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(means, expected.mean(dim=(2, 3)), rtol=1e-5, atol=1e-6)
+
+
+@needs_kernels
+def test_dgc_layer_fuses_its_preactivation_only_at_inference():
+    torch.manual_seed(6)
+    layer = _pruned_layer(16, 8, 4, 12)
+    x = torch.randn(2, 16, 5, 5)
+    assert not layer._fused_preact_applies(x)  # grad mode on
+    with torch.no_grad():
+        assert layer._fused_preact_applies(x)
+        assert not layer._fused_preact_applies(x.contiguous(memory_format=torch.channels_last)[:, :, :, :4])
+        got = layer(x)
+        with cpu.kernels_off():
+            torch.testing.assert_close(got, layer(x), rtol=1e-5, atol=1e-5)
+        layer.train()
+        assert not layer._fused_preact_applies(x)  # batch statistics
+
+
+@needs_kernels
+def test_group_conv_kernel_is_not_used_where_it_does_not_apply():
+    module = BNReLUConv2d(16, 8, 3, padding=1, groups=4).eval()
+    x = torch.randn(1, 16, 8, 8)
+    assert not module._fused_cpu_applies(x)  # grad mode on
+    with torch.no_grad():
+        assert module._fused_cpu_applies(x)
+        assert not module._fused_cpu_applies(torch.randn(1, 16, 4, 4))  # rows narrower than 8
+        assert not module._fused_cpu_applies(x.double())
+        assert not module._fused_cpu_applies(x.contiguous(memory_format=torch.channels_last))
+        assert not BNReLUConv2d(16, 8, 3, padding=1).eval()._fused_cpu_applies(x)  # dense: oneDNN
+        module.train()
+        assert not module._fused_cpu_applies(x)  # batch statistics
+
+
+@needs_kernels
+@pytest.mark.parametrize("name", ["densenet86_dgc", "densenet86_gc", "resnet18_dgc"])
+def test_models_agree_with_and_without_kernels(name):
+    torch.manual_seed(4)
+    model = create_model(name, 10, stem="cifar", **({"width": 8} if "resnet" in name else
+                                                     {"growth": (4, 8), "depth": (2, 2)}))
+    set_progress(model, 1.0)
+    model = ready_for_timing(model, (3, 16, 16), torch.device("cpu"))  # calibrated BN, eval mode
+    x = torch.randn(4, 3, 16, 16)
+    with torch.no_grad():
+        got = model(x)
+        with cpu.kernels_off():
+            expected = model(x)
+    assert got.isfinite().all()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@needs_kernels
+def test_kernel_errors_are_clear():
+    x = torch.randn(1, 8, 4, 4)
+    weight = torch.randn(2, 2, 8)
+    idx = torch.tensor([[[0, 9], [1, 2]]])
+    with pytest.raises(ValueError, match="index out of range"):
+        cpu.gather_gemm_1x1(x, weight, idx, torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="float32"):
+        cpu.gather_gemm_1x1(x.double(), weight, idx.clamp(max=7), torch.ones(1, 2, 2))
+    with pytest.raises(RuntimeError, match="forward-only"):
+        cpu.gather_gemm_1x1(x, weight.requires_grad_(), idx.clamp(max=7), torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="does not fit"):
+        cpu.bnrelu_group_conv(x, torch.randn(4, 3, 3, 3), None, None, (1, 1), 2)
+
+
+def test_failed_build_warns_once_and_layers_still_run(tmp_path):
+    code = (
+        "import warnings, torch\n"
+        "from dgc.kernels import cpu\n"
+        "from dgc.layers import DGCConv2d\n"
+        "with warnings.catch_warnings(record=True) as w:\n"
+        "    warnings.simplefilter('always')\n"
+        "    assert not cpu.cpu_kernels_available()\n"
+        "    assert not cpu.cpu_kernels_available()\n"
+        "print(len(w), str(w[0].message).splitlines()[0] if w else '')\n"
+        "layer = DGCConv2d(8, 8, 1, heads=2).eval(); layer.set_inactive(4)\n"
+        "with torch.no_grad():\n"
+        "    x = torch.randn(1, 8, 4, 4)\n"
+        "    print(layer.execution_path(x), tuple(layer(x).shape))\n")
+    env = dict(os.environ, CXX=shutil.which("false"), DGC_KERNEL_CACHE=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    count, message = proc.stdout.splitlines()[0].split(" ", 1)
+    assert count == "1"
+    assert message.startswith("dgc CPU kernels unavailable, using PyTorch executions (build failed")
+    assert proc.stdout.splitlines()[1] == "sparse (1, 8, 4, 4)"
+    assert not list(tmp_path.glob("*.so"))
+
+
+def test_env_switch_turns_the_kernels_off():
+    code = "from dgc.kernels import cpu; print(cpu.cpu_kernels_available(), cpu.unavailable_reason())"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, DGC_CPU_KERNELS="0"), timeout=120)
+    assert proc.stdout.strip() == "False turned off by DGC_CPU_KERNELS=0"
