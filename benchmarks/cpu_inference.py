@@ -1,12 +1,14 @@
-"""Whole-model inference on the CPU: DGC models next to their dense counterparts, eager and compiled.
+"""Whole-model inference on the CPU: DGC models next to their dense and static-group counterparts.
 
-Does Inductor's CPU backend close the gap (fusing the channel gather into the GEMM)? For each model:
-full width, CIFAR stem, DGC at its target n_in, BatchNorm calibrated (finite outputs checked), ms per
-image at each batch size, eager (NCHW and channels_last) and `torch.compile` (inductor, mode
-'default', NCHW), the candidates timed round-robin in one process so the ratios share conditions;
-compile seconds recorded apart.
+For each model: full width, CIFAR stem, DGC at its target n_in, BatchNorm calibrated (finite outputs
+checked), ms per image at each batch size in every setting: eager NCHW (with the C++ CPU kernels of
+dgc/kernels/cpu.py where they apply: DGC 1x1 gather-GEMM, DGC pre-activation + pooling, BN-ReLU-group
+conv), eager NCHW without them ("eager no kernels"), eager channels_last (the kernels do not apply),
+and `torch.compile` (inductor, mode 'default', NCHW; the compiler traces the PyTorch executions). The
+candidates are timed round-robin in one process so the ratios share conditions; compile seconds are
+recorded apart. Ratios compare the fastest setting of each model.
 
-    python benchmarks/cpu_inference.py [--threads 2] [--batches 1 64] [--repeats 10] [--json out.json]
+    python benchmarks/cpu_inference.py [--threads 2] [--batches 64 1] [--repeats 10] [--json out.json]
                                        [--no-compile] [--no-channels-last] [--models ...]
 """
 
@@ -21,12 +23,14 @@ import torch
 
 from dgc.calibrate import ready_for_timing
 from dgc.io import write_json_atomic
+from dgc.kernels.cpu import kernels_off
 from dgc.latency import device_name, median_times
 from dgc.layers import set_progress
 from dgc.models import create_model
 from dgc.provenance import provenance
 
 PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
+BASELINES_GC = ["densenet86_gc", "resnet18_gc"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--no-channels-last", action="store_true", help="skip the channels_last eager runs")
-    parser.add_argument("--models", nargs="+", default=[m for pair in PAIRS for m in pair])
+    parser.add_argument("--models", nargs="+",
+                        default=[m for pair in PAIRS for m in pair] + BASELINES_GC)
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -65,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         for batch in args.batches:
             x = torch.randn(batch, 3, 32, 32)
             fns = {f"{n} eager": (lambda m=m: m(x)) for n, m in models.items()}
+            fns.update({f"{n} eager no kernels": (lambda m=m: _without_kernels(m, x))
+                        for n, m in models.items()})
             x_cl = x.contiguous(memory_format=torch.channels_last)
             fns.update({f"{n} eager channels_last": (lambda m=m: m(x_cl)) for n, m in models_cl.items()})
             fns.update({f"{n} compiled": (lambda f=f: f(x)) for n, f in compiled.items()})
@@ -88,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         write_json_atomic(args.json, result)
     return 0
+
+
+def _without_kernels(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with kernels_off():
+        return model(x)
 
 
 if __name__ == "__main__":

@@ -176,11 +176,16 @@ def test_group_conv_kernel_is_not_used_where_it_does_not_apply():
 
 
 @needs_kernels
-@pytest.mark.parametrize("name", ["densenet86_dgc", "densenet86_gc", "resnet18_dgc"])
-def test_models_agree_with_and_without_kernels(name):
+@pytest.mark.parametrize("name,narrow", [
+    ("densenet86_dgc", {"growth": (4, 8), "depth": (2, 2)}),
+    ("densenet86_dgcg", {"growth": (4, 8), "depth": (2, 2)}),  # rows padded to the fullest one
+    ("densenet86_gc", {"growth": (4, 8), "depth": (2, 2)}),
+    ("resnet18_dgc", {"width": 8}),
+    ("mobilenetv2_dgc", {"width": 0.25}),  # DGC without its own pre-activation
+])
+def test_models_agree_with_and_without_kernels(name, narrow):
     torch.manual_seed(4)
-    model = create_model(name, 10, stem="cifar", **({"width": 8} if "resnet" in name else
-                                                     {"growth": (4, 8), "depth": (2, 2)}))
+    model = create_model(name, 10, stem="cifar", **narrow)
     set_progress(model, 1.0)
     model = ready_for_timing(model, (3, 16, 16), torch.device("cpu"))  # calibrated BN, eval mode
     x = torch.randn(4, 3, 16, 16)
