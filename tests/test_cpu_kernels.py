@@ -12,7 +12,8 @@ import torch
 
 from dgc.calibrate import ready_for_timing
 from dgc.kernels import cpu
-from dgc.layers import BNReLUConv2d, DGCConv2d, set_progress
+from dgc.layers import AvgPool2x2, BNReLUConv2d, DGCConv2d, set_progress
+from dgc.layers.dgc_conv import rank_keys
 from dgc.models import create_model
 
 needs_kernels = pytest.mark.skipif(not cpu.cpu_kernels_available(),
@@ -66,12 +67,16 @@ def test_dgc_layer_picks_the_kernel_at_inference_and_matches_masked(stride):
     torch.manual_seed(1)
     layer = _pruned_layer(32, 16, 4, 24, stride)
     x = torch.randn(2, 32, 10, 10)
+    layer.record_usage = True
     with torch.no_grad():
         assert layer.execution_path(x) == "fused_cpu"
         got = layer(x)
+        kept, active = layer.last_kept, layer.last_active
         layer.execution = "masked"
         expected = layer(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(kept, layer.last_kept) and torch.equal(active, layer.last_active)
+    assert int(kept.sum()) == 2 * 4 * 8  # K = 32 - 24 per sample and head
     layer.execution = "auto"
     # with autograd on, the kernel does not apply: the layer runs 'sparse' and stays differentiable
     assert layer.execution_path(x) == "sparse"
@@ -161,6 +166,32 @@ def test_dgc_layer_fuses_its_preactivation_only_at_inference():
 
 
 @needs_kernels
+@pytest.mark.parametrize("channels", [5, 64, 300])
+def test_select_topk_is_the_set_of_rank_keys_topk(channels):
+    torch.manual_seed(7)
+    s = torch.relu(torch.randn(3, 4, channels))
+    s[0, 0, :4] = 0.5  # ties: the higher index is kept
+    s[1, 1, 2] = float("nan")  # ranks as the most salient
+    s[2, 3, :] = -0.0
+    for keep in (0, 1, channels // 4, channels - 1, channels):
+        idx, values = cpu.select_topk(s, keep)
+        expected = rank_keys(s.nan_to_num(nan=float("inf"))).topk(keep, dim=2).indices
+        assert torch.equal(idx.sort(dim=2).values, expected.sort(dim=2).values)
+        torch.testing.assert_close(values, s.gather(2, idx), equal_nan=True)
+
+
+@needs_kernels
+@pytest.mark.parametrize("h,w", [(2, 2), (8, 8), (7, 9)])
+def test_avg_pool2_matches_pytorch(h, w):
+    x = torch.randn(2, 3, h, w)
+    torch.testing.assert_close(cpu.avg_pool2(x), torch.nn.functional.avg_pool2d(x, 2))
+    pool = AvgPool2x2()
+    with torch.no_grad():
+        torch.testing.assert_close(pool(x), torch.nn.functional.avg_pool2d(x, 2))
+    assert isinstance(pool, torch.nn.AvgPool2d)
+
+
+@needs_kernels
 def test_group_conv_kernel_is_not_used_where_it_does_not_apply():
     module = BNReLUConv2d(16, 8, 3, padding=1, groups=4).eval()
     x = torch.randn(1, 16, 8, 8)
@@ -195,6 +226,26 @@ def test_models_agree_with_and_without_kernels(name, narrow):
             expected = model(x)
     assert got.isfinite().all()
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["densenet86_dgc", "densenet86"])
+def test_dense_block_buffer_equals_concatenation(name):
+    torch.manual_seed(8)
+    model = create_model(name, 10, stem="cifar", growth=(4, 8), depth=(3, 2))
+    set_progress(model, 1.0)
+    model = ready_for_timing(model, (3, 16, 16), torch.device("cpu"))
+    x = torch.randn(2, 3, 16, 16)
+    block = model.features.denseblock_1
+    with torch.no_grad(), cpu.kernels_off():  # PyTorch ops both ways: only the block's forward differs
+        features = model.features.init_conv(x)
+        buffered = block(features)
+        concatenated = torch.nn.Sequential.forward(block, features)
+        buffered_cl = block(features.contiguous(memory_format=torch.channels_last))
+    assert buffered.shape == (2, 8 + 3 * 4, 16, 16)
+    torch.testing.assert_close(buffered, concatenated, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(buffered_cl, concatenated, rtol=1e-5, atol=1e-5)
+    assert buffered_cl.is_contiguous(memory_format=torch.channels_last)
+    assert list(dict(block.named_children())) == ["denselayer_1", "denselayer_2", "denselayer_3"]
 
 
 @needs_kernels

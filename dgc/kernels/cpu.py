@@ -7,6 +7,8 @@ cached, and called through ctypes (no Python extension build, no ninja: one comp
   conv with stride 1, in one pass; the static group convs of the DGC and GC models.
 - `bnrelu_mean(x, scale, shift)`: a DGC layer's BN-ReLU pre-activation and the global average pool
   of its saliency generators in one pass (PyTorch: five passes over x).
+- `select_topk(saliency, keep)`: DGC's per-(sample, head) selection, the same set as rank keys + top-k.
+- `avg_pool2(x)`: the DenseNets' 2x2 transition pooling (PyTorch's NCHW kernel ran at ~2 GB/s here).
 
 Both are forward-only (they refuse tensors that require grad while grad mode is on), float32, for
 CPU tensors. The layers call them only where they apply (`cpu_kernels_available()`, inference, no
@@ -143,7 +145,11 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.dgc_gather_gemm.restype = c_int
     lib.dgc_bnrelu_group_conv.argtypes = [p, p, p, p, p] + [i64] * 10 + [c_int, c_int]
     lib.dgc_bnrelu_group_conv.restype = c_int
-    lib.dgc_bnrelu_mean.argtypes = [p] * 5 + [i64] * 3 + [c_int]
+    lib.dgc_select_topk.argtypes = [p] + [i64] * 3 + [p, p, c_int]
+    lib.dgc_select_topk.restype = c_int
+    lib.dgc_avg_pool2.argtypes = [p, p] + [i64] * 3 + [c_int]
+    lib.dgc_avg_pool2.restype = c_int
+    lib.dgc_bnrelu_mean.argtypes = [p] * 5 + [i64] * 4 + [c_int]
     lib.dgc_bnrelu_mean.restype = c_int
 
 
@@ -194,7 +200,15 @@ def _ptr(t: torch.Tensor | None) -> int | None:
     return None if t is None else t.data_ptr()
 
 
-def _check(name: str, t: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def batch_strided(x: torch.Tensor) -> bool:
+    """x (B, C, h, w) is NCHW within each sample, samples any distance apart (>= C*h*w): a plain
+    contiguous tensor, or a channel slice buf[:, :C] of a larger contiguous batch."""
+    b, c, h, w = x.shape
+    return x.stride()[1:] == (h * w, w, 1) and (b <= 1 or x.stride(0) >= c * h * w)
+
+
+def _check(name: str, t: torch.Tensor, dtype: torch.dtype = torch.float32,
+           keep_strides: bool = False) -> torch.Tensor:
     if t.device.type != "cpu":
         raise ValueError(f"{name} must be a CPU tensor, got {t.device}")
     if t.dtype != dtype:
@@ -202,7 +216,7 @@ def _check(name: str, t: torch.Tensor, dtype: torch.dtype = torch.float32) -> to
     if torch.is_grad_enabled() and t.requires_grad:
         raise RuntimeError(f"{name} requires grad: the CPU kernels are forward-only "
                            "(use them under torch.no_grad() or torch.inference_mode())")
-    return t.contiguous()
+    return t if keep_strides else t.contiguous()
 
 
 def _raise_on(code: int, what: str) -> None:
@@ -275,18 +289,49 @@ def bnrelu_mean(x: torch.Tensor, bn_scale: torch.Tensor,
     if x.dim() != 4:
         raise ValueError(f"x must be (B, C, h, w), got shape {tuple(x.shape)}")
     b, c, h, w = x.shape
-    x = _check("x", x)
+    if h * w == 0:
+        raise ValueError("x has no spatial positions to average")
+    if not batch_strided(x):
+        x = x.contiguous()
+    x = _check("x", x, keep_strides=True)
     bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
     if bn_scale.shape != (c,) or bn_shift.shape != (c,):
         raise ValueError(f"bn_scale and bn_shift must have shape ({c},)")
-    if h * w == 0:
-        raise ValueError("x has no spatial positions to average")
-    y = torch.empty_like(x)
+    y = torch.empty((b, c, h, w), dtype=torch.float32)
     means = torch.empty((b, c), dtype=torch.float32)
     code = lib.dgc_bnrelu_mean(_ptr(x), _ptr(bn_scale), _ptr(bn_shift), _ptr(y), _ptr(means),
-                               b, c, h * w, torch.get_num_threads())
+                               b, c, h * w, x.stride(0) if b else c * h * w, torch.get_num_threads())
     _raise_on(code, "bnrelu_mean")
     return y, means
+
+
+def select_topk(saliency: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """DGC's per-row selection: (idx, values), the `keep` channels of largest (saliency, channel
+    index) of each row of saliency (..., C) (a NaN counts as +inf), the same set as
+    `rank_keys(s).topk(keep)` in no particular order, and the saliencies there."""
+    lib = _library()
+    s = _check("saliency", saliency)
+    c = s.shape[-1]
+    if not 0 <= keep <= c:
+        raise ValueError(f"keep must be in [0, {c}], got {keep}")
+    rows = s.numel() // c if c else 0
+    idx = torch.empty((*s.shape[:-1], keep), dtype=torch.int64)
+    values = torch.empty((*s.shape[:-1], keep), dtype=torch.float32)
+    code = lib.dgc_select_topk(_ptr(s), rows, c, keep, _ptr(idx), _ptr(values), torch.get_num_threads())
+    _raise_on(code, "select_topk")
+    return idx, values
+
+
+def avg_pool2(x: torch.Tensor) -> torch.Tensor:
+    """2x2 average pooling with stride 2 of x (B, C, h, w), as F.avg_pool2d(x, 2)."""
+    lib = _library()
+    if x.dim() != 4 or x.shape[2] < 2 or x.shape[3] < 2:
+        raise ValueError(f"x must be (B, C, h, w) with h, w >= 2, got shape {tuple(x.shape)}")
+    x = _check("x", x)
+    b, c, h, w = x.shape
+    out = torch.empty((b, c, h // 2, w // 2), dtype=torch.float32)
+    _raise_on(lib.dgc_avg_pool2(_ptr(x), _ptr(out), b * c, h, w, torch.get_num_threads()), "avg_pool2")
+    return out
 
 
 def bn_affine(norm: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,6 +20,7 @@
 // 0, or a negative code for bad arguments (nothing written then).
 #include <algorithm>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace {
@@ -199,16 +200,69 @@ int dgc_gather_gemm(const float* x, const float* w, const int64_t* idx, const fl
   return 0;
 }
 
-// x, y (B, C, P); y = relu(x * bn_scale[c] + bn_shift[c]) (a NaN stays NaN), means (B, C) = the
-// mean of y over P: the DGC layer's pre-activation and its saliency generators' pooling in one pass.
+// DGC's selection: per row of `saliency` (rows x C), the K channels of largest (saliency, index)
+// keys (a NaN ranks as +inf; ties at the cut-off keep the higher index), exactly the set of
+// dgc.layers.dgc_conv.rank_keys + topk; idx (rows x K) in no particular order, values = saliency[idx].
+int dgc_select_topk(const float* saliency, int64_t rows, int64_t C, int64_t K, int64_t* idx,
+                    float* values, int nthreads) {
+  if (rows < 0 || C < 1 || K < 0 || K > C) return -1;
+  int shift = 1;
+  while ((int64_t{1} << shift) < C) ++shift;  // max(1, bit_length(C - 1))
+#pragma omp parallel num_threads(nthreads)
+  {
+    std::vector<int64_t> keys(C);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const float* s = saliency + r * C;
+      for (int64_t c = 0; c < C; ++c) {
+        float v = s[c];
+        if (v != v) v = __builtin_inff();
+        v = v + 0.0f;  // -0.0 as 0.0
+        int32_t bits;
+        __builtin_memcpy(&bits, &v, sizeof(bits));
+        bits ^= (bits >> 31) & 0x7FFFFFFF;  // negative floats: larger magnitude, smaller int
+        keys[c] = static_cast<int64_t>(static_cast<uint64_t>(static_cast<int64_t>(bits)) << shift) | c;
+      }
+      if (K < C) std::nth_element(keys.begin(), keys.begin() + K, keys.end(), std::greater<int64_t>());
+      const int64_t mask = (int64_t{1} << shift) - 1;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t c = keys[k] & mask;
+        idx[r * K + k] = c;
+        values[r * K + k] = s[c];
+      }
+    }
+  }
+  return 0;
+}
+
+// x (R, H, W) -> out (R, H/2, W/2): 2x2 average pooling, stride 2 (odd edges dropped, as PyTorch).
+int dgc_avg_pool2(const float* x, float* out, int64_t R, int64_t H, int64_t W, int nthreads) {
+  if (R < 0 || H < 2 || W < 2) return -1;
+  const int64_t ho = H / 2, wo = W / 2;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t r = 0; r < R * ho; ++r) {
+    const int64_t plane = r / ho, i = r % ho;
+    const float* a = x + (plane * H + 2 * i) * W;
+    const float* b = a + W;
+    float* o = out + r * wo;
+    for (int64_t j = 0; j < wo; ++j) o[j] = 0.25f * ((a[2 * j] + a[2 * j + 1]) + (b[2 * j] + b[2 * j + 1]));
+  }
+  return 0;
+}
+
+// x (B, C, P) with samples `x_batch_stride` floats apart (>= C*P: a channel slice of a larger
+// batch, as a DenseNet block's feature buffer), y (B, C, P) contiguous; y = relu(x * bn_scale[c] +
+// bn_shift[c]) (a NaN stays NaN), means (B, C) = the mean of y over P: the DGC layer's
+// pre-activation and its saliency generators' pooling in one pass.
 int dgc_bnrelu_mean(const float* x, const float* bn_scale, const float* bn_shift, float* y,
-                    float* means, int64_t B, int64_t C, int64_t P, int nthreads) {
-  if (B < 0 || C < 1 || P < 1) return -1;
+                    float* means, int64_t B, int64_t C, int64_t P, int64_t x_batch_stride,
+                    int nthreads) {
+  if (B < 0 || C < 1 || P < 1 || x_batch_stride < C * P) return -1;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
   for (int64_t u = 0; u < B * C; ++u) {
     const int64_t c = u % C;
     const float a = bn_scale[c], s = bn_shift[c];
-    const float* src = x + u * P;
+    const float* src = x + (u / C) * x_batch_stride + c * P;
     float* dst = y + u * P;
     v8 acc = splat(0.f);
     const v8 av = splat(a), sv = splat(s), zero = splat(0.f);

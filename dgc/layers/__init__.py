@@ -5,10 +5,11 @@ from dgc.layers.dgc_conv import (DGCConv2d, DGCHead, angle_loss, dgc_layers, set
                                  sparsity_loss)
 from dgc.layers.global_threshold import GlobalThreshold, global_layers
 from dgc.layers.gate import SaliencyGenerator, hidden_channels
+from dgc.layers.pool import AvgPool2x2
 from dgc.layers.schedule import inactive_channels
 
 __all__ = [
-    "BNReLUConv2d", "DGCConv2d", "DGCHead", "GlobalThreshold", "SaliencyGenerator", "angle_loss",
+    "AvgPool2x2", "BNReLUConv2d", "DGCConv2d", "DGCHead", "GlobalThreshold", "SaliencyGenerator", "angle_loss",
     "global_layers", "ShuffledGroupConv2d",
     "channel_shuffle", "dgc_layers", "hidden_channels", "inactive_channels", "set_progress",
     "sparsity_loss",

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from dgc.kernels.cpu import bn_affine, bnrelu_mean, cpu_inference, gather_gemm_1x1
+from dgc.kernels.cpu import (batch_strided, bn_affine, bnrelu_mean, cpu_inference, gather_gemm_1x1,
+                             select_topk)
 from dgc.layers.gate import SaliencyGenerator
 from dgc.layers.schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
 
@@ -204,6 +205,16 @@ class DGCConv2d(nn.Module):
             x = self.relu(self.norm(x))  # (B, C_in, h, w)
         saliency = self.saliency(x, pooled)  # (B, H, C_in)
         self._sparsity = saliency.mean(dim=(0, 2)).sum()  # before pruning
+        path = self.execution_path(x)
+        if path == "fused_cpu" and not self._fused_cpu_applies(x):
+            path = "sparse"  # the CPU kernel: float32 CPU 1x1 convs without autograd, same maths
+        if path == "fused_cpu" and self.selection == "head" and self._n_static:
+            # CPU inference: the selection (the same set as `select`) and the conv as C++ kernels
+            kept, values = select_topk(saliency, self.in_channels - self._n_static)
+            if self.record_usage:
+                keep = torch.zeros_like(saliency, dtype=torch.bool).scatter_(2, kept, True)
+                self.last_kept, self.last_active = keep, keep & (saliency > 0)
+            return self._fused_cpu_conv(x, kept, values)
         keep, kept = self.select(saliency)  # (B, H, C_in) bool, (B, H, K) or None
         if self.selection == "global":
             if self.collect:
@@ -215,12 +226,9 @@ class DGCConv2d(nn.Module):
             self.last_active = keep & (saliency.detach() > 0)  # (B, H, C_in) bool
         # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
         scale = saliency * keep  # (B, H, C_in)
-        path = self.execution_path(x)
         if path == "fused" and (self.kernel_size != (1, 1) or self.padding != (0, 0)
                                 or (self.selection == "head" and self._n_static is None)):
             path = "scaled_weight"  # the fused kernel: 1x1 convs with a fixed n_in only
-        if path == "fused_cpu" and not self._fused_cpu_applies(x):
-            path = "sparse"  # the CPU kernel: float32 CPU 1x1 convs without autograd, same maths
         if path in ("sparse", "fused", "fused_cpu"):
             if self.selection == "global":  # as many as the fullest row keeps; padding scaled by 0
                 width = int(keep.sum(dim=2).max())  # a host sync: DGC-G's gather paths are eager-only
@@ -233,7 +241,7 @@ class DGCConv2d(nn.Module):
             if path == "fused":
                 return self._fused_conv(x, scale, kept)
             if path == "fused_cpu":
-                return self._fused_cpu_conv(x, scale, kept)
+                return self._fused_cpu_conv(x, kept, scale.gather(2, kept))
             return self._sparse_conv(x, scale, kept)
         if path == "masked":
             return self._masked_conv(x, scale)
@@ -344,16 +352,17 @@ class DGCConv2d(nn.Module):
 
     def _fused_preact_applies(self, x: torch.Tensor) -> bool:
         """Whether BN-ReLU and the saliency pooling run as one CPU kernel: eval-mode statistics,
-        CPU inference, float32 NCHW input."""
-        return (not self.training and x.is_contiguous() and x.dim() == 4 and x.shape[2] * x.shape[3] > 0
-                and self.norm.running_mean is not None and cpu_inference(x))
+        CPU inference, float32 NCHW input (or a channel slice of one: a DenseNet block's buffer)."""
+        return (not self.training and x.dim() == 4 and x.shape[2] * x.shape[3] > 0
+                and batch_strided(x) and self.norm.running_mean is not None and cpu_inference(x))
 
-    def _fused_cpu_conv(self, x: torch.Tensor, scale: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The 1x1 gather + GEMM as one C++ kernel (dgc/kernels/cpu.py): no gathered copy of x."""
+    def _fused_cpu_conv(self, x: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """The 1x1 gather + GEMM as one C++ kernel (dgc/kernels/cpu.py): no gathered copy of x.
+        idx (B, H, K): kept channels, values (B, H, K): their saliencies."""
         if self.stride != (1, 1):
             x = x[:, :, ::self.stride[0], ::self.stride[1]]
         weight = torch.stack([head.weight.flatten(1) for head in self.heads])  # (H, C_out/H, C_in)
-        out = gather_gemm_1x1(x, weight, idx, scale.gather(2, idx))
+        out = gather_gemm_1x1(x, weight, idx, values)
         if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
             return out.contiguous(memory_format=torch.channels_last)  # the input's layout
         return out
