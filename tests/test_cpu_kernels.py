@@ -122,6 +122,24 @@ def test_bnrelu_group_conv_matches_pytorch(c_in, c_out, k, pad, groups, shuffle,
 
 
 @needs_kernels
+@pytest.mark.parametrize("k", [1, 3])
+def test_group_conv_kernels_read_a_channel_slice_in_place(k):
+    torch.manual_seed(9)
+    module = BNReLUConv2d(16, 8, k, padding=k // 2, groups=4, shuffle=True)
+    _randomise_bn(module.norm)
+    module.eval()
+    buffer = torch.randn(3, 24, 9, 9)
+    x = buffer[:, :16]  # as a DenseNet block hands its layers their input
+    assert not x.is_contiguous() and cpu.batch_strided(x)
+    with torch.no_grad():
+        assert module._fused_cpu_applies(x)
+        got = module(x)
+        with cpu.kernels_off():
+            expected = module(x.contiguous())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
 def test_bnrelu_group_conv_without_preactivation_and_nan():
     torch.manual_seed(3)
     conv = torch.nn.Conv2d(8, 4, 3, padding=1, groups=2, bias=False)

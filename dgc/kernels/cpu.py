@@ -143,7 +143,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     lib.dgc_gather_gemm.argtypes = [p, p, p, p, p] + [i64] * 6 + [c_int]
     lib.dgc_gather_gemm.restype = c_int
-    lib.dgc_bnrelu_group_conv.argtypes = [p, p, p, p, p] + [i64] * 10 + [c_int, c_int]
+    lib.dgc_bnrelu_group_conv.argtypes = [p, p, p, p, p] + [i64] * 10 + [c_int, i64, c_int]
     lib.dgc_bnrelu_group_conv.restype = c_int
     lib.dgc_select_topk.argtypes = [p] + [i64] * 3 + [p, p, c_int]
     lib.dgc_select_topk.restype = c_int
@@ -264,7 +264,9 @@ def bnrelu_group_conv(x: torch.Tensor, weight: torch.Tensor, bn_scale: torch.Ten
                          f"{tuple(weight.shape)}")
     if (bn_scale is None) != (bn_shift is None):
         raise ValueError("give both bn_scale and bn_shift, or neither")
-    x, weight = _check("x", x), _check("weight", weight)
+    if not batch_strided(x):
+        x = x.contiguous()
+    x, weight = _check("x", x, keep_strides=True), _check("weight", weight)
     if bn_scale is not None:
         bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
         if bn_scale.shape != (c,) or bn_shift.shape != (c,):
@@ -276,7 +278,8 @@ def bnrelu_group_conv(x: torch.Tensor, weight: torch.Tensor, bn_scale: torch.Ten
     out = torch.empty((b, c_out, ho, wo), dtype=torch.float32)
     code = lib.dgc_bnrelu_group_conv(_ptr(x), _ptr(bn_scale), _ptr(bn_shift), _ptr(weight),
                                      _ptr(out), b, c, h, w, c_out, groups, kh, kw, ph, pw,
-                                     int(shuffle), torch.get_num_threads())
+                                     int(shuffle), x.stride(0) if b else c * h * w,
+                                     torch.get_num_threads())
     _raise_on(code, "bnrelu_group_conv")
     return out
 

@@ -285,15 +285,17 @@ int dgc_bnrelu_mean(const float* x, const float* bn_scale, const float* bn_shift
   return 0;
 }
 
-// x (B, C, Hi, Wi); bn_scale/bn_shift (C) or null (no pre-activation); w (Cout, C/G, KH, KW);
+// x (B, C, Hi, Wi), samples x_batch_stride floats apart (>= C*Hi*Wi); bn_scale/bn_shift (C) or
+// null (no pre-activation); w (Cout, C/G, KH, KW);
 // out (B, Cout, Ho, Wo), Ho = Hi + 2 PH - KH + 1 (stride 1, dilation 1). shuffle: group g's
 // channel j goes to output channel j*G + g instead of g*(Cout/G) + j.
 int dgc_bnrelu_group_conv(const float* x, const float* bn_scale, const float* bn_shift,
                           const float* w, float* out, int64_t B, int64_t C, int64_t Hi, int64_t Wi,
                           int64_t Cout, int64_t G, int64_t KH, int64_t KW, int64_t PH, int64_t PW,
-                          int shuffle, int nthreads) {
+                          int shuffle, int64_t x_batch_stride, int nthreads) {
   if (B < 0 || C < 1 || G < 1 || C % G || Cout % G || KH < 1 || KW < 1 || PH < 0 || PW < 0)
     return -1;
+  if (x_batch_stride < C * Hi * Wi) return -1;
   if ((bn_scale == nullptr) != (bn_shift == nullptr)) return -1;
   const int64_t ho = Hi + 2 * PH - KH + 1, wo = Wi + 2 * PW - KW + 1;
   if (ho < 1 || wo < 1) return -1;
@@ -309,7 +311,7 @@ int dgc_bnrelu_group_conv(const float* x, const float* bn_scale, const float* bn
       std::fill(buf.begin(), buf.end(), 0.f);
       for (int64_t c = 0; c < cin; ++c) {
         const int64_t ch = g * cin + c;
-        const float* src = x + (b * C + ch) * Hi * Wi;
+        const float* src = x + b * x_batch_stride + ch * Hi * Wi;
         float* dst = buf.data() + (c * hp + PH) * wp + PW;
         if (bn_scale) {
           const float a = bn_scale[ch], s = bn_shift[ch];

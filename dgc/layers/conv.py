@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dgc.kernels.cpu import bn_affine, bnrelu_group_conv, cpu_inference
+from dgc.kernels.cpu import (batch_strided, bn_affine, bnrelu_group_conv, bnrelu_mean, cpu_inference,
+                             gather_gemm_1x1)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -39,10 +40,28 @@ class BNReLUConv2d(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fused_cpu_applies(x):
             scale, shift = bn_affine(self.norm)
-            return bnrelu_group_conv(x, self.conv.weight, scale, shift, self.conv.padding,
-                                     self.conv.groups, self.shuffle)
+            conv = self.conv
+            if conv.kernel_size == (1, 1) and conv.padding == (0, 0) and self.shuffle:
+                return self._shuffled_group_1x1(x, scale, shift)
+            return bnrelu_group_conv(x, conv.weight, scale, shift, conv.padding, conv.groups,
+                                     self.shuffle)
         out = self.conv(self.relu(self.norm(x)))
         return channel_shuffle(out, self.conv.groups) if self.shuffle else out
+
+    def _shuffled_group_1x1(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """A shuffled 1x1 group conv is a DGC 1x1 conv whose heads keep fixed channels (group g's)
+        at saliency 1, with the same interleaved output: BN-ReLU in one pass, then the DGC
+        gather-GEMM kernel (faster than the direct conv kernel on 1x1s)."""
+        y, _ = bnrelu_mean(x, scale, shift)
+        b, c = x.shape[:2]
+        groups = self.conv.groups
+        c_group, c_out = c // groups, self.conv.out_channels // groups
+        channels = torch.arange(c).view(groups, c_group)  # (G, C/G): group g's input channels
+        weight = x.new_zeros(groups, c_out, c)  # each group's weight placed at its own channels
+        weight.scatter_(2, channels[:, None, :].expand(groups, c_out, c_group),
+                        self.conv.weight.view(groups, c_out, c_group))
+        idx = channels.expand(b, groups, c_group).contiguous()
+        return gather_gemm_1x1(y, weight, idx, x.new_ones(b, groups, c_group))
 
     def _fused_cpu_applies(self, x: torch.Tensor) -> bool:
         """BN-ReLU-group conv in one C++ kernel (dgc/kernels/cpu.py): CPU inference (eval mode, no
@@ -52,7 +71,7 @@ class BNReLUConv2d(nn.Module):
         conv = self.conv
         if (self.training or conv.groups == 1 or conv.stride != (1, 1) or conv.dilation != (1, 1)
                 or not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros"
-                or x.dim() != 4 or not x.is_contiguous() or self.norm.running_mean is None):
+                or x.dim() != 4 or not batch_strided(x) or self.norm.running_mean is None):
             return False
         if x.shape[-1] + 2 * conv.padding[1] - conv.kernel_size[1] + 1 < 8:
             return False
