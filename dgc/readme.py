@@ -86,6 +86,21 @@ def speed_markdown(reports: str | Path = "reports") -> str:
         parts += _settings_table(c["ms_per_image"])
         parts += ["", "Ratios (fastest setting of each): " + "; ".join(
             f"{k} {v:.2f}x" for k, v in c["ratios"].items()) + ".", ""]
+    kernels = reports / "cpu_kernels.json"
+    if kernels.exists():
+        k = json.loads(kernels.read_text())
+        blocks = k["blocks"]
+        parts += ["### The CPU kernels against the PyTorch ops they replace "
+                  "(`python benchmarks/cpu_kernels.py --json reports/cpu_kernels.json`)", "", _made_by(k),
+                  f"{k['device']}, torch {k['torch']}, batch {k['batch']}, inference, median of "
+                  f"{k['repeats']}; ms. Shapes of densenet86's last layer in each block; the DGC rows are "
+                  "the whole layer (BN-ReLU, saliency generators, selection, conv), the dense conv rows "
+                  "the conv alone.", "",
+                  "| candidate | " + " | ".join(b["block"] for b in blocks) + " |",
+                  "|---|" + "---|" * len(blocks)]
+        for name in blocks[0]["ms"]:
+            parts.append(f"| {name} | " + " | ".join(f"{b['ms'][name]:.2f}" for b in blocks) + " |")
+        parts.append("")
     gpu = reports / "gpu" / "summary.md"
     if gpu.exists():
         parts += ["### On a GPU (`bash benchmarks/gpu_check.sh`)", "", gpu.read_text().strip(), ""]

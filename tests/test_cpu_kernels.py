@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -112,10 +113,10 @@ def test_bnrelu_group_conv_matches_pytorch(c_in, c_out, k, pad, groups, shuffle,
     module.eval()
     x = torch.randn(3, c_in, size, size)
     with torch.no_grad():
-        assert module._fused_cpu_applies(x)
+        assert module.cpu_kernel(x) is not None
         got = module(x)
         with cpu.kernels_off():
-            assert not module._fused_cpu_applies(x)
+            assert module.cpu_kernel(x) is None
             expected = module(x)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -132,7 +133,7 @@ def test_group_conv_kernels_read_a_channel_slice_in_place(k):
     x = buffer[:, :16]  # as a DenseNet block hands its layers their input
     assert not x.is_contiguous() and cpu.batch_strided(x)
     with torch.no_grad():
-        assert module._fused_cpu_applies(x)
+        assert module.cpu_kernel(x) is not None
         got = module(x)
         with cpu.kernels_off():
             expected = module(x.contiguous())
@@ -213,15 +214,17 @@ def test_avg_pool2_matches_pytorch(h, w):
 def test_group_conv_kernel_is_not_used_where_it_does_not_apply():
     module = BNReLUConv2d(16, 8, 3, padding=1, groups=4).eval()
     x = torch.randn(1, 16, 8, 8)
-    assert not module._fused_cpu_applies(x)  # grad mode on
+    assert module.cpu_kernel(x) is None  # grad mode on
     with torch.no_grad():
-        assert module._fused_cpu_applies(x)
-        assert not module._fused_cpu_applies(torch.randn(1, 16, 4, 4))  # rows narrower than 8
-        assert not module._fused_cpu_applies(x.double())
-        assert not module._fused_cpu_applies(x.contiguous(memory_format=torch.channels_last))
-        assert not BNReLUConv2d(16, 8, 3, padding=1).eval()._fused_cpu_applies(x)  # dense: oneDNN
+        assert module.cpu_kernel(x) is not None
+        assert module.cpu_kernel(torch.randn(1, 16, 4, 4)) is None  # rows narrower than 8
+        assert module.cpu_kernel(x.double()) is None
+        assert module.cpu_kernel(x.contiguous(memory_format=torch.channels_last)) is None
+        assert BNReLUConv2d(16, 8, 3, padding=1).eval().cpu_kernel(x) is None  # dense: oneDNN
+        assert BNReLUConv2d(64, 64, 3, padding=1, groups=4).eval().cpu_kernel(
+            torch.randn(1, 64, 8, 8)) is None  # 16 outputs per group: oneDNN measured faster
         module.train()
-        assert not module._fused_cpu_applies(x)  # batch statistics
+        assert module.cpu_kernel(x) is None  # batch statistics
 
 
 @needs_kernels
@@ -311,3 +314,17 @@ def test_env_switch_turns_the_kernels_off():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=dict(os.environ, DGC_CPU_KERNELS="0"), timeout=120)
     assert proc.stdout.strip() == "False turned off by DGC_CPU_KERNELS=0"
+
+
+@needs_kernels
+def test_kernel_benchmark_runs_and_records_every_candidate(tmp_path):
+    out = tmp_path / "cpu_kernels.json"
+    proc = subprocess.run([sys.executable, "benchmarks/cpu_kernels.py", "--batch", "2", "--repeats", "1",
+                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert len(result["blocks"]) == 3
+    for row in result["blocks"]:
+        assert {"dgc_1x1 fused_cpu", "dgc_1x1 sparse (PyTorch)", "group_3x3 kernel (with BN-ReLU)",
+                "avg_pool2 kernel"} <= set(row["ms"])
+        assert all(v > 0 for v in row["ms"].values())

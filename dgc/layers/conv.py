@@ -38,13 +38,13 @@ class BNReLUConv2d(nn.Module):
         self.shuffle = shuffle and groups > 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fused_cpu_applies(x):
+        kernel = self.cpu_kernel(x)
+        if kernel is not None:
             scale, shift = bn_affine(self.norm)
-            conv = self.conv
-            if conv.kernel_size == (1, 1) and conv.padding == (0, 0) and self.shuffle:
+            if kernel == "gather_gemm":
                 return self._shuffled_group_1x1(x, scale, shift)
-            return bnrelu_group_conv(x, conv.weight, scale, shift, conv.padding, conv.groups,
-                                     self.shuffle)
+            return bnrelu_group_conv(x, self.conv.weight, scale, shift, self.conv.padding,
+                                     self.conv.groups, self.shuffle)
         out = self.conv(self.relu(self.norm(x)))
         return channel_shuffle(out, self.conv.groups) if self.shuffle else out
 
@@ -63,19 +63,28 @@ class BNReLUConv2d(nn.Module):
         idx = channels.expand(b, groups, c_group).contiguous()
         return gather_gemm_1x1(y, weight, idx, x.new_ones(b, groups, c_group))
 
-    def _fused_cpu_applies(self, x: torch.Tensor) -> bool:
-        """BN-ReLU-group conv in one C++ kernel (dgc/kernels/cpu.py): CPU inference (eval mode, no
-        autograd), float32 NCHW, stride 1, groups > 1 (where oneDNN's grouped conv was measured
-        slower than the dense conv of 4x its work) and output rows of at least 8 positions (one
-        vector; narrower maps run faster in PyTorch)."""
+    def cpu_kernel(self, x: torch.Tensor) -> str | None:
+        """Which C++ kernel (dgc/kernels/cpu.py) runs this forward, or None for PyTorch's ops.
+
+        Only at CPU inference (eval mode, no autograd), float32 NCHW (or a channel slice), stride 1,
+        groups > 1: 'gather_gemm' for shuffled 1x1 group convs; 'direct' (BN-ReLU + direct conv) for
+        groups of at most 8 output channels and output rows of at least 8 positions. Measured on
+        the 2-core CPU at batch 64: oneDNN ran densenet86's 4-group 3x3s (2-8 outputs per group)
+        slower than the dense 3x3 of 4x the work, the direct kernel 2-7x faster; from 16 outputs
+        per group oneDNN was faster (`dgc bench`: 64->64 and 128->128 3x3, 4 groups)."""
         conv = self.conv
         if (self.training or conv.groups == 1 or conv.stride != (1, 1) or conv.dilation != (1, 1)
                 or not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros"
                 or x.dim() != 4 or not batch_strided(x) or self.norm.running_mean is None):
-            return False
-        if x.shape[-1] + 2 * conv.padding[1] - conv.kernel_size[1] + 1 < 8:
-            return False
-        return cpu_inference(x)
+            return None
+        if conv.kernel_size == (1, 1) and conv.padding == (0, 0) and self.shuffle:
+            kernel = "gather_gemm"
+        elif conv.out_channels // conv.groups <= 8 and \
+                x.shape[-1] + 2 * conv.padding[1] - conv.kernel_size[1] + 1 >= 8:
+            kernel = "direct"
+        else:
+            return None
+        return kernel if cpu_inference(x) else None
 
 
 class ShuffledGroupConv2d(nn.Conv2d):
