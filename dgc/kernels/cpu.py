@@ -8,7 +8,7 @@ cached, and called through ctypes (no Python extension build, no ninja: one comp
 - `bnrelu_mean(x, scale, shift)`: a DGC layer's BN-ReLU pre-activation and the global average pool
   of its saliency generators in one pass (PyTorch: five passes over x).
 - `select_topk(saliency, keep)`: DGC's per-(sample, head) selection, the same set as rank keys + top-k.
-- `avg_pool2(x)`: the DenseNets' 2x2 transition pooling (PyTorch's NCHW kernel ran at ~2 GB/s here).
+- `avg_pool2(x)`: the DenseNets' 2x2 transition pooling.
 
 Both are forward-only (they refuse tensors that require grad while grad mode is on), float32, for
 CPU tensors. The layers call them only where they apply (`cpu_kernels_available()`, inference, no

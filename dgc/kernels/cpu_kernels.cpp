@@ -12,7 +12,7 @@
 //   group's input channels are activated once into a zero-padded buffer, then a direct convolution
 //   with register tiles of output channels x positions along a row. Measured on a 2-core CPU,
 //   oneDNN's grouped 3x3 conv with 8 input channels per group ran slower than the dense conv of
-//   4x its work (benchmarks/cpu_inference.py); this one runs at the grouped work.
+//   4x its work (benchmarks/cpu_kernels.py); this one runs at the grouped work.
 //
 // Vectors are GCC/Clang vector extensions (8 floats): AVX2 where the compiler targets it, pairs of
 // 128-bit registers elsewhere. Threads: OpenMP (torch's own runtime when the library is loaded into

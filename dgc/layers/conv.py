@@ -69,9 +69,10 @@ class BNReLUConv2d(nn.Module):
         Only at CPU inference (eval mode, no autograd), float32 NCHW (or a channel slice), stride 1,
         groups > 1: 'gather_gemm' for shuffled 1x1 group convs; 'direct' (BN-ReLU + direct conv) for
         groups of at most 8 output channels and output rows of at least 8 positions. Measured on
-        the 2-core CPU at batch 64: oneDNN ran densenet86's 4-group 3x3s (2-8 outputs per group)
-        slower than the dense 3x3 of 4x the work, the direct kernel 2-7x faster; from 16 outputs
-        per group oneDNN was faster (`dgc bench`: 64->64 and 128->128 3x3, 4 groups)."""
+        the 2-core CPU at batch 64 (benchmarks/cpu_kernels.py): oneDNN ran densenet86's 4-group 3x3s
+        (2-8 outputs per group) in NCHW slower than the dense 3x3 of 4x the work, the direct kernel
+        1.3-6.5x faster than oneDNN; from 16 outputs per group oneDNN was faster (`dgc bench`:
+        64->64 and 128->128 3x3, 4 groups)."""
         conv = self.conv
         if (self.training or conv.groups == 1 or conv.stride != (1, 1) or conv.dilation != (1, 1)
                 or not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros"

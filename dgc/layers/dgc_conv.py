@@ -23,8 +23,8 @@ from dgc.layers.schedule import PRUNE_END, PRUNE_START, check_gate_factor, inact
 SELECTIONS = ("head", "global")
 # The gather execution `auto` may use per device type, where pruned channels make it pay (measured):
 # CPU: 'sparse' (`dgc bench`: 3x3 layers at inference 0.83-0.98x the dense conv), and for 1x1 convs
-# without autograd 'fused_cpu' when the CPU kernels build (dgc/kernels/cpu.py: 4.7x faster than
-# 'sparse' on densenet86_dgc's 32x32 layers at batch 64, benchmarks/cpu_inference.py). CUDA: none so far:
+# without autograd 'fused_cpu' when the CPU kernels build (dgc/kernels/cpu.py; benchmarks/cpu_kernels.py:
+# densenet86's DGC 1x1 layers at batch 64 in 0.53-0.74x the time of 'sparse'). CUDA: none so far:
 # 'sparse' was measured slowest there (H200, torch 2.11, densenet86_dgc at batch 64: inference
 # 72.1 ms vs 39.0 ms for scaled_weight, training step 180.0 vs 115.9 ms), and the fused Triton kernel
 # awaits its measurement by benchmarks/gpu_check.sh; until then 'scaled_weight'/'masked' run there.
