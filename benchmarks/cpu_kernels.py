@@ -17,6 +17,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
+from dgc.calibrate import calibrate_batchnorm
 from dgc.io import write_json_atomic
 from dgc.kernels import cpu
 from dgc.latency import device_name, median_times
@@ -27,16 +28,6 @@ from dgc.provenance import provenance
 BLOCKS = [(16 + 13 * 8, 8, 32), (128 + 13 * 16, 16, 16), (352 + 13 * 32, 32, 8)]
 
 
-def _calibrated(module: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
-    """BatchNorm statistics of x (one training-mode pass), then eval mode."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.momentum = None  # cumulative average: one pass sets the statistics of x
-    with torch.no_grad():
-        module.train()(x)
-    return module.eval()
-
-
 def block_rows(batch: int, repeats: int) -> list[dict]:
     rows = []
     for c_in, growth, size in BLOCKS:
@@ -45,9 +36,9 @@ def block_rows(batch: int, repeats: int) -> list[dict]:
         mid = torch.randn(batch, 4 * growth, size, size)
         layer = DGCConv2d(c_in, 4 * growth, 1, heads=4, gate_factor=0.25)
         layer.set_progress(1.0)
-        layer = _calibrated(layer, x)
+        layer = calibrate_batchnorm(layer, batches=[x])
         dense_1x1 = torch.randn(4 * growth, c_in, 1, 1)
-        group = _calibrated(BNReLUConv2d(4 * growth, growth, 3, padding=1, groups=4), mid)
+        group = calibrate_batchnorm(BNReLUConv2d(4 * growth, growth, 3, padding=1, groups=4), batches=[mid])
         dense_3x3 = torch.randn(growth, 4 * growth, 3, 3)
         x_cl = x.contiguous(memory_format=torch.channels_last)
         mid_cl = mid.contiguous(memory_format=torch.channels_last)

@@ -23,7 +23,6 @@ class DenseLayer(nn.Module):
     def __init__(self, in_channels: int, growth: int, conv1x1: ConvFactory, bottleneck: int = 4,
                  groups_3x3: int = 4) -> None:
         super().__init__()
-        self.growth = growth
         self.conv_1 = conv1x1(in_channels, bottleneck * growth, 1, 1, 0)
         self.conv_2 = BNReLUConv2d(bottleneck * growth, growth, 3, padding=1, groups=groups_3x3)
 
@@ -47,16 +46,14 @@ class DenseBlock(nn.Sequential):
     concatenating forward is traced."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        layers = list(self)
-        if (torch.is_grad_enabled() or torch.compiler.is_compiling() or not layers
-                or not all(isinstance(layer, DenseLayer) for layer in layers)):
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return super().forward(x)
         b, c, h, w = x.shape
-        total = c + sum(layer.growth for layer in layers)
+        total = c + sum(layer.conv_2.conv.out_channels for layer in self)
         buffer = torch.empty((b, total, h, w), dtype=x.dtype, device=x.device,
                              memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
         buffer[:, :c].copy_(x)
-        for layer in layers:
+        for layer in self:
             new = layer.new_features(buffer[:, :c])
             buffer[:, c:c + new.shape[1]].copy_(new)
             c += new.shape[1]
