@@ -52,7 +52,6 @@ class _State:
     library: ctypes.CDLL | None = None
     reason: str | None = None
     tried: bool = False
-    path: Path | None = None
 
 
 _state = _State()
@@ -71,8 +70,8 @@ def cache_dir() -> Path:
 
 def _compiler() -> str | None:
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        if name and (path := shutil.which(name)):
+            return path
     return None
 
 
@@ -127,7 +126,7 @@ def _load() -> None:
                 error = f"cannot load {path.name}: {exc}"
             else:
                 _declare(lib)
-                _state.library, _state.path = lib, path
+                _state.library = lib
                 return
         reasons.append(f"[{' '.join(flags)}] {error}")
     _state.reason = "build failed: " + "; ".join(reasons)
