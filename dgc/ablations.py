@@ -35,6 +35,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from dgc.errors import DGCError, MissingInput  # noqa: E402
+
 DGC_MODEL = "densenet86_dgc"
 GC_MODEL = "densenet86_gc"
 GRID_DATASET = {"smoke": "digits", "paper": "cifar10"}
@@ -58,6 +60,10 @@ STATE_ORDER = ("success", "running", "queued", "failed")  # which experiment sta
 NO_EXPERIMENTS = ("**No experiments have been run yet.** Queue the grid with "
                   "`dgc ablations queue --grid smoke` (or `--grid paper` after `dgc use-profile paper`), "
                   "run it with `dvc queue start -j 1`, then `dgc ablations` again (see README, Sweeps).")
+
+
+class AblationError(DGCError, ValueError):
+    """A grid, a point or seeds that do not exist or do not fit the params' profile."""
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEF
     import torch
 
     if grid not in GRID_DATASET:
-        raise ValueError(f"unknown grid {grid!r}; choose one of: {', '.join(GRID_DATASET)}")
+        raise AblationError(f"unknown grid {grid!r}; choose one of: {', '.join(GRID_DATASET)}")
     seeds = _check_seeds(seeds)
     dataset = GRID_DATASET[grid]
     base = baseline_knobs(params)
@@ -141,7 +147,7 @@ def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEF
         known = {spec[0] for spec in specs} | {spec[1] for spec in specs}
         unknown = sorted(wanted - known)
         if unknown:
-            raise ValueError(f"no grid point or axis {unknown[0]!r}; choose from: {', '.join(sorted(known))}")
+            raise AblationError(f"no grid point or axis {unknown[0]!r}; choose from: {', '.join(sorted(known))}")
         specs = [spec for spec in specs if spec[0] in wanted or spec[1] in wanted]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny one-image counts: more threads only contend on a shared CPU
@@ -358,7 +364,7 @@ def grid_of_profile(params: Mapping[str, Any]) -> str:
     """The grid that goes with params' profile (smoke or paper)."""
     profile = params.get("profile", "smoke")
     if profile not in GRID_DATASET:
-        raise ValueError(f"params profile {profile!r} has no grid of its own; pass --grid smoke or --grid paper")
+        raise AblationError(f"params profile {profile!r} has no grid of its own; pass --grid smoke or --grid paper")
     return profile
 
 
@@ -367,7 +373,7 @@ def check_profile(params: Mapping[str, Any], grid: str) -> None:
     profile may take either): the other way round trains the wrong recipe."""
     profile = params.get("profile", "smoke")
     if profile in GRID_DATASET and profile != grid:
-        raise ValueError(f"params.yaml holds the {profile!r} profile but the {grid!r} grid was asked for; "
+        raise AblationError(f"params.yaml holds the {profile!r} profile but the {grid!r} grid was asked for; "
                          f"run `dgc use-profile {grid}` first")
 
 
@@ -379,7 +385,7 @@ def load_page(experiments_json: str | Path, params_path: str | Path = "params.ya
     from dgc.config import read_params_yaml
 
     if not Path(params_path).exists():
-        raise FileNotFoundError(f"{params_path} does not exist: the grid's baseline comes from it")
+        raise MissingInput(f"{params_path} does not exist: the grid's baseline comes from it")
     params = read_params_yaml(params_path)
     path = Path(experiments_json)
     text = path.read_text() if path.exists() else ""
@@ -604,7 +610,7 @@ def _token(value: float) -> str:
 def _check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
     seeds = tuple(seeds)
     if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise ValueError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
+        raise AblationError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
     return seeds
 
 
@@ -613,7 +619,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
     try:
         seeds = tuple(int(s) for s in text.split(",") if s.strip() != "")
     except ValueError:
-        raise ValueError(f"--seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
+        raise AblationError(f"--seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
     return _check_seeds(seeds)
 
 

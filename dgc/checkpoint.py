@@ -13,10 +13,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from dgc.errors import DGCError
 from dgc.io import atomic_path
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DGCError, ValueError):
     """A checkpoint that cannot be read or does not describe a model."""
 
 
@@ -52,7 +53,11 @@ def build_model(checkpoint: dict[str, Any]) -> nn.Module:
     except KeyError as exc:
         raise CheckpointError(f"checkpoint lacks {exc.args[0]!r}") from None
     model = create_model(name, **args)
-    model.load_state_dict(state)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped weights
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"the weights do not fit model {name!r}: {detail}") from None
     return model
 
 

@@ -1,6 +1,8 @@
 """The `dgc` command line: one thin subcommand per pipeline stage, each calling a pure function.
 
-Bad input ends with a one-line `dgc: error: ...` message and exit status 2, never a traceback.
+An expected error (a `dgc.errors.DGCError`: bad input or settings, a failed run) ends with a one-line
+`dgc: error: ...` message and its exit status (2, or 1 for a failed run); any other exception is a
+bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from dgc.errors import DGCError
 
-class UsageError(ValueError):
+
+class UsageError(DGCError, ValueError):
     """A user-facing error: printed as one line, exit status 2."""
 
 
@@ -23,7 +27,11 @@ def _parse_override(text: str) -> tuple[str, object]:
     if "=" not in text:
         raise UsageError(f"override {text!r} must look like key=value")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        raise UsageError(f"override {text!r}: the value is not valid YAML "
+                         f"({str(exc).splitlines()[0]})") from None
 
 
 def _params(args: argparse.Namespace):
@@ -45,6 +53,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from dgc.models import create_model
 
     overrides = dict(_parse_override(o) for o in args.set)
+    if min(args.input_size) < 1:
+        raise UsageError(f"--input-size must be three positive numbers, got {list(args.input_size)}")
     model = create_model(args.model, args.num_classes, **overrides)
     result = {"model": args.model, "num_classes": args.num_classes, "overrides": overrides,
               "input_size": list(args.input_size), **profile(model, args.input_size)}
@@ -60,7 +70,8 @@ def cmd_data(args: argparse.Namespace) -> int:
     check_dataset(args.dataset)
     cfg = params.data
     path = prepare_dataset(args.dataset, cfg.root, args.raw_dir, cfg.imagenet_path,
-                           cfg.digits_test_fraction, cfg.seed, download=not args.no_download)
+                           cfg.digits_test_fraction, cfg.seed, download=not args.no_download,
+                           digits_size=cfg.digits_size)
     print(f"{args.dataset}: ready in {path}")
     return 0
 
@@ -145,9 +156,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dgc.compare import compare, load_claims, write_comparison
+    from dgc.compare import compare, load_claims, load_references, write_comparison
 
-    result = compare(load_claims(args.claims), args.metrics_dir, args.architecture)
+    result = compare(load_claims(args.claims), args.metrics_dir, args.architecture,
+                     load_references(args.claims))
     json_path, md_path = write_comparison(result, args.out_dir)
     print(", ".join(f"{n} {k}" for k, n in result["summary"].items()) + f" -> {md_path}")
     return 0
@@ -166,12 +178,15 @@ def cmd_architecture(args: argparse.Namespace) -> int:
 
 
 def cmd_paper_ref(args: argparse.Namespace) -> int:
-    from dgc.compare import load_claims
-    from dgc.paper_ref import TAG, make_paper_ref
+    from dgc.compare import load_claims, load_references
+    from dgc.paper_ref import TAG, make_paper_ref, make_reference_tags
 
     commit, changed = make_paper_ref(load_claims(args.claims), args.repo)
     print(f"tag {TAG} -> {commit[:12]} ({'updated' if changed else 'unchanged'}); "
           f"now run: dvc metrics diff {TAG}")
+    for tag, commit, changed in make_reference_tags(load_references(args.claims), args.repo):
+        print(f"tag {tag} -> {commit[:12]} ({'updated' if changed else 'unchanged'}); "
+              f"now run: dvc metrics diff {tag}")
     return 0
 
 
@@ -250,6 +265,8 @@ def cmd_ablations_queue(args: argparse.Namespace) -> int:
 
     if not args.dry_run and Path(args.params).resolve() != Path("params.yaml").resolve():
         raise UsageError("`dvc exp run` reads params.yaml: --params names another file, use it with --dry-run only")
+    if not Path(args.params).is_file():
+        raise UsageError(f"{args.params} does not exist: the grid's baseline comes from it")
     load_params(args.params)  # a broken params.yaml fails here, not in every experiment
     params = read_params_yaml(args.params)
     ablations.check_profile(params, args.grid)
@@ -377,7 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/architecture.json")
     p.set_defaults(func=cmd_architecture)
 
-    p = sub.add_parser("paper-ref", help="create/update the git tag `paper` for `dvc metrics diff paper`")
+    p = sub.add_parser("paper-ref", help="create/update the git tags `paper` (and `mlrc2020`, the earlier "
+                                         "reproduction) for `dvc metrics diff paper`")
     p.add_argument("--claims", default="claims/paper.yaml")
     p.add_argument("--repo", default=".")
     p.set_defaults(func=cmd_paper_ref)
@@ -438,23 +456,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from dgc.checkpoint import CheckpointError
-    from dgc.data.archive import DataError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (UsageError, DataError, CheckpointError, ValueError, TypeError, FileNotFoundError) as exc:
+    except DGCError as exc:  # expected: one line; anything else is a bug and keeps its traceback
         print(f"dgc: error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # a diverged run, a failing notebook, CUDA out of memory: one line
-        # out of memory is a setting to change (like bad input: 2); the others are failures (1)
-        status = {"TrainingDiverged": 1, "NotebookFailed": 1, "GpuOutOfMemory": 2}.get(type(exc).__name__)
-        if status is None:
-            raise
-        print(f"dgc: error: {exc}", file=sys.stderr)
-        return status
+        return exc.exit_status
     except KeyboardInterrupt:
         print("dgc: interrupted", file=sys.stderr)
         return 130

@@ -1,16 +1,22 @@
 """The `compare` stage: every claim of claims/paper.yaml against our metrics, with a verdict.
 
-Verdicts: "reproduced" (within the claim's tolerance), "not reproduced", "not run" (no metrics for
+Verdicts: "reproduced" (within the claim's tolerance), "not reproduced", "inconclusive" (a relation
+claim whose seeds' spread decides neither way, dgc/verdict.py), "not run" (no metrics for
 that dataset and model), "not comparable" (the run exists but is not the paper's architecture or
 recipe, e.g. narrowed or shortened; a smoke run on digits is never held against a CIFAR number),
 "not verified" (the paper makes the claim but its number is not known here: kind `unverified`, never
 an invented value; our own run's number is shown next to it when there is one).
 Accuracy claims need the paper's recipe, architecture claims (FLOPs, params) only its architecture,
-relation claims (DGC vs a baseline) two runs of the paper's recipe.
+relation claims (DGC vs a baseline) two runs of the paper's recipe, judged by the rule of
+dgc/verdict.py: the difference of the means must clear two standard errors over the seeds.
 
 Smoke evidence: each relation claim is also evaluated on the runs of the offline smoke set (digits,
-narrow models) when both exist, in a separate list labelled as such; it shows the pipeline measures
-the relation, and says nothing about the paper's CIFAR claim, whose verdict stays "not run".
+narrow models) when both exist, in a separate list labelled as such, by the same rule ("holds", "does
+not hold", "inconclusive"); it says what the relation is on digits, and nothing about the paper's
+CIFAR claim, whose verdict stays "not run".
+
+The earlier reproduction (`references:` of the claims file, e.g. the MLRC 2020 report on the authors'
+code) is shown beside the paper's numbers: a second reference, never a claim of the paper.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from typing import Any
 import yaml
 
 from dgc.config import ConfigError, check_dataset
+from dgc.verdict import Sample, judge_relation
+from dgc.errors import MissingInput
 
-VERDICTS = ("reproduced", "not reproduced", "not run", "not comparable", "not verified")
+VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run", "not comparable", "not verified")
 KINDS = ("accuracy", "architecture", "relation", "unverified")
 SMOKE_DATASET = "digits"
 
@@ -46,7 +54,14 @@ class Claim:
 
 
 def load_claims(path: str | Path = "claims/paper.yaml") -> list[Claim]:
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    if not Path(path).is_file():
+        raise MissingInput(f"claims file {path} does not exist")
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a mapping with a `claims` list")
     names = {f.name for f in fields(Claim)}
     claims = []
     for i, entry in enumerate(raw.get("claims", [])):
@@ -72,6 +87,41 @@ def load_claims(path: str | Path = "claims/paper.yaml") -> list[Claim]:
     return claims
 
 
+@dataclass(frozen=True)
+class Reference:
+    """A number of an earlier reproduction (`references:` of the claims file), shown beside the
+    paper's; never a claim."""
+
+    reference: str  # its name, also the git tag `dgc paper-ref` makes for it
+    dataset: str
+    model: str
+    metric: str
+    value: float
+    unit: str
+    source: str
+    approximate: bool = False
+
+
+def load_references(path: str | Path = "claims/paper.yaml") -> list[Reference]:
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    names = {f.name for f in fields(Reference)}
+    out = []
+    for i, entry in enumerate(raw.get("references") or []):
+        where = f"{path}: reference {i}"
+        unknown = sorted(set(entry) - names)
+        if unknown:
+            raise ConfigError(f"{where} has unknown key {unknown[0]!r}")
+        try:
+            ref = Reference(**entry)
+        except TypeError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        check_dataset(ref.dataset, f"{where} dataset")
+        if not ref.reference.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError(f"{where}: reference {ref.reference!r} must be letters, digits, - or _ (a git tag)")
+        out.append(ref)
+    return out
+
+
 def metric_value(metrics: dict[str, Any], dotted: str) -> float | None:
     node: Any = metrics
     for key in dotted.split("."):
@@ -85,6 +135,15 @@ def spread_of(metrics: dict[str, Any], dotted: str) -> float | None:
     """Standard deviation over seeds of `best.x` / `final.x` when several seeds ran."""
     head, _, rest = dotted.partition(".")
     return metric_value(metrics, f"{head}_std.{rest}") if rest else None
+
+
+def sample_of(metrics: dict[str, Any], dotted: str) -> Sample | None:
+    """Mean, spread and number of seeds of one metric of a run (spread 0 and n 1 for one seed)."""
+    mean = metric_value(metrics, dotted)
+    if mean is None:
+        return None
+    n = int(metrics.get("seeds", 1))
+    return Sample(mean, (spread_of(metrics, dotted) or 0.0) if n > 1 else 0.0, n)
 
 
 def load_metrics(metrics_dir: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
@@ -139,12 +198,14 @@ def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
     seeds = int(metrics.get("seeds", 1))
     spread = spread_of(metrics, claim.metric) if seeds > 1 else None
     if claim.kind == "relation":
-        other = metric_value(runs[(claim.dataset, claim.versus)], claim.metric)
-        delta = ours - other
-        ok = delta <= claim.tolerance
-        return _row(claim, ours=ours, delta=delta, spread=spread, seeds=seeds, baseline=other,
-                    verdict="reproduced" if ok else "not reproduced",
-                    reason=f"{claim.model} {ours:.2f} vs {claim.versus} {other:.2f}")
+        base = sample_of(runs[(claim.dataset, claim.versus)], claim.metric)
+        if base is None:
+            return _row(claim, verdict="not run", reason=f"{claim.metric} missing from {claim.versus}'s metrics")
+        rel = judge_relation(sample_of(metrics, claim.metric), base, claim.tolerance)
+        verdict = {"holds": "reproduced", "does not hold": "not reproduced"}.get(rel.outcome, "inconclusive")
+        return _row(claim, ours=ours, delta=rel.delta, spread=spread, seeds=seeds, baseline=base.mean,
+                    baseline_spread=base.std if base.n > 1 else None, standard_error=rel.standard_error,
+                    verdict=verdict, reason=f"{claim.model} {ours:.2f} vs {claim.versus} {base.mean:.2f}: {rel.why}")
     delta = ours - claim.value
     ok = abs(delta) <= claim.tolerance + 1e-9
     return _row(claim, ours=ours, delta=delta, spread=spread, seeds=seeds,
@@ -153,12 +214,18 @@ def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
 
 
 def compare(claims: list[Claim], metrics_dir: str | Path = "reports/metrics",
-            architecture_json: str | Path | None = None) -> dict[str, Any]:
+            architecture_json: str | Path | None = None,
+            references: list[Reference] | None = None) -> dict[str, Any]:
     runs = load_metrics(metrics_dir)
     architectures = {}
     if architecture_json and Path(architecture_json).exists():
         architectures = json.loads(Path(architecture_json).read_text())
-    rows = [judge(c, runs, architectures) for c in claims]
+    earlier = {(r.dataset, r.model, r.metric): r for r in references or []}
+    rows = []
+    for claim in claims:
+        row = judge(claim, runs, architectures)
+        ref = earlier.get((claim.dataset, claim.model, claim.metric))
+        rows.append({**row, "earlier": ref.value if ref and claim.kind == "accuracy" else None})
     claimed = {(c.dataset, m) for c in claims for m in (c.model, c.versus) if m}
     smoke = [{"dataset": d, "model": m, "best_top1_err": metric_value(v, "best.top1_err"),
               "flops_expected": v.get("flops_expected"), "flops_actual": v.get("flops_actual"),
@@ -166,7 +233,23 @@ def compare(claims: list[Claim], metrics_dir: str | Path = "reports/metrics",
              for (d, m), v in sorted(runs.items()) if (d, m) not in claimed]
     summary = {v: sum(r["verdict"] == v for r in rows) for v in VERDICTS}
     return {"claims": rows, "other_runs": smoke, "summary": summary,
-            "smoke_evidence": smoke_evidence(claims, runs)}
+            "smoke_evidence": smoke_evidence(claims, runs),
+            "references": reference_rows(references or [], claims, runs)}
+
+
+def reference_rows(references: list[Reference], claims: list[Claim],
+                   runs: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
+    """paper | earlier reproduction | ours, for every number of an earlier reproduction."""
+    paper = {(c.dataset, c.model, c.metric): c.value for c in claims if c.kind == "accuracy"}
+    out = []
+    for r in references:
+        run = runs.get((r.dataset, r.model))
+        out.append({"reference": r.reference, "dataset": r.dataset, "model": r.model, "metric": r.metric,
+                    "unit": r.unit, "paper": paper.get((r.dataset, r.model, r.metric)), "earlier": r.value,
+                    "approximate": r.approximate,
+                    "ours": metric_value(run, r.metric) if run and run.get("recipe_matches_paper") else None,
+                    "source": r.source})
+    return out
 
 
 def smoke_evidence(claims: list[Claim], runs: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -180,14 +263,17 @@ def smoke_evidence(claims: list[Claim], runs: dict[tuple[str, str], dict[str, An
         if not (ours and base):
             continue
         seen.add(pair)
-        a, b = metric_value(ours, claim.metric), metric_value(base, claim.metric)
+        a, b = sample_of(ours, claim.metric), sample_of(base, claim.metric)
+        if a is None or b is None:
+            continue
+        rel = judge_relation(a, b, claim.tolerance)
         rows.append({"claims": [c.id for c in claims if (c.model, c.versus, c.metric) == pair],
                      "dataset": SMOKE_DATASET, "model": claim.model, "versus": claim.versus,
                      "metric": claim.metric, "statement": claim.statement, "tolerance": claim.tolerance,
-                     "ours": a, "baseline": b, "delta": a - b, "holds": a - b <= claim.tolerance,
-                     "seeds": int(ours.get("seeds", 1)),
-                     "label": "smoke evidence (digits, narrow models, short training): not a test of "
-                              "the paper's claim"})
+                     "ours": a.mean, "ours_std": a.std, "baseline": b.mean, "baseline_std": b.std,
+                     "delta": rel.delta, "standard_error": rel.standard_error, "verdict": rel.outcome,
+                     "why": rel.why, "seeds": a.n, "baseline_seeds": b.n,
+                     "label": "smoke evidence (digits, narrow models): not a test of the paper's claim"})
     return rows
 
 
@@ -201,8 +287,8 @@ def _fmt(value: Any, unit: str = "") -> str:
 
 def to_markdown(result: dict[str, Any]) -> str:
     lines = ["# Our results against the paper's claims", "",
-             "| claim | dataset | model | metric | paper | ours | delta | verdict | why |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| claim | dataset | model | metric | paper | earlier reproduction | ours | delta | verdict | why |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in result["claims"]:
         paper = (_fmt(r["paper"], r["unit"]) if r["paper"] is not None
                  else f"<= {r['versus']}" if r["versus"] else "unknown")
@@ -210,17 +296,33 @@ def to_markdown(result: dict[str, Any]) -> str:
         if r["spread"] is not None:
             ours += f" ± {r['spread']:.2f} ({r['seeds']} seeds)"
         lines.append(f"| {r['claim']} ({r['id']}) | {r['dataset']} | {r['model']} | {r['metric']} | "
-                     f"{paper} | {ours} | {_fmt(r['delta'], r['unit'])} | {r['verdict']} | {r['reason']} |")
+                     f"{paper} | {_fmt(r.get('earlier'), r['unit'])} | {ours} | {_fmt(r['delta'], r['unit'])} | "
+                     f"{r['verdict']} | {r['reason']} |")
     s = result["summary"]
     lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in s.items()), ""]
     if result.get("smoke_evidence"):
         lines += ["## Smoke evidence for the relation claims (digits, narrow models: not the paper's claim)",
-                  "", "| claims | model | versus | metric | model's | baseline's | delta | holds |",
+                  "", "Mean ± standard deviation over seeds (n); the verdict needs the difference of the "
+                  "means to clear two standard errors (dgc/verdict.py), else it is inconclusive.", "",
+                  "| claims | model | versus | metric | model's | baseline's | delta ± s.e. | verdict |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in result["smoke_evidence"]:
+            se = "" if r["standard_error"] is None else f" ± {r['standard_error']:.2f}"
             lines.append(f"| {', '.join(r['claims'])} | {r['model']} | {r['versus']} | {r['metric']} | "
-                         f"{r['ours']:.2f} | {r['baseline']:.2f} | {r['delta']:+.2f} | "
-                         f"{'yes' if r['holds'] else 'no'} |")
+                         f"{r['ours']:.2f} ± {r['ours_std']:.2f} (n={r['seeds']}) | "
+                         f"{r['baseline']:.2f} ± {r['baseline_std']:.2f} (n={r['baseline_seeds']}) | "
+                         f"{r['delta']:+.2f}{se} | {r['verdict']} |")
+        lines.append("")
+    if result.get("references"):
+        lines += ["## The paper, the earlier reproduction and ours",
+                  "", "`ours` only for a run of the paper's recipe (never a smoke run); ≈: the source "
+                  "gives the number approximately.", "",
+                  "| reference | dataset | model | metric | paper | earlier reproduction | ours | source |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in result["references"]:
+            lines.append(f"| {r['reference']} | {r['dataset']} | {r['model']} | {r['metric']} | "
+                         f"{_fmt(r['paper'], r['unit'])} | {'≈ ' if r['approximate'] else ''}"
+                         f"{_fmt(r['earlier'], r['unit'])} | {_fmt(r['ours'], r['unit'])} | {r['source']} |")
         lines.append("")
     if result["other_runs"]:
         lines += ["## Runs no claim refers to (e.g. the offline smoke profile: never compared with the paper)",

@@ -14,6 +14,8 @@ from typing import Mapping
 import torch
 from torch import nn
 
+from dgc.errors import DGCError
+
 # (their suffix pattern, our suffix template) inside one DGC layer.
 _DGC_KEY_RULES = (
     (re.compile(r"^(?P<p>(.*\.)?)_inactive_channels$"), r"\g<p>inactive_channels"),
@@ -25,7 +27,7 @@ _DGC_KEY_RULES = (
 )
 
 
-class OfficialCheckpointError(ValueError):
+class OfficialCheckpointError(DGCError, ValueError):
     """A key of the authors' state_dict does not fit the model; the message names it."""
 
 

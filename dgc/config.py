@@ -16,12 +16,14 @@ from typing import Any, Mapping
 
 import yaml
 
+from dgc.errors import DGCError
+
 PROFILES = ("smoke", "paper", "custom")
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 
-class ConfigError(ValueError):
+class ConfigError(DGCError, ValueError):
     """A bad setting; the message names the key."""
 
 
@@ -72,6 +74,8 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
 
 def from_section(cls: type, mapping: Mapping[str, Any] | None, section: str):
     """Build dataclass `cls` from `mapping`, naming `section.key` in every error."""
+    if mapping is not None and not isinstance(mapping, Mapping):
+        raise ConfigError(f"{section} must be a mapping of settings, got {mapping!r}")
     mapping = dict(mapping or {})
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
@@ -118,9 +122,12 @@ class DataConfig:
     root: str = "data"
     imagenet_path: str | None = None  # an ImageFolder tree with train/ and val/
     digits_test_fraction: float = 0.2
+    digits_size: int = 32  # side of the stored digits images (the 8x8 originals upscaled)
     seed: int = 0
 
     def validate(self, section: str = "data") -> None:
+        if not 8 <= self.digits_size <= 32:
+            raise ConfigError(f"{section}.digits_size must be between 8 and 32, got {self.digits_size}")
         if not 0.0 < self.digits_test_fraction < 1.0:
             raise ConfigError(f"{section}.digits_test_fraction must be in (0, 1), "
                               f"got {self.digits_test_fraction}")
@@ -220,7 +227,10 @@ class Params:
 
         if name not in list_models():
             raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
-        overrides = dict(self.models.get(name) or {})
+        overrides = self.models.get(name) or {}
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"models.{name} must be a mapping of settings, got {overrides!r}")
+        overrides = dict(overrides)
         allowed = model_arguments(name)
         for key in overrides:
             if key not in allowed:

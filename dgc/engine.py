@@ -18,12 +18,15 @@ except ImportError:  # tqdm only draws the progress bar: without it, training ru
         return iterable
 
 from dgc.compile import CompileClock, Compiled
+from dgc.errors import DGCError
 from dgc.layers import GlobalThreshold, angle_loss, set_progress, sparsity_loss
 from dgc.schedule import cosine_lr
 
 
-class NonFiniteLoss(RuntimeError):
+class NonFiniteLoss(DGCError, RuntimeError):
     """The training loss became NaN or infinite."""
+
+    exit_status = 1
 
 
 @dataclass

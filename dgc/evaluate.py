@@ -6,7 +6,10 @@ reports/metrics/<dataset>-<model>.json: top-1/top-5 accuracy and error of the be
 checkpoint (mean over seeds, with their standard deviation and per-seed values when several ran),
 flops_dense / flops_expected (the paper's convention; for DGC-G, whose pruning is uneven, from the
 fraction of channels each layer selected on the evaluation set) / flops_actual (from the channels the
-DGC layers really used on the evaluation set, per image), params, and inference latency per image.
+DGC layers really used on the evaluation set, per image), params, whether every seed finished
+learning (`plateau`, the criterion of dgc/plateau.py), and inference latency per image
+(through torch.compile per `evaluate.compile`, whose `auto` stays eager on the CPU; the info JSON's
+`latency_compile` says which ran: off or the compile mode).
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import torch
 
 from dgc.architecture import input_size_of
 from dgc.checkpoint import load_model
+from dgc.compile import Compiled, resolve_compile
 from dgc.config import Params, check_dataset
 from dgc.engine import evaluate
 from dgc.flops import actual_flops, profile
 from dgc.layers import global_layers
 from dgc.latency import device_name, inference_latency
+from dgc.plateau import PLATEAU_POINTS, last_third_gain
 from dgc.train import make_test_batches, resolve_device, run_dir
 from dgc.usage import measure_usage
 
@@ -78,7 +83,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     cfg = params.evaluate
     device = resolve_device(cfg.device)
     seeds = list(params.train.seeds)
-    best_rows, final_rows, usage, model, settings = [], [], None, None, None
+    best_rows, final_rows, gains, usage, model, settings = [], [], [], None, None, None
     test = make_test_batches(dataset, params, device)  # the same for every seed
     for seed in seeds:
         folder = run_dir(runs_root, dataset, model_name, seed)
@@ -87,11 +92,12 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         settings, final_runtime = final_ck["settings"], final_ck.get("runtime", {})
         best_rows.append(_accuracy(evaluate(best_model.to(device), test), best_ck["epoch"]))
         final_rows.append(_accuracy(evaluate(final_model.to(device), test), final_ck["epoch"]))
+        gains.append(last_third_gain([row["test_top1"] for row in final_ck.get("history", [])]))
         if usage is None:  # channel usage and latency: the first seed's final model
             usage, model = measure_usage(final_model, test), final_model
         log(f"{dataset}-{model_name} seed {seed}: best top-1 {best_rows[-1]['top1_acc']:.2f}%, "
             f"final {final_rows[-1]['top1_acc']:.2f}%")
-    size = input_size_of(dataset)
+    size = input_size_of(dataset, params.data.root)
     flops = profile(model, size)
     active = {row["name"]: row["active_fraction"] for row in usage["layers"]}
     if global_layers(model):  # DGC-G prunes unevenly: expected FLOPs from the kept fractions measured
@@ -99,12 +105,19 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         flops["flops_expected"] = actual_flops(model, size, kept)
     best_mean, best_std = _mean_and_spread(best_rows)
     final_mean, final_std = _mean_and_spread(final_rows)
-    latency = {f"batch_{b}": inference_latency(model, device, b, size, cfg.latency_repeats)
+    mode = resolve_compile(cfg.compile, device)  # auto: compiled on CUDA, eager on the CPU
+    forward = Compiled(model.eval().to(device), mode, log=log)  # eager again if compiling fails
+    latency = {f"batch_{b}": inference_latency(model, device, b, size, cfg.latency_repeats, forward,
+                                               warmup=2 if mode is None else 5)
                for b in cfg.latency_batch_sizes}
     metrics = {
         "best": {**best_mean, "epoch": best_rows[0]["epoch"]},
         "final": {**final_mean, "epoch": final_rows[0]["epoch"]},
         "seeds": len(seeds),
+        # finished learning? (dgc/plateau.py): the largest gain of a last third over the seeds
+        "plateau": {"last_third_gain": max((g for g in gains if g is not None), default=None),
+                    "plateaued": int(all(g is not None and g <= PLATEAU_POINTS + 1e-9 for g in gains)),
+                    "points": PLATEAU_POINTS},
         **flops,
         "flops_actual": actual_flops(model, size, active) if active else flops["flops_expected"],
         "latency_ms_per_image": latency,
@@ -112,10 +125,12 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     }
     if len(seeds) > 1:
         metrics["best_std"], metrics["final_std"] = best_std, final_std
-        metrics["per_seed"] = {str(s): {"best_top1_err": b["top1_err"], "final_top1_err": f["top1_err"]}
-                               for s, b, f in zip(seeds, best_rows, final_rows)}
+        metrics["per_seed"] = {str(s): {"best_top1_err": b["top1_err"], "final_top1_err": f["top1_err"],
+                                        "last_third_gain": g}
+                               for s, b, f, g in zip(seeds, best_rows, final_rows, gains)}
     info = {"dataset": dataset, "model": model_name, "profile": settings["profile"],
-            "latency_device": device_name(device), "runtime": final_runtime,
+            "latency_device": device_name(device),
+            "latency_compile": forward.mode if forward.compiled else "off", "runtime": final_runtime,
             "comparability": comparability(dataset, settings)["reason"],
             "seeds": seeds, "model_args": settings["model_args"], "layers": usage["layers"],
             "usage_images": usage["images"]}

@@ -1,16 +1,18 @@
 """GPU leases: several single-GPU training runs on one machine, each on a GPU no other run holds.
 
 `lease_gpu(count, lock_dir)` takes the first GPU k in range(count) whose lock file
-`<lock_dir>/gpu<k>.lock` it can lock exclusively (fcntl.flock, non-blocking) and keeps that file
+`<lock_dir>/<host>-gpu<k>.lock` it can lock exclusively (fcntl.flock, non-blocking) and keeps that file
 open for the whole run; when every GPU is held it waits and retries. The kernel drops a flock when
 the process holding it exits, however it exits (kill -9 included), so a crashed run never leaves a
 stale lease behind (processes forked by the run, e.g. DataLoader workers, share the lock until
 they exit too; PyTorch's workers exit within seconds of their parent). The file also holds the
 holder's pid and start time, for humans (`dgc gpus`).
 
-The default lock folder, `$DGC_GPU_LOCK_DIR` or `~/.cache/dgc/gpu-locks`, is shared by every
-workspace of the user (DVC's temporary workspaces for queued experiments included), so runs started
-from anywhere share the GPUs. Nothing here imports torch: the lease is testable without a GPU.
+The default lock folder, `$DGC_GPU_LOCK_DIR` or `$XDG_CACHE_HOME/dgc/gpu-leases` (XDG_CACHE_HOME
+defaults to ~/.cache, as for the CPU kernels' cache), is shared by every workspace of the user (DVC's
+temporary workspaces for queued experiments included), so runs started from anywhere share the GPUs.
+The host name in each file's name keeps machines that share a home folder (NFS) from taking each
+other's GPU k for their own. Nothing here imports torch: the lease is testable without a GPU.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import datetime
 import fcntl
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +30,18 @@ LOCK_DIR_ENV = "DGC_GPU_LOCK_DIR"
 
 
 def default_lock_dir() -> Path:
-    """$DGC_GPU_LOCK_DIR, else ~/.cache/dgc/gpu-locks (one per user, shared by all workspaces)."""
+    """$DGC_GPU_LOCK_DIR, else $XDG_CACHE_HOME/dgc/gpu-leases, XDG_CACHE_HOME defaulting to ~/.cache
+    (one per user, shared by all workspaces)."""
     env = os.environ.get(LOCK_DIR_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "dgc" / "gpu-locks"
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dgc" / "gpu-leases"
 
 
 def visible_gpu_ids(count: int, cuda_visible_devices: str | None) -> list[str]:
     """The physical id of each of the `count` CUDA devices a process sees, for naming lock files.
 
-    Under CUDA_VISIBLE_DEVICES=4,5 device cuda:0 is GPU 4: its lock must be gpu4.lock, or a run
+    Under CUDA_VISIBLE_DEVICES=4,5 device cuda:0 is GPU 4: its lock must be <host>-gpu4.lock, or a run
     started with another CUDA_VISIBLE_DEVICES would take the same GPU under another name."""
     entries = [e.strip() for e in (cuda_visible_devices or "").split(",") if e.strip()]
     if cuda_visible_devices is None or len(entries) < count:
@@ -77,8 +83,14 @@ class GpuLease:
         self.release()
 
 
+def lock_name(gpu_id: str, host: str | None = None) -> str:
+    """The lease file of GPU `gpu_id` of `host` (default: this machine): <host>-gpu<id>.lock."""
+    host = (host or socket.gethostname() or "localhost").replace(os.sep, "_")
+    return f"{host}-gpu{gpu_id}.lock"
+
+
 def _lock_path(lock_dir: Path, gpu_id: str) -> Path:
-    return lock_dir / f"gpu{gpu_id}.lock"
+    return lock_dir / lock_name(gpu_id)
 
 
 def try_lease(count: int, lock_dir: str | Path, ids: Sequence[str] | None = None) -> GpuLease | None:

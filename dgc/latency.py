@@ -9,6 +9,14 @@ from typing import Callable
 import torch
 from torch import nn
 
+from dgc.errors import DGCError
+
+
+class NonFiniteOutputs(DGCError, ValueError):
+    """A model whose outputs overflow: its latency would time NaN arithmetic."""
+
+    exit_status = 1
+
 
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
@@ -23,14 +31,19 @@ def median_time(fn: Callable[[], object], device: torch.device, repeats: int = 1
 
 @torch.no_grad()
 def inference_latency(model: nn.Module, device: torch.device, batch_size: int,
-                      input_size: tuple[int, int, int] = (3, 32, 32), repeats: int = 10) -> float:
-    """Median milliseconds per image of an eval-mode forward pass at `batch_size`."""
+                      input_size: tuple[int, int, int] = (3, 32, 32), repeats: int = 10,
+                      forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      warmup: int = 2) -> float:
+    """Median milliseconds per image of an eval-mode forward pass at `batch_size`. `forward` runs
+    the pass instead of `model` (e.g. a dgc.compile.Compiled of it); its first call, which compiles,
+    is not timed."""
     model.eval().to(device)
+    forward = model if forward is None else forward
     x = torch.randn(batch_size, *input_size, device=device)
-    if not torch.isfinite(model(x)).all():  # a model that overflows would time NaN arithmetic
-        raise ValueError(f"{getattr(model, 'model_name', 'the model')} gives non-finite outputs: "
-                         f"latency not measured")
-    return 1000.0 * median_time(lambda: model(x), device, repeats) / batch_size
+    if not torch.isfinite(forward(x)).all():  # a model that overflows would time NaN arithmetic
+        raise NonFiniteOutputs(f"{getattr(model, 'model_name', 'the model')} gives non-finite outputs: "
+                               f"latency not measured")
+    return 1000.0 * median_time(lambda: forward(x), device, repeats, warmup) / batch_size
 
 
 def median_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int = 10,

@@ -1,11 +1,13 @@
-"""`dgc paper-ref`: the git tag `paper`, whose metrics files hold the paper's numbers.
+"""`dgc paper-ref`: the git tag `paper`, whose metrics files hold the paper's numbers, and one tag per
+earlier reproduction of `references:` in the claims file (e.g. `mlrc2020`), built the same way.
 
 The tag points to a commit whose tree is HEAD's tree with reports/metrics/ replaced by one JSON file
 per (dataset, model) of claims/paper.yaml, at the same paths and keys as our own metrics files, the
 architecture claims also in reports/architecture.json, and a dvc.yaml that only declares those. So
 `dvc metrics diff paper` prints, for every claimed number, the paper's value, ours and the change,
-in any clone, offline. The commit has a fixed author and date and no parent: the same claims and the
-same HEAD tree always give the same commit, so the command is idempotent.
+in any clone, offline; `dvc metrics diff mlrc2020` does the same against the earlier reproduction. A
+commit has a fixed author and date and no parent: the same claims and the same HEAD tree always give
+the same commit, so the command is idempotent.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dgc.compare import Claim
+from dgc.compare import Claim, Reference
+from dgc.errors import BadInput
 
 TAG = "paper"
 METRICS_DIR = "reports/metrics"
@@ -45,6 +48,18 @@ def paper_metrics(claims: list[Claim]) -> dict[str, dict[str, Any]]:
     return files
 
 
+def reference_metrics(references: list[Reference]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{reference name: {relative path: nested metrics dict}} of the earlier reproductions."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for ref in references:
+        node = out.setdefault(ref.reference, {}).setdefault(f"{METRICS_DIR}/{ref.dataset}-{ref.model}.json", {})
+        *parents, leaf = ref.metric.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = ref.value
+    return out
+
+
 def _git(args: list[str], repo: Path, env: dict | None = None, input: str | None = None) -> str:
     proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, input=input,
                           env={**os.environ, **(env or {})})
@@ -55,34 +70,50 @@ def _git(args: list[str], repo: Path, env: dict | None = None, input: str | None
 
 def make_paper_ref(claims: list[Claim], repo: str | Path = ".") -> tuple[str, bool]:
     """Create or move the tag `paper`; returns (commit, whether the tag changed)."""
+    return make_metrics_tag(TAG, paper_metrics(claims), "The paper's numbers (claims/paper.yaml) as "
+                            "metrics files, for `dvc metrics diff paper`", repo)
+
+
+def make_reference_tags(references: list[Reference], repo: str | Path = ".") -> list[tuple[str, str, bool]]:
+    """One tag per earlier reproduction: [(tag, commit, whether it changed)]."""
+    out = []
+    for name, files in sorted(reference_metrics(references).items()):
+        commit, changed = make_metrics_tag(name, files, f"The numbers of the earlier reproduction {name} "
+                                           f"(claims/paper.yaml references) as metrics files", repo)
+        out.append((name, commit, changed))
+    return out
+
+
+def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
+                     repo: str | Path = ".") -> tuple[str, bool]:
+    """Create or move `tag` to a parentless commit of HEAD's tree with reports/metrics/ replaced by
+    `files`; returns (commit, whether the tag changed)."""
     repo = Path(repo)
     try:
         _git(["rev-parse", "--verify", "HEAD"], repo)
     except RuntimeError:
-        raise ValueError(f"{repo.resolve()} has no commit yet: commit the project first") from None
+        raise BadInput(f"{repo.resolve()} has no commit yet: commit the project first") from None
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), **_IDENTITY}
         _git(["read-tree", "HEAD"], repo, env)
         _git(["rm", "-r", "--cached", "--quiet", "--ignore-unmatch", METRICS_DIR, ARCHITECTURE_JSON],
              repo, env)
-        for path, content in sorted(paper_metrics(claims).items()):
+        for path, content in sorted(files.items()):
             text = json.dumps(content, indent=2, sort_keys=True) + "\n"
             blob = _git(["hash-object", "-w", "--stdin"], repo, input=text)
             _git(["update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"], repo, env)
         # A dvc.yaml that only declares the metrics: the paper's tree has no pipeline outputs.
-        spec = ("# The paper's numbers as metrics files (written by `dgc paper-ref`); no pipeline here.\n"
+        spec = (f"# The {tag} numbers as metrics files (written by `dgc paper-ref`); no pipeline here.\n"
                 f"metrics:\n  - {METRICS_DIR}\n  - {ARCHITECTURE_JSON}\n")
         blob = _git(["hash-object", "-w", "--stdin"], repo, input=spec)
         _git(["update-index", "--add", "--cacheinfo", f"100644,{blob},dvc.yaml"], repo, env)
         tree = _git(["write-tree"], repo, env)
-        commit = _git(["commit-tree", tree, "-m",
-                       "The paper's numbers (claims/paper.yaml) as metrics files, for "
-                       "`dvc metrics diff paper`"], repo, env)
+        commit = _git(["commit-tree", tree, "-m", message], repo, env)
     try:
-        old = _git(["rev-parse", "--verify", "--quiet", f"refs/tags/{TAG}^{{commit}}"], repo)
+        old = _git(["rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"], repo)
     except RuntimeError:
         old = ""
     if old == commit:
         return commit, False
-    _git(["tag", "-f", TAG, commit], repo)
+    _git(["tag", "-f", tag, commit], repo)
     return commit, True

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from dgc.compare import load_metrics, to_markdown
+from dgc.errors import BadInput, MissingInput
 from dgc.io import write_text_atomic
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -18,6 +19,9 @@ SPEED_START, SPEED_END = "<!-- speed:start -->", "<!-- speed:end -->"
 
 def results_markdown(reports: str | Path = "reports") -> str:
     reports = Path(reports)
+    if not (reports / "vs_paper.json").exists():
+        raise MissingInput(f"{reports / 'vs_paper.json'} is missing: it is written by the `compare` stage "
+                           f"(run `dvc repro`)")
     comparison = json.loads((reports / "vs_paper.json").read_text())
     md = to_markdown(comparison).replace("# Our results against the paper's claims\n\n", "")
     claims_md, *others = md.split("\n## ")
@@ -137,13 +141,15 @@ def _made_by(result: dict) -> str:
 
 def _replace(text: str, start: str, end: str, body: str, name: str) -> str:
     if start not in text or end not in text:
-        raise ValueError(f"{name} has no {start} ... {end} section")
+        raise BadInput(f"{name} has no {start} ... {end} section")
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     return f"{head}{start}\n{body}{end}{tail}"
 
 
 def update_readme(readme: str | Path = "README.md", reports: str | Path = "reports") -> Path:
+    if not Path(readme).is_file():
+        raise MissingInput(f"{readme} does not exist")
     text = Path(readme).read_text()
     text = _replace(text, START, END, results_markdown(reports), str(readme))
     text = _replace(text, SPEED_START, SPEED_END, speed_markdown(reports), str(readme))

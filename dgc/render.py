@@ -11,11 +11,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+from dgc.errors import DGCError, MissingInput
 from dgc.io import write_text_atomic
 
 
-class NotebookFailed(RuntimeError):
+class NotebookFailed(DGCError, RuntimeError):
     """A cell of the notebook raised; the message carries the cell's error."""
+
+    exit_status = 1
 
 
 def normalise(nb) -> Any:
@@ -38,7 +41,7 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
 
     notebook, output = Path(notebook), Path(output)
     if not notebook.exists():
-        raise FileNotFoundError(f"{notebook} does not exist")
+        raise MissingInput(f"notebook {notebook} does not exist")
     tmp = output.with_name(f".{output.name}.running.ipynb")
     output.parent.mkdir(parents=True, exist_ok=True)
     try:

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from dgc.errors import MissingInput  # noqa: E402
 from dgc.plots import family  # noqa: E402
 from dgc.provenance import git_commit  # noqa: E402
 
@@ -57,7 +58,7 @@ def ref(key: str) -> str:
     return f"section {section_number(key)}"
 
 
-class ReportInputError(FileNotFoundError):
+class ReportInputError(MissingInput):
     """An input of the report is missing; the message names the stage that writes it."""
 
 

@@ -34,11 +34,14 @@ from dgc.config import NUM_CLASSES, ConfigError, Params, check_dataset
 from dgc.distributed import (DistInfo, all_reduce_sum, barrier, dist_info_from_env, init_distributed,
                              shutdown)
 from dgc.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
+from dgc.errors import DGCError
 from dgc.gpus import GpuLease, lease_gpu, should_lease_gpu, visible_gpu_ids
+from dgc.imports import SOURCE_ROOT, command_closure
 from dgc.io import write_text_atomic
 from dgc.latency import device_name
 from dgc.layers import GlobalThreshold, dgc_layers, global_layers
 from dgc.models import create_model
+from dgc.models.registry import ModelError
 from dgc.tracking import Tracker
 
 HISTORY_COLUMNS = ("epoch", "lr", "progress", "inactive_fraction", "train_loss", "train_top1",
@@ -48,17 +51,14 @@ HISTORY_COLUMNS = ("epoch", "lr", "progress", "inactive_fraction", "train_loss",
 NOT_IN_FINGERPRINT = ("device", "wandb", "wandb_project", "workers", "threads", "eval_batch_size",
                       "seeds", "compile")
 
-# The train stage's code dependencies in dvc.yaml (relative to dgc/). A finished run is returned as
-# it is only if these are unchanged: when DVC reruns the stage because of a code change, it retrains.
-TRAINING_CODE = ("layers", "models", "kernels", "data/loader.py", "data/cifar_format.py", "engine.py",
-                 "compile.py", "schedule.py", "train.py")
 
-
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(DGCError, RuntimeError):
     """The loss became NaN/inf; the last good checkpoint is kept."""
 
+    exit_status = 1
 
-class GpuOutOfMemory(RuntimeError):
+
+class GpuOutOfMemory(DGCError, RuntimeError):
     """CUDA ran out of memory in an epoch; the message names the setting to change, and the last
     completed epoch's checkpoint is kept."""
 
@@ -109,15 +109,19 @@ def fingerprint(settings: dict[str, Any]) -> dict[str, Any]:
     return fp
 
 
+def training_code() -> list[Path]:
+    """The package files `dgc train` runs: its import closure (dgc/imports.py), which the train stage's
+    deps in dvc.yaml cover (tests/test_stage_deps.py). A finished run is returned as it is only if
+    these are unchanged: when DVC reruns the stage because of a code change, it retrains."""
+    return sorted(command_closure("train"))
+
+
 def training_code_hash() -> str:
-    """A digest of the Python sources in TRAINING_CODE (what the train stage depends on)."""
-    root = Path(__file__).resolve().parent
+    """A digest of the files of `training_code()` (names and contents)."""
     digest = hashlib.sha256()
-    for rel in TRAINING_CODE:
-        path = root / rel
-        for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
-            digest.update(f"{file.relative_to(root)}\0".encode())
-            digest.update(file.read_bytes())
+    for file in training_code():
+        digest.update(f"{file.relative_to(SOURCE_ROOT).as_posix()}\0".encode())
+        digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -167,7 +171,7 @@ def build_for_training(dataset: str, model_name: str, params: Params) -> nn.Modu
     overrides = params.model_overrides(model_name)
     try:
         return create_model(model_name, NUM_CLASSES[dataset], **overrides)
-    except (ValueError, TypeError) as exc:
+    except ModelError as exc:
         raise ConfigError(f"models.{model_name}: {exc}") from None
 
 
@@ -259,7 +263,7 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
     train.seeds) into runs_root/<dataset>-<model>/seed<seed>/; see the module docstring.
 
     A run whose checkpoint already holds all train.epochs epochs with the same settings and the same
-    training code (TRAINING_CODE) returns its stored result at once; under other code it trains
+    training code (`training_code()`) returns its stored result at once; under other code it trains
     again. A CUDA out-of-memory error in an epoch raises GpuOutOfMemory, naming the batch setting. On a machine with several GPUs a single-process run leases a free one
     (dgc/gpus.py) for its whole duration."""
     cfg = params.train
@@ -286,7 +290,7 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
                 # before joining torchrun's group or leasing a GPU: nothing to train or wait for
                 return _already_complete(checkpoint, out, cfg.epochs, main, say)
             # an unfinished run resumes across a code change; a finished one is trained again
-            say(f"{ckpt_path} was finished by other training code ({', '.join(TRAINING_CODE)} "
+            say(f"{ckpt_path} was finished by other training code (a file `dgc train` runs "
                 f"changed): training again from scratch")
             checkpoint = None
 
@@ -358,7 +362,7 @@ def _train(dataset: str, model_name: str, model: nn.Module, params: Params, devi
     ctx = StepContext(optimizer, cfg.lr, cfg.epochs * steps_per_epoch, cfg.sparsity_lambda,
                       autocast, scaler, all_reduce_sum, cfg.angle_lambda, selection)
     tracker = Tracker(cfg.wandb, cfg.wandb_project, f"{dataset}-{model_name}-seed{seed}", out, settings,
-                      enabled=main)
+                      enabled=main, resume=checkpoint is not None)  # a resumed run continues its wandb run
     if main:
         out.mkdir(parents=True, exist_ok=True)
     say(f"training {model_name} on {dataset}: {cfg.epochs} epochs x {steps_per_epoch} steps, "

@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from dgc.cli import main
 
 
@@ -32,3 +34,78 @@ def test_unknown_model_exits_2_with_one_line_and_no_traceback():
 def test_bad_override_names_the_key(capsys):
     assert main(["profile", "resnet18_dgc", "--set", "gate_factor=2"]) == 2
     assert "gate_factor" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, word", [
+    (["profile", "densenet99"], "densenet99"),
+    (["profile", "resnet18_dgc", "--set", "heads=abc"], "heads='abc'"),
+    (["profile", "resnet18_dgc", "--set", "gate_factor=[1,"], "not valid YAML"),
+    (["train", "digits", "resnet18", "--params", "{missing}", "-S", "train=3"], "train must be a mapping"),
+    (["ablations", "queue", "--grid", "smoke", "--dry-run", "--params", "{missing}"], "does not exist"),
+    (["compare", "--claims", "{missing}"], "does not exist"),
+    (["report", "--notebook", "{missing}", "--params", "{missing}"], "does not exist"),
+])
+def test_expected_errors_exit_2_with_one_line(tmp_path, capsys, argv, word):
+    argv = [a.replace("{missing}", str(tmp_path / "missing")) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dgc: error: ") and word in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_diverged_run_or_a_failing_notebook_exits_1(tmp_path, monkeypatch, capsys):
+    from dgc.render import NotebookFailed
+    from dgc.train import TrainingDiverged
+
+    def diverge(*args, **kwargs):
+        raise TrainingDiverged("training loss became nan in epoch 2; stopped")
+
+    def fail(*args, **kwargs):
+        raise NotebookFailed("notebooks/report.ipynb failed in cell 3: KeyError: 'x'")
+
+    monkeypatch.setattr("dgc.train.train_model", diverge)
+    monkeypatch.setattr("dgc.render.render", fail)
+    missing = str(tmp_path / "missing.yaml")  # the default params
+    assert main(["train", "digits", "resnet18", "--params", missing, "--history-dir", ""]) == 1
+    assert main(["report", "--params", missing]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["dgc: error: training loss became nan in epoch 2; stopped",
+                   "dgc: error: notebooks/report.ipynb failed in cell 3: KeyError: 'x'"]
+
+
+@pytest.mark.parametrize("exc", [ZeroDivisionError("division by zero"), ValueError("a bug"),
+                                 TypeError("a bug"), FileNotFoundError("a bug"), RuntimeError("a bug")])
+def test_an_unexpected_exception_keeps_its_traceback(monkeypatch, exc):
+    def broken(args):
+        raise exc
+
+    monkeypatch.setattr("dgc.cli.cmd_models", broken)
+    with pytest.raises(type(exc), match=str(exc)):
+        main(["models"])
+
+
+def test_expected_error_classes_are_dgc_errors_and_keep_their_builtin_base():
+    from dgc.ablations import AblationError
+    from dgc.checkpoint import CheckpointError
+    from dgc.cli import UsageError
+    from dgc.compat import OfficialCheckpointError
+    from dgc.config import ConfigError
+    from dgc.data import DataError
+    from dgc.engine import NonFiniteLoss
+    from dgc.errors import BadInput, DGCError, MissingInput
+    from dgc.latency import NonFiniteOutputs
+    from dgc.models.registry import ModelError
+    from dgc.render import NotebookFailed
+    from dgc.report import ReportInputError
+    from dgc.train import GpuOutOfMemory, TrainingDiverged
+
+    classes = {UsageError: ValueError, ConfigError: ValueError, DataError: ValueError,
+               CheckpointError: ValueError, ModelError: ValueError, AblationError: ValueError,
+               OfficialCheckpointError: ValueError, BadInput: ValueError, MissingInput: FileNotFoundError,
+               ReportInputError: FileNotFoundError, NonFiniteOutputs: ValueError,
+               GpuOutOfMemory: RuntimeError, TrainingDiverged: RuntimeError, NotebookFailed: RuntimeError,
+               NonFiniteLoss: RuntimeError}
+    for cls, builtin in classes.items():
+        assert issubclass(cls, DGCError) and issubclass(cls, builtin), cls
+    failures = {TrainingDiverged, NotebookFailed, NonFiniteLoss, NonFiniteOutputs}
+    assert {cls for cls in classes if cls.exit_status == 1} == failures
+    assert all(cls.exit_status == 2 for cls in classes if cls not in failures)

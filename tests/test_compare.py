@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dgc.compare import ConfigError, compare, load_claims, to_markdown
+from dgc.compare import ConfigError, compare, load_claims, load_references, to_markdown
 
 CLAIMS = Path(__file__).parents[1] / "claims" / "paper.yaml"
 
@@ -34,7 +34,7 @@ def test_verdicts_on_hand_made_metrics(tmp_path):
     m = tmp_path / "metrics"
     write_metrics(m, "cifar10-densenet86_dgc", 4.90, seeds=3, std=0.12)        # within 0.5 of 4.77
     write_metrics(m, "cifar100-densenet86_dgc", 26.0)                          # 2.6 off 23.41
-    write_metrics(m, "cifar10-densenet86", 4.70)
+    write_metrics(m, "cifar10-densenet86", 4.70, seeds=3, std=0.10)
     write_metrics(m, "cifar10-densenet86_gc", 5.50, recipe=0)                  # shortened run
     result = compare(load_claims(CLAIMS), m)
     rows = rows_by_id(result)
@@ -43,7 +43,9 @@ def test_verdicts_on_hand_made_metrics(tmp_path):
     assert rows["c10-dgc-err"]["spread"] == 0.12 and rows["c10-dgc-err"]["seeds"] == 3
     assert rows["c100-dgc-err"]["verdict"] == "not reproduced"
     assert rows["in-resnet18-err"]["verdict"] == "not run"
-    assert rows["c10-dgc-vs-dense"]["verdict"] == "reproduced"  # 4.90 <= 4.70 + 0.5
+    # margin 0.5 - 0.2 = 0.3 > 2 s.e. = 2 sqrt(0.12^2/3 + 0.10^2/3) = 0.18
+    assert rows["c10-dgc-vs-dense"]["verdict"] == "reproduced"
+    assert rows["c10-dgc-vs-dense"]["standard_error"] == pytest.approx(0.0902, abs=1e-4)
     assert rows["c10-dgc-vs-gc"]["verdict"] == "not comparable"
     assert rows["c10-dgc-flops"]["verdict"] == "reproduced"
     assert result["summary"]["not run"] >= 1
@@ -66,11 +68,52 @@ def test_a_narrowed_architecture_is_not_comparable_even_for_flops(tmp_path):
     assert rows["c10-dgc-err"]["verdict"] == "not comparable"
 
 
-def test_relation_claim_not_reproduced_when_the_group_conv_wins(tmp_path):
+def test_relation_claim_not_reproduced_when_the_group_conv_wins_beyond_the_spread(tmp_path):
     m = tmp_path / "metrics"
-    write_metrics(m, "cifar10-densenet86_dgc", 5.2)
-    write_metrics(m, "cifar10-densenet86_gc", 5.0)
+    write_metrics(m, "cifar10-densenet86_dgc", 5.2, seeds=3, std=0.05)
+    write_metrics(m, "cifar10-densenet86_gc", 5.0, seeds=3, std=0.05)
     assert rows_by_id(compare(load_claims(CLAIMS), m))["c10-dgc-vs-gc"]["verdict"] == "not reproduced"
+
+
+@pytest.mark.parametrize("seeds, std, verdict", [
+    (1, None, "inconclusive"),   # one seed: no spread, no verdict whatever the means
+    (3, 0.5, "inconclusive"),    # -0.2 is inside 2 s.e. (0.82)
+    (3, 0.05, "not reproduced"),
+])
+def test_relation_verdict_needs_the_difference_to_clear_the_spread(tmp_path, seeds, std, verdict):
+    m = tmp_path / "metrics"
+    write_metrics(m, "cifar10-densenet86_dgc", 5.2, seeds=seeds, std=std)
+    write_metrics(m, "cifar10-densenet86_gc", 5.0, seeds=seeds, std=std)
+    row = rows_by_id(compare(load_claims(CLAIMS), m))["c10-dgc-vs-gc"]
+    assert row["verdict"] == verdict and row["delta"] == pytest.approx(0.2)
+
+
+def test_the_earlier_reproduction_is_shown_beside_the_paper(tmp_path):
+    refs = load_references(CLAIMS)
+    by_key = {(r.dataset, r.metric): r for r in refs}
+    assert by_key[("cifar10", "best.top1_err")].value == pytest.approx(100 - 95.13)
+    assert by_key[("cifar100", "best.top1_err")].value == pytest.approx(100 - 76.15)
+    assert by_key[("cifar100", "best.top5_err")].value == pytest.approx(100 - 93.5)
+    assert all(r.reference == "mlrc2020" and "MLRC 2020" in r.source for r in refs)
+    m = tmp_path / "metrics"
+    write_metrics(m, "cifar10-densenet86_dgc", 4.9)
+    write_metrics(m, "digits-densenet86_dgc", 4.0, recipe=0, arch=0)
+    result = compare(load_claims(CLAIMS), m, references=refs)
+    assert rows_by_id(result)["c10-dgc-err"]["earlier"] == pytest.approx(4.87)
+    assert rows_by_id(result)["c10-dgc-flops"]["earlier"] is None
+    c10 = next(r for r in result["references"] if r["dataset"] == "cifar10" and r["metric"] == "best.top1_err")
+    assert (c10["paper"], c10["earlier"], c10["ours"]) == (4.77, pytest.approx(4.87), 4.9)
+    md = to_markdown(result)
+    assert "| mlrc2020 | cifar10 | densenet86_dgc | best.top1_err | 4.77 | 4.87 | 4.90 |" in md
+    assert "≈ 6.50" in md
+
+
+def test_a_reference_with_an_unknown_key_is_refused(tmp_path):
+    path = tmp_path / "claims.yaml"
+    path.write_text("claims: []\nreferences:\n  - {reference: x, dataset: cifar10, model: m, metric: a, "
+                    "value: 1, unit: '%', source: s, colour: red}\n")
+    with pytest.raises(ConfigError, match="colour"):
+        load_references(path)
 
 
 def test_markdown_table_lists_every_claim(tmp_path):
@@ -118,11 +161,11 @@ def test_dgcg_rows_and_their_relation_claim(tmp_path):
     assert (claims["c10-dgcg-err"].value, claims["c100-dgcg-err"].value, claims["in-dgcg-err"].value) == \
         (4.42, 23.36, 25.2)
     m = tmp_path / "metrics"
-    write_metrics(m, "cifar10-densenet86_dgcg", 4.60)
-    write_metrics(m, "cifar10-densenet86_dgc", 4.50)
+    write_metrics(m, "cifar10-densenet86_dgcg", 4.60, seeds=3, std=0.02)
+    write_metrics(m, "cifar10-densenet86_dgc", 4.50, seeds=3, std=0.02)
     rows = rows_by_id(compare(list(claims.values()), m))
     assert rows["c10-dgcg-err"]["verdict"] == "reproduced"  # |4.60 - 4.42| <= 0.5
-    assert rows["c10-dgcg-vs-dgc"]["verdict"] == "not reproduced"  # 4.60 > 4.50
+    assert rows["c10-dgcg-vs-dgc"]["verdict"] == "not reproduced"  # 4.60 > 4.50 beyond 2 s.e. (0.03)
     assert rows["c10-dgcg-vs-dgc"]["delta"] == pytest.approx(0.10)
 
 
@@ -141,15 +184,18 @@ def test_unverified_claims_carry_no_invented_value_and_show_our_run(tmp_path):
 
 def test_smoke_evidence_evaluates_each_relation_pair_once_and_is_labelled(tmp_path):
     m = tmp_path / "metrics"
-    write_metrics(m, "digits-densenet86_dgc", 9.0, recipe=0, arch=0)
-    write_metrics(m, "digits-densenet86", 8.0, recipe=0, arch=0)
-    write_metrics(m, "digits-densenet86_gc", 10.0, recipe=0, arch=0)
+    write_metrics(m, "digits-densenet86_dgc", 9.0, recipe=0, arch=0, seeds=3, std=0.3)
+    write_metrics(m, "digits-densenet86", 8.0, recipe=0, arch=0, seeds=3, std=0.3)
+    write_metrics(m, "digits-densenet86_gc", 10.0, recipe=0, arch=0, seeds=3, std=1.5)
     result = compare(load_claims(CLAIMS), m)
     evidence = {(r["model"], r["versus"]): r for r in result["smoke_evidence"]}
     assert set(evidence) == {("densenet86_dgc", "densenet86"), ("densenet86_dgc", "densenet86_gc")}
     vs_dense, vs_gc = evidence[("densenet86_dgc", "densenet86")], evidence[("densenet86_dgc", "densenet86_gc")]
-    assert vs_dense["delta"] == pytest.approx(1.0) and not vs_dense["holds"]  # 9.0 > 8.0 + 0.5
-    assert vs_gc["delta"] == pytest.approx(-1.0) and vs_gc["holds"]
+    # margin 0.5 - 1.0 = -0.5 < -2 s.e. (-0.49): contradicted beyond the spread
+    assert vs_dense["delta"] == pytest.approx(1.0) and vs_dense["verdict"] == "does not hold"
+    # margin 1.0 is inside 2 s.e. (1.77) of the noisy group conv: undecided
+    assert vs_gc["delta"] == pytest.approx(-1.0) and vs_gc["verdict"] == "inconclusive"
+    assert (vs_gc["ours_std"], vs_gc["baseline_std"], vs_gc["seeds"]) == (0.3, 1.5, 3)
     assert vs_gc["claims"] == ["c10-dgc-vs-gc", "c100-dgc-vs-gc"]
     assert all("not a test of the paper" in r["label"] for r in result["smoke_evidence"])
     rows = rows_by_id(result)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -307,6 +308,28 @@ def test_failed_build_warns_once_and_layers_still_run(tmp_path):
     assert message.startswith("dgc CPU kernels unavailable, using PyTorch executions (build failed")
     assert proc.stdout.splitlines()[1] == "sparse (1, 8, 4, 4)"
     assert not list(tmp_path.glob("*.so"))
+
+
+def test_native_library_is_keyed_by_the_cpu_instruction_set(monkeypatch, tmp_path):
+    monkeypatch.setenv("DGC_KERNEL_CACHE", str(tmp_path))
+    native, portable = cpu.FLAG_SETS[0], cpu.FLAG_SETS[1]
+    assert "-march=native" in native and "-march=native" not in portable
+    monkeypatch.setattr(cpu, "cpu_identity", lambda: "flags: sse2 avx2")
+    key = cpu._library_path("/usr/bin/c++", native)
+    assert cpu._library_path("/usr/bin/c++", native) == key  # the same CPU: the same library
+    portable_key = cpu._library_path("/usr/bin/c++", portable)
+    monkeypatch.setattr(cpu, "cpu_identity", lambda: "flags: sse2 avx2 avx512f")
+    assert cpu._library_path("/usr/bin/c++", native) != key  # another instruction set: another build
+    assert cpu._library_path("/usr/bin/c++", portable) == portable_key  # runs on any CPU of the arch
+
+
+def test_cpu_identity_reads_the_first_processor_and_falls_back_to_platform(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon X\ncpu MHz\t: 2100.3\n"
+                    "flags\t\t: fpu sse2  avx2\n\nprocessor\t: 1\nflags\t\t: other\n")
+    assert cpu.cpu_identity(info) == "vendor_id: GenuineIntel\nmodel name: Xeon X\nflags: fpu sse2 avx2"
+    assert cpu.cpu_identity(tmp_path / "missing") == f"{platform.processor()} {platform.machine()}"
+    assert cpu.cpu_identity() == cpu.cpu_identity() != ""  # this machine's: stable
 
 
 def test_env_switch_turns_the_kernels_off():

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dgc.gpus import (default_lock_dir, lease_gpu, lease_status, should_lease_gpu, try_lease,
+from dgc.gpus import (default_lock_dir, lease_gpu, lease_status, lock_name, should_lease_gpu, try_lease,
                       visible_gpu_ids)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,9 +96,9 @@ def test_a_lease_released_by_its_context_is_free_again(tmp_path):
     with lease_gpu(1, tmp_path, log=lambda s: None) as lease:
         assert lease.index == 0 and lease.held
         assert try_lease(1, tmp_path) is None  # another open file of this process is refused too
-        assert f"pid {os.getpid()}" in (tmp_path / "gpu0.lock").read_text()
+        assert f"pid {os.getpid()}" in (tmp_path / lock_name("0")).read_text()
     assert not lease.held
-    assert (tmp_path / "gpu0.lock").read_text() == ""  # no stale holder note
+    assert (tmp_path / lock_name("0")).read_text() == ""  # no stale holder note
     again = lease_gpu(1, tmp_path, log=lambda s: None, timeout=10)
     assert again.index == 0
     again.release()
@@ -118,21 +118,33 @@ def test_the_first_free_gpu_is_taken_and_a_full_machine_times_out_with_one_log_l
     assert len(logs) == 1 and "waiting" in logs[0]
 
 
-def test_lock_files_are_named_by_the_physical_gpu(tmp_path):
+def test_lock_files_are_named_by_the_host_and_the_physical_gpu(tmp_path, monkeypatch):
     assert visible_gpu_ids(2, "4,5") == ["4", "5"]
     assert visible_gpu_ids(2, None) == ["0", "1"]
+    monkeypatch.setattr("socket.gethostname", lambda: "node7")
+    assert lock_name("4") == "node7-gpu4.lock" and lock_name("4", "a/b") == "a_b-gpu4.lock"
     with lease_gpu(2, tmp_path, ids=["4", "5"], log=lambda s: None) as lease:
-        assert lease.index == 0 and lease.path.name == "gpu4.lock"
+        assert lease.index == 0 and lease.path.name == "node7-gpu4.lock"
+        # another machine sharing the folder (an NFS home) has a GPU 4 of its own
+        monkeypatch.setattr("socket.gethostname", lambda: "node8")
+        with lease_gpu(2, tmp_path, ids=["4", "5"], log=lambda s: None) as other:
+            assert other.index == 0 and other.path.name == "node8-gpu4.lock"
+        assert [i.held for i in lease_status(2, tmp_path, ["4", "5"])] == [False, False]  # node8's view
     with pytest.raises(ValueError, match="count=0"):
         try_lease(0, tmp_path)
 
 
 def test_lock_dir_default(monkeypatch, tmp_path):
     monkeypatch.setenv("DGC_GPU_LOCK_DIR", str(tmp_path / "locks"))
-    assert default_lock_dir() == tmp_path / "locks"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_lock_dir() == tmp_path / "locks"  # the variable wins over XDG_CACHE_HOME
     monkeypatch.delenv("DGC_GPU_LOCK_DIR")
+    assert default_lock_dir() == tmp_path / "xdg" / "dgc" / "gpu-leases"
+    monkeypatch.setenv("XDG_CACHE_HOME", "")  # empty counts as unset, as in the XDG spec
     monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_lock_dir() == tmp_path / ".cache" / "dgc" / "gpu-locks"
+    assert default_lock_dir() == tmp_path / ".cache" / "dgc" / "gpu-leases"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert default_lock_dir() == tmp_path / ".cache" / "dgc" / "gpu-leases"
 
 
 @pytest.mark.parametrize("device_type, setting, distributed, visible, count, expected", [

@@ -63,3 +63,12 @@ def test_paper_ref_outside_a_commit_exits_2(tmp_path):
     proc = sh(sys.executable, "-m", "dgc", "paper-ref", "--claims", str(ROOT / "claims" / "paper.yaml"),
               cwd=tmp_path, check=False)
     assert proc.returncode == 2 and "no commit" in proc.stderr
+
+
+def test_metrics_diff_against_the_earlier_reproduction_tag(repo):
+    out = sh(sys.executable, "-m", "dgc", "paper-ref", cwd=repo).stdout
+    assert "tag mlrc2020 -> " in out
+    diff = json.loads(sh(sys.executable, "-m", "dvc", "metrics", "diff", "mlrc2020", "--json", cwd=repo).stdout)
+    ours = diff["reports/metrics/cifar10-densenet86_dgc.json"]
+    assert ours["best.top1_err"]["old"] == 4.87 and ours["best.top1_err"]["new"] == 5.01
+    assert diff["reports/metrics/cifar100-densenet86_dgc.json"]["best.top5_err"]["old"] == 6.5

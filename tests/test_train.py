@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from dgc import engine
 from dgc.checkpoint import load_checkpoint, load_model
@@ -258,6 +257,7 @@ def test_cuda_out_of_memory_in_evaluation_names_the_eval_batch(tmp_path, tiny_pa
 
 
 def test_a_run_on_several_gpus_leases_one(monkeypatch, tmp_path):
+    from dgc.gpus import lock_name
     from dgc.train import lease_for_run
 
     monkeypatch.setenv("DGC_GPU_LOCK_DIR", str(tmp_path))
@@ -272,7 +272,7 @@ def test_a_run_on_several_gpus_leases_one(monkeypatch, tmp_path):
     assert lease_for_run(torch.device("cpu"), "auto", False, print) is None
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
     with lease_for_run(cuda, "auto", False, print) as lease:
-        assert lease.index == 0 and lease.path == tmp_path / "gpu6.lock"
+        assert lease.index == 0 and lease.path == tmp_path / lock_name("6")
 
 
 def test_a_finished_run_is_trained_again_after_a_training_code_change(tmp_path, tiny_params_file, monkeypatch):
@@ -285,8 +285,69 @@ def test_a_finished_run_is_trained_again_after_a_training_code_change(tmp_path, 
     assert load_checkpoint(first.out_dir / "checkpoint.pt")["code"] == "edited"
 
 
-def test_training_code_is_the_train_stage_code_dependencies():
-    from dgc.train import TRAINING_CODE
+def test_training_code_is_what_dgc_train_runs():
+    # tests/test_stage_deps.py: the train stage's deps in dvc.yaml cover these files
+    from dgc.imports import command_closure
+    from dgc.train import training_code
 
-    deps = yaml.safe_load((Path(__file__).parents[1] / "dvc.yaml").read_text())["stages"]["train"]["deps"]
-    assert sorted(f"dgc/{p}" for p in TRAINING_CODE) == sorted(d for d in deps if d.startswith("dgc/"))
+    files = training_code()
+    assert files == sorted(command_closure("train"))
+    names = {f.relative_to(Path(__file__).parents[1]).as_posix() for f in files}
+    assert {"dgc/train.py", "dgc/engine.py", "dgc/layers/dgc_conv.py", "dgc/kernels/cpu_kernels.cpp"} <= names
+    assert "dgc/cli.py" not in names
+
+
+def test_a_resumed_run_continues_its_wandb_run_and_a_fresh_one_starts_a_new_one(
+        tmp_path, tiny_params_file, monkeypatch):
+    resumes = []
+
+    class Recorder:  # tests/test_tracking.py runs the real wandb (offline)
+        def __init__(self, *args, resume=False, **kwargs):
+            resumes.append(resume)
+
+        def log(self, *args, **kwargs):
+            pass
+
+        def finish(self):
+            pass
+
+    real = engine.train_one_epoch
+    calls = {"n": 0}
+
+    def dies_in_second_epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("dgc.train.Tracker", Recorder)
+    monkeypatch.setattr("dgc.train.train_one_epoch", dies_in_second_epoch)
+    params = load_params(tiny_params_file)
+    with pytest.raises(KeyboardInterrupt):
+        train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)
+    monkeypatch.setattr("dgc.train.train_one_epoch", real)
+    assert train_model("digits", "resnet18", params, tmp_path, log=lambda s: None).resumed_from == 1
+    train_model("digits", "resnet18", params, tmp_path, fresh=True, log=lambda s: None)
+    assert resumes == [False, True, False]
+
+
+def test_evaluate_compile_sets_how_the_latency_runs(tmp_path, tiny_params_file, monkeypatch):
+    from dgc.config import with_overrides
+    from dgc.evaluate import evaluate_run
+
+    params = load_params(tiny_params_file, {"train.epochs": 1, "evaluate.device": "cpu",
+                                            "evaluate.latency_batch_sizes": [2], "evaluate.latency_repeats": 1})
+    train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)
+    modes = []
+
+    def fake_compile(model, mode=None, **kwargs):  # a real torch.compile costs ~20 s
+        modes.append(mode)
+        return lambda *args, **kw: model(*args, **kw)
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    for setting, ran in (("off", "off"), ("auto", "off"), ("default", "default")):
+        result = evaluate_run("digits", "resnet18", with_overrides(params, "evaluate", compile=setting), tmp_path,
+                              log=lambda s: None)
+        assert result["info"]["latency_compile"] == ran, setting
+        assert result["metrics"]["latency_ms_per_image"]["batch_2"] > 0
+    assert modes == ["default"]  # auto stays eager on the CPU

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from dgc.data.archive import DataError, check_md5, md5sum, safe_extract
 from dgc.data.cifar import ARCHIVES, fetch_archive, prepare_cifar
-from dgc.data.cifar_format import LAYOUTS, read_meta, read_split
+from dgc.data.cifar_format import LAYOUTS, image_size, read_meta, read_split
 from dgc.data.digits import build_digits
 from dgc.data.imagenet import check_imagenet, imagenet_loaders
 from dgc.data.loader import DeviceBatches, cifar_batches, normalization, random_crop_flip
@@ -14,12 +14,12 @@ from dgc.data.loader import DeviceBatches, cifar_batches, normalization, random_
 
 def prepare_dataset(dataset: str, root: str | Path = "data", raw_dir: str | Path | None = None,
                     imagenet_path: str | None = None, digits_test_fraction: float = 0.2,
-                    seed: int = 0, download: bool = True) -> Path:
+                    seed: int = 0, download: bool = True, digits_size: int = 32) -> Path:
     """Make `dataset` ready under `root`/<dataset> (the `data` stage); returns that folder."""
     root = Path(root)
     target = root / dataset
     if dataset == "digits":
-        return build_digits(target, digits_test_fraction, seed)
+        return build_digits(target, digits_test_fraction, seed, digits_size)
     if dataset in ARCHIVES:
         return prepare_cifar(dataset, target, Path(raw_dir) if raw_dir else root / "raw", download)
     if dataset == "imagenet":
@@ -34,6 +34,6 @@ def prepare_dataset(dataset: str, root: str | Path = "data", raw_dir: str | Path
 
 __all__ = [
     "ARCHIVES", "DataError", "DeviceBatches", "LAYOUTS", "build_digits", "check_imagenet",
-    "check_md5", "cifar_batches", "fetch_archive", "imagenet_loaders", "md5sum", "normalization",
+    "check_md5", "cifar_batches", "image_size", "fetch_archive", "imagenet_loaders", "md5sum", "normalization",
     "prepare_cifar", "prepare_dataset", "random_crop_flip", "read_meta", "read_split", "safe_extract",
 ]

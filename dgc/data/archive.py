@@ -6,10 +6,11 @@ import hashlib
 import tarfile
 from pathlib import Path
 
+from dgc.errors import DGCError
 from dgc.io import atomic_dir
 
 
-class DataError(ValueError):
+class DataError(DGCError, ValueError):
     """A dataset problem the user can fix (bad archive, missing path); one-line message."""
 
 

@@ -1,8 +1,9 @@
 """The CIFAR "python version" on-disk format, shared by cifar10, cifar100 and the digits set.
 
 A dataset folder holds pickled batches (dicts with b"data": uint8 (N, 3072) rows in CHW order and
-b"labels" or b"fine_labels") plus a meta file. `read_split` returns uint8 tensors (N, 3, 32, 32)
-and int64 labels; `write_batches` writes the same format (used for digits and for tests).
+b"labels" or b"fine_labels") plus a meta file. `read_split` returns uint8 tensors (N, 3, S, S) and
+int64 labels, S = 32 (CIFAR) or the meta file's `image_size` (digits may be stored smaller);
+`write_batch` writes the same format (used for digits and for tests).
 """
 
 from __future__ import annotations
@@ -43,14 +44,23 @@ def _unpickle(path: Path) -> dict:
         return pickle.load(fh, encoding="bytes")
 
 
+def image_size(root: Path, dataset: str) -> int:
+    """Side of the stored square images: the meta file's `image_size` (digits), else 32 (CIFAR)."""
+    layout = LAYOUTS[dataset]
+    if not (Path(root) / layout.folder / layout.meta).exists():
+        return 32
+    return int(read_meta(root, dataset).get("image_size", 32))
+
+
 def read_split(root: Path, dataset: str, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """(images uint8 (N, 3, 32, 32), labels int64 (N,)) of `split` ('train' or 'test')."""
+    """(images uint8 (N, 3, S, S), labels int64 (N,)) of `split` ('train' or 'test'); S = image_size."""
     layout = LAYOUTS[dataset]
     folder = Path(root) / layout.folder
+    side = image_size(root, dataset)
     images, labels = [], []
     for name in (layout.train if split == "train" else layout.test):
         batch = _unpickle(folder / name)
-        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, side, side))
         labels.append(np.asarray(batch[layout.label_key], dtype=np.int64))
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
@@ -62,7 +72,7 @@ def read_meta(root: Path, dataset: str) -> dict:
 
 def write_batch(path: Path, images: np.ndarray, labels: np.ndarray, label_key: bytes = b"labels",
                 **extra) -> None:
-    """Write one pickled batch: images uint8 (N, 3, 32, 32)."""
+    """Write one pickled batch: images uint8 (N, 3, S, S)."""
     payload = {b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
                label_key: [int(v) for v in labels], **{k.encode(): v for k, v in extra.items()}}
     write_atomic(path, lambda tmp: tmp.write_bytes(pickle.dumps(payload, protocol=4)))

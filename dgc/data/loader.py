@@ -1,6 +1,6 @@
 """CIFAR-sized sets held in memory as uint8 tensors on the training device, augmented there in batches.
 
-Random crop 32 with padding 4 and horizontal flip run as a single gather over the whole batch on the
+Random crop (padding 4 at 32x32, an eighth of the side at other sizes) and horizontal flip run as a single gather over the whole batch on the
 device, so the data path costs a few kernel launches per batch and never starves a GPU. Shuffling
 and augmentation draw from a generator seeded by (seed, epoch): an epoch is the same whether the run
 was interrupted or not. Under DDP every process takes its slice of each global batch.
@@ -31,9 +31,11 @@ def normalization(root: Path, dataset: str) -> tuple[tuple[float, ...], tuple[fl
     return tuple(meta["mean"]), tuple(meta["std"])
 
 
-def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int = 4) -> torch.Tensor:
-    """Random crop (zero padding `padding`) and horizontal flip of a uint8 batch (B, C, H, W)."""
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int | None = None) -> torch.Tensor:
+    """Random crop (zero padding `padding`, default H // 8: CIFAR's 4 at 32x32) and horizontal flip
+    of a uint8 batch (B, C, H, W)."""
     b, c, h, w = images.shape
+    padding = max(1, h // 8) if padding is None else padding
     dev = images.device
     padded = F.pad(images, (padding, padding, padding, padding))  # (B, C, H+2p, W+2p)
     offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator, device=dev)  # (B, 2)
@@ -92,7 +94,7 @@ class DeviceBatches:
         generator = torch.Generator(device=self.images.device)
         generator.manual_seed(self.seed * 1_000_003 + self.epoch)
         for idx in self._batch_indices(generator):
-            x = self.images[idx]  # (b, 3, 32, 32) uint8
+            x = self.images[idx]  # (b, 3, H, W) uint8
             if self.train:
                 x = random_crop_flip(x, generator)
             x = (x.float() - self.mean) / self.std

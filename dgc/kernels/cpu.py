@@ -16,8 +16,10 @@ grad) and otherwise run their PyTorch executions, which compute the same maths.
 
 The library is compiled with `-O3 -march=native -fopenmp` (then without -march=native, then without
 OpenMP, whichever first builds and loads) into `$DGC_KERNEL_CACHE` (default
-`~/.cache/dgc-kernels`), named by a hash of the source, compiler and flags, written to a temporary
-file and renamed, so concurrent processes never load a half-written library. `DGC_CPU_KERNELS=0`
+`~/.cache/dgc-kernels`), named by a hash of the source, compiler and flags (and, for -march=native,
+of the CPU's instruction set: `cpu_identity()`, so a cache shared by machines with other CPUs never
+hands one a library it cannot run), written to a temporary file and renamed, so concurrent processes
+never load a half-written library. `DGC_CPU_KERNELS=0`
 turns the kernels off (the layers then use their PyTorch executions). A failed build prints one
 warning line and the kernels stay off for the process.
 """
@@ -43,6 +45,10 @@ SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"])
 _COMMON_FLAGS = ["-std=c++17", "-shared", "-fPIC"]
 _ERRORS = {-1: "invalid sizes", -2: "an index out of range"}
+CPUINFO = Path("/proc/cpuinfo")
+# The /proc/cpuinfo fields of the first processor that fix what -march=native compiles for (x86, ARM).
+_CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU implementer",
+               "CPU architecture", "CPU variant", "CPU part", "isa")
 
 
 @dataclass
@@ -75,10 +81,29 @@ def _compiler() -> str | None:
     return None
 
 
+def cpu_identity(cpuinfo: Path = CPUINFO) -> str:
+    """The CPU's model and instruction-set extensions (its first processor's _CPU_FIELDS in
+    /proc/cpuinfo); where there is no /proc/cpuinfo, platform.processor() and platform.machine()."""
+    fields = []
+    try:
+        with open(cpuinfo) as fh:
+            for line in fh:
+                if not line.strip():  # the end of the first processor's block
+                    break
+                key, _, value = (part.strip() for part in line.partition(":"))
+                if key in _CPU_FIELDS:
+                    fields.append(f"{key}: {' '.join(value.split())}")
+    except OSError:
+        pass
+    return "\n".join(fields) or f"{platform.processor()} {platform.machine()}"
+
+
 def _library_path(compiler: str, flags: list[str]) -> Path:
+    native = any(flag.endswith("=native") for flag in flags)  # the library runs on this CPU only
     key = hashlib.sha256()
     for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(),
-                 platform.machine().encode(), platform.system().encode()):
+                 platform.machine().encode(), platform.system().encode(),
+                 (cpu_identity() if native else "").encode()):
         key.update(part)
         key.update(b"\0")
     return cache_dir() / f"cpu_kernels-{key.hexdigest()[:16]}.so"

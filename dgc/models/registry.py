@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 
 from torch import nn
 
+from dgc.errors import DGCError
 from dgc.models import convs
 from dgc.models.densenet import DenseNet
 from dgc.models.mobilenetv2 import DEFAULT_BLOCKS as MOBILENETV2_BLOCKS
@@ -25,6 +26,10 @@ DENSENET86_DEPTH = (14, 14, 14)
 # CondenseNet-74 (ImageNet): 5 blocks of 4-6-8-10-8 layers, growth 8-16-32-64-128.
 CONDENSENET74_GROWTH = (8, 16, 32, 64, 128)
 CONDENSENET74_DEPTH = (4, 6, 8, 10, 8)
+
+
+class ModelError(DGCError, ValueError):
+    """An unknown model name or a model setting it cannot be built with; the message names it."""
 
 
 def densenet86_dgc(num_classes: int, stem: str = "cifar",
@@ -143,7 +148,7 @@ def model_defaults(name: str) -> dict:
 
 def _factory(name: str) -> Callable[..., nn.Module]:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+        raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
     return MODELS[name]
 
 
@@ -157,12 +162,18 @@ def create_model(name: str, num_classes: int, **overrides) -> nn.Module:
     allowed = model_arguments(name)
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
-        raise ValueError(f"model {name!r} has no setting {unknown[0]!r}; "
+        raise ModelError(f"model {name!r} has no setting {unknown[0]!r}; "
                          f"its settings are: {', '.join(allowed)}")
     if int(num_classes) != num_classes or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
     args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()}
-    model = factory(int(num_classes), **overrides)
+    try:
+        model = factory(int(num_classes), **overrides)
+    except (ValueError, TypeError) as exc:  # the layers check their arguments with ValueError
+        if not overrides or isinstance(exc, DGCError):  # the authors' configuration must build
+            raise
+        settings = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        raise ModelError(f"{exc} (building {name} with {settings})") from exc
     model.model_name = name
     model.model_args = {"num_classes": int(num_classes), **args}
     return model

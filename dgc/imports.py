@@ -1,0 +1,167 @@
+"""Which of the package's files a `dgc <subcommand>` runs: its import closure, read from the source.
+
+`import_closure(["dgc.train"])` follows every `dgc.*` import of each reached module (top-level and
+inside functions, absolute and relative; not those under `if TYPE_CHECKING:`) with `ast`, without
+importing anything. Importing `dgc.a.b` runs dgc/__init__.py, dgc/a/__init__.py and dgc/a/b.py, so
+the closure holds every package `__init__.py` on the way, and the files a module reads next to
+itself (`Path(__file__).with_name("x.cpp")`).
+
+`command_closure("train")` is the closure of the modules that `dgc train`'s function in dgc/cli.py
+(`cmd_train`, and the cli helpers it calls, such as `_params`) imports, and of those imported by the
+notebooks the command executes (`dgc report`: notebooks/report.ipynb), less the DRIVER files that
+`bin/dgc` runs for every subcommand (dgc/__init__.py, dgc/__main__.py, dgc/cli.py; what cli.py
+imports outside the cmd_* functions, such as `main()`'s exception classes, is not followed).
+tests/test_stage_deps.py checks that each dvc.yaml stage lists it as deps; dgc/train.py hashes it.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+PACKAGE = "dgc"
+SOURCE_ROOT = Path(__file__).resolve().parents[1]  # the folder holding the dgc/ package
+DRIVER = ("dgc/__init__.py", "dgc/__main__.py", "dgc/cli.py")  # run by every subcommand
+
+
+def module_file(name: str, root: Path = SOURCE_ROOT) -> Path | None:
+    """The file of module `name` (a.b -> a/b.py or a/b/__init__.py), or None when there is none."""
+    base = root.joinpath(*name.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _walk(nodes: Iterable[ast.AST]) -> Iterable[ast.AST]:
+    """Every node under `nodes`, less the bodies of `if TYPE_CHECKING:` (never run)."""
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
+def _package_of(path: Path, root: Path) -> str:
+    """The package a module's relative imports start from (dgc/a/b.py and dgc/a/__init__.py: dgc.a)."""
+    return ".".join(path.relative_to(root).parent.parts)
+
+
+def _imported(nodes: Iterable[ast.AST], package: str, root: Path) -> set[str]:
+    """Names of the package's modules that the import statements among `nodes` import."""
+    names: set[str] = set()
+    for node in _walk(nodes):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            else:
+                module = node.module or ""
+            names.add(module)
+            # `from dgc.a import b`: b is a submodule (imported) or a name of dgc.a
+            names.update(f"{module}.{alias.name}" for alias in node.names
+                         if module_file(f"{module}.{alias.name}", root))
+    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+
+
+def _sibling_files(tree: ast.AST, path: Path) -> set[Path]:
+    """Files named by `Path(__file__).with_name("<literal>")` in the module (e.g. a C++ source)."""
+    found = set()
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "with_name" and "__file__" in ast.unparse(node.func.value)
+                and node.args and isinstance(node.args[0], ast.Constant)):
+            sibling = path.with_name(str(node.args[0].value))
+            if sibling.is_file():
+                found.add(sibling)
+    return found
+
+
+def _parse(path: Path) -> ast.Module:
+    stat = path.stat()
+    return _parse_version(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=256)
+def _parse_version(path: Path, mtime_ns: int, size: int) -> ast.Module:
+    return ast.parse(path.read_text(), filename=str(path))
+
+
+def import_closure(entry_modules: Iterable[str], root: Path = SOURCE_ROOT) -> set[Path]:
+    """The files run by importing `entry_modules` (dotted names in the package): every module reached
+    through `dgc.*` imports, the `__init__.py` of each package on the way, and sibling data files."""
+    todo = list(entry_modules)
+    seen: set[str] = set()
+    files: set[Path] = set()
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo.extend(".".join(parts[:k]) for k in range(1, len(parts)))  # the parent packages
+        path = module_file(name, root)
+        if path is None:  # not a module (an unknown name fails at run time, not here)
+            continue
+        files.add(path)
+        tree = _parse(path)
+        files |= _sibling_files(tree, path)
+        todo.extend(_imported(tree.body, _package_of(path, root), root))
+    return files
+
+
+def command_entry_modules(command: str, cli: Path | None = None) -> set[str]:
+    """The modules `dgc <command>` imports in dgc/cli.py: those of its `cmd_<command>` function
+    (dashes as underscores) and of the module-level cli functions it calls (e.g. `_params`)."""
+    cli = cli or SOURCE_ROOT / PACKAGE / "cli.py"
+    functions = {node.name: node for node in _parse(cli).body if isinstance(node, ast.FunctionDef)}
+    start = f"cmd_{command.replace('-', '_')}"
+    if start not in functions:
+        raise ValueError(f"{cli} has no {start}() for the subcommand {command!r}")
+    todo, done, modules = [start], set(), set()
+    while todo:
+        name = todo.pop()
+        if name in done:
+            continue
+        done.add(name)
+        body = functions[name].body
+        modules |= _imported(body, PACKAGE, cli.parents[1])
+        todo.extend(node.func.id for node in _walk(body) if isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Name) and node.func.id in functions)
+    return modules
+
+
+def notebook_modules(notebook: str | Path, root: Path = SOURCE_ROOT) -> set[str]:
+    """The package modules that the code cells of a Jupyter notebook import (IPython magics and
+    shell lines, `%...` and `!...`, skipped)."""
+    modules: set[str] = set()
+    for cell in json.loads(Path(notebook).read_text())["cells"]:
+        if cell["cell_type"] == "code":
+            source = cell["source"] if isinstance(cell["source"], str) else "".join(cell["source"])
+            code = "\n".join("" if line.lstrip().startswith(("%", "!")) else line
+                             for line in source.splitlines())
+            modules |= _imported(ast.parse(code).body, PACKAGE, root)
+    return modules
+
+
+def command_closure(command: str, root: Path = SOURCE_ROOT, notebooks: Iterable[str | Path] = ()) -> set[Path]:
+    """The package files `dgc <command>` runs beyond the DRIVER (see the module docstring), with those
+    of the `notebooks` it executes (paths relative to `root`)."""
+    entry = command_entry_modules(command, root / PACKAGE / "cli.py")
+    for notebook in notebooks:
+        entry |= notebook_modules(root / notebook, root)
+    return import_closure(entry, root) - {root / d for d in DRIVER}

@@ -1,0 +1,106 @@
+"""Every dvc.yaml stage lists as deps the package files its command runs, so DVC reruns it when they change.
+
+A stage's code is the import closure of its `bin/dgc <subcommand>` (dgc/imports.py, read from the
+source with ast: the modules its `cmd_*` function in dgc/cli.py imports, and those of the notebooks
+among its deps, followed through every `dgc.*` import, top-level or in a function, with each
+package's `__init__.py`). Not counted: the
+driver every subcommand runs, bin/dgc, dgc/__init__.py, dgc/__main__.py and dgc/cli.py itself (with
+the exception classes its `main()` imports): listing them would rerun every stage, training included,
+at each edit of the command line (docs/design.md, "Stage dependencies").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dgc.imports import DRIVER, command_closure, command_entry_modules, import_closure, notebook_modules
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def _covers(dep: str, file: str) -> bool:
+    """A dep covers a file when it is the file or a folder above it."""
+    dep = dep.rstrip("/")
+    return file == dep or file.startswith(dep + "/")
+
+
+def _code(stage: dict) -> list[str]:
+    """The package files (relative to the repository) that the stage's command runs, with those of
+    the notebooks it executes (its .ipynb deps)."""
+    words = stage["cmd"].split()
+    assert words[0] == "bin/dgc", f"{stage['cmd']!r} is not a `bin/dgc <subcommand>` command"
+    notebooks = [d for d in stage["deps"] if d.endswith(".ipynb")]
+    return sorted(p.relative_to(ROOT).as_posix() for p in command_closure(words[1], ROOT, notebooks))
+
+
+def test_every_stage_lists_the_code_its_command_runs():
+    missing = {name: [f for f in _code(stage) if not any(_covers(d, f) for d in stage["deps"])]
+               for name, stage in STAGES.items()}
+    missing = {name: files for name, files in missing.items() if files}
+    assert not missing, "dvc.yaml stages miss code deps:\n" + "\n".join(
+        f"  {name}: {', '.join(files)}" for name, files in missing.items())
+
+
+def test_every_code_dep_of_a_stage_is_code_it_runs():
+    stale = {name: [d for d in stage["deps"] if d.startswith("dgc/")
+                    and not any(_covers(d, f) for f in _code(stage))]
+             for name, stage in STAGES.items()}
+    stale = {name: deps for name, deps in stale.items() if deps}
+    assert not stale, f"dvc.yaml code deps that the stage's command never imports: {stale}"
+
+
+def test_the_driver_is_not_a_dep():
+    for name, stage in STAGES.items():
+        assert not {"bin/dgc", *DRIVER} & set(stage["deps"]), name
+
+
+def _write(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+def test_import_closure_follows_every_kind_of_import(tmp_path):
+    _write(tmp_path, {
+        "dgc/__init__.py": "",
+        "dgc/a.py": "import os\nfrom dgc.pkg import thing\n\ndef f():\n    import dgc.lazy\n",
+        "dgc/pkg/__init__.py": "from .sub import thing\n",
+        "dgc/pkg/sub.py": "from pathlib import Path\nfrom .. import b\nSRC = Path(__file__).with_name('k.cpp')\n"
+                          "thing = 1\n",
+        "dgc/pkg/k.cpp": "",
+        "dgc/pkg/unused.py": "",
+        "dgc/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import dgc.typing_only\n",
+        "dgc/lazy.py": "from dgc import deep\n",
+        "dgc/deep/__init__.py": "",
+        "dgc/typing_only.py": "",
+    })
+    found = {p.relative_to(tmp_path).as_posix() for p in import_closure(["dgc.a"], tmp_path)}
+    assert found == {"dgc/__init__.py", "dgc/a.py", "dgc/pkg/__init__.py", "dgc/pkg/sub.py", "dgc/pkg/k.cpp",
+                     "dgc/b.py", "dgc/lazy.py", "dgc/deep/__init__.py"}
+
+
+def test_a_command_enters_through_its_function_and_the_cli_helpers_it_calls(tmp_path):
+    _write(tmp_path, {"dgc/cli.py": (
+        "from dgc.driver_only import X\n"
+        "def _params(args):\n    from dgc.config import load\n\n"
+        "def cmd_train_all(args):\n    from dgc.train_all import run\n    _params(args)\n\n"
+        "def cmd_other(args):\n    import dgc.other\n")})
+    assert command_entry_modules("train-all", tmp_path / "dgc" / "cli.py") == {"dgc.config", "dgc.train_all"}
+    with pytest.raises(ValueError, match="no cmd_nope"):
+        command_entry_modules("nope", tmp_path / "dgc" / "cli.py")
+
+
+def test_notebook_modules_skip_magics_and_markdown(tmp_path):
+    notebook = tmp_path / "n.ipynb"
+    notebook.write_text(json.dumps({"cells": [
+        {"cell_type": "markdown", "source": ["import dgc.not_code\n"]},
+        {"cell_type": "code", "source": ["%matplotlib inline\n", "!ls\n", "from dgc import report\n",
+                                         "import numpy\n"]},
+        {"cell_type": "code", "source": "from dgc.report import heading"}]}))
+    _write(tmp_path, {"dgc/__init__.py": "", "dgc/report.py": ""})
+    assert notebook_modules(notebook, tmp_path) == {"dgc", "dgc.report"}
