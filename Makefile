@@ -21,10 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 # Rewrites requirements.lock from pyproject.toml (dependencies and the test extra) for CPython 3.11 on
 # Linux x86_64, whatever machine runs it. Versions already in the lock are kept while pyproject allows
 # them; `make lock LOCK_ARGS=--upgrade` takes the newest of everything, `LOCK_ARGS="--upgrade-package
-# pandas"` of one package. uv comes from the lock itself (test extra).
+# pandas"` of one package; `git diff requirements.lock` shows what changed. uv comes from the lock itself
+# (test extra); it reads PyPI, not pip's configuration.
 lock: $(STAMP)
 	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11.5 \
-		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" \
+		--python-platform x86_64-manylinux_2_28 --custom-compile-command "make lock" --quiet \
 		-o requirements.lock $(LOCK_ARGS)
 
 repro: $(STAMP)

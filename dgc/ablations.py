@@ -25,7 +25,8 @@ import json
 import math
 import re
 import statistics
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -118,8 +119,6 @@ def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEF
     'heads-2'] (for tests and partial reruns). Each point is built with dgc.models.create_model to
     find the ones that cannot run.
     """
-    import torch
-
     if grid not in GRID_DATASET:
         raise AblationError(f"unknown grid {grid!r}; choose one of: {', '.join(GRID_DATASET)}")
     seeds = _check_seeds(seeds)
@@ -142,34 +141,57 @@ def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEF
         groups = round(1 / gate)
         specs.append((f"gc-groups-{groups}", "static_gc", pruning, GC_MODEL,
                       {f"models.{GC_MODEL}.groups": groups}, {"pruning": pruning, "groups": groups}))
-    if only:
-        wanted = set(only)
-        known = {spec[0] for spec in specs} | {spec[1] for spec in specs}
-        unknown = sorted(wanted - known)
-        if unknown:
-            raise AblationError(f"no grid point or axis {unknown[0]!r}; choose from: {', '.join(sorted(known))}")
-        specs = [spec for spec in specs if spec[0] in wanted or spec[1] in wanted]
+    with one_torch_thread():
+        return [_build_point(params, dataset, *spec, common) for spec in select_specs(specs, only)]
+
+
+def select_specs(specs: list[tuple], only: Sequence[str] | None) -> list[tuple]:
+    """The specs (name, axis, ...) whose name or axis is listed in `only` (all of them when `only` is
+    empty); an entry that names none is an AblationError listing the known ones."""
+    if not only:
+        return specs
+    wanted = set(only)
+    known = {spec[0] for spec in specs} | {spec[1] for spec in specs}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise AblationError(f"no grid point or axis {unknown[0]!r}; choose from: {', '.join(sorted(known))}")
+    return [spec for spec in specs if spec[0] in wanted or spec[1] in wanted]
+
+
+@contextmanager
+def one_torch_thread():
+    """One torch thread while points are built and counted: tiny one-image counts, on a shared CPU
+    more threads only contend."""
+    import torch
+
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny one-image counts: more threads only contend on a shared CPU
+    torch.set_num_threads(1)
     try:
-        return [_build_point(params, dataset, *spec, common) for spec in specs]
+        yield
     finally:
         torch.set_num_threads(threads)
+
+
+def build_point(params: Mapping[str, Any], point: GridPoint) -> GridPoint:
+    """`point` with the builder's verdict on its model under the point's params: its expected FLOPs
+    when the model builds, else the builder's message as `reason`."""
+    reason, flops = _buildable(point_params(params, point), point.model, point.dataset)
+    return replace(point, reason=reason, flops=flops)
 
 
 def _build_point(params: Mapping[str, Any], dataset: str, name: str, axis: str, value: float | None,
                  model: str, knob: dict[str, Any], knobs: dict[str, float],
                  common: dict[str, Any]) -> GridPoint:
     overrides = {**common, "pipeline.models": [model], **knob}
-    point = GridPoint(f"abl-{name}", axis, value, model, dataset, overrides, knobs)
-    reason, flops = _buildable(point_params(params, point), model, dataset)
+    point = build_point(params, GridPoint(f"abl-{name}", axis, value, model, dataset, overrides, knobs))
+    reason = point.reason
     if axis == "static_gc":
         gate = 1 - value
         if not math.isclose(1 / gate, round(1 / gate), rel_tol=1e-9):
             reason = f"1/g = {1 / gate:.3g} is not a whole number of groups"
         if reason is not None:
             reason = f"no group count gives DGC's FLOPs at pruning rate {value:g}: {reason}"
-    return GridPoint(point.name, axis, value, model, dataset, overrides, knobs, reason, flops)
+    return replace(point, reason=reason)
 
 
 def _buildable(params: Mapping[str, Any], model: str, dataset: str) -> tuple[str | None, int | None]:
@@ -382,16 +404,21 @@ def load_page(experiments_json: str | Path, params_path: str | Path = "params.ya
     """What reports/ablations.html shows: the grid of params_path (the grid of its profile unless
     `grid`), with the experiments of the saved `dvc exp show --json` sorted onto it. An absent or
     empty experiments file means no experiments."""
+    params, experiments = read_inputs(experiments_json, params_path)
+    points = grid_points(params, grid or grid_of_profile(params))
+    return match_experiments(points, experiments, params)
+
+
+def read_inputs(experiments_json: str | Path, params_path: str | Path) -> tuple[dict[str, Any], list[Experiment]]:
+    """params_path as a mapping and the experiments of a saved `dvc exp show --json` (an absent or
+    empty file: none)."""
     from dgc.config import read_params_yaml
 
     if not Path(params_path).exists():
         raise MissingInput(f"{params_path} does not exist: the grid's baseline comes from it")
-    params = read_params_yaml(params_path)
     path = Path(experiments_json)
     text = path.read_text() if path.exists() else ""
-    experiments = parse_experiments(json.loads(text)) if text.strip() else []
-    points = grid_points(params, grid or grid_of_profile(params))
-    return match_experiments(points, experiments, params)
+    return read_params_yaml(params_path), parse_experiments(json.loads(text)) if text.strip() else []
 
 
 def describe_difference(exp_params: Mapping[str, Any], params: Mapping[str, Any],
@@ -476,11 +503,20 @@ def static_gc_panel(matched: Matched) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def point_result(point: GridPoint, exps: Sequence[Experiment]) -> tuple[str, Result | None]:
+    """The experiment that stands for a point (the first with a result, else the first; '-' when
+    none) and its result."""
+    for exp in exps:
+        result = result_of(exp, point.model, point.dataset)
+        if result:
+            return exp.name, result
+    return (exps[0].name if exps else "-"), None
+
+
 def _panel_row(point: GridPoint, exps: Sequence[Experiment], value: float) -> dict[str, Any]:
-    result = next((r for e in exps for r in [result_of(e, point.model, point.dataset)] if r), None)
+    experiment, result = point_result(point, exps)
     return {"value": value, "point": point.name, "baseline": point.axis == "baseline",
-            "experiment": next((e.name for e in exps if result_of(e, point.model, point.dataset)),
-                               exps[0].name if exps else "-"),
+            "experiment": experiment,
             "state": point_state(point, exps),
             "mean": result.mean if result else None,
             "std": result.std if result else None,
@@ -616,11 +652,16 @@ def _check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
 
 def parse_seeds(text: str) -> tuple[int, ...]:
     """'0,1,2' -> (0, 1, 2), with a one-line error for anything else."""
+    return _check_seeds(parse_ints(text, "--seeds", "0,1,2"))
+
+
+def parse_ints(text: str, option: str, example: str) -> tuple[int, ...]:
+    """Comma-separated integers of a command-line `option` (unchecked), with a one-line error for
+    anything else."""
     try:
-        seeds = tuple(int(s) for s in text.split(",") if s.strip() != "")
+        return tuple(int(s) for s in text.split(",") if s.strip() != "")
     except ValueError:
-        raise AblationError(f"--seeds must be comma-separated integers like 0,1,2, got {text!r}") from None
-    return _check_seeds(seeds)
+        raise AblationError(f"{option} must be comma-separated integers like {example}, got {text!r}") from None
 
 
 def _has_key(params: Mapping[str, Any], dotted: str) -> bool:
@@ -702,8 +743,8 @@ def _nan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def next_commands(python: str, path_env: str, cwd: str) -> list[str]:
-    """How to run the queue and render it, with the interpreter's own dvc and dgc.
+def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations") -> list[str]:
+    """How to run the queue and render it (`dgc <page>`), with the interpreter's own dvc and dgc.
 
     `dvc queue start` starts its workers as `dvc exp queue-worker` looked up on PATH: without the
     environment's bin folder on PATH they fail to start and the queue stays queued, so the command
@@ -717,4 +758,4 @@ def next_commands(python: str, path_env: str, cwd: str) -> list[str]:
     prefix = "" if on_path else f'PATH="{bindir}:$PATH" '
     dgc = f"{shown}/dgc" if os.path.exists(os.path.join(bindir, "dgc")) else f"{python} -m dgc"
     return [f"{prefix}{shown}/dvc queue start -j 1     # -j N: N at a time; then `{shown}/dvc queue status`",
-            f"{dgc} ablations                 # reports/ablations.html"]
+            f"{dgc} {page:<26s}# reports/{page}.html"]

@@ -243,57 +243,99 @@ def _dvc(*args: str) -> str:
 
 
 def cmd_ablations(args: argparse.Namespace) -> int:
+    return _render_experiments(args, {"grid": args.grid or ""}, "DGC ablations")
+
+
+def _render_experiments(args: argparse.Namespace, parameters: dict, title: str) -> int:
+    """Save `dvc exp show --json` as reports/experiments.json and render args.notebook from it."""
     from dgc.io import write_text_atomic
     from dgc.render import render
 
     out = f"{args.reports}/experiments.json"
     write_text_atomic(out, _dvc("exp", "show", "--json", *(["--all-commits"] if args.all_commits else [])))
-    parameters = {"experiments_json": out, "params_path": args.params, "grid": args.grid or ""}
-    ipynb, html = render(args.notebook, args.reports, parameters, "DGC ablations")
+    parameters = {"experiments_json": out, "params_path": args.params, **parameters}
+    ipynb, html = render(args.notebook, args.reports, parameters, title)
     print(f"{ipynb}\n{html}")
     return 0
 
 
+def cmd_budget(args: argparse.Namespace) -> int:
+    from dgc.budget import parse_budgets
+    from dgc.provenance import git_commit
+
+    budgets = parse_budgets(args.budgets)  # a bad list fails here, not in the notebook
+    return _render_experiments(args, {"budgets": ",".join(map(str, budgets)), "commit": git_commit()},
+                               "DGC training-budget study")
+
+
+def cmd_budget_queue(args: argparse.Namespace) -> int:
+    from dgc import budget
+    from dgc.ablations import parse_seeds
+
+    params = _queue_params(args)
+    budgets, seeds = budget.parse_budgets(args.budgets), parse_seeds(args.seeds)
+    points = budget.budget_points(params, budgets, seeds, args.only.split(",") if args.only else None)
+    print(f"budget study on {budget.study_dataset(params)}: {len(budget.FAMILIES)} families x "
+          f"{len(budget.VARIANTS)} variants x budgets {list(budgets)} epochs, seeds {list(seeds)}; "
+          f"models at the widths of {args.params}")
+    return _queue_points(points, params, len(seeds), args.dry_run, "budget", budget.describe)
+
+
 def cmd_ablations_queue(args: argparse.Namespace) -> int:
-    import json
-    import os
-
     from dgc import ablations
-    from dgc.config import load_params, read_params_yaml
 
-    from pathlib import Path
-
-    if not args.dry_run and Path(args.params).resolve() != Path("params.yaml").resolve():
-        raise UsageError("`dvc exp run` reads params.yaml: --params names another file, use it with --dry-run only")
-    if not Path(args.params).is_file():
-        raise UsageError(f"{args.params} does not exist: the grid's baseline comes from it")
-    load_params(args.params)  # a broken params.yaml fails here, not in every experiment
-    params = read_params_yaml(args.params)
+    params = _queue_params(args)
     ablations.check_profile(params, args.grid)
     seeds = ablations.parse_seeds(args.seeds)
     points = ablations.grid_points(params, args.grid, seeds, args.only.split(",") if args.only else None)
-    experiments = ablations.parse_experiments(json.loads(_dvc("exp", "show", "--json") or "[]"))
-    plan = ablations.plan_queue(points, experiments, params)
     k = ablations.baseline_knobs(params)
     print(f"{args.grid} grid on {ablations.GRID_DATASET[args.grid]}, seeds {list(seeds)}; baseline from "
           f"{args.params}: heads {k['heads']}, pruning rate {k['pruning']:g}, λ {k['lambda']:g}, "
           f"squeeze rate {k['squeeze']}")
+    return _queue_points(points, params, len(seeds), args.dry_run, "ablations",
+                         lambda point: f"{ablations.AXIS_LABEL[point.axis]}"
+                                       f"{'' if point.value is None else f' = {point.value:g}'} ({point.model})")
+
+
+def _queue_params(args: argparse.Namespace) -> dict:
+    """params.yaml of a `queue` command as a mapping, checked: `dvc exp run` reads params.yaml, and
+    a broken file fails here, not in every experiment."""
+    from dgc.config import load_params, read_params_yaml
+
+    if not args.dry_run and Path(args.params).resolve() != Path("params.yaml").resolve():
+        raise UsageError("`dvc exp run` reads params.yaml: --params names another file, use it with --dry-run only")
+    if not Path(args.params).is_file():
+        raise UsageError(f"{args.params} does not exist: the points' settings come from it")
+    load_params(args.params)
+    return read_params_yaml(args.params)
+
+
+def _queue_points(points, params: dict, seeds: int, dry_run: bool, page: str, describe) -> int:
+    """Queue (or with `dry_run` print) one `dvc exp run --queue` per point that no experiment covers
+    yet (dgc.ablations.plan_queue), list the skipped ones, then how to run the queue and render
+    `reports/<page>.html`. `describe(point)` says what a queued point is."""
+    import os
+
+    from dgc import ablations
+
+    experiments = ablations.parse_experiments(json.loads(_dvc("exp", "show", "--json") or "[]"))
+    plan = ablations.plan_queue(points, experiments, params)
+    width = max([22, *(len(name) for _, name in plan.queue), *(len(p.name) for p, _ in plan.skipped)])
     for point, name in plan.queue:
         command = ["dvc", *ablations.queue_args(point, name, params)]
-        if args.dry_run:
-            print(f"would queue {name:22s} {' '.join(command)}")
+        if dry_run:
+            print(f"would queue {name:{width}s} {' '.join(command)}")
         else:
             _dvc(*command[1:])
-            print(f"queued      {name:22s} {ablations.AXIS_LABEL[point.axis]}"
-                  f"{'' if point.value is None else f' = {point.value:g}'} ({point.model})")
+            print(f"queued      {name:{width}s} {describe(point)}")
     for point, why in plan.skipped:
-        print(f"skipped     {point.name:22s} {why}")
-    runs = len(plan.queue) * len(seeds)
-    verb = "would queue" if args.dry_run else "queued"
-    print(f"{verb} {len(plan.queue)} experiments ({runs} training runs), skipped {len(plan.skipped)}")
-    if plan.queue and not args.dry_run:
+        print(f"skipped     {point.name:{width}s} {why}")
+    verb = "would queue" if dry_run else "queued"
+    print(f"{verb} {len(plan.queue)} experiments ({len(plan.queue) * seeds} training runs), "
+          f"skipped {len(plan.skipped)}")
+    if plan.queue and not dry_run:
         print("next:")
-        for line in ablations.next_commands(sys.executable, os.environ.get("PATH", ""), os.getcwd()):
+        for line in ablations.next_commands(sys.executable, os.environ.get("PATH", ""), os.getcwd(), page):
             print(f"  {line}")
     return 0
 
@@ -311,6 +353,21 @@ def cmd_bench(args: argparse.Namespace) -> int:
     write_json_atomic(args.out, result)
     md = bench_markdown(result)
     write_text_atomic(str(args.out).rsplit(".", 1)[0] + ".md", md)
+    print(md)
+    return 0
+
+
+def cmd_crosscheck(args: argparse.Namespace) -> int:
+    from dgc.crosscheck import crosscheck, crosscheck_markdown
+    from dgc.io import write_json_atomic, write_text_atomic
+
+    for folder in (args.a, args.b):
+        if not (Path(folder) / "vs_paper.json").exists():
+            raise UsageError(f"{folder}/vs_paper.json is missing: give two reports/ folders of finished `dvc repro` runs")
+    result = crosscheck(args.a, args.b)
+    md = crosscheck_markdown(result, *args.labels)
+    write_json_atomic(Path(args.out).with_suffix(".json"), {**result, "labels": list(args.labels)})
+    write_text_atomic(args.out, md)
     print(md)
     return 0
 
@@ -435,6 +492,25 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--only", default=None, help=argparse.SUPPRESS)  # comma-separated points/axes (tests)
     q.set_defaults(func=cmd_ablations_queue)
 
+    p = sub.add_parser("budget", help="`dvc exp show --json` -> reports/budget.html; "
+                                      "`dgc budget queue` queues the training-budget study")
+    p.add_argument("--notebook", default="notebooks/budget.ipynb")
+    p.add_argument("--reports", default="reports")
+    p.add_argument("--params", default="params.yaml", help="the study's models and dataset (default params.yaml)")
+    p.add_argument("--budgets", default="10,30,60", help="the budgets to show, in epochs (default 10,30,60)")
+    p.add_argument("--all-commits", action="store_true",
+                   help="also the experiments of other commits than HEAD")
+    p.set_defaults(func=cmd_budget)
+    actions = p.add_subparsers(dest="action", required=False)
+    q = actions.add_parser("queue", help="queue one `dvc exp run --queue` experiment per family, variant "
+                                         "(DGC, DGC with g = 1, static group conv, dense) and budget")
+    q.add_argument("--budgets", default="10,30,60", help="training epochs of every point (default 10,30,60)")
+    q.add_argument("--seeds", default="0,1,2", help="seeds of every point (default 0,1,2)")
+    q.add_argument("--dry-run", action="store_true", help="print the `dvc exp run` commands, queue nothing")
+    q.add_argument("--params", default="params.yaml", help="the study's models and dataset (default params.yaml)")
+    q.add_argument("--only", default=None, help=argparse.SUPPRESS)  # comma-separated points/variants (tests)
+    q.set_defaults(func=cmd_budget_queue)
+
     p = sub.add_parser("bench", help="layer and model latency: DGC vs dense vs static group conv")
     p.add_argument("--device", default="auto")
     p.add_argument("--repeats", type=int, default=10)
@@ -443,13 +519,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/bench.json")
     p.set_defaults(func=cmd_bench)
 
+    p = sub.add_parser("crosscheck", help="two reports/ folders of the same pipeline (two machines): "
+                                          "the same verdicts? the means within their spread?")
+    p.add_argument("a")
+    p.add_argument("b")
+    p.add_argument("--labels", nargs=2, default=("A", "B"), metavar=("LABEL_A", "LABEL_B"))
+    p.add_argument("--out", default="reports/cross_cpu.md")
+    p.set_defaults(func=cmd_crosscheck)
+
     p = sub.add_parser("readme", help="regenerate README's results tables from reports/")
     p.add_argument("--readme", default="README.md")
     p.add_argument("--reports", default="reports")
     p.set_defaults(func=cmd_readme)
 
-    p = sub.add_parser("use-profile", help="switch params.yaml to a profile (smoke or paper)")
-    p.add_argument("profile", choices=["smoke", "paper"])
+    p = sub.add_parser("use-profile", help="switch params.yaml to a profile (smoke, smoke-all or paper)")
+    p.add_argument("profile", choices=["smoke", "smoke-all", "paper"])
     p.add_argument("--params", default="params.yaml")
     p.set_defaults(func=cmd_use_profile)
     return parser

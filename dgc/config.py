@@ -18,7 +18,7 @@ import yaml
 
 from dgc.errors import DGCError
 
-PROFILES = ("smoke", "paper", "custom")
+PROFILES = ("smoke", "smoke-all", "paper", "custom")
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
 

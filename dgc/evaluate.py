@@ -18,8 +18,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from dgc.architecture import input_size_of
 from dgc.checkpoint import load_model
 from dgc.compile import Compiled, resolve_compile

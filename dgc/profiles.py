@@ -1,5 +1,5 @@
-"""Profiles: complete params files under profiles/ (smoke: offline CPU default; paper: the
-authors' recipe on CIFAR). `use_profile(name)` validates one and copies it onto params.yaml."""
+"""Profiles: complete params files under profiles/ (smoke: the offline CPU default, the DenseNet-86
+family; smoke-all: the three families offline; paper: the authors' recipe on CIFAR). `use_profile(name)` validates one and copies it onto params.yaml."""
 
 from __future__ import annotations
 

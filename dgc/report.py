@@ -32,6 +32,7 @@ SECTIONS = (
     ("scope", "Scope and set-up"),
     ("claims", "Claims"),
     ("scope_of_evidence", "What this run can and cannot say"),
+    ("plateau", "Did every run finish learning?"),
     ("models", "Method: accuracy, FLOPs and parameters of every model"),
     ("accuracy_flops", "Results: accuracy against FLOPs"),
     ("curves", "Training and test curves, system figures"),
@@ -102,7 +103,7 @@ def summary_table(inputs: dict[str, Any], profile: str) -> pd.DataFrame:
     info = next(iter(inputs["info"].values()), {})
     train_s = sum(h["epoch_seconds"].sum() for h in inputs["history"].values())
     epochs = {int(h["epoch"].max()) for h in inputs["history"].values() if len(h)}
-    rows = [("profile", profile + (" (offline smoke run: not comparable with the paper)" if profile == "smoke" else "")),
+    rows = [("profile", profile + (" (offline smoke run: not comparable with the paper)" if profile.startswith("smoke") else "")),
             ("runs", f"{len(inputs['runs'])} ({', '.join(inputs['runs'])})"),
             ("epochs per run", ", ".join(str(e) for e in sorted(epochs))),
             ("training time, all runs", f"{train_s / 60:.1f} min (sum of epoch times)"),
@@ -139,15 +140,43 @@ def can_and_cannot_say(inputs: dict[str, Any], profile: str) -> str:
     if unverified:
         parts.append(f"{len(unverified)} claim(s) are *not verified*: the paper's number is not known "
                      f"here ({', '.join(r['id'] for r in unverified)}).")
+    finished = [r for r, m in inputs["metrics"].items() if m.get("plateau", {}).get("plateaued")]
+    unfinished = sorted(set(inputs["metrics"]) - set(finished))
+    parts.append(f"{len(finished)} of {len(inputs['metrics'])} runs finished learning by the plateau "
+                 f"criterion (the last third of the epochs raised the best test top-1 by at most "
+                 f"1 point, in every seed; {ref('plateau')})"
+                 + (f"; not finished: {', '.join(unfinished)}, whose numbers are not final." if unfinished
+                    else "."))
     evidence = result.get("smoke_evidence") or []
     if evidence:
         items = [f"{r['model']} vs {r['versus']}: {r['delta']:+.2f} points of {r['metric']} "
-                 f"({'holds' if r['holds'] else 'does not hold'} at tolerance {r['tolerance']:g}, "
-                 f"{r['seeds']} seed{'s' if r['seeds'] > 1 else ''})" for r in evidence]
+                 f"(mean of {r['seeds']} vs {r['baseline_seeds']} seeds: **{r['verdict']}** at "
+                 f"tolerance {r['tolerance']:g}; {r['why']})" for r in evidence]
         parts.append("Smoke evidence for the relation claims, on the offline digits runs with narrow "
-                     "models and short training, which are not the paper's setting and decide none "
-                     "of its claims: " + "; ".join(items) + ".")
+                     "models, which are not the paper's setting and decide none of its claims. A "
+                     "relation holds or does not hold only when the difference of the means clears "
+                     "two standard errors of the seeds; otherwise it is inconclusive: "
+                     + "; ".join(items) + ".")
+    parts.append("Numbers differ in their last digits between CPU models and thread counts (oneDNN "
+                 "picks other kernels); the verdicts and the means within their spread are what "
+                 "carries over (README, *Same verdicts on any CPU*).")
     return " ".join(parts)
+
+
+def plateau_table(inputs: dict[str, Any]) -> pd.DataFrame:
+    """Per run: seeds, the largest last-third gain over its seeds and whether all seeds plateaued."""
+    rows = []
+    for run in inputs["runs"]:
+        m = inputs["metrics"][run]
+        p = m.get("plateau", {})
+        gain = p.get("last_third_gain")
+        rows.append({"run": run, "seeds": m.get("seeds", 1),
+                     "epochs": int(inputs["history"][run]["epoch"].max()) if run in inputs["history"] else None,
+                     "best top-1 (%)": round(m["best"]["top1_acc"], 2),
+                     "± std": round(m.get("best_std", {}).get("top1_acc", 0.0), 2),
+                     "last-third gain (points, worst seed)": None if gain is None else round(gain, 2),
+                     "finished learning": "yes" if p.get("plateaued") else "no"})
+    return pd.DataFrame(rows)
 
 
 def claims_table(inputs: dict[str, Any]) -> pd.DataFrame:
@@ -160,6 +189,7 @@ def claims_table(inputs: dict[str, Any]) -> pd.DataFrame:
                      "metric": r["metric"],
                      "paper": (_num(r["paper"], r["unit"]) if r["paper"] is not None
                                else f"≤ {r['versus']}" if r["versus"] else "unknown"),
+                     "earlier reproduction": "-" if r.get("earlier") is None else _num(r["earlier"], r["unit"]),
                      "ours": ours, "delta": "-" if r["delta"] is None else _num(r["delta"], r["unit"]),
                      "verdict": r["verdict"], "why": r["reason"]})
     return pd.DataFrame(rows)

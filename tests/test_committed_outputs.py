@@ -55,3 +55,18 @@ def test_committed_outputs_match_the_hashes_in_dvc_lock():
                    if path.startswith(tuple(prefixes)))
     assert not drift, ("committed pipeline outputs differ from dvc.lock (re-run `dvc repro` and "
                        f"commit its outputs): {drift}")
+
+
+def test_every_committed_run_finished_learning_with_seeds():
+    """The default profile's evidence: every run past the plateau criterion (dgc/plateau.py) in every
+    seed, and at least 3 seeds per model, as its relation verdicts need."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    runs = [f"{d}-{m}" for d in params["pipeline"]["datasets"] for m in params["pipeline"]["models"]]
+    for run in runs:
+        metrics = json.loads((ROOT / "reports" / "metrics" / f"{run}.json").read_text())
+        assert metrics["seeds"] >= 3, run
+        assert metrics["plateau"]["plateaued"] == 1, (run, metrics["plateau"])
+        assert metrics["plateau"]["last_third_gain"] <= metrics["plateau"]["points"], run
+    verdicts = json.loads((ROOT / "reports" / "vs_paper.json").read_text())["smoke_evidence"]
+    assert verdicts and all(r["verdict"] in ("holds", "does not hold", "inconclusive") for r in verdicts)
+    assert all(r["standard_error"] is not None for r in verdicts)

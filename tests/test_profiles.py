@@ -45,3 +45,22 @@ def test_unknown_params_section_is_named(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dgc", "train", "digits", "resnet18", "--params", str(path)],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "trian" in proc.stderr
+
+
+def test_smoke_all_is_the_default_with_every_family():
+    smoke, every = load_params(ROOT / "profiles" / "smoke.yaml"), load_params(ROOT / "profiles" / "smoke-all.yaml")
+    assert set(smoke.pipeline.models) < set(every.pipeline.models)
+    assert {m.split("_")[0] for m in every.pipeline.models} == {"densenet86", "resnet18", "mobilenetv2"}
+    assert (every.train, every.data, every.models) == (smoke.train, smoke.data, smoke.models)
+
+
+def test_the_default_profile_trains_every_relation_pair_with_seeds():
+    from dgc.compare import load_claims
+
+    params = load_params(ROOT / "profiles" / "smoke.yaml")
+    assert len(params.train.seeds) >= 3 and params.data.digits_size == 16
+    models = set(params.pipeline.models)
+    pairs = {(c.model, c.versus) for c in load_claims(ROOT / "claims" / "paper.yaml") if c.kind == "relation"}
+    assert {p for p in pairs if set(p) <= models} == {("densenet86_dgc", "densenet86"),
+                                                      ("densenet86_dgc", "densenet86_gc"),
+                                                      ("densenet86_dgcg", "densenet86_dgc")}

@@ -11,7 +11,7 @@ import torch
 
 from dgc import engine
 from dgc.checkpoint import load_checkpoint, load_model
-from dgc.config import ConfigError, load_params
+from dgc.config import load_params
 from dgc.data import cifar_batches
 from dgc.engine import evaluate
 from dgc.train import HISTORY_COLUMNS, TrainingDiverged, train_model
@@ -98,7 +98,7 @@ def test_kill_9_then_the_same_command_continues(tmp_path, tiny_params_file):
     assert 1 <= done < 6
     second = run_cli(*args)
     assert second.returncode == 0, second.stderr
-    assert f"resuming" in second.stdout
+    assert "resuming" in second.stdout
     rows = read_history(ckpt.parent / "history.csv")
     assert [int(r["epoch"]) for r in rows] == list(range(1, 7))
 

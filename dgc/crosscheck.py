@@ -1,0 +1,72 @@
+"""Two runs of the same pipeline on different machines (or thread counts): do they say the same?
+
+Bit-identical numbers across CPU models are not expected: oneDNN picks its kernels by CPU and thread
+count, float sums run in another order and a seed's curve drifts. What must carry over is the
+verdicts of the relation claims and the means within their spread. `crosscheck(a, b)` reads two
+`reports/` folders (metrics/*.json and vs_paper.json) and returns, per model, both means, the
+difference and its standard error over the seeds, whether the difference is within two standard
+errors; per relation, both verdicts and whether they agree. `benchmarks/cross_cpu.sh` runs the
+default profile a second time with one thread and writes the page (reports/cross_cpu.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from dgc.compare import load_metrics, sample_of
+from dgc.verdict import K_STANDARD_ERRORS
+
+METRIC = "best.top1_acc"
+
+
+def crosscheck(reports_a: str | Path, reports_b: str | Path, metric: str = METRIC) -> dict[str, Any]:
+    runs_a, runs_b = load_metrics(Path(reports_a) / "metrics"), load_metrics(Path(reports_b) / "metrics")
+    models = []
+    for key in sorted(set(runs_a) & set(runs_b)):
+        a, b = sample_of(runs_a[key], metric), sample_of(runs_b[key], metric)
+        if a is None or b is None:
+            continue
+        se = math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n) if min(a.n, b.n) > 1 else None
+        diff = b.mean - a.mean
+        models.append({"run": "-".join(key), "a": a.mean, "a_std": a.std, "b": b.mean, "b_std": b.std,
+                       "n": min(a.n, b.n), "diff": diff, "standard_error": se,
+                       "within_spread": se is not None and abs(diff) <= K_STANDARD_ERRORS * se + 1e-9})
+    ev_a = {_pair(r): r for r in _evidence(reports_a)}
+    ev_b = {_pair(r): r for r in _evidence(reports_b)}
+    relations = [{"relation": f"{p[0]} vs {p[1]} ({p[2]})", "a": ev_a[p]["verdict"], "b": ev_b[p]["verdict"],
+                  "a_delta": ev_a[p]["delta"], "b_delta": ev_b[p]["delta"],
+                  "same": ev_a[p]["verdict"] == ev_b[p]["verdict"]}
+                 for p in sorted(set(ev_a) & set(ev_b))]
+    return {"metric": metric, "models": models, "relations": relations,
+            "all_within_spread": all(m["within_spread"] for m in models),
+            "same_verdicts": all(r["same"] for r in relations)}
+
+
+def _evidence(reports: str | Path) -> list[dict[str, Any]]:
+    return json.loads((Path(reports) / "vs_paper.json").read_text()).get("smoke_evidence", [])
+
+
+def _pair(row: dict[str, Any]) -> tuple[str, str, str]:
+    return row["model"], row["versus"], row["metric"]
+
+
+def crosscheck_markdown(result: dict[str, Any], label_a: str, label_b: str) -> str:
+    lines = [f"# The same pipeline twice: {label_a} (A) and {label_b} (B)", "",
+             f"Best test top-1 (%), mean ± std over seeds. *within spread*: |B - A| <= "
+             f"{K_STANDARD_ERRORS:g} standard errors of the difference of the means.", "",
+             "| run | A | B | B - A | s.e. | within spread |", "|---|---|---|---|---|---|"]
+    for m in result["models"]:
+        se = "-" if m["standard_error"] is None else f"{m['standard_error']:.2f}"
+        lines.append(f"| {m['run']} | {m['a']:.2f} ± {m['a_std']:.2f} | {m['b']:.2f} ± {m['b_std']:.2f} "
+                     f"(n={m['n']}) | {m['diff']:+.2f} | {se} | {'yes' if m['within_spread'] else 'no'} |")
+    lines += ["", "| relation | verdict A | verdict B | delta A | delta B | same verdict |",
+              "|---|---|---|---|---|---|"]
+    for r in result["relations"]:
+        lines.append(f"| {r['relation']} | {r['a']} | {r['b']} | {r['a_delta']:+.2f} | {r['b_delta']:+.2f} | "
+                     f"{'yes' if r['same'] else 'no'} |")
+    lines += ["", f"Every mean within its spread: {'yes' if result['all_within_spread'] else 'no'}; "
+                  f"the same verdicts: {'yes' if result['same_verdicts'] else 'no'}.", ""]
+    return "\n".join(lines)
