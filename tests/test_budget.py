@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from helpers import copy_project
@@ -76,9 +77,9 @@ def test_36_points_per_family_variant_and_budget_with_their_overrides(points):
 
 def test_budgets_seeds_only_and_the_dataset_of_the_profile():
     got = budget.budget_points(PAPER, budgets=[5, 2], seeds=[4], only=["resnet18_dgc-gates-e5", "dense"])
-    assert [p.name for p in got] == ["budget-resnet18_dgc-gates-e5", "budget-densenet86-e2", "budget-densenet86-e5",
+    assert [p.name for p in got] == ["budget-densenet86-e2", "budget-densenet86-e5", "budget-resnet18_dgc-gates-e5",
                                      "budget-resnet18-e2", "budget-resnet18-e5", "budget-mobilenetv2-e2",
-                                     "budget-mobilenetv2-e5"]
+                                     "budget-mobilenetv2-e5"]  # the study's order; budgets sorted
     assert got[0].overrides["pipeline.datasets"] == ["cifar10"] and got[0].overrides["train.seeds"] == [4]
     assert budget.parse_budgets("10, 30,60") == (10, 30, 60)
     for bad in ("0", "10,10", "", "ten"):
@@ -105,11 +106,13 @@ RESNET = {  # (variant, budget): best top-1 per seed
 
 def exp_show():
     """Newest first: four resnet18 experiments done (one of them with seed 0 only), the gates variant
-    at 30 epochs running, densenet86_dgc at 60 epochs queued, mobilenetv2 at 10 epochs failed, and the
-    ablation grid's baseline (densenet86_dgc, the profile's 10 epochs, 3 seeds): the study's 10-epoch
-    DGC point."""
+    at 30 epochs running, densenet86_dgc at 60 epochs queued, mobilenetv2 at 10 epochs failed,
+    densenet86_dgc at 10 epochs done under a name of its own (the study's point all the same), and an
+    ablation point (2 heads: no point of the study)."""
     experiments = [
-        entry("abl-baseline", exp_params(), "success",
+        entry("abl-heads-2", exp_params(models__densenet86_dgc__heads=2), "success",
+              {metrics_path("densenet86_dgc"): metrics([90.0, 91.0, 92.5])}),
+        entry("by-hand-dgc-10", study_params("densenet86_dgc", 10), "success",
               {metrics_path("densenet86_dgc"): metrics([91.0, 92.0, 90.5])}),
         entry("budget-mobilenetv2-e10", study_params("mobilenetv2", 10), "failed", {},
               error={"msg": "Experiment run failed", "type": ""}),
@@ -129,7 +132,7 @@ def test_plan_skips_points_already_queued_running_or_done(points):
     plan = ablations.plan_queue(points, ablations.parse_experiments(exp_show()), SMOKE)
     skipped = {p.name: why for p, why in plan.skipped}
     assert skipped == {
-        "budget-densenet86_dgc-e10": "already success as abl-baseline",
+        "budget-densenet86_dgc-e10": "already success as by-hand-dgc-10",
         "budget-densenet86_dgc-e60": "already queued as budget-densenet86_dgc-e60",
         "budget-resnet18_dgc-gates-e30": "already running as budget-resnet18_dgc-gates-e30",
         "budget-resnet18_dgc-e10": "already success as mine-resnet18_dgc-10",
@@ -157,11 +160,12 @@ def test_dry_run_prints_the_commands_and_queues_nothing(monkeypatch, capsys):
                       f"seeds [0, 1, 2]; models at the widths of {params}")
     would = [line for line in out if line.startswith("would queue budget-")]
     assert len(would) == 30
-    assert re.sub(" +", " ", would[3]) == (
+    gates = next(line for line in would if "budget-densenet86_dgc-gates-e30 " in line)
+    assert re.sub(" +", " ", gates) == (
         "would queue budget-densenet86_dgc-gates-e30 dvc exp run --queue --name budget-densenet86_dgc-gates-e30 "
         "-S train.seeds=[0,1,2] -S pipeline.datasets=[digits] -S pipeline.models=[densenet86_dgc] "
         "-S models.densenet86_dgc.gate_factor=1.0 -S train.epochs=30 evaluate")
-    assert any(re.fullmatch(r"skipped +budget-densenet86_dgc-e10 +already success as abl-baseline", line)
+    assert any(re.fullmatch(r"skipped +budget-densenet86_dgc-e10 +already success as by-hand-dgc-10", line)
                for line in out)
     assert out[-1] == "would queue 30 experiments (90 training runs), skipped 6"
     assert main(["budget", "queue", "--dry-run", "--params", params, "--budgets", "1,x"]) == 2
@@ -186,15 +190,16 @@ def test_table_has_mean_std_n_and_the_gaps_with_their_standard_error(page):
     assert row["gap_dense"] == pytest.approx(statistics.fmean(dgc) - statistics.fmean(dense))
     assert row["se_dense"] == pytest.approx(math.sqrt(statistics.variance(dgc) / 3 + statistics.variance(dense) / 3))
     assert frame.loc["budget-resnet18-e10", "gap_gc"] == pytest.approx(statistics.fmean(dense) - statistics.fmean(gc))
-    assert frame.loc["budget-resnet18-e10", "gap_dense"] is None  # not against itself
-    assert frame.loc["budget-resnet18_dgc-e30", "gap_gc"] is None  # no static group conv at 30 epochs
+    assert pd.isna(frame.loc["budget-resnet18-e10", "gap_dense"])  # not against itself
+    assert pd.isna(frame.loc["budget-resnet18_dgc-e30", "gap_gc"])  # no static group conv at 30 epochs
+    assert pd.isna(frame.loc["budget-resnet18_dgc-e10", "gap_gc"]) is False
     table = budget.results_table(budget.results_frame(page)).set_index("experiment")
     mine = table.loc["mine-resnet18_dgc-10"]
     assert mine["best top-1 (%)"] == f"62.00 ± {statistics.stdev(dgc):.2f}" and mine["n"] == "3"
     se = math.sqrt(statistics.variance(dgc) / 3 + statistics.variance(gc) / 3)
     assert mine["vs static group conv (pp)"] == f"-10.00 ± {se:.2f}"
     assert table.loc["mine-resnet18_dgc-30", "best top-1 (%)"] == "88.00 (1 seed)"
-    assert table.loc["abl-baseline", "family"] == "DenseNet-86"
+    assert table.loc["by-hand-dgc-10", "family"] == "DenseNet-86" and "abl-heads-2" not in table.index
     states = dict(zip(table.index, table["state"]))
     assert states["budget-resnet18_dgc-gates-e30"] == "running"
     assert states["budget-densenet86_dgc-e60"] == "queued" and states["budget-mobilenetv2-e10"] == "failed"
@@ -204,10 +209,11 @@ def test_table_has_mean_std_n_and_the_gaps_with_their_standard_error(page):
 def test_summary_states_the_commit_and_the_experiments_states(page):
     text = budget.summary(page, "f00baa")
     assert "36 points (3 families x 4 variants x 3 budgets)" in text and "`f00baa`" in text
-    assert "8 experiments in `dvc exp show`, run from commit `abc1234`" in text
+    assert "9 experiments in `dvc exp show`, run from commit `abc1234`" in text
     assert "8 of them are points of this study (5 success, 1 running, 1 queued, 1 failed)" in text
     assert "Points: 5 success, 1 running, 1 queued, 1 failed, 28 not queued." in text
-    assert budget.others_line(page) == ""
+    assert budget.others_line(page).startswith("1 experiments in `dvc exp show` are no point of this study")
+    assert "`abl-heads-2`" in budget.others_line(page)
 
 
 def test_figure_has_a_panel_per_family_and_a_line_per_variant_with_results(page):
@@ -221,11 +227,46 @@ def test_figure_has_a_panel_per_family_and_a_line_per_variant_with_results(page)
 
 
 # -- the page --------------------------------------------------------------------------------------
+def run_cells(parameters, monkeypatch):
+    """The notebook's code cells run in this process (no kernel: a second, not ten), `parameters`
+    set after its parameters cell; returns what it displayed."""
+    import IPython.display
+    import nbformat
+
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda *objs, **kwargs: shown.extend(objs))
+    namespace = {}
+    for cell in nbformat.read(ROOT / "notebooks" / "budget.ipynb", as_version=4).cells:
+        if cell.cell_type == "code":
+            exec(cell.source, namespace)
+            if "parameters" in cell.metadata.get("tags", []):
+                namespace.update(parameters)
+    return shown
+
+
+def inputs(folder, payload):
+    (folder / "experiments.json").write_text(json.dumps(payload) if payload is not None else "")
+    (folder / "params.yaml").write_text(yaml.safe_dump(SMOKE, sort_keys=False))
+    return {"experiments_json": str(folder / "experiments.json"), "params_path": str(folder / "params.yaml"),
+            "commit": "f00baa"}
+
+
+def test_notebook_shows_the_summary_the_figure_and_the_table(tmp_path, monkeypatch):
+    from IPython.display import Image
+
+    shown = run_cells(inputs(tmp_path, exp_show()), monkeypatch)
+    assert sum(isinstance(obj, Image) for obj in shown) == 1
+    text = "\n".join(obj.data for obj in shown if not isinstance(obj, Image))
+    assert "Rendered at commit `f00baa`" in text and "run from commit `abc1234`" in text
+    assert "mine-resnet18_dgc-10" in text and "`abl-heads-2`" in text and "No experiments" not in text
+    shown = run_cells(inputs(tmp_path, None), monkeypatch)
+    assert not any(isinstance(obj, Image) for obj in shown)
+    assert budget.NO_EXPERIMENTS in [obj.data for obj in shown]
+
+
+@pytest.mark.slow
 def test_page_renders_the_figure_the_table_and_the_states(tmp_path):
-    (tmp_path / "experiments.json").write_text(json.dumps(exp_show()))
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(SMOKE, sort_keys=False))
-    parameters = {"experiments_json": str(tmp_path / "experiments.json"), "params_path": str(tmp_path / "params.yaml"),
-                  "commit": "f00baa"}
+    parameters = inputs(tmp_path, exp_show())
     _, html = render(ROOT / "notebooks" / "budget.ipynb", tmp_path, parameters, "budget", cwd=ROOT)
     text = html.read_text()
     assert text.count('src="data:image/png') == 1
@@ -238,9 +279,8 @@ def test_page_renders_the_figure_the_table_and_the_states(tmp_path):
 
 @pytest.mark.slow
 def test_page_says_how_to_queue_when_no_experiment_ran(tmp_path):
-    (tmp_path / "experiments.json").write_text("")  # no experiments file yet
     _, html = render(ROOT / "notebooks" / "budget.ipynb", tmp_path,
-                     {"experiments_json": str(tmp_path / "experiments.json")}, "budget", cwd=ROOT)
+                     {"experiments_json": str(tmp_path / "absent.json")}, "budget", cwd=ROOT)
     text = html.read_text()
     assert "No experiments have been run yet" in text and "dgc budget queue" in text
     assert "0 experiments in" in text and "36 not queued" in text and 'src="data:image/png' not in text
