@@ -375,7 +375,7 @@ def match_experiments(points: Sequence[GridPoint], experiments: Sequence[Experim
             others.append((exp, describe_difference(exp.params, params, points)))
         else:
             by_point[name].append(exp)
-    for name, exps in by_point.items():
+    for exps in by_point.values():
         order = {id(e): i for i, e in enumerate(exps)}
         exps.sort(key=lambda e: (STATE_ORDER.index(e.state) if e.state in STATE_ORDER else len(STATE_ORDER),
                                  -len(_section(e.params, "train").get("seeds") or []), order[id(e)]))

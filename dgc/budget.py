@@ -122,7 +122,8 @@ def results_frame(matched: Matched) -> pd.DataFrame:
         rows.append({"family": family_of(point), "variant": point.axis, "model": point.model,
                      "budget": point.value, "point": point.name, "experiment": experiment,
                      "state": point_state(point, exps) + (f": {point.reason}" if point.reason else ""),
-                     "mean": result.mean if result else None, "std": result.std if result else None,
+                     "mean": result.mean if result else None,
+                     "std": result.std if result and result.seeds > 1 else None,  # 1 seed: no spread
                      "n": result.seeds if result else None,
                      "flops_m": _flops_m(result.flops if result and result.flops else point.flops)})
     frame = pd.DataFrame(rows, columns=["family", "variant", "model", "budget", "point", "experiment", "state",

@@ -14,6 +14,7 @@ learning (`plateau`, the criterion of dgc/plateau.py), and inference latency per
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 from typing import Any
@@ -71,7 +72,10 @@ def _accuracy(result: dict[str, float], epoch: int) -> dict[str, float]:
 def _mean_and_spread(per_seed: list[dict[str, float]]) -> tuple[dict, dict]:
     keys = [k for k in per_seed[0] if k != "epoch"]
     mean = {k: statistics.fmean(r[k] for r in per_seed) for k in keys}
-    std = {k: (statistics.stdev(r[k] for r in per_seed) if len(per_seed) > 1 else 0.0) for k in keys}
+    # by hand: statistics.stdev fails on a nan (a diverged seed's loss) instead of returning nan
+    n = len(per_seed)
+    std = {k: (math.sqrt(sum((r[k] - mean[k]) ** 2 for r in per_seed) / (n - 1)) if n > 1 else 0.0)
+           for k in keys}
     return mean, std
 
 

@@ -29,14 +29,23 @@ def results_markdown(reports: str | Path = "reports") -> str:
     lines = ["### The paper's claims (`reports/vs_paper.md`)", "", claims_md.strip(), ""]
     if evidence:
         lines += ["#### " + evidence[0].strip(), ""]
+    earlier = [part for part in others if part.startswith("The paper, the earlier reproduction")]
+    if earlier:
+        lines += ["#### " + earlier[0].strip(), ""]
     lines += [
              "### Every run of the last `dvc repro` (`reports/metrics/*.json`)", "",
-             "| dataset | model | best top-1 acc (%) | top-5 acc (%) | FLOPs expected | FLOPs actual | "
-             "params | latency ms/img (batch 1 / 64) |", "|---|---|---|---|---|---|---|---|"]
+             "| dataset | model | best top-1 acc (%), mean ± std (seeds) | finished learning | top-5 acc (%) | "
+             "FLOPs expected | FLOPs actual | params | latency ms/img (batch 1 / 64) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for (dataset, model), m in sorted(load_metrics(reports / "metrics").items()):
         lat = m.get("latency_ms_per_image", {})
         lat_s = " / ".join(f"{v:.2f}" for _, v in sorted(lat.items(), key=lambda kv: int(kv[0].split("_")[1])))
-        lines.append(f"| {dataset} | {model} | {m['best']['top1_acc']:.2f} | {m['best']['top5_acc']:.2f} | "
+        std = m.get("best_std", {}).get("top1_acc", 0.0)
+        plateau = m.get("plateau", {})
+        gain = plateau.get("last_third_gain")
+        done = "-" if gain is None else f"{'yes' if plateau.get('plateaued') else 'no'} (+{gain:.2f} in the last third)"
+        lines.append(f"| {dataset} | {model} | {m['best']['top1_acc']:.2f} ± {std:.2f} ({m.get('seeds', 1)}) | "
+                     f"{done} | {m['best']['top5_acc']:.2f} | "
                      f"{m['flops_expected']:,} | {m['flops_actual']:,} | {m['params']:,} | {lat_s} |")
     return "\n".join(lines) + "\n"
 

@@ -2,13 +2,11 @@
 run, the queue plan against hand-made `dvc exp show --json` payloads, the table's gaps and standard
 errors, the rendered page, and (slow) one tiny point queued and run by DVC in a temporary copy."""
 
-import copy
 import json
 import math
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -245,7 +243,7 @@ def run_cells(parameters, monkeypatch):
 
 
 def inputs(folder, payload):
-    (folder / "experiments.json").write_text(json.dumps(payload) if payload is not None else "")
+    (folder / "experiments.json").write_text(json.dumps(payload))
     (folder / "params.yaml").write_text(yaml.safe_dump(SMOKE, sort_keys=False))
     return {"experiments_json": str(folder / "experiments.json"), "params_path": str(folder / "params.yaml"),
             "commit": "f00baa"}
@@ -259,9 +257,6 @@ def test_notebook_shows_the_summary_the_figure_and_the_table(tmp_path, monkeypat
     text = "\n".join(obj.data for obj in shown if not isinstance(obj, Image))
     assert "Rendered at commit `f00baa`" in text and "run from commit `abc1234`" in text
     assert "mine-resnet18_dgc-10" in text and "`abl-heads-2`" in text and "No experiments" not in text
-    shown = run_cells(inputs(tmp_path, None), monkeypatch)
-    assert not any(isinstance(obj, Image) for obj in shown)
-    assert budget.NO_EXPERIMENTS in [obj.data for obj in shown]
 
 
 @pytest.mark.slow
@@ -293,3 +288,54 @@ def test_source_notebook_is_stripped_and_parameterised():
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(not c.outputs and c.execution_count is None for c in code)
     assert sum("parameters" in c.metadata.get("tags", []) for c in code) == 1
+
+
+# -- end to end: one tiny point through the dvc queue in a temporary copy of the project -----------
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_one_point_runs_through_the_dvc_queue_up_to_evaluate_and_renders(tmp_path):
+    dest = copy_project(tmp_path / "dgc")
+    params = read_params_yaml(dest / "params.yaml")
+    params["train"].update(max_batches=2, batch_size=32, wandb="disabled", threads=1)
+    params["evaluate"].update(latency_batch_sizes=[1], latency_repeats=1)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    calls = tmp_path / "stages.log"  # every bin/dgc call of the experiment's stages
+    wrapper = tmp_path / "python-wrapper"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {sys.executable} "$@"\n')
+    wrapper.chmod(0o755)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DGC_PYTHON": str(wrapper), "PYTHONPATH": "", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    dvc, dgc = [sys.executable, "-m", "dvc"], [sys.executable, "-m", "dgc"]
+    for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                 ["git", "config", "user.name", "ci"], [*dvc, "repro", "data@digits"],
+                 ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
+        run(*args, cwd=dest, env=env)
+    calls.write_text("")
+    # one seed: after 2 steps BatchNorm's running statistics are still near their start and the test loss
+    # overflows to nan, which dgc/evaluate.py's spread over seeds (statistics.stdev) cannot take
+    queue = [*dgc, "budget", "queue", "--budgets", "1", "--seeds", "0", "--only", "resnet18_dgc-gates-e1"]
+    out = run(*queue, cwd=dest, env=env).stdout
+    assert "queued      budget-resnet18_dgc-gates-e1" in out and "dvc queue start -j 1" in out, out
+    started = time.monotonic()
+    try:
+        run(*dvc, "queue", "start", "-j", "1", cwd=dest, env=env)
+        while time.monotonic() - started < 200:
+            time.sleep(3)
+            status = run(*dvc, "queue", "status", cwd=dest, env=env, timeout=60).stdout
+            if "Success" in status or "Failed" in status:
+                break
+    finally:
+        stop_queue(dest, env)
+    print(f"one experiment through the queue: {time.monotonic() - started:.0f} s")
+    if "Success" not in status:
+        logs = run(*dvc, "queue", "logs", "budget-resnet18_dgc-gates-e1", cwd=dest, env=env, check=False)
+        raise AssertionError(f"{status}\n{logs.stdout[-3000:]}{logs.stderr[-2000:]}")
+    stages = calls.read_text().splitlines()
+    assert stages == ["-m dgc train digits resnet18_dgc", "-m dgc evaluate digits resnet18_dgc"]  # no report
+    run(*dgc, "budget", "--budgets", "1", cwd=dest, env=env, timeout=180)
+    (exp,) = ablations.parse_experiments(json.loads((dest / "reports" / "experiments.json").read_text()))
+    assert exp.params["models"]["resnet18_dgc"]["gate_factor"] == 1.0 and exp.params["train"]["epochs"] == 1
+    m = exp.metrics[metrics_path("resnet18_dgc")]
+    text = (dest / "reports" / "budget.html").read_text()
+    assert m["seeds"] == 1 and f"{m['best']['top1_acc']:.2f} (1 seed)" in text
+    assert "budget-resnet18_dgc-gates-e1" in text and "1 success, 11 not queued" in text

@@ -351,3 +351,14 @@ def test_evaluate_compile_sets_how_the_latency_runs(tmp_path, tiny_params_file, 
         assert result["info"]["latency_compile"] == ran, setting
         assert result["metrics"]["latency_ms_per_image"]["batch_2"] > 0
     assert modes == ["default"]  # auto stays eager on the CPU
+
+
+def test_spread_over_seeds_survives_a_diverged_seed():
+    import math
+
+    from dgc.evaluate import _mean_and_spread
+
+    mean, std = _mean_and_spread([{"loss": 1.0, "epoch": 3}, {"loss": 3.0, "epoch": 3}])
+    assert (mean["loss"], std["loss"]) == (2.0, pytest.approx(math.sqrt(2)))
+    mean, std = _mean_and_spread([{"loss": 1.0, "epoch": 3}, {"loss": float("nan"), "epoch": 3}])
+    assert math.isnan(mean["loss"]) and math.isnan(std["loss"])
