@@ -224,7 +224,7 @@ class Check:
         raises or ends non-finite is recorded as failed, the others are timed. settings[model] =
         (precision, layout, execution). Fewer repeats (or none) when the deadline is near."""
         runs, per_round = {}, 0.0
-        for name, (run, holder) in candidates.items():
+        for name, (run, _holder) in candidates.items():
             precision, layout, execution = settings[name]
             try:
                 run()  # first call: allocations, cuDNN plans (compiled: already warm)

@@ -206,7 +206,8 @@ def _buildable(params: Mapping[str, Any], model: str, dataset: str) -> tuple[str
         net = create_model(model, NUM_CLASSES[dataset], **settings)
     except ValueError as exc:
         return str(exc), None
-    return None, profile(net, input_size_of(dataset))["flops_expected"]
+    size = input_size_of(dataset, int(_section(params, "data").get("digits_size", 32)))
+    return None, profile(net, size)["flops_expected"]
 
 
 def point_params(params: Mapping[str, Any], point: GridPoint) -> dict[str, Any]:

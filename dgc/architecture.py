@@ -9,7 +9,6 @@ reports/architecture.json, keyed "<dataset>-<model>".
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from dgc.compare import Claim
@@ -18,17 +17,12 @@ from dgc.flops import profile
 from dgc.models import create_model, model_arguments
 
 
-def input_size_of(dataset: str, data_root: str | Path | None = None) -> tuple[int, int, int]:
-    """(C, H, W) of a dataset's images: 224 for ImageNet, 32 for CIFAR, the stored size for digits
-    (read from `data_root`/digits when given; `data.digits_size` may store them smaller)."""
+def input_size_of(dataset: str, digits_size: int = 32) -> tuple[int, int, int]:
+    """(C, H, W) of a dataset's images: 224 for ImageNet, 32 for CIFAR, `data.digits_size` for digits
+    (the data stage upscales the 8x8 digits to it)."""
     if dataset == "imagenet":
         return (3, 224, 224)
-    if dataset == "digits" and data_root is not None:
-        from dgc.data.cifar_format import image_size
-
-        side = image_size(Path(data_root) / dataset, dataset)
-        return (3, side, side)
-    return (3, 32, 32)
+    return (3, digits_size, digits_size) if dataset == "digits" else (3, 32, 32)
 
 
 def count_architectures(claims: list[Claim]) -> dict[str, dict[str, Any]]:

@@ -99,7 +99,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
             usage, model = measure_usage(final_model, test), final_model
         log(f"{dataset}-{model_name} seed {seed}: best top-1 {best_rows[-1]['top1_acc']:.2f}%, "
             f"final {final_rows[-1]['top1_acc']:.2f}%")
-    size = input_size_of(dataset, params.data.root)
+    size = input_size_of(dataset, params.data.digits_size)
     flops = profile(model, size)
     active = {row["name"]: row["active_fraction"] for row in usage["layers"]}
     if global_layers(model):  # DGC-G prunes unevenly: expected FLOPs from the kept fractions measured

@@ -81,10 +81,11 @@ def test_grid_flops_are_the_built_models_and_static_gc_is_near_dgc():
 
     points = {p.name: p for p in ablations.grid_points(SMOKE, "smoke", only=["baseline", "static_gc"])}
     size = {k: SMOKE["models"]["densenet86_dgc"][k] for k in ("growth", "depth")}  # the smoke width
+    side = SMOKE["data"]["digits_size"]  # the profile's input size
     gc4 = create_model("densenet86_gc", 10, **size, groups=4)
-    assert points["abl-gc-groups-4"].flops == profile(gc4)["flops_expected"]
+    assert points["abl-gc-groups-4"].flops == profile(gc4, (3, side, side))["flops_expected"]
     dgc = create_model("densenet86_dgc", 10, **size)
-    assert points["abl-baseline"].flops == profile(dgc)["flops_expected"]
+    assert points["abl-baseline"].flops == profile(dgc, (3, side, side))["flops_expected"]
     # equal 1x1-conv cost: the totals differ by DGC's gates only (a few percent)
     assert abs(points["abl-gc-groups-4"].flops / points["abl-baseline"].flops - 1) < 0.1
 

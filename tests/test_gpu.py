@@ -153,7 +153,7 @@ def test_dgcg_training_step_on_cuda():
     x = torch.randn(16, 3, 32, 32, device="cuda")
     y = torch.randint(0, 10, (16,), device="cuda")
     losses = []
-    for i, progress in enumerate((0.3, 0.5, 0.9)):
+    for progress in (0.3, 0.5, 0.9):
         selection.before_step(progress, 0, 1)  # the epoch's last step: collect saliencies
         optimizer.zero_grad(set_to_none=True)
         loss = (F.cross_entropy(model(x), y) + 1e-5 * sparsity_loss(model)

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from dgc.layers import BNReLUConv2d, DGCConv2d, ShuffledGroupConv2d, dgc_layers
+from dgc.layers import BNReLUConv2d, ShuffledGroupConv2d, dgc_layers
 from dgc.models import create_model, list_models
 
 # Tiny variants: what the tests and the offline profile use on CPU.
