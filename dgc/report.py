@@ -157,6 +157,10 @@ def can_and_cannot_say(inputs: dict[str, Any], profile: str) -> str:
                      "relation holds or does not hold only when the difference of the means clears "
                      "two standard errors of the seeds; otherwise it is inconclusive: "
                      + "; ".join(items) + ".")
+    parts.append("How accuracy and the gaps between DGC, its static group conv and its dense baseline "
+                 "move with the training budget (10, 30, 60 epochs, 3 seeds, the three families, and DGC "
+                 "with gates but no pruning) is measured by the training-budget study: "
+                 "[reports/budget.html](budget.html) (`dgc budget`, README).")
     parts.append("Numbers differ in their last digits between CPU models and thread counts (oneDNN "
                  "picks other kernels); the verdicts and the means within their spread are what "
                  "carries over (README, *Same verdicts on any CPU*).")

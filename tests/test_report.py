@@ -26,7 +26,8 @@ def make_outputs(reports: Path) -> None:
                    "seeds": 1, "flops_dense": 3_000_000, "flops_expected": 1_500_000 if dgc else 3_000_000,
                    "flops_actual": 1_400_000 if dgc else 3_000_000, "params": 40_000,
                    "latency_ms_per_image": {"batch_1": 2.0 + i, "batch_64": 0.5 + i},
-                   "recipe_matches_paper": 0, "architecture_matches_paper": 0}
+                   "recipe_matches_paper": 0, "architecture_matches_paper": 0,
+                   "plateau": {"last_third_gain": 0.5 if dgc else 2.0, "plateaued": int(dgc), "points": 1.0}}
         layers = [{"name": f"features.l{j}", "in_channels": 16, "out_channels": 16, "kernel": 1,
                    "kept_fraction": 0.25, "active_fraction": 0.25, "head_overlap": 0.1 * j}
                   for j in range(3)] if dgc else []
@@ -72,8 +73,11 @@ def test_report_html_has_the_claims_table_and_embedded_figures(rendered):
     assert text.count("data:image/png;base64") >= 6
     assert "https://cdn" not in text and "<script src=\"http" not in text
     for section in ("Scope", "Claims", "accuracy against FLOPs", "What the heads do", "Inference latency",
-                    "What was easy", "What was hard"):
+                    "What was easy", "What was hard", "Did every run finish learning?"):
         assert section in text
+    # one seed each: the smoke evidence is inconclusive, and the unfinished dense run is named
+    assert "<strong>inconclusive</strong>" in text and "not finished: digits-densenet86" in text
+    assert 'href="budget.html"' in text
 
 
 def test_report_is_byte_identical_when_re_executed(rendered, tmp_path):
