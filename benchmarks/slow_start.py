@@ -258,6 +258,33 @@ def recalibrated_top1(model: nn.Module, calib: DeviceBatches, test: DeviceBatche
     return evaluate(twin, test)["top1"]
 
 
+@torch.no_grad()
+def input_zero_fraction(variant: Variant, params, dataset: str, seed: int = 0) -> float | None:
+    """At initialisation (train mode, the first training batch of `seed`): the mean over DGC layers
+    of the fraction of zeros in the tensor each one's gates and convs see (after its own BN-ReLU
+    where it has one). None for a model without DGC layers."""
+    torch.manual_seed(seed)
+    model, _ = build(variant, params, dataset)
+    if variant.post_init is not None:
+        variant.post_init(model)
+    if not dgc_layers(model):
+        return None
+    train_batches, _ = make_batches(dataset, params, torch.device("cpu"), 0, 1, False, seed)
+    x, _ = next(iter(train_batches))
+    fractions, original = [], DGCConv2d.saliency
+
+    def saliency(layer, z, pooled=None):
+        fractions.append((z == 0).float().mean().item())
+        return original(layer, z, pooled)
+
+    DGCConv2d.saliency = saliency
+    try:
+        model.train()(x)
+    finally:
+        DGCConv2d.saliency = original
+    return sum(fractions) / len(fractions)
+
+
 # -- one run ---------------------------------------------------------------------------------------
 
 def run_one(variant: Variant, params, dataset: str, seed: int, epochs: int, schedule_epochs: int,
@@ -342,6 +369,7 @@ def fmt(s: dict | None, digits: int = 1) -> str:
 
 
 def markdown(result: dict) -> str:
+    """The summary table and its column notes."""
     e1, e2 = result["settings"]["report_epochs"]
     lines = [f"Test top-1 (%) after epoch {e1} and {e2} of a {result['settings']['schedule_epochs']}-epoch "
              f"schedule, mean ± std over seeds; recal = BatchNorm statistics re-estimated on the training "
@@ -349,11 +377,12 @@ def markdown(result: dict) -> str:
              f"epochs.", "",
              f"| variant | seeds | test @{e1} | test @{e2} | best | recal @{e1} | recal @{e2} | "
              f"train @{e1} | train @{e2} | saliency mean @1 / @{e1} / @{e2} | saliency max @{e2} | "
-             f"dead gate hidden @{e1} | step ratio gate / site / other @{e1} |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"dead gate hidden @{e1} | step ratio gate / site / other @{e1} | DGC input zeros @init |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, v in result["variants"].items():
         s = v["summary"]
         sal = " / ".join(fmt(s.get(f"saliency_mean@{e}"), 2) for e in (1, e1, e2))
+        zeros = v["input_zero_fraction_at_init"]
         upd = " / ".join(f"{s[f'update_{k}@{e1}']['mean']:.1e}" if f"update_{k}@{e1}" in s else "-"
                          for k in ("gate", "site", "other"))
         lines.append(
@@ -361,7 +390,15 @@ def markdown(result: dict) -> str:
             f"| {fmt(s['best_test_top1'])} | {fmt(s.get(f'test_top1_recal@{e1}'))} "
             f"| {fmt(s.get(f'test_top1_recal@{e2}'))} | {fmt(s.get(f'train_top1@{e1}'))} "
             f"| {fmt(s.get(f'train_top1@{e2}'))} | {sal if sal != '- / - / -' else '-'} "
-            f"| {fmt(s.get(f'saliency_max@{e2}'))} | {fmt(s.get(f'dead_hidden@{e1}'), 2)} | {upd} |")
+            f"| {fmt(s.get(f'saliency_max@{e2}'))} | {fmt(s.get(f'dead_hidden@{e1}'), 2)} | {upd} "
+            f"| {'-' if zeros is None else f'{zeros:.2f}'} |")
+    lines += ["", "train = the epoch's running training top-1 (train mode, augmented); saliency = the DGC "
+              "layers' saliencies over the epoch's training forwards; dead gate hidden = fraction of "
+              "(sample, head) whose gate hidden layer is all zero (the saliency is then the gate's bias, "
+              "whatever the input); step ratio = per SGD step ||w_after - w_before|| / ||w_before||, "
+              "averaged over the epoch, of the gates' weights, the conv weights where DGC sits (DGC heads, "
+              "or the baseline's conv there) and all other conv / linear weights; DGC input zeros @init = "
+              "fraction of zeros in the tensor the DGC layers see, at initialisation (seed 0, first batch)."]
     return "\n".join(lines) + "\n"
 
 
@@ -421,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
             variants[name] = {"about": variant.about, "model": variant.model,
                               "overrides": runs[0]["overrides"], "gate_lr": variant.gate_lr,
                               "parameters": runs[0]["parameters"],
+                              "input_zero_fraction_at_init": input_zero_fraction(variant, params,
+                                                                                 args.dataset),
                               "summary": summarize(runs, tuple(args.report_epochs)), "runs": runs}
     result = {"provenance": provenance("cpu"), "command": "python " + " ".join(
         ["benchmarks/slow_start.py", *(argv if argv is not None else sys.argv[1:])]),

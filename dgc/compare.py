@@ -53,7 +53,7 @@ class Claim:
     statement: str = ""
 
 
-def load_claims(path: str | Path = "claims/paper.yaml") -> list[Claim]:
+def _read_claims_file(path: str | Path) -> dict[str, Any]:
     if not Path(path).is_file():
         raise MissingInput(f"claims file {path} does not exist")
     try:
@@ -62,18 +62,29 @@ def load_claims(path: str | Path = "claims/paper.yaml") -> list[Claim]:
         raise ConfigError(f"{path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a mapping with a `claims` list")
-    names = {f.name for f in fields(Claim)}
+    return raw
+
+
+def _record(cls: type, entry: dict[str, Any], where: str):
+    """`cls(**entry)` (Claim or Reference), with a ConfigError naming `where` for an unknown or
+    missing key and for an unknown dataset."""
+    unknown = sorted(set(entry) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ConfigError(f"{where} has unknown key {unknown[0]!r}")
+    try:
+        record = cls(**entry)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    check_dataset(record.dataset, f"{where} dataset")
+    return record
+
+
+def load_claims(path: str | Path = "claims/paper.yaml") -> list[Claim]:
+    raw = _read_claims_file(path)
     claims = []
     for i, entry in enumerate(raw.get("claims", [])):
-        where = f"{path}: claim {entry.get('id', i)}"
-        unknown = sorted(set(entry) - names)
-        if unknown:
-            raise ConfigError(f"{where} has unknown key {unknown[0]!r}")
-        try:
-            claim = Claim(**entry)
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        check_dataset(claim.dataset, f"{where} dataset")
+        claim = _record(Claim, entry, f"{path}: claim {entry.get('id', i)}")
+        where = f"{path}: claim {claim.id}"
         if claim.kind not in KINDS:
             raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}")
         if (claim.kind == "relation") != (claim.versus is not None) or \
@@ -103,19 +114,11 @@ class Reference:
 
 
 def load_references(path: str | Path = "claims/paper.yaml") -> list[Reference]:
-    raw = yaml.safe_load(Path(path).read_text()) or {}
-    names = {f.name for f in fields(Reference)}
+    raw = _read_claims_file(path)
     out = []
     for i, entry in enumerate(raw.get("references") or []):
         where = f"{path}: reference {i}"
-        unknown = sorted(set(entry) - names)
-        if unknown:
-            raise ConfigError(f"{where} has unknown key {unknown[0]!r}")
-        try:
-            ref = Reference(**entry)
-        except TypeError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
-        check_dataset(ref.dataset, f"{where} dataset")
+        ref = _record(Reference, entry, where)
         if not ref.reference.replace("-", "").replace("_", "").isalnum():
             raise ConfigError(f"{where}: reference {ref.reference!r} must be letters, digits, - or _ (a git tag)")
         out.append(ref)

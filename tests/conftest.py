@@ -66,3 +66,14 @@ def tiny_params_file(tmp_path, digits_root):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Models built and counted on 2 shared CPU cores: one torch thread is faster there."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,15 +26,7 @@ PAPER = read_params_yaml(ROOT / "profiles" / "paper.yaml")
 METRICS = "reports/metrics/digits-densenet86_dgc.json"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Models are built and counted on 2 shared CPU cores: one torch thread is faster there."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,7 @@ FAMILY_MODELS = {"densenet86": ["densenet86_dgc", "densenet86_dgc-gates", "dense
                  "mobilenetv2": ["mobilenetv2_dgc", "mobilenetv2_dgc-gates", "mobilenetv2_gc", "mobilenetv2"]}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -38,10 +38,14 @@ def repo(tmp_path):
     return root
 
 
+def metrics_diff(repo, tag):
+    return json.loads(sh(sys.executable, "-m", "dvc", "metrics", "diff", tag, "--json", cwd=repo).stdout)
+
+
 def test_metrics_diff_against_the_paper_tag(repo):
     out = sh(sys.executable, "-m", "dgc", "paper-ref", cwd=repo).stdout
     assert "updated" in out
-    diff = json.loads(sh(sys.executable, "-m", "dvc", "metrics", "diff", "paper", "--json", cwd=repo).stdout)
+    diff = metrics_diff(repo, "paper")
     ours = diff["reports/metrics/cifar10-densenet86_dgc.json"]
     assert ours["best.top1_err"]["old"] == 4.77 and ours["best.top1_err"]["new"] == 5.01
     c100 = diff["reports/metrics/cifar100-densenet86_dgc.json"]
@@ -68,7 +72,7 @@ def test_paper_ref_outside_a_commit_exits_2(tmp_path):
 def test_metrics_diff_against_the_earlier_reproduction_tag(repo):
     out = sh(sys.executable, "-m", "dgc", "paper-ref", cwd=repo).stdout
     assert "tag mlrc2020 -> " in out
-    diff = json.loads(sh(sys.executable, "-m", "dvc", "metrics", "diff", "mlrc2020", "--json", cwd=repo).stdout)
-    ours = diff["reports/metrics/cifar10-densenet86_dgc.json"]
-    assert ours["best.top1_err"]["old"] == 4.87 and ours["best.top1_err"]["new"] == 5.01
+    diff = metrics_diff(repo, "mlrc2020")
+    assert diff["reports/metrics/cifar10-densenet86_dgc.json"]["best.top1_err"] == {"old": 4.87, "new": 5.01,
+                                                                                 "diff": pytest.approx(0.14)}
     assert diff["reports/metrics/cifar100-densenet86_dgc.json"]["best.top5_err"]["old"] == 6.5

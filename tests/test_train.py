@@ -19,6 +19,19 @@ from dgc.train import HISTORY_COLUMNS, TrainingDiverged, train_model
 TIMING = ("epoch_seconds", "images_per_second", "peak_memory_mb")
 
 
+def dies_in_second_epoch():
+    """engine.train_one_epoch, but Ctrl-C in its second call (an interrupted run)."""
+    real, calls = engine.train_one_epoch, {"n": 0}
+
+    def epoch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    return epoch
+
+
 def read_history(path: Path) -> list[dict]:
     with open(path) as fh:
         return list(csv.DictReader(fh))
@@ -60,20 +73,11 @@ def test_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, ti
     params = load_params(tiny_params_file, {"train.epochs": 3})
     whole = train_model("digits", "densenet86_dgc", params, tmp_path / "a", log=lambda s: None)
 
-    real = engine.train_one_epoch
-    calls = {"n": 0}
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr("dgc.train.train_one_epoch", dies_in_second_epoch)
+    monkeypatch.setattr("dgc.train.train_one_epoch", dies_in_second_epoch())
     with pytest.raises(KeyboardInterrupt):
         train_model("digits", "densenet86_dgc", params, tmp_path / "b", log=lambda s: None)
     assert load_checkpoint(tmp_path / "b" / "digits-densenet86_dgc" / "seed0" / "checkpoint.pt")["epoch"] == 1
-    monkeypatch.setattr("dgc.train.train_one_epoch", real)
+    monkeypatch.setattr("dgc.train.train_one_epoch", engine.train_one_epoch)
     logs = []
     resumed = train_model("digits", "densenet86_dgc", params, tmp_path / "b", log=logs.append)
     assert resumed.resumed_from == 1 and any("resuming" in line for line in logs)
@@ -312,16 +316,8 @@ def test_a_resumed_run_continues_its_wandb_run_and_a_fresh_one_starts_a_new_one(
             pass
 
     real = engine.train_one_epoch
-    calls = {"n": 0}
-
-    def dies_in_second_epoch(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
     monkeypatch.setattr("dgc.train.Tracker", Recorder)
-    monkeypatch.setattr("dgc.train.train_one_epoch", dies_in_second_epoch)
+    monkeypatch.setattr("dgc.train.train_one_epoch", dies_in_second_epoch())
     params = load_params(tiny_params_file)
     with pytest.raises(KeyboardInterrupt):
         train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)
