@@ -27,7 +27,7 @@ from dgc.engine import evaluate
 from dgc.flops import actual_flops, profile
 from dgc.layers import global_layers
 from dgc.latency import device_name, inference_latency
-from dgc.plateau import PLATEAU_POINTS, last_third_gain
+from dgc.plateau import PLATEAU_POINTS, late_gain
 from dgc.train import make_test_batches, resolve_device, run_dir
 from dgc.usage import measure_usage
 
@@ -94,7 +94,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         settings, final_runtime = final_ck["settings"], final_ck.get("runtime", {})
         best_rows.append(_accuracy(evaluate(best_model.to(device), test), best_ck["epoch"]))
         final_rows.append(_accuracy(evaluate(final_model.to(device), test), final_ck["epoch"]))
-        gains.append(last_third_gain([row["test_top1"] for row in final_ck.get("history", [])]))
+        gains.append(late_gain([row["test_top1"] for row in final_ck.get("history", [])]))
         if usage is None:  # channel usage and latency: the first seed's final model
             usage, model = measure_usage(final_model, test), final_model
         log(f"{dataset}-{model_name} seed {seed}: best top-1 {best_rows[-1]['top1_acc']:.2f}%, "
@@ -116,8 +116,8 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         "best": {**best_mean, "epoch": best_rows[0]["epoch"]},
         "final": {**final_mean, "epoch": final_rows[0]["epoch"]},
         "seeds": len(seeds),
-        # finished learning? (dgc/plateau.py): the largest gain of a last third over the seeds
-        "plateau": {"last_third_gain": max((g for g in gains if g is not None), default=None),
+        # finished learning? (dgc/plateau.py): the largest gain of a last quarter over the seeds
+        "plateau": {"late_gain": max((g for g in gains if g is not None), default=None),
                     "plateaued": int(all(g is not None and g <= PLATEAU_POINTS + 1e-9 for g in gains)),
                     "points": PLATEAU_POINTS},
         **flops,
@@ -128,7 +128,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     if len(seeds) > 1:
         metrics["best_std"], metrics["final_std"] = best_std, final_std
         metrics["per_seed"] = {str(s): {"best_top1_err": b["top1_err"], "final_top1_err": f["top1_err"],
-                                        "last_third_gain": g}
+                                        "late_gain": g}
                                for s, b, f, g in zip(seeds, best_rows, final_rows, gains)}
     info = {"dataset": dataset, "model": model_name, "profile": settings["profile"],
             "latency_device": device_name(device),

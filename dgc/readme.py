@@ -42,8 +42,8 @@ def results_markdown(reports: str | Path = "reports") -> str:
         lat_s = " / ".join(f"{v:.2f}" for _, v in sorted(lat.items(), key=lambda kv: int(kv[0].split("_")[1])))
         std = m.get("best_std", {}).get("top1_acc", 0.0)
         plateau = m.get("plateau", {})
-        gain = plateau.get("last_third_gain")
-        done = "-" if gain is None else f"{'yes' if plateau.get('plateaued') else 'no'} (+{gain:.2f} in the last third)"
+        gain = plateau.get("late_gain")
+        done = "-" if gain is None else f"{'yes' if plateau.get('plateaued') else 'no'} (+{gain:.2f} in the last quarter)"
         lines.append(f"| {dataset} | {model} | {m['best']['top1_acc']:.2f} ± {std:.2f} ({m.get('seeds', 1)}) | "
                      f"{done} | {m['best']['top5_acc']:.2f} | "
                      f"{m['flops_expected']:,} | {m['flops_actual']:,} | {m['params']:,} | {lat_s} |")

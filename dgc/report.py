@@ -143,7 +143,7 @@ def can_and_cannot_say(inputs: dict[str, Any], profile: str) -> str:
     finished = [r for r, m in inputs["metrics"].items() if m.get("plateau", {}).get("plateaued")]
     unfinished = sorted(set(inputs["metrics"]) - set(finished))
     parts.append(f"{len(finished)} of {len(inputs['metrics'])} runs finished learning by the plateau "
-                 f"criterion (the last third of the epochs raised the best test top-1 by at most "
+                 f"criterion (the last quarter of the epochs raised the best test top-1 by at most "
                  f"1 point, in every seed; {ref('plateau')})"
                  + (f"; not finished: {', '.join(unfinished)}, whose numbers are not final." if unfinished
                     else "."))
@@ -168,17 +168,17 @@ def can_and_cannot_say(inputs: dict[str, Any], profile: str) -> str:
 
 
 def plateau_table(inputs: dict[str, Any]) -> pd.DataFrame:
-    """Per run: seeds, the largest last-third gain over its seeds and whether all seeds plateaued."""
+    """Per run: seeds, the largest last-quarter gain over its seeds and whether all seeds plateaued."""
     rows = []
     for run in inputs["runs"]:
         m = inputs["metrics"][run]
         p = m.get("plateau", {})
-        gain = p.get("last_third_gain")
+        gain = p.get("late_gain")
         rows.append({"run": run, "seeds": m.get("seeds", 1),
                      "epochs": int(inputs["history"][run]["epoch"].max()) if run in inputs["history"] else None,
                      "best top-1 (%)": round(m["best"]["top1_acc"], 2),
                      "± std": round(m.get("best_std", {}).get("top1_acc", 0.0), 2),
-                     "last-third gain (points, worst seed)": None if gain is None else round(gain, 2),
+                     "last-quarter gain (points, worst seed)": None if gain is None else round(gain, 2),
                      "finished learning": "yes" if p.get("plateaued") else "no"})
     return pd.DataFrame(rows)
 

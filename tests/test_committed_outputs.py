@@ -66,7 +66,7 @@ def test_every_committed_run_finished_learning_with_seeds():
         metrics = json.loads((ROOT / "reports" / "metrics" / f"{run}.json").read_text())
         assert metrics["seeds"] >= 3, run
         assert metrics["plateau"]["plateaued"] == 1, (run, metrics["plateau"])
-        assert metrics["plateau"]["last_third_gain"] <= metrics["plateau"]["points"], run
+        assert metrics["plateau"]["late_gain"] <= metrics["plateau"]["points"], run
     verdicts = json.loads((ROOT / "reports" / "vs_paper.json").read_text())["smoke_evidence"]
     assert verdicts and all(r["verdict"] in ("holds", "does not hold", "inconclusive") for r in verdicts)
     assert all(r["standard_error"] is not None for r in verdicts)

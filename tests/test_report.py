@@ -27,7 +27,7 @@ def make_outputs(reports: Path) -> None:
                    "flops_actual": 1_400_000 if dgc else 3_000_000, "params": 40_000,
                    "latency_ms_per_image": {"batch_1": 2.0 + i, "batch_64": 0.5 + i},
                    "recipe_matches_paper": 0, "architecture_matches_paper": 0,
-                   "plateau": {"last_third_gain": 0.5 if dgc else 2.0, "plateaued": int(dgc), "points": 1.0}}
+                   "plateau": {"late_gain": 0.5 if dgc else 2.0, "plateaued": int(dgc), "points": 1.0}}
         layers = [{"name": f"features.l{j}", "in_channels": 16, "out_channels": 16, "kernel": 1,
                    "kept_fraction": 0.25, "active_fraction": 0.25, "head_overlap": 0.1 * j}
                   for j in range(3)] if dgc else []
