@@ -33,16 +33,31 @@ def crosscheck(reports_a: str | Path, reports_b: str | Path, metric: str = METRI
         diff = b.mean - a.mean
         models.append({"run": "-".join(key), "a": a.mean, "a_std": a.std, "b": b.mean, "b_std": b.std,
                        "n": min(a.n, b.n), "diff": diff, "standard_error": se,
-                       "within_spread": se is not None and abs(diff) <= K_STANDARD_ERRORS * se + 1e-9})
+                       "within_spread": se is not None and abs(diff) <= K_STANDARD_ERRORS * se + 1e-9,
+                       "a_plateaued": _plateaued(runs_a[key]), "b_plateaued": _plateaued(runs_b[key])})
     ev_a = {_pair(r): r for r in _evidence(reports_a)}
     ev_b = {_pair(r): r for r in _evidence(reports_b)}
     relations = [{"relation": f"{p[0]} vs {p[1]} ({p[2]})", "a": ev_a[p]["verdict"], "b": ev_b[p]["verdict"],
                   "a_delta": ev_a[p]["delta"], "b_delta": ev_b[p]["delta"],
-                  "same": ev_a[p]["verdict"] == ev_b[p]["verdict"]}
+                  "agreement": agreement(ev_a[p]["verdict"], ev_b[p]["verdict"])}
                  for p in sorted(set(ev_a) & set(ev_b))]
     return {"metric": metric, "models": models, "relations": relations,
             "all_within_spread": all(m["within_spread"] for m in models),
-            "same_verdicts": all(r["same"] for r in relations)}
+            "same_verdicts": all(r["agreement"] == "same" for r in relations),
+            "no_opposite_verdicts": all(r["agreement"] != "opposite" for r in relations)}
+
+
+def agreement(a: str, b: str) -> str:
+    """'same'; 'one inconclusive' (one side decided, the other within its spread); 'opposite'
+    (holds on one machine, does not hold on the other)."""
+    if a == b:
+        return "same"
+    return "one inconclusive" if "inconclusive" in (a, b) else "opposite"
+
+
+def _plateaued(metrics: dict[str, Any]) -> bool | None:
+    plateau = metrics.get("plateau")
+    return None if plateau is None else bool(plateau.get("plateaued"))
 
 
 def _evidence(reports: str | Path) -> list[dict[str, Any]]:
@@ -53,20 +68,27 @@ def _pair(row: dict[str, Any]) -> tuple[str, str, str]:
     return row["model"], row["versus"], row["metric"]
 
 
+def _yes(flag: bool | None) -> str:
+    return "-" if flag is None else "yes" if flag else "no"
+
+
 def crosscheck_markdown(result: dict[str, Any], label_a: str, label_b: str) -> str:
     lines = [f"# The same pipeline twice: {label_a} (A) and {label_b} (B)", "",
              f"Best test top-1 (%), mean ± std over seeds. *within spread*: |B - A| <= "
              f"{K_STANDARD_ERRORS:g} standard errors of the difference of the means.", "",
-             "| run | A | B | B - A | s.e. | within spread |", "|---|---|---|---|---|---|"]
+             "| run | A | B | B - A | s.e. | within spread | finished learning (A / B) |",
+             "|---|---|---|---|---|---|---|"]
     for m in result["models"]:
         se = "-" if m["standard_error"] is None else f"{m['standard_error']:.2f}"
         lines.append(f"| {m['run']} | {m['a']:.2f} ± {m['a_std']:.2f} | {m['b']:.2f} ± {m['b_std']:.2f} "
-                     f"(n={m['n']}) | {m['diff']:+.2f} | {se} | {'yes' if m['within_spread'] else 'no'} |")
-    lines += ["", "| relation | verdict A | verdict B | delta A | delta B | same verdict |",
+                     f"(n={m['n']}) | {m['diff']:+.2f} | {se} | {'yes' if m['within_spread'] else 'no'} | "
+                     f"{_yes(m['a_plateaued'])} / {_yes(m['b_plateaued'])} |")
+    lines += ["", "| relation | verdict A | verdict B | delta A | delta B | agreement |",
               "|---|---|---|---|---|---|"]
     for r in result["relations"]:
         lines.append(f"| {r['relation']} | {r['a']} | {r['b']} | {r['a_delta']:+.2f} | {r['b_delta']:+.2f} | "
-                     f"{'yes' if r['same'] else 'no'} |")
+                     f"{r['agreement']} |")
     lines += ["", f"Every mean within its spread: {'yes' if result['all_within_spread'] else 'no'}; "
-                  f"the same verdicts: {'yes' if result['same_verdicts'] else 'no'}.", ""]
+                  f"the same verdicts: {'yes' if result['same_verdicts'] else 'no'}; opposite verdicts: "
+                  f"{'none' if result['no_opposite_verdicts'] else 'yes'}.", ""]
     return "\n".join(lines)

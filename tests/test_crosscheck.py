@@ -29,6 +29,7 @@ def test_means_within_spread_and_same_verdicts(tmp_path):
     assert dgc["diff"] == pytest.approx(0.6) and dgc["standard_error"] == pytest.approx((2 * 0.25 / 3) ** 0.5)
     assert dgc["within_spread"] and result["all_within_spread"] and result["same_verdicts"]
     assert "| digits-densenet86_dgc | 96.00 ± 0.50 | 96.60 ± 0.50 (n=3) | +0.60 |" in crosscheck_markdown(result, "A", "B")
+    assert result["relations"][0]["agreement"] == "same"
 
 
 def test_a_mean_outside_its_spread_and_a_changed_verdict_are_reported(tmp_path):
@@ -36,8 +37,17 @@ def test_a_mean_outside_its_spread_and_a_changed_verdict_are_reported(tmp_path):
     b = reports(tmp_path / "b", {"densenet86_dgc": (93.0, 0.1)},
                 {("densenet86_dgc", "densenet86_gc"): ("inconclusive", -0.2)})
     result = crosscheck(a, b)
-    assert not result["all_within_spread"] and not result["same_verdicts"]
-    assert "the same verdicts: no" in crosscheck_markdown(result, "A", "B")
+    assert not result["all_within_spread"] and not result["same_verdicts"] and result["no_opposite_verdicts"]
+    assert result["relations"][0]["agreement"] == "one inconclusive"
+    assert "the same verdicts: no; opposite verdicts: none" in crosscheck_markdown(result, "A", "B")
+
+
+def test_agreement_tells_an_undecided_side_from_an_opposite_verdict():
+    from dgc.crosscheck import agreement
+
+    assert agreement("holds", "holds") == "same"
+    assert agreement("holds", "inconclusive") == "one inconclusive"
+    assert agreement("holds", "does not hold") == "opposite"
 
 
 def test_the_command_needs_two_finished_reports_folders(tmp_path, capsys):
