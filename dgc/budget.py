@@ -17,7 +17,6 @@ settings (the grid's baseline is densenet86_dgc at the profile's epochs) stands 
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -28,6 +27,7 @@ import pandas as pd
 from dgc.ablations import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, Result, _check_seeds, _flops_m,
                            _mean_std, _nan, _section, build_point, match_experiments, one_torch_thread, parse_ints,
                            point_result, point_state, read_inputs, select_specs)
+from dgc.verdict import Sample, standard_error
 
 FAMILIES = {"DenseNet-86": "densenet86", "ResNet-18": "resnet18", "MobileNetV2": "mobilenetv2"}
 VARIANTS = ("dgc", "gates", "gc", "dense")  # table and legend order
@@ -143,7 +143,7 @@ def _gap(row: Mapping[str, Any], ref: Mapping[str, Any] | None, itself: bool) ->
     gap = row["mean"] - ref["mean"]
     if row["std"] is None or ref["std"] is None:
         return gap, None
-    return gap, math.sqrt(row["std"] ** 2 / row["n"] + ref["std"] ** 2 / ref["n"])
+    return gap, standard_error(Sample(row["mean"], row["std"], row["n"]), Sample(ref["mean"], ref["std"], ref["n"]))
 
 
 def results_table(frame: pd.DataFrame) -> pd.DataFrame:

@@ -181,10 +181,9 @@ def cmd_paper_ref(args: argparse.Namespace) -> int:
     from dgc.compare import load_claims, load_references
     from dgc.paper_ref import TAG, make_paper_ref, make_reference_tags
 
-    commit, changed = make_paper_ref(load_claims(args.claims), args.repo)
-    print(f"tag {TAG} -> {commit[:12]} ({'updated' if changed else 'unchanged'}); "
-          f"now run: dvc metrics diff {TAG}")
-    for tag, commit, changed in make_reference_tags(load_references(args.claims), args.repo):
+    tags = [(TAG, *make_paper_ref(load_claims(args.claims), args.repo)),
+            *make_reference_tags(load_references(args.claims), args.repo)]
+    for tag, commit, changed in tags:
         print(f"tag {tag} -> {commit[:12]} ({'updated' if changed else 'unchanged'}); "
               f"now run: dvc metrics diff {tag}")
     return 0

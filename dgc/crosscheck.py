@@ -12,12 +12,11 @@ default profile a second time with one thread and writes the page (reports/cross
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from dgc.compare import load_metrics, sample_of
-from dgc.verdict import K_STANDARD_ERRORS
+from dgc.verdict import K_STANDARD_ERRORS, standard_error
 
 METRIC = "best.top1_acc"
 
@@ -29,7 +28,7 @@ def crosscheck(reports_a: str | Path, reports_b: str | Path, metric: str = METRI
         a, b = sample_of(runs_a[key], metric), sample_of(runs_b[key], metric)
         if a is None or b is None:
             continue
-        se = math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n) if min(a.n, b.n) > 1 else None
+        se = standard_error(a, b)
         diff = b.mean - a.mean
         models.append({"run": "-".join(key), "a": a.mean, "a_std": a.std, "b": b.mean, "b_std": b.std,
                        "n": min(a.n, b.n), "diff": diff, "standard_error": se,

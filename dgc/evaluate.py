@@ -27,7 +27,7 @@ from dgc.engine import evaluate
 from dgc.flops import actual_flops, profile
 from dgc.layers import global_layers
 from dgc.latency import device_name, inference_latency
-from dgc.plateau import PLATEAU_POINTS, late_gain
+from dgc.plateau import plateau_of_seeds
 from dgc.train import make_test_batches, resolve_device, run_dir
 from dgc.usage import measure_usage
 
@@ -85,7 +85,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     cfg = params.evaluate
     device = resolve_device(cfg.device)
     seeds = list(params.train.seeds)
-    best_rows, final_rows, gains, usage, model, settings = [], [], [], None, None, None
+    best_rows, final_rows, curves, usage, model, settings = [], [], [], None, None, None
     test = make_test_batches(dataset, params, device)  # the same for every seed
     for seed in seeds:
         folder = run_dir(runs_root, dataset, model_name, seed)
@@ -94,7 +94,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         settings, final_runtime = final_ck["settings"], final_ck.get("runtime", {})
         best_rows.append(_accuracy(evaluate(best_model.to(device), test), best_ck["epoch"]))
         final_rows.append(_accuracy(evaluate(final_model.to(device), test), final_ck["epoch"]))
-        gains.append(late_gain([row["test_top1"] for row in final_ck.get("history", [])]))
+        curves.append([row["test_top1"] for row in final_ck.get("history", [])])
         if usage is None:  # channel usage and latency: the first seed's final model
             usage, model = measure_usage(final_model, test), final_model
         log(f"{dataset}-{model_name} seed {seed}: best top-1 {best_rows[-1]['top1_acc']:.2f}%, "
@@ -105,6 +105,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     if global_layers(model):  # DGC-G prunes unevenly: expected FLOPs from the kept fractions measured
         kept = {row["name"]: row["kept_fraction"] for row in usage["layers"]}
         flops["flops_expected"] = actual_flops(model, size, kept)
+    plateau, gains = plateau_of_seeds(curves)  # finished learning? (dgc/plateau.py)
     best_mean, best_std = _mean_and_spread(best_rows)
     final_mean, final_std = _mean_and_spread(final_rows)
     mode = resolve_compile(cfg.compile, device)  # auto: compiled on CUDA, eager on the CPU
@@ -116,10 +117,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         "best": {**best_mean, "epoch": best_rows[0]["epoch"]},
         "final": {**final_mean, "epoch": final_rows[0]["epoch"]},
         "seeds": len(seeds),
-        # finished learning? (dgc/plateau.py): the largest gain of a last quarter over the seeds
-        "plateau": {"late_gain": max((g for g in gains if g is not None), default=None),
-                    "plateaued": int(all(g is not None and g <= PLATEAU_POINTS + 1e-9 for g in gains)),
-                    "points": PLATEAU_POINTS},
+        "plateau": plateau,
         **flops,
         "flops_actual": actual_flops(model, size, active) if active else flops["flops_expected"],
         "latency_ms_per_image": latency,

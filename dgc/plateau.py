@@ -33,3 +33,12 @@ def late_gain(test_top1: Sequence[float]) -> float | None:
 def plateaued(test_top1: Sequence[float], points: float = PLATEAU_POINTS) -> bool:
     gain = late_gain(test_top1)
     return gain is not None and gain <= points + 1e-9
+
+
+def plateau_of_seeds(curves: Sequence[Sequence[float]]) -> tuple[dict, list[float | None]]:
+    """The evaluate stage's `plateau` metrics of a model's seeds (the largest late gain; plateaued only
+    if every seed is) and each seed's late gain."""
+    gains = [late_gain(curve) for curve in curves]
+    known = [g for g in gains if g is not None]
+    return ({"late_gain": max(known, default=None), "plateaued": int(all(plateaued(c) for c in curves)),
+             "points": PLATEAU_POINTS}, gains)

@@ -43,15 +43,23 @@ class RelationVerdict:
         return asdict(self)
 
 
+def standard_error(a: Sample, b: Sample) -> float | None:
+    """Of the difference of the two means, sqrt(s_a^2/n_a + s_b^2/n_b); None with fewer than
+    MIN_SEEDS seeds on a side (no spread known)."""
+    if min(a.n, b.n) < MIN_SEEDS:
+        return None
+    return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
+
+
 def judge_relation(model: Sample, baseline: Sample, tolerance: float,
                    k: float = K_STANDARD_ERRORS) -> RelationVerdict:
     """The verdict on `model <= baseline + tolerance` by the rule of this module's docstring."""
     delta = model.mean - baseline.mean
     margin = tolerance - delta
-    if min(model.n, baseline.n) < MIN_SEEDS:
+    se = standard_error(model, baseline)
+    if se is None:
         return RelationVerdict("inconclusive", delta, margin, None,
                                f"{min(model.n, baseline.n)} seed(s) on a side: no spread to judge by")
-    se = math.sqrt(model.std ** 2 / model.n + baseline.std ** 2 / baseline.n)
     if margin > k * se:
         outcome, cmp = "holds", ">"
     elif margin < -k * se:
