@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 
-from dgc.calibrate import ready_for_timing
+from dgc.measure.calibrate import ready_for_timing
 from dgc.layers import set_progress
-from dgc.latency import median_times
+from dgc.measure.latency import median_times
 from dgc.layers.dgc_conv import DGCConv2d
 from dgc.models import create_model
 

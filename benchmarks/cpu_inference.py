@@ -21,13 +21,13 @@ import time
 
 import torch
 
-from dgc.calibrate import ready_for_timing
+from dgc.measure.calibrate import ready_for_timing
 from dgc.io import write_json_atomic
 from dgc.kernels.cpu import kernels_off
-from dgc.latency import device_name, median_times
+from dgc.measure.latency import device_name, median_times
 from dgc.layers import set_progress
 from dgc.models import create_model
-from dgc.provenance import provenance
+from dgc.measure.provenance import provenance
 
 PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
 BASELINES_GC = ["densenet86_gc", "resnet18_gc"]

@@ -17,12 +17,12 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from dgc.calibrate import calibrate_batchnorm
+from dgc.measure.calibrate import calibrate_batchnorm
 from dgc.io import write_json_atomic
 from dgc.kernels import cpu
-from dgc.latency import device_name, median_times
+from dgc.measure.latency import device_name, median_times
 from dgc.layers import BNReLUConv2d, DGCConv2d
-from dgc.provenance import provenance
+from dgc.measure.provenance import provenance
 
 # (input channels of the block's last 1x1, growth, map size): densenet86, CIFAR, 14 layers per block
 BLOCKS = [(16 + 13 * 8, 8, 32), (128 + 13 * 16, 16, 16), (352 + 13 * 32, 32, 8)]

@@ -2,7 +2,7 @@
 
 For each 1x1 DGC layer shape of densenet86_dgc (the registry's defaults: growth 8-16-32, 14 layers
 per block, 32/16/8 spatial, 4 heads, K = C_in/4 kept at the end of training) at batch 64, the median
-milliseconds (dgc.latency.median_times, round-robin) of the conv alone, forward (no grad) and
+milliseconds (dgc.measure.latency.median_times, round-robin) of the conv alone, forward (no grad) and
 forward+backward (gradients of x, the weights and the saliencies), of:
   fused          dgc.kernels.fused_dgc_1x1 (with the head-weight stack and the scale gather it needs)
   sparse         DGCConv2d._sparse_conv (gathered copies of x and of the weights, one bmm)
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from dgc.kernels import fused_available
-    from dgc.latency import device_name, median_times
+    from dgc.measure.latency import device_name, median_times
 
     if not fused_available(device):
         print(f"the fused kernel cannot run on {device} (is triton installed?)", file=sys.stderr)

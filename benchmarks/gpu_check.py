@@ -7,9 +7,9 @@ In one process (so that all ratios share the same conditions), within a hard tim
              round-robin across the models: precision {fp32 with TF32, bf16 autocast} x layout
              {NCHW, channels_last}, and for DGC models execution {auto, fused}; training at batch 64,
              inference at batch 64 (all models) and batch 1 (densenet86_dgc, densenet86) on
-             BatchNorm-calibrated models (dgc.calibrate.ready_for_timing)
+             BatchNorm-calibrated models (dgc.measure.calibrate.ready_for_timing)
   compiled   torch.compile ('default' for training, 'reduce-overhead' for inference) of each model in
-             its fastest eager setting, compile seconds (dgc.compile.CompileClock) apart from step times
+             its fastest eager setting, compile seconds (dgc.runtime.compile.CompileClock) apart from step times
   memory     peak training memory of each model in its fastest setting
   train_run  `dgc data digits` + `dgc train digits densenet86_dgc`: full width, the paper recipe,
              3 epochs (subprocesses, time-limited): epoch and compile seconds, test top-1
@@ -61,10 +61,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import gpu_check_report as report  # noqa: E402  (benchmarks/, next to this file)
-from dgc.calibrate import ready_for_timing  # noqa: E402
-from dgc.compile import CompileClock  # noqa: E402
+from dgc.measure.calibrate import ready_for_timing  # noqa: E402
+from dgc.runtime.compile import CompileClock  # noqa: E402
 from dgc.io import write_json_atomic, write_text_atomic  # noqa: E402
-from dgc.latency import device_name, median_times  # noqa: E402
+from dgc.measure.latency import device_name, median_times  # noqa: E402
 from dgc.layers import dgc_layers, set_progress, sparsity_loss  # noqa: E402
 from dgc.models import create_model  # noqa: E402
 

@@ -25,7 +25,7 @@ INFERENCE_BATCH = 64
 # Training and test images of the datasets whose run time is estimated (CIFAR-sized, 32x32).
 DATASET_IMAGES = {"cifar10": (50_000, 10_000), "cifar100": (50_000, 10_000)}
 # A training run compiles one graph per pruning phase (none, the ramp, the target), and evaluation
-# one per phase it meets: the estimate counts three compilations of each (dgc/compile.py).
+# one per phase it meets: the estimate counts three compilations of each (dgc/runtime/compile.py).
 COMPILES_PER_RUN = 3
 # (name, limit): each target is met when the measured value is at most its limit.
 TARGET_LIMITS = (

@@ -21,7 +21,7 @@ n2=$(grep -c "^Running stage" repro2.log || true)
 "$DGC_PYTHON" - "$t0" "$t1" "$t2" "$n1" "$n2" "$commit" "$(nproc)" "$src/reports/repro_time.json" <<'PY'
 import sys
 from dgc.io import write_json_atomic
-from dgc.provenance import provenance
+from dgc.measure.provenance import provenance
 t0, t1, t2 = map(float, sys.argv[1:4])
 n1, n2, commit, cpus, out = int(sys.argv[4]), int(sys.argv[5]), sys.argv[6], int(sys.argv[7]), sys.argv[8]
 result = {"commit": commit, "cpus": cpus, "first_s": t1 - t0, "second_s": t2 - t1,

@@ -2,8 +2,8 @@
 
 Trains each variant for the first `--epochs` epochs of the pipeline's schedule (`--schedule-epochs`,
 default train.epochs: the cosine lr and the pruning ramp run over that many epochs, as in `dgc train`,
-and training stops after `--epochs` of them) with the same setup as dgc.train.train_model (seeded
-model, data batches, SGD, dgc.engine.train_one_epoch / evaluate); per epoch it records:
+and training stops after `--epochs` of them) with the same setup as dgc.stages.train.train_model (seeded
+model, data batches, SGD, dgc.runtime.engine.train_one_epoch / evaluate); per epoch it records:
 
   test_top1         the usual evaluation (BatchNorm running statistics)
   test_top1_recal   the same weights evaluated after re-estimating every BatchNorm's statistics on
@@ -47,18 +47,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from dgc.calibrate import calibrate_batchnorm
+from dgc.measure.calibrate import calibrate_batchnorm
 from dgc.config import NUM_CLASSES, load_params
 from dgc.data.cifar_format import read_split
 from dgc.data.loader import DeviceBatches, normalization
-from dgc.engine import StepContext, evaluate, train_one_epoch
+from dgc.runtime.engine import StepContext, evaluate, train_one_epoch
 from dgc.io import write_json_atomic, write_text_atomic
 from dgc.layers import DGCConv2d, SaliencyGenerator, dgc_layers
 from dgc.models import create_model
 from dgc.models import convs
 from dgc.models.resnet import ResNet
-from dgc.provenance import provenance
-from dgc.train import inactive_fraction, make_batches
+from dgc.measure.provenance import provenance
+from dgc.stages.train import inactive_fraction, make_batches
 
 
 # -- variants --------------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from dgc.data.loader import DeviceBatches
 from dgc.layers import set_progress, sparsity_loss
 from dgc.io import write_json_atomic
 from dgc.models import create_model
-from dgc.provenance import provenance
+from dgc.measure.provenance import provenance
 
 PAIRS = ["densenet86_dgc", "densenet86", "resnet18_dgc", "resnet18"]
 

@@ -49,7 +49,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from dgc.flops import profile
+    from dgc.measure.flops import profile
     from dgc.models import create_model
 
     overrides = dict(_parse_override(o) for o in args.set)
@@ -77,7 +77,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dgc.train import train_model
+    from dgc.stages.train import train_model
 
     params = _params(args)
     seeds = [args.seed] if args.seed is not None else list(params.train.seeds)
@@ -87,14 +87,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"done: best test top-1 {result.best['test_top1']:.2f}% (epoch {result.best['epoch']}), "
                   f"final {result.final['test_top1']:.2f}%; outputs in {result.out_dir}")
     if args.history_dir:
-        from dgc.train import merge_histories
+        from dgc.stages.train import merge_histories
 
         merge_histories(args.runs, args.dataset, args.model, seeds, args.history_dir)
     return 0
 
 
 def cmd_train_all(args: argparse.Namespace) -> int:
-    from dgc.train_all import (default_jobs, log_path_of, missing_data, plan_runs, run_all,
+    from dgc.commands.train_all import (default_jobs, log_path_of, missing_data, plan_runs, run_all,
                                summary_lines, train_command)
 
     params = _params(args)  # bad settings fail here once, before any process starts
@@ -126,7 +126,7 @@ def cmd_train_all(args: argparse.Namespace) -> int:
 def cmd_gpus(args: argparse.Namespace) -> int:
     import os
 
-    from dgc.gpus import default_lock_dir, lease_status, visible_gpu_ids
+    from dgc.runtime.gpus import default_lock_dir, lease_status, visible_gpu_ids
 
     count = args.count
     if count is None:
@@ -145,7 +145,7 @@ def cmd_gpus(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from dgc.evaluate import evaluate_run, write_evaluation
+    from dgc.stages.evaluate import evaluate_run, write_evaluation
 
     result = evaluate_run(args.dataset, args.model, _params(args), args.runs)
     metrics_path, info_path = write_evaluation(result, args.metrics_dir, args.info_dir)
@@ -156,7 +156,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dgc.compare import compare, load_claims, load_references, write_comparison
+    from dgc.stages.compare import compare, load_claims, load_references, write_comparison
 
     result = compare(load_claims(args.claims), args.metrics_dir, args.architecture,
                      load_references(args.claims))
@@ -166,8 +166,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_architecture(args: argparse.Namespace) -> int:
-    from dgc.architecture import count_architectures
-    from dgc.compare import load_claims
+    from dgc.stages.architecture import count_architectures
+    from dgc.stages.compare import load_claims
     from dgc.io import write_json_atomic
 
     counts = count_architectures(load_claims(args.claims))
@@ -178,8 +178,8 @@ def cmd_architecture(args: argparse.Namespace) -> int:
 
 
 def cmd_paper_ref(args: argparse.Namespace) -> int:
-    from dgc.compare import load_claims, load_references
-    from dgc.paper_ref import TAG, make_paper_ref, make_reference_tags
+    from dgc.stages.compare import load_claims, load_references
+    from dgc.commands.paper_ref import TAG, make_paper_ref, make_reference_tags
 
     tags = [(TAG, *make_paper_ref(load_claims(args.claims), args.repo)),
             *make_reference_tags(load_references(args.claims), args.repo)]
@@ -190,8 +190,8 @@ def cmd_paper_ref(args: argparse.Namespace) -> int:
 
 
 def cmd_plots(args: argparse.Namespace) -> int:
-    from dgc.compare import load_claims
-    from dgc.plots import make_plots
+    from dgc.stages.compare import load_claims
+    from dgc.stages.plots import make_plots
 
     from dgc.models import model_defaults
 
@@ -206,7 +206,7 @@ def cmd_plots(args: argparse.Namespace) -> int:
 
 
 def cmd_use_profile(args: argparse.Namespace) -> int:
-    from dgc.profiles import use_profile
+    from dgc.commands.profiles import use_profile
 
     path = use_profile(args.profile, args.params)
     print(f"{path} now holds the {args.profile!r} profile; run `dvc repro` (or `make repro`)")
@@ -214,7 +214,7 @@ def cmd_use_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from dgc.render import render
+    from dgc.stages.report import render
 
     params = _params(args)
     parameters = {"profile": params.profile, "datasets": list(params.pipeline.datasets),
@@ -248,7 +248,7 @@ def cmd_ablations(args: argparse.Namespace) -> int:
 def _render_experiments(args: argparse.Namespace, parameters: dict, title: str) -> int:
     """Save `dvc exp show --json` as reports/experiments.json and render args.notebook from it."""
     from dgc.io import write_text_atomic
-    from dgc.render import render
+    from dgc.stages.report import render
 
     out = f"{args.reports}/experiments.json"
     write_text_atomic(out, _dvc("exp", "show", "--json", *(["--all-commits"] if args.all_commits else [])))
@@ -259,8 +259,8 @@ def _render_experiments(args: argparse.Namespace, parameters: dict, title: str) 
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
-    from dgc.budget import parse_budgets
-    from dgc.provenance import git_commit
+    from dgc.experiments.budget import parse_budgets
+    from dgc.measure.provenance import git_commit
 
     budgets = parse_budgets(args.budgets)  # a bad list fails here, not in the notebook
     return _render_experiments(args, {"budgets": ",".join(map(str, budgets)), "commit": git_commit()},
@@ -268,8 +268,8 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 
 def cmd_budget_queue(args: argparse.Namespace) -> int:
-    from dgc import budget
-    from dgc.ablations import parse_seeds
+    from dgc.experiments import budget
+    from dgc.experiments.ablations import parse_seeds
 
     params = _queue_params(args)
     budgets, seeds = budget.parse_budgets(args.budgets), parse_seeds(args.seeds)
@@ -281,7 +281,7 @@ def cmd_budget_queue(args: argparse.Namespace) -> int:
 
 
 def cmd_ablations_queue(args: argparse.Namespace) -> int:
-    from dgc import ablations
+    from dgc.experiments import ablations
 
     params = _queue_params(args)
     ablations.check_profile(params, args.grid)
@@ -311,11 +311,11 @@ def _queue_params(args: argparse.Namespace) -> dict:
 
 def _queue_points(points, params: dict, seeds: int, dry_run: bool, page: str, describe) -> int:
     """Queue (or with `dry_run` print) one `dvc exp run --queue` per point that no experiment covers
-    yet (dgc.ablations.plan_queue), list the skipped ones, then how to run the queue and render
+    yet (dgc.experiments.ablations.plan_queue), list the skipped ones, then how to run the queue and render
     `reports/<page>.html`. `describe(point)` says what a queued point is."""
     import os
 
-    from dgc import ablations
+    from dgc.experiments import ablations
 
     experiments = ablations.parse_experiments(json.loads(_dvc("exp", "show", "--json") or "[]"))
     plan = ablations.plan_queue(points, experiments, params)
@@ -342,9 +342,9 @@ def _queue_points(points, params: dict, seeds: int, dry_run: bool, page: str, de
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from dgc.bench import bench_markdown, run_bench
+    from dgc.bench.speed import bench_markdown, run_bench
     from dgc.io import write_json_atomic, write_text_atomic
-    from dgc.train import resolve_device
+    from dgc.stages.train import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -357,7 +357,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_crosscheck(args: argparse.Namespace) -> int:
-    from dgc.crosscheck import crosscheck, crosscheck_markdown
+    from dgc.commands.crosscheck import crosscheck, crosscheck_markdown
     from dgc.io import write_json_atomic, write_text_atomic
 
     for folder in (args.a, args.b):
@@ -372,7 +372,7 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 
 
 def cmd_readme(args: argparse.Namespace) -> int:
-    from dgc.readme import update_readme
+    from dgc.commands.readme import update_readme
 
     print(update_readme(args.readme, args.reports))
     return 0

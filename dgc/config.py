@@ -198,7 +198,7 @@ class EvalConfig:
 
 
 def check_compile(setting: str, key: str) -> str:
-    from dgc.compile import COMPILE_MODES
+    from dgc.runtime.compile import COMPILE_MODES
 
     if setting not in COMPILE_MODES:
         raise ConfigError(f"{key} must be one of {', '.join(COMPILE_MODES)}, got {setting!r}")

@@ -1,6 +1,6 @@
 """Which of the package's files a `dgc <subcommand>` runs: its import closure, read from the source.
 
-`import_closure(["dgc.train"])` follows every `dgc.*` import of each reached module (top-level and
+`import_closure(["dgc.stages.train"])` follows every `dgc.*` import of each reached module (top-level and
 inside functions, absolute and relative; not those under `if TYPE_CHECKING:`) with `ast`, without
 importing anything. Importing `dgc.a.b` runs dgc/__init__.py, dgc/a/__init__.py and dgc/a/b.py, so
 the closure holds every package `__init__.py` on the way, and the files a module reads next to
@@ -11,7 +11,7 @@ itself (`Path(__file__).with_name("x.cpp")`).
 notebooks the command executes (`dgc report`: notebooks/report.ipynb), less the DRIVER files that
 `bin/dgc` runs for every subcommand (dgc/__init__.py, dgc/__main__.py, dgc/cli.py; what cli.py
 imports outside the cmd_* functions, such as `main()`'s exception classes, is not followed).
-tests/test_stage_deps.py checks that each dvc.yaml stage lists it as deps; dgc/train.py hashes it.
+tests/test_stage_deps.py checks that each dvc.yaml stage lists it as deps; dgc/stages/train.py hashes it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """An independent, head-by-head re-statement of the authors' DGC layer, with THEIR module names.
 
-Written from docs/design.md (not from their code) to check `dgc.compat`: each head `headconv_<i>` has
+Written from docs/design.md (not from their code) to check `dgc.runtime.compat`: each head `headconv_<i>` has
 fc1, fc2 and its own nn.Conv2d applied to its masked copy of the input; channels are pruned by a
 full sort; head outputs are interleaved (channel j*H + i <- head i, channel j).
 """

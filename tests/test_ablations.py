@@ -16,9 +16,9 @@ import pytest
 import yaml
 from helpers import copy_project
 
-from dgc import ablations
+from dgc.experiments import ablations
 from dgc.config import load_params, read_params_yaml
-from dgc.render import render
+from dgc.stages.report import render
 
 ROOT = Path(__file__).parents[1]
 SMOKE = read_params_yaml(ROOT / "profiles" / "smoke.yaml")
@@ -68,7 +68,7 @@ def test_smoke_grid_lists_what_cannot_be_built_with_the_builders_reason(smoke_po
 
 
 def test_grid_flops_are_the_built_models_and_static_gc_is_near_dgc():
-    from dgc.flops import profile
+    from dgc.measure.flops import profile
     from dgc.models import create_model
 
     points = {p.name: p for p in ablations.grid_points(SMOKE, "smoke", only=["baseline", "static_gc"])}

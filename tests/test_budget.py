@@ -17,10 +17,10 @@ import yaml
 from helpers import copy_project
 from test_ablations import entry, exp_params, metrics, run, stop_queue
 
-from dgc import ablations, budget
+from dgc.experiments import ablations, budget
 from dgc.cli import main
 from dgc.config import read_params_yaml
-from dgc.render import render
+from dgc.stages.report import render
 
 ROOT = Path(__file__).parents[1]
 SMOKE = read_params_yaml(ROOT / "profiles" / "smoke.yaml")
@@ -305,7 +305,7 @@ def test_one_point_runs_through_the_dvc_queue_up_to_evaluate_and_renders(tmp_pat
         run(*args, cwd=dest, env=env)
     calls.write_text("")
     # one seed: after 2 steps BatchNorm's running statistics are still near their start and the test loss
-    # overflows to nan, which dgc/evaluate.py's spread over seeds (statistics.stdev) cannot take
+    # overflows to nan, which dgc/stages/evaluate.py's spread over seeds (statistics.stdev) cannot take
     queue = [*dgc, "budget", "queue", "--budgets", "1", "--seeds", "0", "--only", "resnet18_dgc-gates-e1"]
     out = run(*queue, cwd=dest, env=env).stdout
     assert "queued      budget-resnet18_dgc-gates-e1" in out and "dvc queue start -j 1" in out, out

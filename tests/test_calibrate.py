@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from dgc.bench import bench_models
-from dgc.calibrate import calibrate_batchnorm, check_finite, ready_for_timing
-from dgc.latency import inference_latency
+from dgc.bench.speed import bench_models
+from dgc.measure.calibrate import calibrate_batchnorm, check_finite, ready_for_timing
+from dgc.measure.latency import inference_latency
 from dgc.layers import set_progress
 from dgc.models import create_model
 
@@ -35,7 +35,7 @@ def test_timing_refuses_a_model_with_non_finite_outputs():
 
 
 def test_bench_models_times_calibrated_models_with_finite_outputs(monkeypatch):
-    import dgc.bench as bench
+    import dgc.bench.speed as bench
 
     monkeypatch.setattr(bench, "MODEL_PAIRS", [("resnet18_dgc", "resnet18")])
     timed = []

@@ -53,8 +53,8 @@ def test_expected_errors_exit_2_with_one_line(tmp_path, capsys, argv, word):
 
 
 def test_a_diverged_run_or_a_failing_notebook_exits_1(tmp_path, monkeypatch, capsys):
-    from dgc.render import NotebookFailed
-    from dgc.train import TrainingDiverged
+    from dgc.stages.report import NotebookFailed
+    from dgc.stages.train import TrainingDiverged
 
     def diverge(*args, **kwargs):
         raise TrainingDiverged("training loss became nan in epoch 2; stopped")
@@ -62,8 +62,8 @@ def test_a_diverged_run_or_a_failing_notebook_exits_1(tmp_path, monkeypatch, cap
     def fail(*args, **kwargs):
         raise NotebookFailed("notebooks/report.ipynb failed in cell 3: KeyError: 'x'")
 
-    monkeypatch.setattr("dgc.train.train_model", diverge)
-    monkeypatch.setattr("dgc.render.render", fail)
+    monkeypatch.setattr("dgc.stages.train.train_model", diverge)
+    monkeypatch.setattr("dgc.stages.report.render", fail)
     missing = str(tmp_path / "missing.yaml")  # the default params
     assert main(["train", "digits", "resnet18", "--params", missing, "--history-dir", ""]) == 1
     assert main(["report", "--params", missing]) == 1
@@ -84,19 +84,19 @@ def test_an_unexpected_exception_keeps_its_traceback(monkeypatch, exc):
 
 
 def test_expected_error_classes_are_dgc_errors_and_keep_their_builtin_base():
-    from dgc.ablations import AblationError
-    from dgc.checkpoint import CheckpointError
+    from dgc.experiments.ablations import AblationError
+    from dgc.runtime.checkpoint import CheckpointError
     from dgc.cli import UsageError
-    from dgc.compat import OfficialCheckpointError
+    from dgc.runtime.compat import OfficialCheckpointError
     from dgc.config import ConfigError
     from dgc.data import DataError
-    from dgc.engine import NonFiniteLoss
+    from dgc.runtime.engine import NonFiniteLoss
     from dgc.errors import BadInput, DGCError, MissingInput
-    from dgc.latency import NonFiniteOutputs
+    from dgc.measure.latency import NonFiniteOutputs
     from dgc.models.registry import ModelError
-    from dgc.render import NotebookFailed
-    from dgc.report import ReportInputError
-    from dgc.train import GpuOutOfMemory, TrainingDiverged
+    from dgc.stages.report import NotebookFailed
+    from dgc.notebook import ReportInputError
+    from dgc.stages.train import GpuOutOfMemory, TrainingDiverged
 
     classes = {UsageError: ValueError, ConfigError: ValueError, DataError: ValueError,
                CheckpointError: ValueError, ModelError: ValueError, AblationError: ValueError,

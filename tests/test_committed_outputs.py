@@ -58,7 +58,7 @@ def test_committed_outputs_match_the_hashes_in_dvc_lock():
 
 
 def test_every_committed_run_finished_learning_with_seeds():
-    """The default profile's evidence: every run past the plateau criterion (dgc/plateau.py) in every
+    """The default profile's evidence: every run past the plateau criterion (dgc/measure/plateau.py) in every
     seed, and at least 3 seeds per model, as its relation verdicts need."""
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     runs = [f"{d}-{m}" for d in params["pipeline"]["datasets"] for m in params["pipeline"]["models"]]

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dgc.compare import ConfigError, compare, load_claims, load_references, to_markdown
+from dgc.stages.compare import ConfigError, compare, load_claims, load_references, to_markdown
 
 CLAIMS = Path(__file__).parents[1] / "claims" / "paper.yaml"
 
@@ -133,7 +133,7 @@ def test_bad_claims_file_names_the_problem(tmp_path):
 
 
 def test_architecture_claims_are_judged_from_the_counter_without_training(tmp_path):
-    from dgc.architecture import count_architectures
+    from dgc.stages.architecture import count_architectures
 
     claims = load_claims(CLAIMS)
     arch = tmp_path / "architecture.json"
@@ -145,7 +145,7 @@ def test_architecture_claims_are_judged_from_the_counter_without_training(tmp_pa
 
 
 def test_spelled_out_defaults_keep_a_run_comparable():
-    from dgc.evaluate import comparability
+    from dgc.stages.evaluate import comparability
 
     settings = {"model_name": "densenet86_dgc", "model_args": {"num_classes": 10, "heads": 4, "gate_factor": 0.25},
                 "train": {"epochs": 300, "batch_size": 64, "max_batches": None}}

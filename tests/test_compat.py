@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from dgc.compat import OfficialCheckpointError, load_official_state_dict, translate_key
+from dgc.runtime.compat import OfficialCheckpointError, load_official_state_dict, translate_key
 from dgc.layers import DGCConv2d, dgc_layers
 from dgc.models import create_model
 from official_layer import OfficialDGC

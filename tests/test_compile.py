@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch._dynamo.testing import CompileCounter
 
-from dgc.compile import Compiled, CompileClock, resolve_compile
+from dgc.runtime.compile import Compiled, CompileClock, resolve_compile
 from dgc.layers import DGCConv2d, set_progress, sparsity_loss
-from dgc.layers.schedule import inactive_channels
+from dgc.layers.pruning_schedule import inactive_channels
 from dgc.models import create_model
 
 

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from dgc.calibrate import ready_for_timing
+from dgc.measure.calibrate import ready_for_timing
 from dgc.kernels import cpu
 from dgc.layers import AvgPool2x2, BNReLUConv2d, DGCConv2d, set_progress
 from dgc.layers.dgc_conv import rank_keys

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from dgc.cli import main
-from dgc.crosscheck import crosscheck, crosscheck_markdown
+from dgc.commands.crosscheck import crosscheck, crosscheck_markdown
 
 
 def reports(folder, accs, verdicts):
@@ -43,7 +43,7 @@ def test_a_mean_outside_its_spread_and_a_changed_verdict_are_reported(tmp_path):
 
 
 def test_agreement_tells_an_undecided_side_from_an_opposite_verdict():
-    from dgc.crosscheck import agreement
+    from dgc.commands.crosscheck import agreement
 
     assert agreement("holds", "holds") == "same"
     assert agreement("holds", "inconclusive") == "one inconclusive"

@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from dgc.checkpoint import load_model, model_payload, save_checkpoint
-from dgc.flops import actual_flops, dgc_flops
+from dgc.runtime.checkpoint import load_model, model_payload, save_checkpoint
+from dgc.measure.flops import actual_flops, dgc_flops
 from dgc.layers import DGCConv2d, GlobalThreshold, angle_loss, set_progress
-from dgc.layers.schedule import pruned_fraction
+from dgc.layers.pruning_schedule import pruned_fraction
 from dgc.models import create_model
-from dgc.usage import measure_usage
+from dgc.measure.usage import measure_usage
 
 
 class Parallel(nn.Module):

@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dgc.flops import breakdown, profile
+from dgc.measure.flops import breakdown, profile
 from dgc.kernels.cpu import kernels_off
 from dgc.models import create_model
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dgc.calibrate import calibrate_batchnorm
+from dgc.measure.calibrate import calibrate_batchnorm
 from dgc.layers import DGCConv2d, GlobalThreshold, angle_loss, set_progress, sparsity_loss
 from dgc.models import create_model
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from dgc.gpus import (default_lock_dir, lease_gpu, lease_status, lock_name, should_lease_gpu, try_lease,
+from dgc.runtime.gpus import (default_lock_dir, lease_gpu, lease_status, lock_name, should_lease_gpu, try_lease,
                       visible_gpu_ids)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Leases one of 2 simulated GPUs, says which, holds it until a line arrives on stdin.
 HOLDER = """
 import sys
-from dgc.gpus import lease_gpu
+from dgc.runtime.gpus import lease_gpu
 lease = lease_gpu(2, sys.argv[1], poll_seconds=0.05, log=lambda s: print("LOG", s, flush=True))
 print("GOT", lease.index, flush=True)
 sys.stdin.readline()

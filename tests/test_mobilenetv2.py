@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from dgc.flops import breakdown, profile
+from dgc.measure.flops import breakdown, profile
 from dgc.layers import DGCConv2d, ShuffledGroupConv2d, dgc_layers, set_progress, sparsity_loss
 from dgc.models import convs, create_model, list_models
 from dgc.models.mobilenetv2 import InvertedResidual, round_channels

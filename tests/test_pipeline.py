@@ -86,7 +86,7 @@ def test_metrics_diff_against_the_paper_tag_in_the_clone(project):
 @pytest.mark.slow
 def test_a_failing_stage_keeps_earlier_outputs_and_repro_continues_from_it(project):
     dest, _ = project
-    plots = dest / "dgc" / "plots.py"
+    plots = dest / "dgc" / "stages" / "plots.py"
     good = plots.read_text()
     plots.write_text(good + "\nraise RuntimeError('broken on purpose')\n")
     try:

@@ -1,8 +1,8 @@
-"""The plateau criterion (dgc/plateau.py) on constructed curves."""
+"""The plateau criterion (dgc/measure/plateau.py) on constructed curves."""
 
 import pytest
 
-from dgc.plateau import late_gain, plateaued
+from dgc.measure.plateau import late_gain, plateaued
 
 
 def test_a_rising_curve_has_not_finished_learning():

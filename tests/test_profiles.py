@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from dgc.config import ConfigError, load_params
-from dgc.profiles import use_profile
+from dgc.commands.profiles import use_profile
 
 ROOT = Path(__file__).parents[1]
 
@@ -55,7 +55,7 @@ def test_smoke_all_is_the_default_with_every_family():
 
 
 def test_the_default_profile_trains_every_relation_pair_with_seeds():
-    from dgc.compare import load_claims
+    from dgc.stages.compare import load_claims
 
     params = load_params(ROOT / "profiles" / "smoke.yaml")
     assert len(params.train.seeds) >= 3 and params.data.digits_size == 16

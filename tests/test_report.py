@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from dgc import report
-from dgc.compare import compare, load_claims, write_comparison
-from dgc.plots import make_plots
-from dgc.render import NotebookFailed, render
-from dgc.train import HISTORY_COLUMNS
+from dgc import notebook as report
+from dgc.stages.compare import compare, load_claims, write_comparison
+from dgc.stages.plots import make_plots
+from dgc.stages.report import NotebookFailed, render
+from dgc.stages.train import HISTORY_COLUMNS
 
 ROOT = Path(__file__).parents[1]
 RUNS = ["digits-densenet86_dgc", "digits-densenet86"]

@@ -88,9 +88,9 @@ def test_a_command_enters_through_its_function_and_the_cli_helpers_it_calls(tmp_
     _write(tmp_path, {"dgc/cli.py": (
         "from dgc.driver_only import X\n"
         "def _params(args):\n    from dgc.config import load\n\n"
-        "def cmd_train_all(args):\n    from dgc.train_all import run\n    _params(args)\n\n"
+        "def cmd_train_all(args):\n    from dgc.commands.train_all import run\n    _params(args)\n\n"
         "def cmd_other(args):\n    import dgc.other\n")})
-    assert command_entry_modules("train-all", tmp_path / "dgc" / "cli.py") == {"dgc.config", "dgc.train_all"}
+    assert command_entry_modules("train-all", tmp_path / "dgc" / "cli.py") == {"dgc.config", "dgc.commands.train_all"}
     with pytest.raises(ValueError, match="no cmd_nope"):
         command_entry_modules("nope", tmp_path / "dgc" / "cli.py")
 
@@ -99,8 +99,8 @@ def test_notebook_modules_skip_magics_and_markdown(tmp_path):
     notebook = tmp_path / "n.ipynb"
     notebook.write_text(json.dumps({"cells": [
         {"cell_type": "markdown", "source": ["import dgc.not_code\n"]},
-        {"cell_type": "code", "source": ["%matplotlib inline\n", "!ls\n", "from dgc import report\n",
+        {"cell_type": "code", "source": ["%matplotlib inline\n", "!ls\n", "from dgc import notebook as report\n",
                                          "import numpy\n"]},
-        {"cell_type": "code", "source": "from dgc.report import heading"}]}))
-    _write(tmp_path, {"dgc/__init__.py": "", "dgc/report.py": ""})
-    assert notebook_modules(notebook, tmp_path) == {"dgc", "dgc.report"}
+        {"cell_type": "code", "source": "from dgc.notebook import heading"}]}))
+    _write(tmp_path, {"dgc/__init__.py": "", "dgc/notebook.py": ""})
+    assert notebook_modules(notebook, tmp_path) == {"dgc", "dgc.notebook"}

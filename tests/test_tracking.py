@@ -1,6 +1,6 @@
-"""dgc/tracking.py with the real wandb, offline: a run folder keeps its wandb run id across resumes."""
+"""dgc/runtime/tracking.py with the real wandb, offline: a run folder keeps its wandb run id across resumes."""
 
-from dgc.tracking import RUN_ID_FILE, Tracker
+from dgc.runtime.tracking import RUN_ID_FILE, Tracker
 
 
 def test_a_resumed_tracker_continues_the_folder_s_wandb_run(tmp_path, monkeypatch):

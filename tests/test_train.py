@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgc import engine
-from dgc.checkpoint import load_checkpoint, load_model
+from dgc.runtime import engine
+from dgc.runtime.checkpoint import load_checkpoint, load_model
 from dgc.config import load_params
 from dgc.data import cifar_batches
-from dgc.engine import evaluate
-from dgc.train import HISTORY_COLUMNS, TrainingDiverged, train_model
+from dgc.runtime.engine import evaluate
+from dgc.stages.train import HISTORY_COLUMNS, TrainingDiverged, train_model
 
 TIMING = ("epoch_seconds", "images_per_second", "peak_memory_mb")
 
@@ -73,11 +73,11 @@ def test_interrupted_run_resumes_and_ends_like_an_uninterrupted_one(tmp_path, ti
     params = load_params(tiny_params_file, {"train.epochs": 3})
     whole = train_model("digits", "densenet86_dgc", params, tmp_path / "a", log=lambda s: None)
 
-    monkeypatch.setattr("dgc.train.train_one_epoch", dies_in_second_epoch())
+    monkeypatch.setattr("dgc.stages.train.train_one_epoch", dies_in_second_epoch())
     with pytest.raises(KeyboardInterrupt):
         train_model("digits", "densenet86_dgc", params, tmp_path / "b", log=lambda s: None)
     assert load_checkpoint(tmp_path / "b" / "digits-densenet86_dgc" / "seed0" / "checkpoint.pt")["epoch"] == 1
-    monkeypatch.setattr("dgc.train.train_one_epoch", engine.train_one_epoch)
+    monkeypatch.setattr("dgc.stages.train.train_one_epoch", engine.train_one_epoch)
     logs = []
     resumed = train_model("digits", "densenet86_dgc", params, tmp_path / "b", log=logs.append)
     assert resumed.resumed_from == 1 and any("resuming" in line for line in logs)
@@ -125,7 +125,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, tiny_
                 next(core.parameters()).fill_(float("nan"))
         return real(model, core, batches, ctx, *a, **kw)
 
-    monkeypatch.setattr("dgc.train.train_one_epoch", nan_in_second_epoch)
+    monkeypatch.setattr("dgc.stages.train.train_one_epoch", nan_in_second_epoch)
     with pytest.raises(TrainingDiverged, match="non-finite.*epoch 2.*checkpoint"):
         train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)
     ck = load_checkpoint(tmp_path / "digits-resnet18" / "seed0" / "checkpoint.pt")
@@ -205,8 +205,8 @@ def test_a_finished_run_returns_its_stored_result_without_training(tmp_path, tin
     def must_not_run(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("dgc.train.train_one_epoch", must_not_run)
-    monkeypatch.setattr("dgc.train.make_batches", must_not_run)  # not even the data is loaded
+    monkeypatch.setattr("dgc.stages.train.train_one_epoch", must_not_run)
+    monkeypatch.setattr("dgc.stages.train.make_batches", must_not_run)  # not even the data is loaded
     logs = []
     again = train_model("digits", "resnet18", params, tmp_path, log=logs.append)
     assert any("already complete" in line for line in logs)
@@ -219,14 +219,14 @@ def test_a_finished_run_returns_its_stored_result_without_training(tmp_path, tin
 def test_cuda_out_of_memory_in_epoch_2_exits_2_with_one_line_and_keeps_epoch_1(
         tmp_path, tiny_params_file, monkeypatch, capsys):
     from dgc import cli
-    from dgc.schedule import cosine_lr
+    from dgc.runtime.lr_schedule import cosine_lr
 
     def oom_from_step_3(base_lr, step, total_steps):  # max_batches 3: step 3 opens epoch 2
         if step >= 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return cosine_lr(base_lr, step, total_steps)
 
-    monkeypatch.setattr("dgc.engine.cosine_lr", oom_from_step_3)
+    monkeypatch.setattr("dgc.runtime.engine.cosine_lr", oom_from_step_3)
     monkeypatch.setenv("WANDB_MODE", "disabled")  # a user's WANDB_MODE=offline would log to stderr
     status = cli.main(["train", "digits", "resnet18", "--params", str(tiny_params_file),
                        "--runs", str(tmp_path), "--history-dir", ""])
@@ -243,12 +243,12 @@ def test_cuda_out_of_memory_in_epoch_2_exits_2_with_one_line_and_keeps_epoch_1(
 
 
 def test_cuda_out_of_memory_in_evaluation_names_the_eval_batch(tmp_path, tiny_params_file, monkeypatch):
-    from dgc.train import GpuOutOfMemory, out_of_memory_message
+    from dgc.stages.train import GpuOutOfMemory, out_of_memory_message
 
     def oom_in_first_evaluation(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory")
 
-    monkeypatch.setattr("dgc.train.evaluate", oom_in_first_evaluation)
+    monkeypatch.setattr("dgc.stages.train.evaluate", oom_in_first_evaluation)
     with pytest.raises(GpuOutOfMemory, match="evaluating resnet18 on digits in epoch 1 .*"
                                              "train.eval_batch_size=64; no epoch was completed"):
         train_model("digits", "resnet18", load_params(tiny_params_file), tmp_path, log=lambda s: None)
@@ -261,8 +261,8 @@ def test_cuda_out_of_memory_in_evaluation_names_the_eval_batch(tmp_path, tiny_pa
 
 
 def test_a_run_on_several_gpus_leases_one(monkeypatch, tmp_path):
-    from dgc.gpus import lock_name
-    from dgc.train import lease_for_run
+    from dgc.runtime.gpus import lock_name
+    from dgc.stages.train import lease_for_run
 
     monkeypatch.setenv("DGC_GPU_LOCK_DIR", str(tmp_path))
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
@@ -282,7 +282,7 @@ def test_a_run_on_several_gpus_leases_one(monkeypatch, tmp_path):
 def test_a_finished_run_is_trained_again_after_a_training_code_change(tmp_path, tiny_params_file, monkeypatch):
     params = load_params(tiny_params_file, {"train.epochs": 1})
     first = train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)
-    monkeypatch.setattr("dgc.train.training_code_hash", lambda: "edited")
+    monkeypatch.setattr("dgc.stages.train.training_code_hash", lambda: "edited")
     logs = []
     again = train_model("digits", "resnet18", params, tmp_path, log=logs.append)
     assert any("other training code" in line for line in logs) and again.resumed_from == 0
@@ -292,12 +292,12 @@ def test_a_finished_run_is_trained_again_after_a_training_code_change(tmp_path, 
 def test_training_code_is_what_dgc_train_runs():
     # tests/test_stage_deps.py: the train stage's deps in dvc.yaml cover these files
     from dgc.imports import command_closure
-    from dgc.train import training_code
+    from dgc.stages.train import training_code
 
     files = training_code()
     assert files == sorted(command_closure("train"))
     names = {f.relative_to(Path(__file__).parents[1]).as_posix() for f in files}
-    assert {"dgc/train.py", "dgc/engine.py", "dgc/layers/dgc_conv.py", "dgc/kernels/cpu_kernels.cpp"} <= names
+    assert {"dgc/stages/train.py", "dgc/runtime/engine.py", "dgc/layers/dgc_conv.py", "dgc/kernels/cpu_kernels.cpp"} <= names
     assert "dgc/cli.py" not in names
 
 
@@ -316,12 +316,12 @@ def test_a_resumed_run_continues_its_wandb_run_and_a_fresh_one_starts_a_new_one(
             pass
 
     real = engine.train_one_epoch
-    monkeypatch.setattr("dgc.train.Tracker", Recorder)
-    monkeypatch.setattr("dgc.train.train_one_epoch", dies_in_second_epoch())
+    monkeypatch.setattr("dgc.stages.train.Tracker", Recorder)
+    monkeypatch.setattr("dgc.stages.train.train_one_epoch", dies_in_second_epoch())
     params = load_params(tiny_params_file)
     with pytest.raises(KeyboardInterrupt):
         train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)
-    monkeypatch.setattr("dgc.train.train_one_epoch", real)
+    monkeypatch.setattr("dgc.stages.train.train_one_epoch", real)
     assert train_model("digits", "resnet18", params, tmp_path, log=lambda s: None).resumed_from == 1
     train_model("digits", "resnet18", params, tmp_path, fresh=True, log=lambda s: None)
     assert resumes == [False, True, False]
@@ -329,7 +329,7 @@ def test_a_resumed_run_continues_its_wandb_run_and_a_fresh_one_starts_a_new_one(
 
 def test_evaluate_compile_sets_how_the_latency_runs(tmp_path, tiny_params_file, monkeypatch):
     from dgc.config import with_overrides
-    from dgc.evaluate import evaluate_run
+    from dgc.stages.evaluate import evaluate_run
 
     params = load_params(tiny_params_file, {"train.epochs": 1, "evaluate.device": "cpu",
                                             "evaluate.latency_batch_sizes": [2], "evaluate.latency_repeats": 1})
@@ -352,7 +352,7 @@ def test_evaluate_compile_sets_how_the_latency_runs(tmp_path, tiny_params_file, 
 def test_spread_over_seeds_survives_a_diverged_seed():
     import math
 
-    from dgc.evaluate import _mean_and_spread
+    from dgc.stages.evaluate import _mean_and_spread
 
     mean, std = _mean_and_spread([{"loss": 1.0, "epoch": 3}, {"loss": 3.0, "epoch": 3}])
     assert (mean["loss"], std["loss"]) == (2.0, pytest.approx(math.sqrt(2)))

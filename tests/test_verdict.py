@@ -1,10 +1,10 @@
-"""The verdict rule of relation claims (dgc/verdict.py), on constructed samples, one per outcome."""
+"""The verdict rule of relation claims (dgc/measure/verdict.py), on constructed samples, one per outcome."""
 
 import math
 
 import pytest
 
-from dgc.verdict import Sample, judge_relation
+from dgc.measure.verdict import Sample, judge_relation
 
 
 def test_holds_when_the_margin_clears_two_standard_errors():

@@ -6,7 +6,7 @@ from dgc.layers.dgc_conv import (DGCConv2d, DGCHead, angle_loss, dgc_layers, set
 from dgc.layers.global_threshold import GlobalThreshold, global_layers
 from dgc.layers.gate import SaliencyGenerator, hidden_channels
 from dgc.layers.pool import AvgPool2x2
-from dgc.layers.schedule import inactive_channels
+from dgc.layers.pruning_schedule import inactive_channels
 
 __all__ = [
     "AvgPool2x2", "BNReLUConv2d", "DGCConv2d", "DGCHead", "GlobalThreshold", "SaliencyGenerator", "angle_loss",

@@ -17,7 +17,7 @@ from torch.nn.modules.utils import _pair
 from dgc.kernels.cpu import (batch_strided, bn_affine, bnrelu_mean, cpu_inference, gather_gemm_1x1,
                              select_topk)
 from dgc.layers.gate import SaliencyGenerator
-from dgc.layers.schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
+from dgc.layers.pruning_schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
 
 
 SELECTIONS = ("head", "global")
@@ -461,7 +461,7 @@ def sparsity_loss(model: nn.Module) -> torch.Tensor:
 
 def set_progress(model: nn.Module, progress: float) -> list[int]:
     """Set the inactive-channel count of every DGC layer from training progress p in [0, 1]."""
-    from dgc.layers.schedule import check_progress
+    from dgc.layers.pruning_schedule import check_progress
 
     p = check_progress(progress)
     return [layer.set_progress(p) for layer in dgc_layers(model)]

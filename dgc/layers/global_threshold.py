@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from dgc.layers.dgc_conv import DGCConv2d, dgc_layers
-from dgc.layers.schedule import pruned_fraction
+from dgc.layers.pruning_schedule import pruned_fraction
 
 
 def global_layers(model: nn.Module) -> list[DGCConv2d]:

@@ -1,14 +1,14 @@
 """The `compare` stage: every claim of claims/paper.yaml against our metrics, with a verdict.
 
 Verdicts: "reproduced" (within the claim's tolerance), "not reproduced", "inconclusive" (a relation
-claim whose seeds' spread decides neither way, dgc/verdict.py), "not run" (no metrics for
+claim whose seeds' spread decides neither way, dgc/measure/verdict.py), "not run" (no metrics for
 that dataset and model), "not comparable" (the run exists but is not the paper's architecture or
 recipe, e.g. narrowed or shortened; a smoke run on digits is never held against a CIFAR number),
 "not verified" (the paper makes the claim but its number is not known here: kind `unverified`, never
 an invented value; our own run's number is shown next to it when there is one).
 Accuracy claims need the paper's recipe, architecture claims (FLOPs, params) only its architecture,
 relation claims (DGC vs a baseline) two runs of the paper's recipe, judged by the rule of
-dgc/verdict.py: the difference of the means must clear two standard errors over the seeds.
+dgc/measure/verdict.py: the difference of the means must clear two standard errors over the seeds.
 
 Smoke evidence: each relation claim is also evaluated on the runs of the offline smoke set (digits,
 narrow models) when both exist, in a separate list labelled as such, by the same rule ("holds", "does
@@ -29,7 +29,7 @@ from typing import Any
 import yaml
 
 from dgc.config import ConfigError, check_dataset
-from dgc.verdict import Sample, judge_relation
+from dgc.measure.verdict import Sample, judge_relation
 from dgc.errors import MissingInput
 
 VERDICTS = ("reproduced", "not reproduced", "inconclusive", "not run", "not comparable", "not verified")
@@ -306,7 +306,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     if result.get("smoke_evidence"):
         lines += ["## Smoke evidence for the relation claims (digits, narrow models: not the paper's claim)",
                   "", "Mean ± standard deviation over seeds (n); the verdict needs the difference of the "
-                  "means to clear two standard errors (dgc/verdict.py), else it is inconclusive.", "",
+                  "means to clear two standard errors (dgc/measure/verdict.py), else it is inconclusive.", "",
                   "| claims | model | versus | metric | model's | baseline's | delta ± s.e. | verdict |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in result["smoke_evidence"]:

@@ -9,7 +9,7 @@ tolerance - d (positive: the claim holds by that much). With K = 2 standard erro
 - "does not hold"  margin < -K * se   (the data contradict it beyond the spread)
 - "inconclusive"   otherwise, and always when either side has fewer than 2 seeds (no spread known)
 
-The same rule serves the smoke evidence and the paper profile's relation verdicts (dgc/compare.py).
+The same rule serves the smoke evidence and the paper profile's relation verdicts (dgc/stages/compare.py).
 """
 
 from __future__ import annotations

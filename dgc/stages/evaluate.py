@@ -7,7 +7,7 @@ checkpoint (mean over seeds, with their standard deviation and per-seed values w
 flops_dense / flops_expected (the paper's convention; for DGC-G, whose pruning is uneven, from the
 fraction of channels each layer selected on the evaluation set) / flops_actual (from the channels the
 DGC layers really used on the evaluation set, per image), params, whether every seed finished
-learning (`plateau`, the criterion of dgc/plateau.py), and inference latency per image
+learning (`plateau`, the criterion of dgc/measure/plateau.py), and inference latency per image
 (through torch.compile per `evaluate.compile`, whose `auto` stays eager on the CPU; the info JSON's
 `latency_compile` says which ran: off or the compile mode).
 """
@@ -19,17 +19,17 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from dgc.architecture import input_size_of
-from dgc.checkpoint import load_model
-from dgc.compile import Compiled, resolve_compile
+from dgc.stages.architecture import input_size_of
+from dgc.runtime.checkpoint import load_model
+from dgc.runtime.compile import Compiled, resolve_compile
 from dgc.config import Params, check_dataset
-from dgc.engine import evaluate
-from dgc.flops import actual_flops, profile
+from dgc.runtime.engine import evaluate
+from dgc.measure.flops import actual_flops, profile
 from dgc.layers import global_layers
-from dgc.latency import device_name, inference_latency
-from dgc.plateau import plateau_of_seeds
-from dgc.train import make_test_batches, resolve_device, run_dir
-from dgc.usage import measure_usage
+from dgc.measure.latency import device_name, inference_latency
+from dgc.measure.plateau import plateau_of_seeds
+from dgc.stages.train import make_test_batches, resolve_device, run_dir
+from dgc.measure.usage import measure_usage
 
 # The authors' recipe, to tell whether a run can be held against the paper's accuracy.
 PAPER_RECIPE = {"cifar10": {"epochs": 300, "batch_size": 64}, "cifar100": {"epochs": 300, "batch_size": 64},
@@ -105,7 +105,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     if global_layers(model):  # DGC-G prunes unevenly: expected FLOPs from the kept fractions measured
         kept = {row["name"]: row["kept_fraction"] for row in usage["layers"]}
         flops["flops_expected"] = actual_flops(model, size, kept)
-    plateau, gains = plateau_of_seeds(curves)  # finished learning? (dgc/plateau.py)
+    plateau, gains = plateau_of_seeds(curves)  # finished learning? (dgc/measure/plateau.py)
     best_mean, best_std = _mean_and_spread(best_rows)
     final_mean, final_std = _mean_and_spread(final_rows)
     mode = resolve_compile(cfg.compile, device)  # auto: compiled on CUDA, eager on the CPU

@@ -3,7 +3,7 @@
 `dvc repro` runs the train stages one after another, which leaves all GPUs but one idle. `run_all`
 starts `python -m dgc train D M --seed k` for every pipeline.datasets x pipeline.models pair and
 every train.seeds entry, at most `jobs` at a time; each process leases a GPU of its own
-(dgc/gpus.py) and writes its output to runs/<D>-<M>/seed<k>/train.log. A later `dvc repro` finds
+(dgc/runtime/gpus.py) and writes its output to runs/<D>-<M>/seed<k>/train.log. A later `dvc repro` finds
 every run complete (train_model returns at once), merges the seeds' histories into reports/history/
 and records the outputs.
 """

@@ -8,7 +8,7 @@ but no pruning: what the gates cost apart from what pruning costs), the static g
 dense model, each for 10, 30 and 60 epochs (`--budgets`), every seed (`--seeds`), on the first
 dataset of params' `pipeline.datasets` (digits in the smoke profile, cifar10 in the paper profile).
 
-Each point is one experiment of the ablation grid's kind (dgc.ablations): it sets the one model, the
+Each point is one experiment of the ablation grid's kind (dgc.experiments.ablations): it sets the one model, the
 one dataset, the seeds, `train.epochs` and, for the gates variant, the DGC model's gate factor; it
 is queued, skipped when an experiment with the same settings is queued, running or done, and read
 back from `dvc exp show --json` with the same functions. An ablation experiment with the same
@@ -24,10 +24,10 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from dgc.ablations import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, Result, _check_seeds, _flops_m,
+from dgc.experiments.ablations import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, Result, _check_seeds, _flops_m,
                            _mean_std, _nan, _section, build_point, match_experiments, one_torch_thread, parse_ints,
                            point_result, point_state, read_inputs, select_specs)
-from dgc.verdict import Sample, standard_error
+from dgc.measure.verdict import Sample, standard_error
 
 FAMILIES = {"DenseNet-86": "densenet86", "ResNet-18": "resnet18", "MobileNetV2": "mobilenetv2"}
 VARIANTS = ("dgc", "gates", "gc", "dense")  # table and legend order

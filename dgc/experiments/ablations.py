@@ -196,9 +196,9 @@ def _build_point(params: Mapping[str, Any], dataset: str, name: str, axis: str, 
 
 def _buildable(params: Mapping[str, Any], model: str, dataset: str) -> tuple[str | None, int | None]:
     """(None, expected FLOPs) when the model of `params` builds, else (the builder's message, None)."""
-    from dgc.architecture import input_size_of
+    from dgc.stages.architecture import input_size_of
     from dgc.config import NUM_CLASSES
-    from dgc.flops import profile
+    from dgc.measure.flops import profile
     from dgc.models import create_model
 
     settings = dict(_section(params, "models").get(model) or {})

@@ -35,7 +35,7 @@ def inference_latency(model: nn.Module, device: torch.device, batch_size: int,
                       forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                       warmup: int = 2) -> float:
     """Median milliseconds per image of an eval-mode forward pass at `batch_size`. `forward` runs
-    the pass instead of `model` (e.g. a dgc.compile.Compiled of it); its first call, which compiles,
+    the pass instead of `model` (e.g. a dgc.runtime.compile.Compiled of it); its first call, which compiles,
     is not timed."""
     model.eval().to(device)
     forward = model if forward is None else forward

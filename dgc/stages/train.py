@@ -7,7 +7,7 @@
   wandb/         the wandb run (offline unless the user logs in)
 Killed at any moment, the same call continues from the last completed epoch; once all epochs are
 done (with unchanged settings and training code) it returns the stored result without training. On a machine with several GPUs a single-process
-run leases a free GPU (dgc/gpus.py), so several runs can share the machine. Under torchrun it trains
+run leases a free GPU (dgc/runtime/gpus.py), so several runs can share the machine. Under torchrun it trains
 with DistributedDataParallel: `train.batch_size` and `train.lr` are the GLOBAL batch and its lr, each
 of N processes takes batch_size / N images of every batch; only rank 0 writes files and logs.
 """
@@ -28,21 +28,21 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from dgc.checkpoint import load_checkpoint, model_payload, save_checkpoint
-from dgc.compile import Compiled, resolve_compile
+from dgc.runtime.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from dgc.runtime.compile import Compiled, resolve_compile
 from dgc.config import NUM_CLASSES, ConfigError, Params, check_dataset
-from dgc.distributed import (DistInfo, all_reduce_sum, barrier, dist_info_from_env, init_distributed,
+from dgc.runtime.distributed import (DistInfo, all_reduce_sum, barrier, dist_info_from_env, init_distributed,
                              shutdown)
-from dgc.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
+from dgc.runtime.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
 from dgc.errors import DGCError
-from dgc.gpus import GpuLease, lease_gpu, should_lease_gpu, visible_gpu_ids
+from dgc.runtime.gpus import GpuLease, lease_gpu, should_lease_gpu, visible_gpu_ids
 from dgc.imports import SOURCE_ROOT, command_closure
 from dgc.io import write_text_atomic
-from dgc.latency import device_name
+from dgc.measure.latency import device_name
 from dgc.layers import GlobalThreshold, dgc_layers, global_layers
 from dgc.models import create_model
 from dgc.models.registry import ModelError
-from dgc.tracking import Tracker
+from dgc.runtime.tracking import Tracker
 
 HISTORY_COLUMNS = ("epoch", "lr", "progress", "inactive_fraction", "train_loss", "train_top1",
                    "test_loss", "test_top1", "test_top5", "epoch_seconds", "compile_seconds",
@@ -265,7 +265,7 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
     A run whose checkpoint already holds all train.epochs epochs with the same settings and the same
     training code (`training_code()`) returns its stored result at once; under other code it trains
     again. A CUDA out-of-memory error in an epoch raises GpuOutOfMemory, naming the batch setting. On a machine with several GPUs a single-process run leases a free one
-    (dgc/gpus.py) for its whole duration."""
+    (dgc/runtime/gpus.py) for its whole duration."""
     cfg = params.train
     seed = cfg.seeds[0] if seed is None else seed
     torch.manual_seed(seed)  # the same initialisation in every process and every run

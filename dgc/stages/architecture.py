@@ -2,7 +2,7 @@
 
 For every (dataset, model) that a claim of claims/paper.yaml names, the model is built with its
 registry defaults (the authors' configuration) for that dataset's classes and input size, and counted
-with `dgc.flops.profile`. So the FLOPs and parameter claims get a verdict offline, in the smoke
+with `dgc.measure.flops.profile`. So the FLOPs and parameter claims get a verdict offline, in the smoke
 profile too, and every claimed model's full-size cost is on record. Written to
 reports/architecture.json, keyed "<dataset>-<model>".
 """
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from dgc.compare import Claim
+from dgc.stages.compare import Claim
 from dgc.config import NUM_CLASSES
-from dgc.flops import profile
+from dgc.measure.flops import profile
 from dgc.models import create_model, model_arguments
 
 

@@ -7,7 +7,7 @@ the dense BN-ReLU-Conv2d and the static 4-group BN-ReLU-Conv2d (same FLOPs as DG
 inference (eval, no grad) and a training step (forward + backward). Whole models: inference at batch
 1 and 64, DGC (pruned to its target) next to its dense counterpart. Median of `repeats` runs, the
 candidates measured round-robin so that machine noise hits them alike. Every module is timed with
-calibrated BatchNorm statistics and only after its outputs were checked finite (dgc/calibrate.py).
+calibrated BatchNorm statistics and only after its outputs were checked finite (dgc/measure/calibrate.py).
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from dgc.calibrate import ready_for_timing
-from dgc.flops import profile
-from dgc.latency import device_name, median_times
-from dgc.provenance import provenance
+from dgc.measure.calibrate import ready_for_timing
+from dgc.measure.flops import profile
+from dgc.measure.latency import device_name, median_times
+from dgc.measure.provenance import provenance
 
 LAYER_SHAPES = [  # (C_in, C_out, kernel, map size)
     (256, 128, 1, 16),

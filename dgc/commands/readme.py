@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dgc.compare import load_metrics, to_markdown
+from dgc.stages.compare import load_metrics, to_markdown
 from dgc.errors import BadInput, MissingInput
 from dgc.io import write_text_atomic
 
@@ -53,7 +53,7 @@ def results_markdown(reports: str | Path = "reports") -> str:
 def speed_markdown(reports: str | Path = "reports") -> str:
     """Tables of `dgc bench` (reports/bench.json), benchmarks/train_throughput.py
     (reports/train_throughput.json) and benchmarks/repro_time.sh (reports/repro_time.json)."""
-    from dgc.bench import bench_markdown
+    from dgc.bench.speed import bench_markdown
 
     reports = Path(reports)
     parts = []

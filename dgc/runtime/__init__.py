@@ -1,0 +1,3 @@
+"""Training runtime: the epoch loop, checkpoints, devices and GPU leases, torch.compile,
+torchrun, the learning-rate schedule, experiment tracking and the run folders.
+"""
