@@ -48,7 +48,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_profile(args: argparse.Namespace) -> int:
+def cmd_flops(args: argparse.Namespace) -> int:
     from dgc.measure.flops import profile
     from dgc.models import create_model
 
@@ -63,15 +63,9 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from dgc.config import check_dataset
-    from dgc.data import prepare_dataset
+    from dgc.stages.data import prepare
 
-    params = _params(args)
-    check_dataset(args.dataset)
-    cfg = params.data
-    path = prepare_dataset(args.dataset, cfg.root, args.raw_dir, cfg.imagenet_path,
-                           cfg.digits_test_fraction, cfg.seed, download=not args.no_download,
-                           digits_size=cfg.digits_size)
+    path = prepare(args.dataset, _params(args), args.raw_dir, download=not args.no_download)
     print(f"{args.dataset}: ready in {path}")
     return 0
 
@@ -156,7 +150,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from dgc.stages.compare import compare, load_claims, load_references, write_comparison
+    from dgc.measure.claims import load_claims, load_references
+    from dgc.stages.compare import compare, write_comparison
 
     result = compare(load_claims(args.claims), args.metrics_dir, args.architecture,
                      load_references(args.claims))
@@ -167,7 +162,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_architecture(args: argparse.Namespace) -> int:
     from dgc.stages.architecture import count_architectures
-    from dgc.stages.compare import load_claims
+    from dgc.measure.claims import load_claims
     from dgc.io import write_json_atomic
 
     counts = count_architectures(load_claims(args.claims))
@@ -178,7 +173,7 @@ def cmd_architecture(args: argparse.Namespace) -> int:
 
 
 def cmd_paper_ref(args: argparse.Namespace) -> int:
-    from dgc.stages.compare import load_claims, load_references
+    from dgc.measure.claims import load_claims, load_references
     from dgc.commands.paper_ref import TAG, make_paper_ref, make_reference_tags
 
     tags = [(TAG, *make_paper_ref(load_claims(args.claims), args.repo)),
@@ -190,7 +185,7 @@ def cmd_paper_ref(args: argparse.Namespace) -> int:
 
 
 def cmd_plots(args: argparse.Namespace) -> int:
-    from dgc.stages.compare import load_claims
+    from dgc.measure.claims import load_claims
     from dgc.stages.plots import make_plots
 
     from dgc.models import model_defaults
@@ -344,7 +339,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from dgc.bench.speed import bench_markdown, run_bench
     from dgc.io import write_json_atomic, write_text_atomic
-    from dgc.stages.train import resolve_device
+    from dgc.runtime.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -391,13 +386,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the registered models and their settings")
     p.set_defaults(func=cmd_models)
 
-    p = sub.add_parser("profile", help="FLOPs (paper convention) and parameters of a model")
+    p = sub.add_parser("flops", help="FLOPs (paper convention) and parameters of a model")
     p.add_argument("model")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--input-size", type=int, nargs=3, default=(3, 32, 32), metavar=("C", "H", "W"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a model setting, e.g. --set gate_factor=0.5 (repeatable)")
-    p.set_defaults(func=cmd_profile)
+    p.set_defaults(func=cmd_flops)
 
     p = sub.add_parser("data", help="prepare a dataset under data/ (digits, cifar10, cifar100, imagenet)")
     p.add_argument("dataset")

@@ -23,6 +23,14 @@ DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
 
 
+def input_size_of(dataset: str, digits_size: int = 32) -> tuple[int, int, int]:
+    """(C, H, W) of a dataset's images: 224 for ImageNet, 32 for CIFAR, `data.digits_size` for digits
+    (the data stage upscales the 8x8 digits to it)."""
+    if dataset == "imagenet":
+        return (3, 224, 224)
+    return (3, digits_size, digits_size) if dataset == "digits" else (3, 32, 32)
+
+
 class ConfigError(DGCError, ValueError):
     """A bad setting; the message names the key."""
 

@@ -7,14 +7,14 @@ import pytest
 from dgc.cli import main
 
 
-def test_profile_prints_the_paper_numbers(capsys):
-    assert main(["profile", "densenet86_dgc", "--num-classes", "10"]) == 0
+def test_flops_prints_the_paper_numbers(capsys):
+    assert main(["flops", "densenet86_dgc", "--num-classes", "10"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["flops_expected"] == 71_037_118 and out["params"] == 4_264_810
 
 
-def test_profile_accepts_overrides(capsys):
-    assert main(["profile", "densenet86_dgc", "--set", "gate_factor=1.0"]) == 0
+def test_flops_accepts_overrides(capsys):
+    assert main(["flops", "densenet86_dgc", "--set", "gate_factor=1.0"]) == 0
     assert json.loads(capsys.readouterr().out)["flops_expected"] == 182_513_854
 
 
@@ -24,7 +24,7 @@ def test_models_lists_the_registry(capsys):
 
 
 def test_unknown_model_exits_2_with_one_line_and_no_traceback():
-    proc = subprocess.run([sys.executable, "-m", "dgc", "profile", "densenet99"],
+    proc = subprocess.run([sys.executable, "-m", "dgc", "flops", "densenet99"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
@@ -32,14 +32,14 @@ def test_unknown_model_exits_2_with_one_line_and_no_traceback():
 
 
 def test_bad_override_names_the_key(capsys):
-    assert main(["profile", "resnet18_dgc", "--set", "gate_factor=2"]) == 2
+    assert main(["flops", "resnet18_dgc", "--set", "gate_factor=2"]) == 2
     assert "gate_factor" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, word", [
-    (["profile", "densenet99"], "densenet99"),
-    (["profile", "resnet18_dgc", "--set", "heads=abc"], "heads='abc'"),
-    (["profile", "resnet18_dgc", "--set", "gate_factor=[1,"], "not valid YAML"),
+    (["flops", "densenet99"], "densenet99"),
+    (["flops", "resnet18_dgc", "--set", "heads=abc"], "heads='abc'"),
+    (["flops", "resnet18_dgc", "--set", "gate_factor=[1,"], "not valid YAML"),
     (["train", "digits", "resnet18", "--params", "{missing}", "-S", "train=3"], "train must be a mapping"),
     (["ablations", "queue", "--grid", "smoke", "--dry-run", "--params", "{missing}"], "does not exist"),
     (["compare", "--claims", "{missing}"], "does not exist"),

@@ -4,7 +4,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dgc.stages.compare import ConfigError, compare, load_claims, load_references, to_markdown
+from dgc.measure.claims import load_claims, load_references
+
+from dgc.config import ConfigError
+from dgc.stages.compare import compare, to_markdown
 
 CLAIMS = Path(__file__).parents[1] / "claims" / "paper.yaml"
 

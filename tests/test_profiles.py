@@ -55,7 +55,7 @@ def test_smoke_all_is_the_default_with_every_family():
 
 
 def test_the_default_profile_trains_every_relation_pair_with_seeds():
-    from dgc.stages.compare import load_claims
+    from dgc.measure.claims import load_claims
 
     params = load_params(ROOT / "profiles" / "smoke.yaml")
     assert len(params.train.seeds) >= 3 and params.data.digits_size == 16

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from dgc import notebook as report
-from dgc.stages.compare import compare, load_claims, write_comparison
+from dgc.measure.claims import load_claims
+from dgc.stages.compare import compare, write_comparison
 from dgc.stages.plots import make_plots
 from dgc.stages.report import NotebookFailed, render
 from dgc.stages.train import HISTORY_COLUMNS

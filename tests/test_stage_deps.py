@@ -104,3 +104,17 @@ def test_notebook_modules_skip_magics_and_markdown(tmp_path):
         {"cell_type": "code", "source": "from dgc.notebook import heading"}]}))
     _write(tmp_path, {"dgc/__init__.py": "", "dgc/notebook.py": ""})
     assert notebook_modules(notebook, tmp_path) == {"dgc", "dgc.notebook"}
+
+
+def test_no_stage_module_imports_another():
+    """dgc/stages/<stage>.py runs no other stage's module, directly or through a shared module: what two
+    stages share lives outside dgc/stages/ (runtime, measure, data, models)."""
+    stage_files = sorted(p for p in (ROOT / "dgc" / "stages").glob("*.py") if p.name != "__init__.py")
+    assert {p.stem for p in stage_files} == set(STAGES), "dgc/stages/ holds one module per dvc.yaml stage"
+    crossing = {}
+    for path in stage_files:
+        reached = {p.resolve() for p in import_closure([f"dgc.stages.{path.stem}"], ROOT)}
+        others = sorted(p.name for p in stage_files if p != path and p.resolve() in reached)
+        if others:
+            crossing[path.name] = others
+    assert not crossing, f"stage modules that import other stage modules: {crossing}"

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dgc.stages.compare import load_metrics, sample_of
+from dgc.measure.claims import load_metrics, sample_of
 from dgc.measure.verdict import K_STANDARD_ERRORS, standard_error
 
 METRIC = "best.top1_acc"

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dgc.stages.compare import Claim, Reference
+from dgc.measure.claims import Claim, Reference
 from dgc.errors import BadInput
 
 TAG = "paper"

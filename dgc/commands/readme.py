@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dgc.stages.compare import load_metrics, to_markdown
+from dgc.measure.claims import load_metrics
+
+from dgc.stages.compare import to_markdown
 from dgc.errors import BadInput, MissingInput
 from dgc.io import write_text_atomic
 

@@ -2,8 +2,8 @@
 
 from dgc.models.densenet import DenseNet
 from dgc.models.mobilenetv2 import MobileNetV2
-from dgc.models.registry import MODELS, create_model, list_models, model_arguments, model_defaults
+from dgc.models.registry import MODELS, create_model, family, list_models, model_arguments, model_defaults
 from dgc.models.resnet import ResNet
 
-__all__ = ["MODELS", "DenseNet", "MobileNetV2", "ResNet", "create_model", "list_models",
+__all__ = ["MODELS", "DenseNet", "MobileNetV2", "ResNet", "create_model", "family", "list_models",
            "model_arguments", "model_defaults"]

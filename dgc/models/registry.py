@@ -130,6 +130,14 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def family(model: str) -> str:
+    """The convolution family of a registered model: dgc (head-wise DGC), dgcg (DGC-G), gc (static group conv) or dense, from the registry name."""
+    for suffix in ("dgcg", "dgc", "gc"):
+        if model.endswith("_" + suffix):
+            return suffix
+    return "dense"
+
+
 def list_models() -> list[str]:
     """Names accepted by `create_model`, sorted."""
     return sorted(MODELS)

@@ -11,18 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from dgc.stages.compare import Claim
-from dgc.config import NUM_CLASSES
+from dgc.measure.claims import Claim
+from dgc.config import NUM_CLASSES, input_size_of
 from dgc.measure.flops import profile
 from dgc.models import create_model, model_arguments
-
-
-def input_size_of(dataset: str, digits_size: int = 32) -> tuple[int, int, int]:
-    """(C, H, W) of a dataset's images: 224 for ImageNet, 32 for CIFAR, `data.digits_size` for digits
-    (the data stage upscales the 8x8 digits to it)."""
-    if dataset == "imagenet":
-        return (3, 224, 224)
-    return (3, digits_size, digits_size) if dataset == "digits" else (3, 32, 32)
 
 
 def count_architectures(claims: list[Claim]) -> dict[str, dict[str, Any]]:

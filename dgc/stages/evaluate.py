@@ -19,16 +19,17 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from dgc.stages.architecture import input_size_of
 from dgc.runtime.checkpoint import load_model
 from dgc.runtime.compile import Compiled, resolve_compile
-from dgc.config import Params, check_dataset
+from dgc.config import Params, check_dataset, input_size_of
 from dgc.runtime.engine import evaluate
 from dgc.measure.flops import actual_flops, profile
 from dgc.layers import global_layers
 from dgc.measure.latency import device_name, inference_latency
 from dgc.measure.plateau import plateau_of_seeds
-from dgc.stages.train import make_test_batches, resolve_device, run_dir
+from dgc.data.batches import make_test_batches
+from dgc.runtime.device import resolve_device
+from dgc.runtime.runs import run_dir
 from dgc.measure.usage import measure_usage
 
 # The authors' recipe, to tell whether a run can be held against the paper's accuracy.

@@ -17,20 +17,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dgc.stages.compare import Claim, load_metrics, metric_value  # noqa: E402
+from dgc.measure.claims import Claim, load_metrics, metric_value  # noqa: E402
 from dgc.layers.pruning_schedule import inactive_channels  # noqa: E402
+from dgc.models.registry import family  # noqa: E402
 
 STYLE = {"dgc": dict(marker="o"), "dgcg": dict(marker="D"), "gc": dict(marker="s"),
          "dense": dict(marker="^")}
 PAPER_COLORS = ("black", "dimgray", "darkred", "navy", "darkgreen")
-
-
-def family(model: str) -> str:
-    """dgc (head-wise DGC), dgcg (DGC-G), gc (static group conv) or dense, from the registry name."""
-    for suffix in ("dgcg", "dgc", "gc"):
-        if model.endswith("_" + suffix):
-            return suffix
-    return "dense"
 
 
 def paper_points(claims: list[Claim], architectures: dict[str, dict[str, Any]] | None = None

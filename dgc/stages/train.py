@@ -43,6 +43,9 @@ from dgc.layers import GlobalThreshold, dgc_layers, global_layers
 from dgc.models import create_model
 from dgc.models.registry import ModelError
 from dgc.runtime.tracking import Tracker
+from dgc.runtime.runs import run_dir
+from dgc.runtime.device import resolve_device
+from dgc.data.batches import make_batches
 
 HISTORY_COLUMNS = ("epoch", "lr", "progress", "inactive_fraction", "train_loss", "train_top1",
                    "test_loss", "test_top1", "test_top5", "epoch_seconds", "compile_seconds",
@@ -70,21 +73,6 @@ class TrainResult:
     resumed_from: int
     best: dict[str, Any]
     final: dict[str, Any]
-
-
-def run_dir(runs_root: str | Path, dataset: str, model_name: str, seed: int | None = None) -> Path:
-    """runs/<dataset>-<model>, or its seed<k>/ folder where one seed's files live."""
-    base = Path(runs_root) / f"{dataset}-{model_name}"
-    return base if seed is None else base / f"seed{seed}"
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {spec!r} but no CUDA device is available")
-    return device
 
 
 def _plain(value: Any) -> Any:
@@ -173,38 +161,6 @@ def build_for_training(dataset: str, model_name: str, params: Params) -> nn.Modu
         return create_model(model_name, NUM_CLASSES[dataset], **overrides)
     except ModelError as exc:
         raise ConfigError(f"models.{model_name}: {exc}") from None
-
-
-def make_batches(dataset: str, params: Params, device: torch.device, rank: int, world: int,
-                 channels_last: bool, seed: int):
-    cfg = params.train
-    if dataset == "imagenet":
-        from dgc.data.imagenet import DeviceLoader, imagenet_loaders
-
-        train, test, sampler = imagenet_loaders(params.data.imagenet_path, cfg.batch_size // world,
-                                                cfg.eval_batch_size, cfg.workers, world > 1)
-        return (DeviceLoader(train, device, sampler, cfg.max_batches, channels_last),
-                DeviceLoader(test, device, None, None, channels_last))
-    from dgc.data import cifar_batches
-
-    return cifar_batches(Path(params.data.root) / dataset, dataset, cfg.batch_size,
-                         cfg.eval_batch_size, device, seed, rank, world, cfg.max_batches,
-                         channels_last)
-
-
-def make_test_batches(dataset: str, params: Params, device: torch.device):
-    """The evaluation set alone (no training data loaded), single process."""
-    if dataset == "imagenet":
-        from dgc.data.imagenet import DeviceLoader, imagenet_loaders
-
-        cfg = params.train
-        _, test, _ = imagenet_loaders(params.data.imagenet_path, cfg.batch_size, cfg.eval_batch_size,
-                                      cfg.workers)
-        return DeviceLoader(test, device)
-    from dgc.data.loader import cifar_test_batches
-
-    return cifar_test_batches(Path(params.data.root) / dataset, dataset, params.train.eval_batch_size,
-                              device)
 
 
 def out_of_memory_message(phase: str, model_name: str, dataset: str, cfg: Any, world: int,

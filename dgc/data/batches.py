@@ -1,0 +1,44 @@
+"""A dataset's batches as the recipe of params.yaml asks for them: CIFAR and digits (tensors on the
+device, augmented there) or ImageNet (a DataLoader), for training (sharded over torchrun processes) and
+for evaluation alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from dgc.config import Params
+
+
+def make_batches(dataset: str, params: Params, device: torch.device, rank: int, world: int,
+                 channels_last: bool, seed: int):
+    """(training batches, test batches) of one process of `world`."""
+    cfg = params.train
+    if dataset == "imagenet":
+        from dgc.data.imagenet import DeviceLoader, imagenet_loaders
+
+        train, test, sampler = imagenet_loaders(params.data.imagenet_path, cfg.batch_size // world,
+                                                cfg.eval_batch_size, cfg.workers, world > 1)
+        return (DeviceLoader(train, device, sampler, cfg.max_batches, channels_last),
+                DeviceLoader(test, device, None, None, channels_last))
+    from dgc.data import cifar_batches
+
+    return cifar_batches(Path(params.data.root) / dataset, dataset, cfg.batch_size,
+                         cfg.eval_batch_size, device, seed, rank, world, cfg.max_batches,
+                         channels_last)
+
+
+def make_test_batches(dataset: str, params: Params, device: torch.device):
+    """The evaluation set alone (no training data loaded), single process."""
+    if dataset == "imagenet":
+        from dgc.data.imagenet import DeviceLoader, imagenet_loaders
+
+        cfg = params.train
+        _, test, _ = imagenet_loaders(params.data.imagenet_path, cfg.batch_size, cfg.eval_batch_size,
+                                      cfg.workers)
+        return DeviceLoader(test, device)
+    from dgc.data.loader import cifar_test_batches
+
+    return cifar_test_batches(Path(params.data.root) / dataset, dataset, params.train.eval_batch_size,
+                              device)
