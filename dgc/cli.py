@@ -49,7 +49,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
-    from dgc.measure.flops import profile
+    from dgc.measure.flops import count_flops
     from dgc.models import create_model
 
     overrides = dict(_parse_override(o) for o in args.set)
@@ -57,7 +57,7 @@ def cmd_flops(args: argparse.Namespace) -> int:
         raise UsageError(f"--input-size must be three positive numbers, got {list(args.input_size)}")
     model = create_model(args.model, args.num_classes, **overrides)
     result = {"model": args.model, "num_classes": args.num_classes, "overrides": overrides,
-              "input_size": list(args.input_size), **profile(model, args.input_size)}
+              "input_size": list(args.input_size), **count_flops(model, args.input_size)}
     print(json.dumps(result, indent=2))
     return 0
 
@@ -220,33 +220,16 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dvc(*args: str) -> str:
-    """Run `python -m dvc ARGS` (the interpreter's own DVC: a user's PATH may have none); its stdout,
-    or a one-line UsageError with DVC's last error line."""
-    import subprocess
-
-    try:
-        proc = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, timeout=600)
-    except subprocess.TimeoutExpired:
-        raise UsageError(f"`dvc {' '.join(args[:3])}` did not finish in 600 s; if a queue worker is stuck, "
-                         f"see `dvc queue status` and stop it with `dvc queue stop --kill`") from None
-    if proc.returncode != 0:
-        lines = [line for line in (proc.stderr + proc.stdout).strip().splitlines() if line.strip()]
-        raise UsageError(f"`dvc {' '.join(args[:3])}` failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
-    return proc.stdout
-
-
 def cmd_ablations(args: argparse.Namespace) -> int:
     return _render_experiments(args, {"grid": args.grid or ""}, "DGC ablations")
 
 
 def _render_experiments(args: argparse.Namespace, parameters: dict, title: str) -> int:
     """Save `dvc exp show --json` as reports/experiments.json and render args.notebook from it."""
-    from dgc.io import write_text_atomic
+    from dgc.experiments.queue import save_experiments
     from dgc.stages.report import render
 
-    out = f"{args.reports}/experiments.json"
-    write_text_atomic(out, _dvc("exp", "show", "--json", *(["--all-commits"] if args.all_commits else [])))
+    out = save_experiments(f"{args.reports}/experiments.json", args.all_commits)
     parameters = {"experiments_json": out, "params_path": args.params, **parameters}
     ipynb, html = render(args.notebook, args.reports, parameters, title)
     print(f"{ipynb}\n{html}")
@@ -264,74 +247,31 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
 def cmd_budget_queue(args: argparse.Namespace) -> int:
     from dgc.experiments import budget
-    from dgc.experiments.ablations import parse_seeds
+    from dgc.experiments.grid import parse_seeds
+    from dgc.experiments.queue import queue_points, read_queue_params
 
-    params = _queue_params(args)
+    params = read_queue_params(args.params, args.dry_run)
     budgets, seeds = budget.parse_budgets(args.budgets), parse_seeds(args.seeds)
     points = budget.budget_points(params, budgets, seeds, args.only.split(",") if args.only else None)
     print(f"budget study on {budget.study_dataset(params)}: {len(budget.FAMILIES)} families x "
           f"{len(budget.VARIANTS)} variants x budgets {list(budgets)} epochs, seeds {list(seeds)}; "
           f"models at the widths of {args.params}")
-    return _queue_points(points, params, len(seeds), args.dry_run, "budget", budget.describe)
+    return queue_points(points, params, len(seeds), args.dry_run, "budget", budget.describe)
 
 
 def cmd_ablations_queue(args: argparse.Namespace) -> int:
-    from dgc.experiments import ablations
+    from dgc.experiments import grid
+    from dgc.experiments.queue import queue_points, read_queue_params
 
-    params = _queue_params(args)
-    ablations.check_profile(params, args.grid)
-    seeds = ablations.parse_seeds(args.seeds)
-    points = ablations.grid_points(params, args.grid, seeds, args.only.split(",") if args.only else None)
-    k = ablations.baseline_knobs(params)
-    print(f"{args.grid} grid on {ablations.GRID_DATASET[args.grid]}, seeds {list(seeds)}; baseline from "
+    params = read_queue_params(args.params, args.dry_run)
+    grid.check_profile(params, args.grid)
+    seeds = grid.parse_seeds(args.seeds)
+    points = grid.grid_points(params, args.grid, seeds, args.only.split(",") if args.only else None)
+    k = grid.baseline_knobs(params)
+    print(f"{args.grid} grid on {grid.GRID_DATASET[args.grid]}, seeds {list(seeds)}; baseline from "
           f"{args.params}: heads {k['heads']}, pruning rate {k['pruning']:g}, λ {k['lambda']:g}, "
           f"squeeze rate {k['squeeze']}")
-    return _queue_points(points, params, len(seeds), args.dry_run, "ablations",
-                         lambda point: f"{ablations.AXIS_LABEL[point.axis]}"
-                                       f"{'' if point.value is None else f' = {point.value:g}'} ({point.model})")
-
-
-def _queue_params(args: argparse.Namespace) -> dict:
-    """params.yaml of a `queue` command as a mapping, checked: `dvc exp run` reads params.yaml, and
-    a broken file fails here, not in every experiment."""
-    from dgc.config import load_params, read_params_yaml
-
-    if not args.dry_run and Path(args.params).resolve() != Path("params.yaml").resolve():
-        raise UsageError("`dvc exp run` reads params.yaml: --params names another file, use it with --dry-run only")
-    if not Path(args.params).is_file():
-        raise UsageError(f"{args.params} does not exist: the points' settings come from it")
-    load_params(args.params)
-    return read_params_yaml(args.params)
-
-
-def _queue_points(points, params: dict, seeds: int, dry_run: bool, page: str, describe) -> int:
-    """Queue (or with `dry_run` print) one `dvc exp run --queue` per point that no experiment covers
-    yet (dgc.experiments.ablations.plan_queue), list the skipped ones, then how to run the queue and render
-    `reports/<page>.html`. `describe(point)` says what a queued point is."""
-    import os
-
-    from dgc.experiments import ablations
-
-    experiments = ablations.parse_experiments(json.loads(_dvc("exp", "show", "--json") or "[]"))
-    plan = ablations.plan_queue(points, experiments, params)
-    width = max([22, *(len(name) for _, name in plan.queue), *(len(p.name) for p, _ in plan.skipped)])
-    for point, name in plan.queue:
-        command = ["dvc", *ablations.queue_args(point, name, params)]
-        if dry_run:
-            print(f"would queue {name:{width}s} {' '.join(command)}")
-        else:
-            _dvc(*command[1:])
-            print(f"queued      {name:{width}s} {describe(point)}")
-    for point, why in plan.skipped:
-        print(f"skipped     {point.name:{width}s} {why}")
-    verb = "would queue" if dry_run else "queued"
-    print(f"{verb} {len(plan.queue)} experiments ({len(plan.queue) * seeds} training runs), "
-          f"skipped {len(plan.skipped)}")
-    if plan.queue and not dry_run:
-        print("next:")
-        for line in ablations.next_commands(sys.executable, os.environ.get("PATH", ""), os.getcwd(), page):
-            print(f"  {line}")
-    return 0
+    return queue_points(points, params, len(seeds), args.dry_run, "ablations", grid.describe)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -369,7 +309,8 @@ def cmd_crosscheck(args: argparse.Namespace) -> int:
 def cmd_readme(args: argparse.Namespace) -> int:
     from dgc.commands.readme import update_readme
 
-    print(update_readme(args.readme, args.reports))
+    for path in update_readme(args.root, args.reports):
+        print(path)
     return 0
 
 
@@ -521,8 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="reports/cross_cpu.md")
     p.set_defaults(func=cmd_crosscheck)
 
-    p = sub.add_parser("readme", help="regenerate README's results tables from reports/")
-    p.add_argument("--readme", default="README.md")
+    p = sub.add_parser("readme", help="regenerate the generated tables of README.md, docs/results.md and "
+                                      "docs/speed.md from reports/")
+    p.add_argument("--root", default=".", help="the folder holding README.md and docs/")
     p.add_argument("--reports", default="reports")
     p.set_defaults(func=cmd_readme)
 

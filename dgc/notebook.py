@@ -160,10 +160,10 @@ def can_and_cannot_say(inputs: dict[str, Any], profile: str) -> str:
     parts.append("How accuracy and the gaps between DGC, its static group conv and its dense baseline "
                  "move with the training budget (10, 30, 60 epochs, 3 seeds, the three families, and DGC "
                  "with gates but no pruning) is measured by the training-budget study: "
-                 "[reports/budget.html](budget.html) (`dgc budget`, README).")
+                 "[reports/budget.html](budget.html) (`dgc budget`, docs/ablations.md).")
     parts.append("Numbers differ in their last digits between CPU models and thread counts (oneDNN "
                  "picks other kernels); the verdicts and the means within their spread are what "
-                 "carries over (README, *Same verdicts on any CPU*).")
+                 "carries over (docs/results.md, *Same verdicts on any CPU*).")
     return " ".join(parts)
 
 

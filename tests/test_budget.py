@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 import yaml
 from helpers import copy_project
-from test_ablations import entry, exp_params, metrics, run, stop_queue
+from dvc_exp import entry, exp_params, metrics, run, stop_queue
 
-from dgc.experiments import ablations, budget
+from dgc.experiments import budget, grid, queue
 from dgc.cli import main
 from dgc.config import read_params_yaml
 from dgc.stages.report import render
@@ -60,7 +60,7 @@ def test_36_points_per_family_variant_and_budget_with_their_overrides(points):
     # g = 1 keeps every channel: the gates' cost on top of the dense 1x1 convs, more than DGC at g = 0.25
     assert by["budget-densenet86_dgc-gates-e10"].flops > by["budget-densenet86-e10"].flops \
         > by["budget-densenet86_dgc-e10"].flops
-    args = ablations.queue_args(by["budget-densenet86_dgc-gates-e10"], "x", SMOKE)
+    args = queue.queue_args(by["budget-densenet86_dgc-gates-e10"], "x", SMOKE)
     assert args == ["exp", "run", "--queue", "--name", "x", "-S", "train.seeds=[0,1,2]", "-S",
                     "pipeline.datasets=[digits]", "-S", "pipeline.models=[densenet86_dgc]", "-S",
                     "models.densenet86_dgc.gate_factor=1.0", "-S", "train.epochs=10", "evaluate"]
@@ -120,7 +120,7 @@ def exp_show():
 
 
 def test_plan_skips_points_already_queued_running_or_done(points):
-    plan = ablations.plan_queue(points, ablations.parse_experiments(exp_show()), SMOKE)
+    plan = queue.plan_queue(points, queue.parse_experiments(exp_show()), SMOKE)
     skipped = {p.name: why for p, why in plan.skipped}
     assert skipped == {
         "budget-densenet86_dgc-e10": "already success as by-hand-dgc-10",
@@ -142,7 +142,7 @@ def test_dry_run_prints_the_commands_and_queues_nothing(monkeypatch, capsys):
         calls.append(args)
         return json.dumps(exp_show())
 
-    monkeypatch.setattr("dgc.cli._dvc", dvc)
+    monkeypatch.setattr("dgc.experiments.queue.run_dvc", dvc)
     params = str(ROOT / "profiles" / "smoke.yaml")
     assert main(["budget", "queue", "--dry-run", "--params", params]) == 0
     out = capsys.readouterr().out.splitlines()
@@ -167,7 +167,7 @@ def test_dry_run_prints_the_commands_and_queues_nothing(monkeypatch, capsys):
 # -- results ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def page(points):
-    return ablations.match_experiments(points, ablations.parse_experiments(exp_show()), SMOKE)
+    return grid.match_experiments(points, queue.parse_experiments(exp_show()), SMOKE)
 
 
 def test_table_has_mean_std_n_and_the_gaps_with_their_standard_error(page):
@@ -306,8 +306,8 @@ def test_one_point_runs_through_the_dvc_queue_up_to_evaluate_and_renders(tmp_pat
     calls.write_text("")
     # one seed: after 2 steps BatchNorm's running statistics are still near their start and the test loss
     # overflows to nan, which dgc/stages/evaluate.py's spread over seeds (statistics.stdev) cannot take
-    queue = [*dgc, "budget", "queue", "--budgets", "1", "--seeds", "0", "--only", "resnet18_dgc-gates-e1"]
-    out = run(*queue, cwd=dest, env=env).stdout
+    queue_cmd = [*dgc, "budget", "queue", "--budgets", "1", "--seeds", "0", "--only", "resnet18_dgc-gates-e1"]
+    out = run(*queue_cmd, cwd=dest, env=env).stdout
     assert "queued      budget-resnet18_dgc-gates-e1" in out and "dvc queue start -j 1" in out, out
     started = time.monotonic()
     try:
@@ -326,7 +326,7 @@ def test_one_point_runs_through_the_dvc_queue_up_to_evaluate_and_renders(tmp_pat
     stages = calls.read_text().splitlines()
     assert stages == ["-m dgc train digits resnet18_dgc", "-m dgc evaluate digits resnet18_dgc"]  # no report
     run(*dgc, "budget", "--budgets", "1", cwd=dest, env=env, timeout=180)
-    (exp,) = ablations.parse_experiments(json.loads((dest / "reports" / "experiments.json").read_text()))
+    (exp,) = queue.parse_experiments(json.loads((dest / "reports" / "experiments.json").read_text()))
     assert exp.params["models"]["resnet18_dgc"]["gate_factor"] == 1.0 and exp.params["train"]["epochs"] == 1
     m = exp.metrics[metrics_path("resnet18_dgc")]
     text = (dest / "reports" / "budget.html").read_text()

@@ -84,7 +84,8 @@ def test_an_unexpected_exception_keeps_its_traceback(monkeypatch, exc):
 
 
 def test_expected_error_classes_are_dgc_errors_and_keep_their_builtin_base():
-    from dgc.experiments.ablations import AblationError
+    from dgc.experiments.grid import AblationError
+    from dgc.experiments.queue import QueueError
     from dgc.runtime.checkpoint import CheckpointError
     from dgc.cli import UsageError
     from dgc.runtime.compat import OfficialCheckpointError
@@ -99,7 +100,7 @@ def test_expected_error_classes_are_dgc_errors_and_keep_their_builtin_base():
     from dgc.stages.train import GpuOutOfMemory, TrainingDiverged
 
     classes = {UsageError: ValueError, ConfigError: ValueError, DataError: ValueError,
-               CheckpointError: ValueError, ModelError: ValueError, AblationError: ValueError,
+               CheckpointError: ValueError, ModelError: ValueError, AblationError: ValueError, QueueError: ValueError,
                OfficialCheckpointError: ValueError, BadInput: ValueError, MissingInput: FileNotFoundError,
                ReportInputError: FileNotFoundError, NonFiniteOutputs: ValueError,
                GpuOutOfMemory: RuntimeError, TrainingDiverged: RuntimeError, NotebookFailed: RuntimeError,

@@ -14,7 +14,7 @@ import torch
 
 from dgc.measure.calibrate import ready_for_timing
 from dgc.kernels import cpu
-from dgc.layers import AvgPool2x2, BNReLUConv2d, DGCConv2d, set_progress
+from dgc.layers import AvgPool2x2, BNReLUConv2d, DGCConv2d, executions, set_progress
 from dgc.layers.dgc_conv import rank_keys
 from dgc.models import create_model
 
@@ -44,7 +44,7 @@ def _pruned_layer(c_in: int, c_out: int, heads: int, n_in: int, stride: int = 1)
     (4, 12, 20, 4, 0, 6),     # nothing pruned (K = C_in), Co = 5: one 4-tile and a scalar row
     (2, 8, 8, 2, 8, 4),       # everything pruned: zeros
 ])
-def test_gather_gemm_matches_sparse_execution(b, c_in, c_out, heads, n_in, size):
+def test_fused_1x1_matches_sparse_execution(b, c_in, c_out, heads, n_in, size):
     torch.manual_seed(0)
     layer = _pruned_layer(c_in, c_out, heads, n_in)
     x = torch.relu(torch.randn(b, c_in, size, size))
@@ -53,10 +53,9 @@ def test_gather_gemm_matches_sparse_execution(b, c_in, c_out, heads, n_in, size)
         keep, kept = layer.select(saliency)
         if kept is None:
             kept = torch.arange(c_in).expand_as(saliency).contiguous()
-        scale = saliency * keep
-        expected = layer._sparse_conv(x, scale, kept)
-        weight = torch.stack([h.weight.flatten(1) for h in layer.heads])
-        got = cpu.gather_gemm_1x1(x, weight, kept, scale.gather(2, kept))
+        expected = executions.sparse(layer, x, saliency, keep, kept)
+        weight = layer.head_weights().flatten(2)  # (H, Co, C_in)
+        got = cpu.fused_1x1(x, weight, kept, (saliency * keep).gather(2, kept))
     assert got.shape == expected.shape == (b, c_out, size, size)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     if n_in == c_in:
@@ -94,6 +93,7 @@ def test_dgc_layer_kernel_falls_back_where_it_does_not_apply():
     layer.execution = "fused_cpu"  # a 3x3 layer: runs 'sparse', the same maths
     x = torch.randn(2, 16, 6, 6)
     with torch.no_grad():
+        assert layer.execution_path(x) == "sparse"
         got = layer(x)
         layer.execution = "sparse"
         torch.testing.assert_close(got, layer(x))
@@ -276,11 +276,11 @@ def test_kernel_errors_are_clear():
     weight = torch.randn(2, 2, 8)
     idx = torch.tensor([[[0, 9], [1, 2]]])
     with pytest.raises(ValueError, match="index out of range"):
-        cpu.gather_gemm_1x1(x, weight, idx, torch.ones(1, 2, 2))
+        cpu.fused_1x1(x, weight, idx, torch.ones(1, 2, 2))
     with pytest.raises(ValueError, match="float32"):
-        cpu.gather_gemm_1x1(x.double(), weight, idx.clamp(max=7), torch.ones(1, 2, 2))
+        cpu.fused_1x1(x.double(), weight, idx.clamp(max=7), torch.ones(1, 2, 2))
     with pytest.raises(RuntimeError, match="forward-only"):
-        cpu.gather_gemm_1x1(x, weight.requires_grad_(), idx.clamp(max=7), torch.ones(1, 2, 2))
+        cpu.fused_1x1(x, weight.requires_grad_(), idx.clamp(max=7), torch.ones(1, 2, 2))
     with pytest.raises(ValueError, match="does not fit"):
         cpu.bnrelu_group_conv(x, torch.randn(4, 3, 3, 3), None, None, (1, 1), 2)
 

@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from dgc.layers import DGCConv2d, set_progress, sparsity_loss
+from dgc.kernels import cpu, fused_available
+from dgc.layers import EXECUTIONS, DGCConv2d, choose, set_progress, sparsity_loss
 from dgc.layers.dgc_conv import rank_keys
+from dgc.layers.executions import GATHER
 from helpers import run_execution
 
 
@@ -181,6 +183,36 @@ def _rel(a, b):
     return float((a - b).norm() / b.norm().clamp_min(1e-12))
 
 
+def _assert_agrees_with_masked(layer, x, name, tol):
+    """Execution `name` gives the masked execution's output and, where it is differentiable, its
+    input and parameter gradients (relative error < tol); skipped where it does not apply."""
+    execution = EXECUTIONS[name]
+    with torch.set_grad_enabled(execution.differentiable):
+        if not execution.applies(layer, x):
+            pytest.skip(f"{name} does not apply here: it needs {execution.needs}")
+    ref = run_execution(layer, x, "masked")
+    if execution.differentiable:
+        got = run_execution(layer, x, name)
+        assert layer.execution_path(x) == name  # it ran, no fallback
+    else:  # forward only: the output, autograd off
+        layer.execution = name
+        with torch.no_grad():
+            assert layer.execution_path(x) == name
+            got = (layer(x),)
+    assert got[0].shape == ref[0].shape
+    assert _rel(got[0], ref[0]) < tol
+    if execution.differentiable:
+        assert _rel(got[1], ref[1]) < tol
+        for param in ref[2]:
+            assert _rel(got[2][param], ref[2][param]) < tol, param
+    return got[0]
+
+
+# Every execution of the table against the masked one (the authors' way), in float64 with the
+# pruning schedule's n_in (inside the ramp too, where only the executions without a fixed n_in apply)
+# and in float32 at a given n_in. The Triton `fused` execution runs on the CPU only under
+# TRITON_INTERPRET=1: tests/test_fused_triton.py checks it there against `masked` in a child process.
+@pytest.mark.parametrize("name", list(EXECUTIONS))
 @pytest.mark.parametrize("c_in, c_out, k, stride, padding, heads, g, progress", [
     (16, 8, 1, 1, 0, 4, 0.25, 1.0),
     (16, 16, 1, 2, 0, 2, 0.5, 0.5),
@@ -189,26 +221,41 @@ def _rel(a, b):
     (8, 8, 3, 1, 2, 1, 0.5, 1.0),
     (16, 32, 5, 1, 2, 8, 0.75, 0.3),
 ])
-def test_scaled_weight_path_equals_the_masked_path_with_gradients(c_in, c_out, k, stride, padding,
-                                                                   heads, g, progress):
+def test_every_execution_equals_the_masked_one_in_float64(name, c_in, c_out, k, stride, padding,
+                                                          heads, g, progress):
     layer = DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g).double()
     layer.set_progress(progress)
     x = torch.randn(3, c_in, 9, 9, dtype=torch.float64)
-    ref = run_execution(layer, x, "masked")
-    fast = run_execution(layer, x, "scaled_weight")
-    assert _rel(fast[0], ref[0]) < 1e-10 and _rel(fast[1], ref[1]) < 1e-10
-    for name in ref[2]:
-        assert _rel(fast[2][name], ref[2][name]) < 1e-10, name
+    _assert_agrees_with_masked(layer, x, name, 1e-10)
 
 
-def test_scaled_weight_path_in_float32_and_channels_last():
+@pytest.mark.parametrize("name", list(EXECUTIONS))
+@pytest.mark.parametrize("c_in, c_out, k, stride, padding, heads, g, n_in", [
+    (16, 8, 1, 1, 0, 4, 0.25, 12),
+    (16, 16, 1, 2, 0, 2, 0.5, 8),
+    (24, 12, 3, 1, 1, 4, 0.25, 0),     # n_in = 0
+    (32, 32, 3, 2, 1, 4, 0.25, 24),
+    (8, 8, 3, 1, 2, 1, 0.5, 7),        # the largest n_in that keeps a channel
+    (16, 32, 5, 1, 2, 8, 0.75, 16),    # n_in = C_in: nothing kept
+    (12, 8, 1, 1, 1, 4, 0.5, 6),       # 1x1 with padding goes the general way
+    (8, 8, 1, 1, 0, 2, 0.5, 8),        # 1x1, nothing kept
+])
+def test_every_execution_equals_the_masked_one_in_float32(name, c_in, c_out, k, stride, padding,
+                                                          heads, g, n_in):
+    layer = DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g)
+    layer.set_inactive(n_in)
+    x = torch.randn(3, c_in, 9, 9)
+    out = _assert_agrees_with_masked(layer, x, name, 1e-5)
+    if n_in == c_in:  # nothing kept: zeros (and zero gradients) from every execution
+        assert torch.count_nonzero(out) == 0
+
+
+@pytest.mark.parametrize("name", list(EXECUTIONS))
+def test_every_execution_in_float32_and_channels_last(name):
     layer = DGCConv2d(32, 16, 1, heads=4)
     layer.set_inactive(31)  # the largest count that keeps one channel
     x = torch.randn(4, 32, 6, 6).contiguous(memory_format=torch.channels_last)
-    ref = run_execution(layer, x, "masked")
-    fast = run_execution(layer, x, "scaled_weight")
-    assert _rel(fast[0], ref[0]) < 1e-5 and _rel(fast[1], ref[1]) < 1e-5
-    assert all(_rel(fast[2][n], ref[2][n]) < 1e-5 for n in ref[2])
+    _assert_agrees_with_masked(layer, x, name, 1e-5)
 
 
 def test_auto_execution_picks_by_memory():
@@ -219,30 +266,6 @@ def test_auto_execution_picks_by_memory():
     assert layer.execution_path(torch.empty(1, 512, 4, 4)) == "masked"  # weights too big to gather
     assert layer.execution_path(torch.empty(1, 512, 64, 64)) == "sparse"
     assert DGCConv2d(512, 512, 1).execution_path(torch.empty(1, 512, 1, 1)) == "scaled_weight"
-
-
-@pytest.mark.parametrize("c_in, c_out, k, stride, padding, heads, g, n_in", [
-    (16, 8, 1, 1, 0, 4, 0.25, 12),
-    (16, 16, 1, 2, 0, 2, 0.5, 8),
-    (24, 12, 3, 1, 1, 4, 0.25, 0),     # n_in = 0
-    (32, 32, 3, 2, 1, 4, 0.25, 24),
-    (8, 8, 3, 1, 2, 1, 0.5, 7),        # the largest n_in that keeps a channel
-    (16, 32, 5, 1, 2, 8, 0.75, 16),    # n_in = C_in: nothing kept
-    (12, 8, 1, 1, 1, 4, 0.5, 6),       # 1x1 with padding goes the general way
-])
-def test_sparse_path_equals_the_masked_path_with_gradients(c_in, c_out, k, stride, padding, heads, g, n_in):
-    layer = DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g)
-    layer.set_inactive(n_in)
-    x = torch.randn(3, c_in, 9, 9)
-    ref = run_execution(layer, x, "masked")
-    sparse = run_execution(layer, x, "sparse")
-    assert sparse[0].shape == ref[0].shape
-    if n_in == c_in:
-        assert torch.count_nonzero(sparse[0]) == 0
-        return
-    assert _rel(sparse[0], ref[0]) < 1e-5 and _rel(sparse[1], ref[1]) < 1e-5
-    for name in ref[2]:
-        assert _rel(sparse[2][name], ref[2][name]) < 1e-5, name
 
 
 def test_ties_at_the_boundary_drop_the_lowest_channel_indices():
@@ -274,7 +297,7 @@ def test_rank_keys_order_like_a_stable_sort_of_the_saliencies():
             assert torch.equal(kept.sort(dim=2).values, order[..., n:].sort(dim=2).values), n
 
 
-def test_sparse_and_masked_paths_agree_when_saliencies_tie():
+def test_every_execution_agrees_with_masked_when_saliencies_tie():
     layer = DGCConv2d(8, 4, 1, heads=2)
     layer.set_inactive(2)
     for head in layer.heads:  # saliency = fc2 bias: channels 2-5 tie at 1.0 across the boundary
@@ -287,10 +310,13 @@ def test_sparse_and_masked_paths_agree_when_saliencies_tie():
     assert layer.execution_path(x) == "sparse"
     with torch.no_grad():
         outs = {}
-        for path in ("sparse", "masked"):
-            layer.execution = path
-            outs[path] = layer(x)
-    torch.testing.assert_close(outs["sparse"], outs["masked"])
+        for name, execution in EXECUTIONS.items():  # fused_cpu: its own (C++) top-k, the same ties
+            if execution.applies(layer, x):
+                layer.execution = name
+                outs[name] = layer(x)
+    assert {"masked", "scaled_weight", "sparse"} <= set(outs)
+    for name in outs:
+        torch.testing.assert_close(outs[name], outs["masked"], msg=lambda m: f"{name}: {m}")
 
 
 def test_auto_execution_uses_the_sparse_path_when_channels_are_pruned():
@@ -310,6 +336,73 @@ def test_auto_execution_uses_the_sparse_path_when_channels_are_pruned():
     assert one.execution_path(x) == "scaled_weight"  # 1x1 training: batched matmul
     one.eval()
     assert one.execution_path(x) == "sparse"
+
+
+@pytest.mark.parametrize("k, training, grad, progress, expected", [
+    (1, False, False, 0.0, "scaled_weight"),  # n_in = 0: nothing to skip
+    (3, False, False, 0.0, "scaled_weight"),  # per-sample weights no larger than the H input copies
+    (1, False, False, 1.0, "fused_cpu"),      # CPU inference of a pruned 1x1: the C++ kernel
+    (3, False, False, 1.0, "sparse"),         # ... of a pruned k x k: fused_cpu falls back to sparse
+    (1, False, True, 1.0, "sparse"),          # eval with autograd on: fused_cpu falls back to sparse
+    (1, True, False, 1.0, "fused_cpu"),       # train mode under no_grad is inference
+    (1, True, True, 1.0, "scaled_weight"),    # 1x1 training: one batched matmul
+    (3, True, True, 1.0, "sparse"),           # k x k training keeping a quarter
+    (1, False, False, 0.5, "scaled_weight"),  # inside the pruning ramp: no gather
+    (3, True, True, 0.5, "scaled_weight"),
+])
+def test_choose_auto_on_cpu_follows_the_documented_rules(k, training, grad, progress, expected):
+    layer = DGCConv2d(16, 16, k, padding=k // 2).train(training)
+    layer.set_progress(progress)
+    x = torch.randn(2, 16, 8, 8)
+    if expected == "fused_cpu" and not cpu.cpu_kernels_available():
+        expected = "sparse"  # no C++ kernels here: fused_cpu falls back
+    with torch.set_grad_enabled(grad):
+        assert choose(layer, x).name == expected
+        assert layer.execution_path(x) == expected
+
+
+def test_choose_auto_without_a_gather_execution_for_the_device():
+    """A device type missing from GATHER (CUDA so far) runs scaled_weight or masked only."""
+    assert "meta" not in GATHER and "cuda" not in GATHER
+    one, three = DGCConv2d(512, 512, 1).eval(), DGCConv2d(512, 512, 3, padding=1).eval()
+    for layer in (one, three):
+        layer.set_progress(1.0)
+    with torch.no_grad():
+        assert choose(one, torch.empty(1, 512, 64, 64, device="meta")).name == "scaled_weight"
+        assert choose(three, torch.empty(1, 512, 64, 64, device="meta")).name == "scaled_weight"
+        assert choose(three, torch.empty(1, 512, 4, 4, device="meta")).name == "masked"
+        assert choose(three, torch.empty(1, 512, 64, 64)).name == "sparse"  # the same on the CPU
+
+
+def test_choose_falls_back_where_an_execution_does_not_apply():
+    for execution in EXECUTIONS.values():  # every fallback is in the table and always applies
+        if execution.fallback is not None:
+            assert EXECUTIONS[execution.fallback].fallback is None
+    x = torch.randn(2, 16, 6, 6)
+    one, three = DGCConv2d(16, 8, 1).eval(), DGCConv2d(16, 8, 3, padding=1).eval()
+    for layer in (one, three):
+        layer.set_inactive(12)
+    one.execution = three.execution = "fused_cpu"
+    with torch.no_grad():
+        assert choose(three, x).name == "sparse"  # fused_cpu: 1x1 convs only
+        assert choose(one, x.double()).name == "sparse"  # float32 only
+    assert choose(one, x).name == "sparse"  # forward only: not with autograd on
+    one.execution = three.execution = "fused"
+    assert choose(three, x).name == "scaled_weight"  # fused: 1x1 convs only
+    assert choose(one, x.double()).name == "scaled_weight"  # no float64 kernel
+    # on the CPU the Triton kernel needs TRITON_INTERPRET=1 (tests/test_fused_triton.py)
+    assert choose(one, x).name == ("fused" if fused_available("cpu") else "scaled_weight")
+    one.set_progress(0.5)  # inside the pruning ramp: n_in not fixed, no gather
+    assert choose(one, x).name == "scaled_weight"
+    one.execution = "sparse"  # no fallback: it says what it needs
+    with pytest.raises(RuntimeError, match="the sparse execution needs a fixed n_in"):
+        one(x)
+    one.execution = "fused_cpu"
+    with torch.no_grad(), pytest.raises(RuntimeError, match="fixed n_in.*asked for: 'fused_cpu'"):
+        choose(one, x)
+    one.execution = "dense"
+    with pytest.raises(ValueError, match="unknown execution 'dense'"):
+        one(x)
 
 
 def test_batched_saliency_equals_each_heads_generator():

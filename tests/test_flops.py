@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dgc.measure.flops import breakdown, profile
+from dgc.measure.flops import breakdown, count_flops
 from dgc.kernels.cpu import kernels_off
 from dgc.models import create_model
 
@@ -16,7 +16,7 @@ from dgc.models import create_model
     ("resnet18_dgc", 1000, {"gate_factor": 1.0}, 224, 1_822_947_848, 1_822_947_848, 12_335_144),
 ])
 def test_flops_equal_the_authors_counter(name, num_classes, overrides, size, dense, expected, params):
-    result = profile(create_model(name, num_classes, **overrides), (3, size, size))
+    result = count_flops(create_model(name, num_classes, **overrides), (3, size, size))
     assert result["flops_expected"] == expected
     assert result["params"] == params
     if dense is not None:
@@ -47,7 +47,7 @@ def test_dense_count_agrees_with_torch_flop_counter(name, size):
 
 
 def test_expected_flops_fall_linearly_with_the_gate_factor():
-    counts = [profile(create_model("densenet86_dgc", 10, gate_factor=g))["flops_expected"]
+    counts = [count_flops(create_model("densenet86_dgc", 10, gate_factor=g))["flops_expected"]
               for g in (0.25, 0.5, 1.0)]
     assert counts[1] - counts[0] == pytest.approx((counts[2] - counts[0]) / 3, abs=1)
 
@@ -55,10 +55,10 @@ def test_expected_flops_fall_linearly_with_the_gate_factor():
 def test_profile_leaves_the_model_mode_alone():
     model = create_model("resnet18", 10, width=8, stem="cifar")
     model.train()
-    profile(model)
+    count_flops(model)
     assert model.training
 
 
 def test_bad_input_size_is_rejected():
     with pytest.raises(ValueError, match="input_size"):
-        profile(create_model("resnet18", 10, width=8), (32, 32))
+        count_flops(create_model("resnet18", 10, width=8), (32, 32))

@@ -1,6 +1,7 @@
-"""benchmarks/gpu_check.py: its arithmetic (fastest settings, ratios, targets, the paper profile's
-hours, pytest's counts) on given records, and its --dry-run end to end on CPU, in a child process
-that cannot import the packages a bare GPU machine lacks."""
+"""The GPU check (dgc/bench/gpu_check.py, dgc/bench/gpu_check_report.py): its arithmetic (fastest
+settings, ratios, targets, the paper profile's hours, pytest's counts) on given records, and
+`benchmarks/gpu_check.py --dry-run` end to end on CPU, in a child process that cannot import the
+packages a bare GPU machine lacks."""
 
 import json
 import math
@@ -11,11 +12,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+from dgc.bench import gpu_check
+from dgc.bench import gpu_check_report as report
 
-import gpu_check  # noqa: E402
-import gpu_check_report as report  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 # Imports that fail in the dry run's processes: the GPU machine has torch, triton, numpy, pandas,
 # scikit-learn, pyyaml and pytest only.

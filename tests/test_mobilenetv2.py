@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from dgc.measure.flops import breakdown, profile
+from dgc.measure.flops import breakdown, count_flops
 from dgc.layers import DGCConv2d, ShuffledGroupConv2d, dgc_layers, set_progress, sparsity_loss
 from dgc.models import convs, create_model, list_models
 from dgc.models.mobilenetv2 import InvertedResidual, round_channels
@@ -107,13 +107,13 @@ def test_one_block_flops_and_params_by_hand(c_in, c_out, stride, size):
               + 2 * hidden + hidden * 9 + 2 * hidden  # bn_expand, depthwise, bn_dw
               + c_out * hidden + heads * (hidden * r_proj + r_proj * hidden + hidden)  # projection
               + 2 * c_out)  # bn_project
-    result = profile(block, (c_in, size, size))
+    result = count_flops(block, (c_in, size, size))
     assert result["flops_dense"] == expand + project + depthwise + relu6 + overhead
     assert result["flops_expected"] == g * (expand + project) + depthwise + relu6 + overhead
     assert result["params"] == params
     # The 2-group baseline block costs the DGC block's expected FLOPs minus the gate overhead.
     gc_block = InvertedResidual(c_in, hidden, c_out, stride, convs.grouped(2), convs.grouped(2))
-    gc_flops = profile(gc_block, (c_in, size, size))["flops_dense"]
+    gc_flops = count_flops(gc_block, (c_in, size, size))["flops_dense"]
     assert gc_flops == (expand + project) // 2 + depthwise + relu6
 
 
@@ -171,7 +171,7 @@ def test_dgc_expected_flops_equal_the_gc_budget_plus_the_gate_overhead():
     dgc = create_model("mobilenetv2_dgc", 10, **settings)
     dense = create_model("mobilenetv2", 10, **settings)
     gc = create_model("mobilenetv2_gc", 10, **settings)
-    p_dgc, p_dense, p_gc = profile(dgc, size), profile(dense, size), profile(gc, size)
+    p_dgc, p_dense, p_gc = count_flops(dgc, size), count_flops(dense, size), count_flops(gc, size)
     b_dgc, b_dense, b_gc = breakdown(dgc, size), breakdown(dense, size), breakdown(gc, size)
     assert p_dgc["flops_expected"] < p_dense["flops_dense"]
     # The 1x1 convs' dense cost: what the 2-group baseline saves over the dense model, twice.

@@ -1,11 +1,14 @@
-"""A/B of the DGC layer's selection and sparse execution against another commit's, in one process.
+"""A/B of the DGC layer's selection and executions against another commit's, in one process.
 
-Loads `dgc/layers/dgc_conv.py` of REV (git show), swaps its `select` and `_sparse_conv` into the
-current DGCConv2d in turn, and times whole-model inference (calibrated BatchNorm, full width, CIFAR
-stem, every DGC layer at its target pruning), alternating old and new call by call so both share
-the machine's conditions. Prints the max output difference and the median ms/image of each.
+Loads `dgc/layers/dgc_conv.py` and `dgc/layers/executions.py` of REV (git show), swaps REV's
+`DGCConv2d.select` and execution table (`EXECUTIONS`: each execution's function, where it applies, its
+selection) into the current layer in turn, and times whole-model inference (calibrated BatchNorm,
+full width, CIFAR stem, every DGC layer at its target pruning), alternating old and new call by call so
+both share the machine's conditions. Prints the max output difference and the median ms/image of
+each (no output file). REV must have dgc/layers/executions.py (the executions were DGCConv2d methods
+before). Run from the repository root (REV is looked up with `git show` there):
 
-    python benchmarks/ab_layer.py REV [--models densenet86_dgc resnet18_dgc] [--batches 64 1]
+    .venv/bin/python benchmarks/ab_layer.py REV [--models densenet86_dgc resnet18_dgc] [--batches 64 1]
 """
 
 from __future__ import annotations
@@ -19,21 +22,23 @@ from pathlib import Path
 
 import torch
 
-from dgc.measure.calibrate import ready_for_timing
-from dgc.layers import set_progress
-from dgc.measure.latency import median_times
+from dgc.layers import executions, set_progress
 from dgc.layers.dgc_conv import DGCConv2d
+from dgc.measure.calibrate import ready_for_timing
+from dgc.measure.latency import median_times
 from dgc.models import create_model
 
 
-def load_layer_module(rev: str):
-    source = subprocess.run(["git", "show", f"{rev}:dgc/layers/dgc_conv.py"], capture_output=True,
-                            text=True, check=True).stdout
+def load_rev_module(rev: str, path: str, name: str):
+    """Module `path` as it is at commit `rev` (its imports resolve to the current package)."""
+    source = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True,
+                            check=True).stdout
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "dgc_conv_ab.py"
-        path.write_text(source)
-        spec = importlib.util.spec_from_file_location("dgc_conv_ab", path)
+        file = Path(folder) / f"{name}.py"
+        file.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, file)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
     return module
 
@@ -46,16 +51,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     try:
-        old_cls = load_layer_module(args.rev).DGCConv2d
+        old_executions = load_rev_module(args.rev, "dgc/layers/executions.py", "executions_ab")
+        old_layer = load_rev_module(args.rev, "dgc/layers/dgc_conv.py", "dgc_conv_ab")
     except subprocess.CalledProcessError:
-        print(f"error: no dgc/layers/dgc_conv.py at revision {args.rev!r}", file=sys.stderr)
+        print(f"error: no dgc/layers/dgc_conv.py and dgc/layers/executions.py at revision {args.rev!r}",
+              file=sys.stderr)
         return 2
-    torch.set_num_threads(args.threads)
-    impls = {"old": (old_cls.select, old_cls._sparse_conv), "new": (DGCConv2d.select, DGCConv2d._sparse_conv)}
+    except ImportError as exc:
+        print(f"error: the layer of revision {args.rev!r} does not import with the working tree's "
+              f"package: {exc}", file=sys.stderr)
+        return 2
+    current = dict(executions.EXECUTIONS)
+    old_table = {n: old_executions.EXECUTIONS.get(n, e) for n, e in current.items()}  # REV's rows
+    impls = {"old": (old_layer.DGCConv2d.select, old_table), "new": (DGCConv2d.select, current)}
 
     def use(name: str) -> None:
-        DGCConv2d.select, DGCConv2d._sparse_conv = impls[name]
+        DGCConv2d.select, table = impls[name]
+        executions.EXECUTIONS.clear()  # the dict `choose` reads
+        executions.EXECUTIONS.update(table)
 
+    torch.set_num_threads(args.threads)
     try:
         for model_name in args.models:
             torch.manual_seed(0)

@@ -2,14 +2,17 @@
 
 For each model: full width, CIFAR stem, DGC at its target n_in, BatchNorm calibrated (finite outputs
 checked), ms per image at each batch size in every setting: eager NCHW (with the C++ CPU kernels of
-dgc/kernels/cpu.py where they apply: DGC 1x1 gather-GEMM, DGC pre-activation + pooling, BN-ReLU-group
-conv), eager NCHW without them ("eager no kernels"), eager channels_last (the kernels do not apply),
-and `torch.compile` (inductor, mode 'default', NCHW; the compiler traces the PyTorch executions). The
-candidates are timed round-robin in one process so the ratios share conditions; compile seconds are
-recorded apart. Ratios compare the fastest setting of each model.
+dgc/kernels/cpu.py where they apply: the DGC 1x1 conv `fused_1x1`, DGC pre-activation + pooling,
+BN-ReLU-group conv), eager NCHW without them ("eager no kernels"), eager channels_last (the kernels do
+not apply), and `torch.compile` (inductor, mode 'default', NCHW; the compiler traces the PyTorch
+executions). The candidates are timed round-robin in one process so the ratios share conditions;
+compile seconds are recorded apart. Ratios compare the fastest setting of each model.
 
-    python benchmarks/cpu_inference.py [--threads 2] [--batches 64 1] [--repeats 10] [--json out.json]
-                                       [--no-compile] [--no-channels-last] [--models ...]
+    .venv/bin/python benchmarks/cpu_inference.py [--threads 2] [--batches 64 1] [--repeats 10]
+        [--json reports/cpu_inference.json] [--no-compile] [--no-channels-last] [--models ...]
+
+Writes the JSON given by --json (docs/speed.md's is reports/cpu_inference.json); `section_markdown` is its
+part of the speed section (dgc/bench/registry.py).
 """
 
 from __future__ import annotations
@@ -19,15 +22,18 @@ import copy
 import sys
 import time
 
+from typing import Any, Mapping
+
 import torch
 
-from dgc.measure.calibrate import ready_for_timing
+from dgc.bench.common import made_by, settings_table
 from dgc.io import write_json_atomic
 from dgc.kernels.cpu import kernels_off
-from dgc.measure.latency import device_name, median_times
 from dgc.layers import set_progress
-from dgc.models import create_model
+from dgc.measure.calibrate import ready_for_timing
+from dgc.measure.latency import device_name, median_times
 from dgc.measure.provenance import provenance
+from dgc.models import create_model
 
 PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
 BASELINES_GC = ["densenet86_gc", "resnet18_gc"]
@@ -100,6 +106,20 @@ def main(argv: list[str] | None = None) -> int:
 def _without_kernels(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     with kernels_off():
         return model(x)
+
+
+def section_markdown(c: Mapping[str, Any]) -> str:
+    """The settings table (fastest in bold), the compile seconds and the ratios of a result."""
+    lines = [made_by(c),
+             f"{c['device']}, torch {c['torch']}, full width, CIFAR stem, median of {c['repeats']}; "
+             "ms per image. \"eager\" runs the C++ CPU kernels where they apply (DGC 1x1 convs, DGC "
+             "pre-activation, BN-ReLU-group convs), \"no kernels\" the same model in PyTorch ops only. "
+             "Compile time (inductor, not in the timings): "
+             + ", ".join(f"{n} {v:.0f} s" for n, v in c["compile_seconds"].items()) + ".", ""]
+    lines += settings_table(c["ms_per_image"])
+    lines += ["", "Ratios (fastest setting of each): " + "; ".join(
+        f"{k} {v:.2f}x" for k, v in c["ratios"].items()) + ".", ""]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -1,27 +1,34 @@
 """Each C++ CPU kernel (dgc/kernels/cpu.py) against the PyTorch ops it replaces, on densenet86's shapes.
 
 Per dense block of densenet86 at batch 64 (the last layer of each block, whose input is widest):
-the DGC 1x1 conv (a quarter of the channels kept) as `fused_cpu` vs `sparse` vs the dense 1x1 conv
-(NCHW and channels_last); the 4-group BN-ReLU-3x3 conv as the kernel vs PyTorch (NCHW and
-channels_last) vs the dense 3x3 of 4x its work; the DGC pre-activation + pooling; the transition's
-2x2 pooling. Inference (no autograd), median of `repeats` runs timed round-robin in one process.
+the DGC 1x1 conv (a quarter of the channels kept) as `fused_cpu` (the layer's execution that runs
+`dgc.kernels.cpu.fused_1x1`) vs `sparse` vs the dense 1x1 conv (NCHW and channels_last); the 4-group
+BN-ReLU-3x3 conv as the kernel vs PyTorch (NCHW and channels_last) vs the dense 3x3 of 4x its work;
+the DGC pre-activation + pooling; the transition's 2x2 pooling. Inference (no autograd), median of
+`repeats` runs timed round-robin in one process.
 
-    python benchmarks/cpu_kernels.py [--threads 2] [--repeats 15] [--json reports/cpu_kernels.json]
+    .venv/bin/python benchmarks/cpu_kernels.py [--threads 2] [--batch 64] [--repeats 15]
+        [--json reports/cpu_kernels.json]
+
+Writes the JSON given by --json (docs/speed.md's is reports/cpu_kernels.json); `section_markdown` is its
+part of the speed section (dgc/bench/registry.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 
-from dgc.measure.calibrate import calibrate_batchnorm
+from dgc.bench.common import made_by
 from dgc.io import write_json_atomic
 from dgc.kernels import cpu
-from dgc.measure.latency import device_name, median_times
 from dgc.layers import BNReLUConv2d, DGCConv2d
+from dgc.measure.calibrate import calibrate_batchnorm
+from dgc.measure.latency import device_name, median_times
 from dgc.measure.provenance import provenance
 
 # (input channels of the block's last 1x1, growth, map size): densenet86, CIFAR, 14 layers per block
@@ -80,6 +87,22 @@ def block_rows(batch: int, repeats: int) -> list[dict]:
         print(row["block"], "  ".join(f"{k} {v:.2f}" for k, v in row["ms"].items()), flush=True)
         rows.append(row)
     return rows
+
+
+def section_markdown(k: Mapping[str, Any]) -> str:
+    """One row per candidate, one column per block, in ms."""
+    blocks = k["blocks"]
+    lines = [made_by(k),
+             f"{k['device']}, torch {k['torch']}, batch {k['batch']}, inference, median of "
+             f"{k['repeats']}; ms. Shapes of densenet86's last layer in each block; the DGC rows are "
+             "the whole layer (BN-ReLU, saliency generators, selection, conv), the dense conv rows "
+             "the conv alone.", "",
+             "| candidate | " + " | ".join(b["block"] for b in blocks) + " |",
+             "|---|" + "---|" * len(blocks)]
+    for name in blocks[0]["ms"]:
+        lines.append(f"| {name} | " + " | ".join(f"{b['ms'][name]:.2f}" for b in blocks) + " |")
+    lines.append("")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

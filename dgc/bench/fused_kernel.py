@@ -4,16 +4,18 @@ For each 1x1 DGC layer shape of densenet86_dgc (the registry's defaults: growth 
 per block, 32/16/8 spatial, 4 heads, K = C_in/4 kept at the end of training) at batch 64, the median
 milliseconds (dgc.measure.latency.median_times, round-robin) of the conv alone, forward (no grad) and
 forward+backward (gradients of x, the weights and the saliencies), of:
-  fused          dgc.kernels.fused_dgc_1x1 (with the head-weight stack and the scale gather it needs)
-  sparse         DGCConv2d._sparse_conv (gathered copies of x and of the weights, one bmm)
-  scaled_weight  DGCConv2d._scaled_weight_conv (per-sample weights W * s, one bmm over all channels)
+  fused          dgc.kernels.fused_1x1 (dgc/kernels/fused_triton.py; with the head-weight stack and the
+                 scale gather it needs)
+  sparse         dgc.layers.executions.sparse (gathered copies of x and of the weights, one bmm)
+  scaled_weight  dgc.layers.executions.scaled_weight (per-sample weights W * s, one bmm over all channels)
   dense          nn.Conv2d(C_in, C_out, 1) on the same input (no gating)
 Needs only PyTorch, Triton and this repository:
 
     PYTHONPATH=. python3 benchmarks/fused_kernel.py [--out fused.json] [--repeats 20] [--dtype float32]
 
-On a machine without CUDA it says so and exits 0. --interpret runs the kernels under Triton's
-interpreter on CPU (a smoke test of this script: batch 2 and 3 shapes unless told otherwise).
+Prints a table and writes the JSON given by --out (no file by default). On a machine without CUDA it
+says so and exits 0. --interpret runs the kernels under Triton's interpreter on CPU (a smoke test of
+this code: batch 2 and 3 shapes unless told otherwise).
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ def candidates(shape: dict[str, int], batch: int, device: torch.device, dtype: t
                memory_format: torch.memory_format) -> tuple[dict, dict, float]:
     """Forward-only and forward+backward callables of each execution for one layer shape, and the
     largest |fused - sparse| of the output (a sanity check that the timed kernels agree)."""
-    from dgc.kernels import fused_dgc_1x1
-    from dgc.layers import DGCConv2d
+    # imported here, after main() set TRITON_INTERPRET: the kernels read it when first defined
+    from dgc.kernels import fused_1x1
+    from dgc.layers import DGCConv2d, executions
 
     c_in, c_out, heads, size, k = (shape[f] for f in SHAPE_FIELDS)
     layer = DGCConv2d(c_in, c_out, 1, heads=heads).to(device, dtype)
@@ -64,18 +67,15 @@ def candidates(shape: dict[str, int], batch: int, device: torch.device, dtype: t
     x = torch.relu(torch.randn(batch, c_in, size, size, device=device, dtype=dtype))
     x = x.contiguous(memory_format=memory_format).requires_grad_(True)
     saliency = torch.rand(batch, heads, c_in, device=device, dtype=dtype).requires_grad_(True)
-    keep = layer.keep_mask(saliency)
-    idx = keep.nonzero(as_tuple=True)[2].view(batch, heads, k)  # as DGCConv2d.forward builds it
+    keep, kept = layer.select(saliency)  # as DGCConv2d.forward selects: kept (B, H, K) indices
     params = [h.weight for h in layer.heads]
-    co = c_out // heads
 
     def fused():
-        weight = torch.stack(params).view(heads, co, c_in)
-        return fused_dgc_1x1(x, weight, idx, saliency.gather(2, idx))
+        return fused_1x1(x, layer.head_weights().flatten(2), kept, saliency.gather(2, kept))
 
     runs = {"fused": fused,
-            "sparse": lambda: layer._sparse_conv(x, saliency, idx),
-            "scaled_weight": lambda: layer._scaled_weight_conv(x, saliency * keep),
+            "sparse": lambda: executions.sparse(layer, x, saliency, keep, kept),
+            "scaled_weight": lambda: executions.scaled_weight(layer, x, saliency, keep, kept),
             "dense": lambda: dense(x)}
     wrt = {name: [x, saliency, *params] for name in runs}
     wrt["dense"] = [x, dense.weight]
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--memory-format", choices=["channels_last", "contiguous"], default="channels_last")
     parser.add_argument("--interpret", action="store_true",
-                        help="run on CPU under Triton's interpreter (slow; to smoke-test this script)")
+                        help="run on CPU under Triton's interpreter (slow; to smoke-test this code)")
     args = parser.parse_args(argv)
     for name in ("batch", "repeats", "max_shapes"):  # --warmup may be 0
         value = getattr(args, name)

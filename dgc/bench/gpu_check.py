@@ -1,9 +1,10 @@
 """GPU check: is this reproduction correct and fast on this GPU, and how long would the paper take?
 
-In one process (so that all ratios share the same conditions), within a hard time budget:
+Writes reports/gpu/summary.json and summary.md (dgc/bench/gpu_check_report.py derives the figures and
+the markdown). In one process (so that all ratios share the same conditions), within a hard time budget:
   pytest     `pytest -m gpu -q` on the test files that hold GPU tests (a subprocess, time-limited)
   eager      train-step and inference timings of the six paper-profile models (full width, CIFAR
-             stem, 10 classes, 32x32, DGC at its pruning target), median of --steps runs measured
+             stem, 10 classes, 32x32, DGC at its pruning target), median of --repeats runs measured
              round-robin across the models: precision {fp32 with TF32, bf16 autocast} x layout
              {NCHW, channels_last}, and for DGC models execution {auto, fused}; training at batch 64,
              inference at batch 64 (all models) and batch 1 (densenet86_dgc, densenet86) on
@@ -29,7 +30,7 @@ nothing, use --only eager,compiled,memory.
 
 --dry-run runs the same code on CPU with tiny models, 2 repeats, one cheap compile (dynamo's eager
 backend), the GPU tests (all skipped there), no layer benchmark and a 1-epoch, 3-batch training run:
-a check of this script, not of a GPU.
+a check of this code, not of a GPU.
 """
 
 from __future__ import annotations
@@ -56,17 +57,17 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dgc.bench import gpu_check_report as report
+from dgc.imports import SOURCE_ROOT
+from dgc.io import write_json_atomic, write_text_atomic
+from dgc.layers import dgc_layers, set_progress, sparsity_loss
+from dgc.measure.calibrate import ready_for_timing
+from dgc.measure.latency import device_name, median_times, synchronize
+from dgc.measure.provenance import git_commit
+from dgc.models import create_model
+from dgc.runtime.compile import CompileClock
 
-import gpu_check_report as report  # noqa: E402  (benchmarks/, next to this file)
-from dgc.measure.calibrate import ready_for_timing  # noqa: E402
-from dgc.runtime.compile import CompileClock  # noqa: E402
-from dgc.io import write_json_atomic, write_text_atomic  # noqa: E402
-from dgc.measure.latency import device_name, median_times  # noqa: E402
-from dgc.layers import dgc_layers, set_progress, sparsity_loss  # noqa: E402
-from dgc.models import create_model  # noqa: E402
+ROOT = SOURCE_ROOT  # the checkout: profiles/, tests/, and the working directory of the subprocesses
 
 STEPS = ("pytest", "eager", "compiled", "memory", "train_run", "bench")
 # Shares of the budget: a step starting gets (time left) x its weight / (weights of the steps left).
@@ -75,6 +76,7 @@ MIN_STEP_SECONDS = 5.0  # a step with less than this left is skipped
 HARD_STOP_GRACE = 45.0  # past budget + this, the process records what it has and exits
 PRECISIONS = ("fp32-tf32", "bf16")
 LAYOUTS = ("nchw", "channels_last")
+MEMORY_FORMATS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}  # of LAYOUTS
 EXECUTIONS = ("auto", "fused")
 BATCH_1_MODELS = ("densenet86_dgc", "densenet86")
 TRAIN_COMPILES = report.MODELS
@@ -105,11 +107,6 @@ def _now() -> float:
     return time.monotonic()
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _first_line(exc: BaseException) -> str:
     text = (str(exc).strip().splitlines() or [""])[0][:300]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
@@ -135,7 +132,7 @@ class Check:
         self.summary: dict[str, Any] = {key: None for key in SUMMARY_KEYS}
         self.summary.update({
             "device": device_name(self.device), "torch": torch.__version__, "cuda": torch.version.cuda,
-            "triton": _triton_version(), "commit": _git_commit(), "command": args.command,
+            "triton": _triton_version(), "commit": git_commit(ROOT), "command": args.command,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "dry_run": self.dry, "all_settings": [], "compile_seconds": {}, "peak_train_memory_mb": {},
             "pytest": {}, "train_run": {}, "bench": {}, "steps": {}, "skipped": {},
@@ -228,10 +225,10 @@ class Check:
             precision, layout, execution = settings[name]
             try:
                 run()  # first call: allocations, cuDNN plans (compiled: already warm)
-                _sync(self.device)
+                synchronize(self.device)
                 t0 = _now()
                 run()
-                _sync(self.device)
+                synchronize(self.device)
                 per_round += _now() - t0
                 runs[name] = run
             except Exception as exc:  # noqa: BLE001 - e.g. a kernel that fails in this setting
@@ -273,8 +270,7 @@ class Check:
         if kind != "train" and name not in self.calibrated:
             ready_for_timing(model, (3, 32, 32), self.device)  # raises ValueError if non-finite
             self.calibrated.add(name)
-        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-        model.to(memory_format=fmt)
+        model.to(memory_format=MEMORY_FORMATS[layout])
         for layer in dgc_layers(model):
             layer.execution = "auto" if execution == "-" else execution
         return model.train(kind == "train")
@@ -285,7 +281,7 @@ class Check:
         run() leaves its loss / output in holder['value']. `forward` defaults to the eager model."""
         model = self.prepare(name, layout, execution, kind)
         forward = model if forward is None else forward  # (a compiled module's truth value is len())
-        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+        fmt = MEMORY_FORMATS[layout]
         batch = 1 if kind == "inference_b1" else self.batch
         gen = torch.Generator().manual_seed(0)
         x = torch.randn(batch, 3, 32, 32, generator=gen).to(self.device).contiguous(memory_format=fmt)
@@ -434,7 +430,7 @@ def step_compiled(check: Check, deadline: float) -> None:
                 with clock.active():
                     for _ in range(3):  # compile (forward and backward), then CUDA-graph recording
                         run()
-                    _sync(check.device)
+                    synchronize(check.device)
             except Exception as exc:  # noqa: BLE001 - a compile failure is a result, not a crash
                 check.summary["compile_seconds"][key] = {"status": "failed", "reason": _first_line(exc),
                                                          "seconds": None, "mode": mode}
@@ -492,7 +488,7 @@ def step_memory(check: Check, deadline: float) -> None:
         run, holder = check.candidate(name, "train", precision, layout, execution, forward=forward)
         run()
         run()
-        _sync(check.device)
+        synchronize(check.device)
         peak = (torch.cuda.max_memory_allocated(check.device) - base) / 2**20
         memory[name] = {"mb": peak, "setting": best["setting"]}
         del run, holder
@@ -677,15 +673,6 @@ def _triton_version() -> str | None:
     return triton.__version__
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (out.stdout.strip() or None) if out.returncode == 0 else None
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=420.0, help="total seconds (default 420)")
@@ -696,7 +683,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="training and inference batch (default 64; 8 dry)")
     parser.add_argument("--skip", default="", help=f"comma-separated steps to leave out: {', '.join(STEPS)}")
     parser.add_argument("--only", default="", help="comma-separated steps to run (default all)")
-    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models: a check of this script")
+    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny models: a check of this code")
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.error(f"--budget must be positive, got {args.budget:g}")

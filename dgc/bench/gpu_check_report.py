@@ -1,8 +1,12 @@
 """The GPU check's derived figures: fastest setting per model, DGC / dense ratios, the targets, the
-paper profile's hours on the measured GPU, and the Markdown summary.
+paper profile's hours on the measured GPU, and the Markdown summary (reports/gpu/summary.md).
 
-Pure functions over the measurement records of benchmarks/gpu_check.py (no torch), so that the
-arithmetic is tested apart from the timing. A record (an entry of summary.json's `all_settings`):
+Pure functions over the measurement records of dgc/bench/gpu_check.py (no torch), so that the
+arithmetic is tested apart from the timing. `markdown` writes summary.md again from a summary.json:
+
+    python benchmarks/gpu_check_report.py [reports/gpu/summary.json] [--out reports/gpu/summary.md]
+
+A record (an entry of summary.json's `all_settings`):
 
     {"model": "densenet86_dgc", "kind": "train" | "inference_b64" | "inference_b1",
      "compiled": bool, "mode": torch.compile mode or None, "precision": "fp32-tf32" | "bf16",
@@ -15,7 +19,10 @@ arithmetic is tested apart from the timing. A record (an entry of summary.json's
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 MODELS = ("densenet86_dgc", "densenet86", "densenet86_gc", "resnet18_dgc", "resnet18", "resnet18_gc")
@@ -251,3 +258,23 @@ def markdown(summary: Mapping[str, Any]) -> str:
     if s.get("skipped"):
         lines += ["", "Skipped: " + "; ".join(f"{k}: {v}" for k, v in s["skipped"].items()) + "."]
     return "\n".join(lines) + "\n"
+
+
+def section_markdown(summary_md: str) -> str:
+    """The GPU part of the speed section (dgc/bench/registry.py): summary.md as the check wrote it."""
+    return summary_md.strip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Write a GPU check's summary.md again from its summary.json.")
+    parser.add_argument("summary", nargs="?", default="reports/gpu/summary.json")
+    parser.add_argument("--out", help="where to write it (default: summary.md next to the JSON; - prints it)")
+    args = parser.parse_args(argv)
+    from dgc.io import write_text_atomic
+
+    text = markdown(json.loads(Path(args.summary).read_text()))
+    if args.out == "-":
+        print(text, end="")
+    else:
+        print(write_text_atomic(args.out or Path(args.summary).with_name("summary.md"), text))
+    return 0

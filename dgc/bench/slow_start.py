@@ -18,14 +18,15 @@ model, data batches, SGD, dgc.runtime.engine.train_one_epoch / evaluate); per ep
                     linear weight, averaged over the epoch
 
 The layers are observed by a wrapper of DGCConv2d.saliency and optimizer step hooks installed by
-this script (the training code is unchanged). Variants (VARIANTS below) change a model setting, the
+this module (the training code is unchanged). Variants (VARIANTS below) change a model setting, the
 gates' learning rate (a multiplier on their param group), or build a local ResNet without the DGC
 layer's own BN-ReLU pre-activation.
 
-    python benchmarks/slow_start.py [--variants ...] [--seeds 0 1] [--epochs 12] [--work DIR]
+    .venv/bin/python benchmarks/slow_start.py [--variants ...] [--seeds 0 1] [--epochs 12] [--work DIR]
         [--json reports/slow_start.json] [--md reports/slow_start.md] [--threads 1] [-S data.root=...]
 
-Each (variant, seed) is stored in --work as it finishes and reused by later calls with the same
+writes reports/slow_start.json and its table, `markdown`, to reports/slow_start.md (not a part of the
+docs/speed.md). Each (variant, seed) is stored in --work as it finishes and reused by later calls with the same
 settings, so the variants can be run one at a time; the JSON and the table cover every stored run of
 the requested variants.
 """
@@ -47,18 +48,18 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from dgc.measure.calibrate import calibrate_batchnorm
 from dgc.config import NUM_CLASSES, load_params
+from dgc.data.batches import make_batches
 from dgc.data.cifar_format import read_split
 from dgc.data.loader import DeviceBatches, normalization
-from dgc.runtime.engine import StepContext, evaluate, train_one_epoch
 from dgc.io import write_json_atomic, write_text_atomic
 from dgc.layers import DGCConv2d, SaliencyGenerator, dgc_layers
-from dgc.models import create_model
-from dgc.models import convs
-from dgc.models.resnet import ResNet
+from dgc.measure.calibrate import calibrate_batchnorm
 from dgc.measure.provenance import provenance
-from dgc.stages.train import inactive_fraction, make_batches
+from dgc.models import convs, create_model
+from dgc.models.resnet import ResNet
+from dgc.runtime.engine import StepContext, evaluate, train_one_epoch
+from dgc.stages.train import inactive_fraction
 
 
 # -- variants --------------------------------------------------------------------------------------

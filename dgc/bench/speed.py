@@ -8,6 +8,12 @@ inference (eval, no grad) and a training step (forward + backward). Whole models
 1 and 64, DGC (pruned to its target) next to its dense counterpart. Median of `repeats` runs, the
 candidates measured round-robin so that machine noise hits them alike. Every module is timed with
 calibrated BatchNorm statistics and only after its outputs were checked finite (dgc/measure/calibrate.py).
+
+    .venv/bin/dgc bench [--device auto|cpu|cuda] [--threads 2] [--repeats 10] [--no-models]
+        [--out reports/bench.json]
+
+writes reports/bench.json and reports/bench.md (`bench_markdown`); `section_markdown` is its part of
+the speed section (dgc/bench/registry.py).
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from dgc.bench.common import made_by
 from dgc.measure.calibrate import ready_for_timing
-from dgc.measure.flops import profile
+from dgc.measure.flops import count_flops
 from dgc.measure.latency import device_name, median_times
 from dgc.measure.provenance import provenance
 
@@ -104,7 +111,7 @@ def bench_models(device: torch.device, batches: tuple[int, ...] = (1, 64), repea
             with torch.no_grad():
                 per_batch[b] = median_times({n: (lambda m=m: m(x)) for n, m in models.items()}, device, repeats)
         for name, model in models.items():
-            flops = profile(model, (3, 32, 32))
+            flops = count_flops(model, (3, 32, 32))
             row = {"model": name, "flops_expected": flops["flops_expected"], "params": flops["params"],
                    "ms_per_image": {str(b): 1000 * per_batch[b][name] / b for b in batches}}
             log(f"{name:16s} " + "  ".join(f"batch {b}: {v:.2f} ms/img" for b, v in row["ms_per_image"].items()))
@@ -143,3 +150,8 @@ def bench_markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {row['model']} | {row['flops_expected']:,} | {ms.get('1', float('nan')):.2f} | "
                          f"{ms.get('64', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def section_markdown(result: dict[str, Any]) -> str:
+    """bench_markdown under the line naming the commit and machine that made the result."""
+    return made_by(result) + "\n" + bench_markdown(result)

@@ -8,11 +8,14 @@ but no pruning: what the gates cost apart from what pruning costs), the static g
 dense model, each for 10, 30 and 60 epochs (`--budgets`), every seed (`--seeds`), on the first
 dataset of params' `pipeline.datasets` (digits in the smoke profile, cifar10 in the paper profile).
 
-Each point is one experiment of the ablation grid's kind (dgc.experiments.ablations): it sets the one model, the
-one dataset, the seeds, `train.epochs` and, for the gates variant, the DGC model's gate factor; it
-is queued, skipped when an experiment with the same settings is queued, running or done, and read
-back from `dvc exp show --json` with the same functions. An ablation experiment with the same
-settings (the grid's baseline is densenet86_dgc at the profile's epochs) stands for its budget point.
+Each point is a grid point of the ablation grid's kind (dgc.experiments.grid): it sets the one model,
+the one dataset, the seeds, `train.epochs` and, for the gates variant, the DGC model's gate factor;
+it is queued (`dgc budget queue`), skipped when an experiment with the same settings is queued,
+running or done, and read back from `dvc exp show --json` with the functions of
+dgc.experiments.queue, and matched to its point with those of dgc.experiments.grid. An ablation
+experiment with the same settings (the grid's baseline is densenet86_dgc at the profile's epochs)
+stands for its budget point. The table's cells are formatted as on reports/ablations.html
+(dgc.experiments.page).
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from dgc.experiments.ablations import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, Result, _check_seeds, _flops_m,
-                           _mean_std, _nan, _section, build_point, match_experiments, one_torch_thread, parse_ints,
-                           point_result, point_state, read_inputs, select_specs)
+from dgc.experiments.grid import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, Result, build_point, check_seeds,
+                                  match_experiments, one_torch_thread, parse_ints, point_result, point_state, section,
+                                  select_specs)
+from dgc.experiments.page import flops_m, mean_std, missing
+from dgc.experiments.queue import read_inputs
 from dgc.measure.verdict import Sample, standard_error
 
 FAMILIES = {"DenseNet-86": "densenet86", "ResNet-18": "resnet18", "MobileNetV2": "mobilenetv2"}
@@ -39,12 +44,12 @@ DEFAULT_BUDGETS = (10, 30, 60)
 PREFIX = "budget-"
 NO_EXPERIMENTS = ("**No experiments have been run yet.** Queue the study with `dgc budget queue` "
                   "(`--budgets 10,30,60 --seeds 0,1,2` by default; `--dry-run` prints the commands), run it "
-                  "with `dvc queue start -j 1`, then `dgc budget` again (see README, Sweeps).")
+                  "with `dvc queue start -j 1`, then `dgc budget` again (see docs/ablations.md).")
 
 
 def study_dataset(params: Mapping[str, Any]) -> str:
     """The study's dataset: the first of params' pipeline.datasets."""
-    datasets = list(_section(params, "pipeline").get("datasets") or [])
+    datasets = list(section(params, "pipeline").get("datasets") or [])
     if not datasets:
         raise AblationError("params.yaml's pipeline.datasets is empty: the study trains on its first dataset")
     return datasets[0]
@@ -60,7 +65,7 @@ def budget_points(params: Mapping[str, Any], budgets: Sequence[int] = DEFAULT_BU
     variant, its value the budget in epochs; `only` keeps the points whose variant or name (without
     `budget-`, e.g. 'resnet18_dgc-gates-e10') is listed. Each model is built once (dgc.models) to
     find what cannot run and its expected FLOPs."""
-    budgets, seeds = check_budgets(budgets), _check_seeds(seeds)
+    budgets, seeds = check_budgets(budgets), check_seeds(seeds)
     dataset = study_dataset(params)
     common = {"train.seeds": list(seeds), "pipeline.datasets": [dataset]}
     specs = []
@@ -125,7 +130,7 @@ def results_frame(matched: Matched) -> pd.DataFrame:
                      "mean": result.mean if result else None,
                      "std": result.std if result and result.seeds > 1 else None,  # 1 seed: no spread
                      "n": result.seeds if result else None,
-                     "flops_m": _flops_m(result.flops if result and result.flops else point.flops)})
+                     "flops_m": flops_m(result.flops if result and result.flops else point.flops)})
     frame = pd.DataFrame(rows, columns=["family", "variant", "model", "budget", "point", "experiment", "state",
                                         "mean", "std", "n", "flops_m"])
     by_key = {(r["family"], r["variant"], r["budget"]): r for r in rows}
@@ -155,7 +160,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
         "epochs": frame["budget"],
         "best top-1 (%)": [_cell(m, s, n) for m, s, n in zip(frame["mean"], frame["std"], frame["n"])],
         "n": [_int(n) for n in frame["n"]],
-        "FLOPs expected (M)": ["-" if _missing(f) else f"{f:.2f}" for f in frame["flops_m"]],
+        "FLOPs expected (M)": ["-" if missing(f) else f"{f:.2f}" for f in frame["flops_m"]],
         "vs static group conv (pp)": [_signed(g, s) for g, s in zip(frame["gap_gc"], frame["se_gc"])],
         "vs dense (pp)": [_signed(g, s) for g, s in zip(frame["gap_dense"], frame["se_dense"])],
         "experiment": frame["experiment"],
@@ -164,23 +169,19 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _cell(mean: Any, std: Any, n: Any) -> str:
-    if _missing(mean):
+    if missing(mean):
         return "-"
-    return _mean_std(Result(mean, None if _missing(std) else std, 0 if _missing(n) else int(n), None))
+    return mean_std(Result(mean, None if missing(std) else std, 0 if missing(n) else int(n), None))
 
 
 def _signed(gap: Any, se: Any) -> str:
-    if _missing(gap):
+    if missing(gap):
         return "-"
-    return f"{gap:+.2f}" + (" (1 seed: no SE)" if _missing(se) else f" ± {se:.2f}")
+    return f"{gap:+.2f}" + (" (1 seed: no SE)" if missing(se) else f" ± {se:.2f}")
 
 
 def _int(value: Any) -> str:
-    return "-" if _missing(value) else str(int(value))
-
-
-def _missing(value: Any) -> bool:
-    return value is None or _nan(value)
+    return "-" if missing(value) else str(int(value))
 
 
 def states(matched: Matched) -> tuple[Counter, Counter]:
@@ -246,7 +247,7 @@ def figure(frame: pd.DataFrame):
                 continue
             drawn = True
             xs = [b + (i - 1.5) * step for b in rows["budget"]]  # side by side: error bars stay apart
-            ax.errorbar(xs, rows["mean"], yerr=[0.0 if _missing(s) else s for s in rows["std"]], marker="o",
+            ax.errorbar(xs, rows["mean"], yerr=[0.0 if missing(s) else s for s in rows["std"]], marker="o",
                         capsize=3, color=VARIANT_COLOUR[variant],
                         label=f"{VARIANT_LABEL[variant]} ({rows['model'].iloc[0]})")
         if not drawn:

@@ -1,8 +1,9 @@
 """The CPU inference kernels of `cpu_kernels.cpp`: built with the system's C++ compiler on first use,
-cached, and called through ctypes (no Python extension build, no ninja: one compiler call, ~2 s).
+cached, and called through ctypes (no Python extension build, no ninja: one compiler call).
 
-- `gather_gemm_1x1(x, weight, idx, scale)`: the DGC 1x1 conv over the kept channels only, with the
-  gather inside the GEMM (the CPU counterpart of the Triton kernel in gather_gemm.py).
+- `fused_1x1(x, weight, idx, scale)`: the DGC 1x1 conv over the kept channels only, with the
+  gather inside the GEMM (the CPU counterpart of the Triton kernel in fused_triton.py; the layers'
+  `fused_cpu` execution).
 - `bnrelu_group_conv(x, weight, ...)`: BatchNorm (inference statistics) -> ReLU -> grouped k x k
   conv with stride 1, in one pass; the static group convs of the DGC and GC models.
 - `bnrelu_mean(x, scale, shift)`: a DGC layer's BN-ReLU pre-activation and the global average pool
@@ -10,7 +11,7 @@ cached, and called through ctypes (no Python extension build, no ninja: one comp
 - `select_topk(saliency, keep)`: DGC's per-(sample, head) selection, the same set as rank keys + top-k.
 - `avg_pool2(x)`: the DenseNets' 2x2 transition pooling.
 
-Both are forward-only (they refuse tensors that require grad while grad mode is on), float32, for
+All are forward-only (they refuse tensors that require grad while grad mode is on), float32, for
 CPU tensors. The layers call them only where they apply (`cpu_kernels_available()`, inference, no
 grad) and otherwise run their PyTorch executions, which compute the same maths.
 
@@ -165,8 +166,8 @@ def _warn() -> None:
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.dgc_gather_gemm.argtypes = [p, p, p, p, p] + [i64] * 6 + [c_int]
-    lib.dgc_gather_gemm.restype = c_int
+    lib.dgc_fused_1x1.argtypes = [p, p, p, p, p] + [i64] * 6 + [c_int]
+    lib.dgc_fused_1x1.restype = c_int
     lib.dgc_bnrelu_group_conv.argtypes = [p, p, p, p, p] + [i64] * 10 + [c_int, i64, c_int]
     lib.dgc_bnrelu_group_conv.restype = c_int
     lib.dgc_select_topk.argtypes = [p] + [i64] * 3 + [p, p, c_int]
@@ -248,11 +249,12 @@ def _raise_on(code: int, what: str) -> None:
         raise ValueError(f"{what}: {_ERRORS.get(code, f'error {code}')}")
 
 
-def gather_gemm_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
-                    scale: torch.Tensor) -> torch.Tensor:
+def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
+              scale: torch.Tensor) -> torch.Tensor:
     """DGC 1x1 conv over the kept channels: x (B, C_in, h, w), weight (H, Co, C_in), idx (B, H, K)
     int64 in [0, C_in), scale (B, H, K) -> (B, H*Co, h, w) NCHW, heads interleaved (channel j*H + i
-    is head i's channel j), the same maths as DGCConv2d's other executions."""
+    is head i's channel j), the same maths as DGCConv2d's other executions (dgc/layers/executions.py).
+    The gather of the kept rows happens inside the GEMM: no gathered copy of x."""
     lib = _library()
     if x.dim() != 4 or weight.dim() != 3 or idx.dim() != 3:
         raise ValueError(f"expected x (B, C, h, w), weight (H, Co, C), idx (B, H, K); got shapes "
@@ -265,9 +267,9 @@ def gather_gemm_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
     x, weight, scale = _check("x", x), _check("weight", weight), _check("scale", scale)
     idx = _check("idx", idx, torch.int64)
     out = torch.empty((b, heads * co, h, w), dtype=torch.float32)
-    code = lib.dgc_gather_gemm(_ptr(x), _ptr(weight), _ptr(idx), _ptr(scale), _ptr(out),
-                               b, c, h * w, heads, co, idx.shape[2], torch.get_num_threads())
-    _raise_on(code, "gather_gemm_1x1")
+    code = lib.dgc_fused_1x1(_ptr(x), _ptr(weight), _ptr(idx), _ptr(scale), _ptr(out),
+                             b, c, h * w, heads, co, idx.shape[2], torch.get_num_threads())
+    _raise_on(code, "fused_1x1")
     return out
 
 

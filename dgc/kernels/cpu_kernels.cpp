@@ -1,7 +1,7 @@
 // CPU inference kernels of the DGC models (float32, NCHW), built on first use by dgc/kernels/cpu.py
 // and called through ctypes on the data of contiguous torch tensors. Forward only: no autograd.
 //
-// dgc_gather_gemm: the DGC 1x1 convolution. For each sample b and head i, with the kept input
+// dgc_fused_1x1: the DGC 1x1 convolution. For each sample b and head i, with the kept input
 //   channels idx[b,i,:] (K of them) and their saliencies scale[b,i,:]:
 //     out[b, j*H + i, p] = sum_k W[i, j, idx[b,i,k]] * scale[b,i,k] * x[b, idx[b,i,k], p]
 //   The kept rows of x are read in place (no gathered copy), the head's weights are gathered and
@@ -10,9 +10,8 @@
 // dgc_bnrelu_group_conv: BatchNorm (inference affine) -> ReLU -> grouped k x k convolution with
 //   stride 1 and zero padding, optionally channel-shuffled output. For each (sample, group) the
 //   group's input channels are activated once into a zero-padded buffer, then a direct convolution
-//   with register tiles of output channels x positions along a row. Measured on a 2-core CPU,
-//   oneDNN's grouped 3x3 conv with 8 input channels per group ran slower than the dense conv of
-//   4x its work (benchmarks/cpu_kernels.py); this one runs at the grouped work.
+//   with register tiles of output channels x positions along a row: it runs at the grouped work,
+//   where oneDNN's grouped conv with few channels per group does not (docs/design.md, CPU kernels).
 //
 // Vectors are GCC/Clang vector extensions (8 floats): AVX2 where the compiler targets it, pairs of
 // 128-bit registers elsewhere. Threads: OpenMP (torch's own runtime when the library is loaded into
@@ -32,7 +31,7 @@ inline v8 load8(const float* p) { return *reinterpret_cast<const v8u*>(p); }
 inline void store8(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
 inline v8 splat(float a) { return v8{a, a, a, a, a, a, a, a}; }
 
-// ---- 1x1 gather GEMM ------------------------------------------------------------------------
+// ---- fused 1x1: gather in GEMM ---------------------------------------------------------------
 // JT output channels x NV*8 positions from p0; panel[k*co + j] = scaled weight, rows[k] = x row.
 template <int JT, int NV>
 inline void gemm_tile(const float* __restrict panel, int64_t K, int64_t co, int64_t j0,
@@ -153,12 +152,12 @@ inline void conv_channels(const float* buf, int64_t cin, int64_t hp, int64_t wp,
 
 extern "C" {
 
-int dgc_cpu_kernels_version() { return 1; }
+int dgc_cpu_kernels_version() { return 2; }
 
 // x (B, C, P), w (H, Co, C), idx/scale (B, H, K) int64/float, out (B, H*Co, P); all contiguous.
-int dgc_gather_gemm(const float* x, const float* w, const int64_t* idx, const float* scale,
-                    float* out, int64_t B, int64_t C, int64_t P, int64_t H, int64_t Co, int64_t K,
-                    int nthreads) {
+int dgc_fused_1x1(const float* x, const float* w, const int64_t* idx, const float* scale,
+                  float* out, int64_t B, int64_t C, int64_t P, int64_t H, int64_t Co, int64_t K,
+                  int nthreads) {
   if (B < 0 || C < 1 || P < 0 || H < 1 || Co < 0 || K < 0 || K > C) return -1;
   for (int64_t n = 0; n < B * H * K; ++n)
     if (idx[n] < 0 || idx[n] >= C) return -2;

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from dgc.kernels.cpu import (batch_strided, bn_affine, bnrelu_group_conv, bnrelu_mean, cpu_inference,
-                             gather_gemm_1x1)
+                             fused_1x1)
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -41,7 +41,7 @@ class BNReLUConv2d(nn.Module):
         kernel = self.cpu_kernel(x)
         if kernel is not None:
             scale, shift = bn_affine(self.norm)
-            if kernel == "gather_gemm":
+            if kernel == "fused":
                 return self._shuffled_group_1x1(x, scale, shift)
             return bnrelu_group_conv(x, self.conv.weight, scale, shift, self.conv.padding,
                                      self.conv.groups, self.shuffle)
@@ -50,8 +50,8 @@ class BNReLUConv2d(nn.Module):
 
     def _shuffled_group_1x1(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
         """A shuffled 1x1 group conv is a DGC 1x1 conv whose heads keep fixed channels (group g's)
-        at saliency 1, with the same interleaved output: BN-ReLU in one pass, then the DGC
-        gather-GEMM kernel (faster than the direct conv kernel on 1x1s)."""
+        at saliency 1, with the same interleaved output: BN-ReLU in one pass, then the DGC layer's
+        fused 1x1 kernel (the gather inside the GEMM; faster than the direct conv kernel on 1x1s)."""
         y, _ = bnrelu_mean(x, scale, shift)
         b, c = x.shape[:2]
         groups = self.conv.groups
@@ -61,25 +61,22 @@ class BNReLUConv2d(nn.Module):
         weight.scatter_(2, channels[:, None, :].expand(groups, c_out, c_group),
                         self.conv.weight.view(groups, c_out, c_group))
         idx = channels.expand(b, groups, c_group).contiguous()
-        return gather_gemm_1x1(y, weight, idx, x.new_ones(b, groups, c_group))
+        return fused_1x1(y, weight, idx, x.new_ones(b, groups, c_group))
 
     def cpu_kernel(self, x: torch.Tensor) -> str | None:
         """Which C++ kernel (dgc/kernels/cpu.py) runs this forward, or None for PyTorch's ops.
 
         Only at CPU inference (eval mode, no autograd), float32 NCHW (or a channel slice), stride 1,
-        groups > 1: 'gather_gemm' for shuffled 1x1 group convs; 'direct' (BN-ReLU + direct conv) for
-        groups of at most 8 output channels and output rows of at least 8 positions. Measured on
-        the 2-core CPU at batch 64 (benchmarks/cpu_kernels.py): oneDNN ran densenet86's 4-group 3x3s
-        (2-8 outputs per group) in NCHW slower than the dense 3x3 of 4x the work, the direct kernel
-        1.3-6.5x faster than oneDNN; from 16 outputs per group oneDNN was faster (`dgc bench`:
-        64->64 and 128->128 3x3, 4 groups)."""
+        groups > 1: 'fused' (`fused_1x1`) for shuffled 1x1 group convs; 'direct' (BN-ReLU + direct
+        conv) for groups of at most 8 output channels and output rows of at least 8 positions, where
+        it was measured faster than oneDNN's grouped conv (docs/design.md, CPU kernels)."""
         conv = self.conv
         if (self.training or conv.groups == 1 or conv.stride != (1, 1) or conv.dilation != (1, 1)
                 or not isinstance(conv.padding, tuple) or conv.padding_mode != "zeros"
                 or x.dim() != 4 or not batch_strided(x) or self.norm.running_mean is None):
             return None
         if conv.kernel_size == (1, 1) and conv.padding == (0, 0) and self.shuffle:
-            kernel = "gather_gemm"
+            kernel = "fused"
         elif conv.out_channels // conv.groups <= 8 and \
                 x.shape[-1] + 2 * conv.padding[1] - conv.kernel_size[1] + 1 >= 8:
             kernel = "direct"

@@ -5,30 +5,25 @@ H heads share one pre-activated input. Each head owns a saliency generator and a
 (C_out/H, C_in, k, k); per sample it keeps the C_in - n_in most salient input channels, scales them
 by their saliency and convolves them. Output channel j*H + i is head i's j-th channel, so the heads
 come out interleaved (this acts as the channel shuffle for a following group conv).
+
+The forward is the algorithm step by step (pre-activation, saliency, selection, usage record) and
+then one call of an execution: one of several exact, equivalent ways to run the conv over the kept
+channels, chosen per layer and input by `dgc.layers.executions.choose`.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from dgc.kernels.cpu import (batch_strided, bn_affine, bnrelu_mean, cpu_inference, gather_gemm_1x1,
-                             select_topk)
+from dgc.kernels.cpu import batch_strided, bn_affine, bnrelu_mean, cpu_inference
+from dgc.layers.executions import choose
 from dgc.layers.gate import SaliencyGenerator
 from dgc.layers.pruning_schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
 
 
 SELECTIONS = ("head", "global")
-# The gather execution `auto` may use per device type, where pruned channels make it pay (measured):
-# CPU: 'sparse' (`dgc bench`: 3x3 layers at inference 0.83-0.98x the dense conv), and for 1x1 convs
-# without autograd 'fused_cpu' when the CPU kernels build (dgc/kernels/cpu.py; benchmarks/cpu_kernels.py:
-# densenet86's DGC 1x1 layers at batch 64 in 0.53-0.74x the time of 'sparse'). CUDA: none so far:
-# 'sparse' was measured slowest there (H200, torch 2.11, densenet86_dgc at batch 64: inference
-# 72.1 ms vs 39.0 ms for scaled_weight, training step 180.0 vs 115.9 ms), and the fused Triton kernel
-# awaits its measurement by benchmarks/gpu_check.sh; until then 'scaled_weight'/'masked' run there.
-GATHER_PATH: dict[str, str | None] = {"cpu": "sparse", "cuda": None}
 
 
 class DGCHead(nn.Module):
@@ -110,7 +105,7 @@ class DGCConv2d(nn.Module):
         self.collected: list[torch.Tensor] = []
         self._angle: torch.Tensor | None = None
         self._sparsity: torch.Tensor | None = None
-        # 'auto' picks the faster of two exact executions per input size (see execution_path).
+        # 'auto' (the rules of dgc.layers.executions.choose) or a name in executions.EXECUTIONS.
         self.execution = "auto"
         # When True, forward keeps `last_kept` (B, H, C_in), the channels selected, and `last_active`,
         # those of them with a saliency > 0: the channels each head really used.
@@ -193,198 +188,58 @@ class DGCConv2d(nn.Module):
         rank = torch.empty_like(order).scatter_(2, order, positions)  # rank of each channel
         return rank >= self.inactive_channels, None
 
-    def weight(self) -> torch.Tensor:
-        """All heads' weights stacked head-major: (H * C_out/H, C_in, k, k)."""
-        return torch.cat([head.weight for head in self.heads], dim=0)
+    def head_weights(self) -> torch.Tensor:
+        """All heads' conv weights stacked: (H, C_out/H, C_in, k, k), head i's at [i]."""
+        return torch.stack([head.weight for head in self.heads])
+
+    def preactivate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(BatchNorm-ReLU of x, or x itself when preact=False; its spatial mean (B, C_in) where
+        computed on the way, else None). At CPU inference one C++ pass does both."""
+        if not self.preact:
+            return x, None
+        if self._fused_preact_applies(x):
+            return bnrelu_mean(x, *bn_affine(self.norm))
+        return self.relu(self.norm(x)), None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pooled = None
-        if self.preact and self._fused_preact_applies(x):  # CPU inference: one pass, C++ kernel
-            x, pooled = bnrelu_mean(x, *bn_affine(self.norm))
-        elif self.preact:
-            x = self.relu(self.norm(x))  # (B, C_in, h, w)
+        x, pooled = self.preactivate(x)  # (B, C_in, h, w)
         saliency = self.saliency(x, pooled)  # (B, H, C_in)
         self._sparsity = saliency.mean(dim=(0, 2)).sum()  # before pruning
-        path = self.execution_path(x)
-        if path == "fused_cpu" and not self._fused_cpu_applies(x):
-            path = "sparse"  # the CPU kernel: float32 CPU 1x1 convs without autograd, same maths
-        if path == "fused_cpu" and self.selection == "head" and self._n_static:
-            # CPU inference: the selection (the same set as `select`) and the conv as C++ kernels
-            kept, values = select_topk(saliency, self.in_channels - self._n_static)
-            if self.record_usage:
-                keep = torch.zeros_like(saliency, dtype=torch.bool).scatter_(2, kept, True)
-                self.last_kept, self.last_active = keep, keep & (saliency > 0)
-            return self._fused_cpu_conv(x, kept, values)
-        keep, kept = self.select(saliency)  # (B, H, C_in) bool, (B, H, K) or None
+        execution = choose(self, x)
+        keep, kept = execution.select(self, saliency)  # mask (B, H, C_in), indices (B, H, K)
         if self.selection == "global":
-            if self.collect:
-                self.collected.append(saliency.detach().flatten())
-            if self.training:
-                self._angle = head_angle_similarity(saliency)
-        if self.record_usage:  # channels that really reach the conv: kept with a saliency > 0
-            self.last_kept = keep
-            self.last_active = keep & (saliency.detach() > 0)  # (B, H, C_in) bool
-        # Pruned channels are zeroed, kept ones scaled by their (non-detached) saliency.
-        scale = saliency * keep  # (B, H, C_in)
-        if path == "fused" and (self.kernel_size != (1, 1) or self.padding != (0, 0)
-                                or (self.selection == "head" and self._n_static is None)):
-            path = "scaled_weight"  # the fused kernel: 1x1 convs with a fixed n_in only
-        if path in ("sparse", "fused", "fused_cpu"):
-            if self.selection == "global":  # as many as the fullest row keeps; padding scaled by 0
-                width = int(keep.sum(dim=2).max())  # a host sync: DGC-G's gather paths are eager-only
-                kept = (~keep).to(torch.uint8).argsort(dim=2, stable=True)[..., :width]
-            elif self._n_static is None:
-                raise RuntimeError("the sparse execution needs a fixed n_in (set_inactive, or progress "
-                                   "outside the pruning ramp)")
-            elif kept is None:  # n_in = 0: every channel
-                kept = torch.arange(self.in_channels, device=x.device).expand_as(saliency)
-            if path == "fused":
-                return self._fused_conv(x, scale, kept)
-            if path == "fused_cpu":
-                return self._fused_cpu_conv(x, kept, scale.gather(2, kept))
-            return self._sparse_conv(x, scale, kept)
-        if path == "masked":
-            return self._masked_conv(x, scale)
-        return self._scaled_weight_conv(x, scale)
+            self._observe_global(saliency)
+        if self.record_usage:
+            self._record_usage(saliency, keep, kept)
+        return execution.run(self, x, saliency, keep, kept)
 
     def execution_path(self, x: torch.Tensor) -> str:
-        """Which of three exact, equivalent executions to run for input x (`execution` = 'auto').
+        """The name of the execution that runs for input x: `execution`, or for 'auto' the rules of
+        dgc.layers.executions.choose, after any fallback."""
+        return choose(self, x).name
 
-        'sparse': only the kept channels are convolved (g x the dense work). Needs n_in fixed (not
-        inside the pruning ramp). Chosen where GATHER_PATH (keyed by device type, from measurement)
-        allows it: on CPU at inference whenever channels are pruned and the per-sample weights stay
-        small, and in training for k x k convs that keep at most 30% of their channels.
-        'masked': H scaled copies of x through one grouped conv (the authors' way; memory H x input).
-        'fused' (only when asked for): 1x1 convs through the Triton kernel of dgc/kernels, which
-        gathers the kept channels inside a grouped GEMM; other layers fall back to 'scaled_weight'.
-        'fused_cpu': the same gather-in-GEMM as a C++ kernel (dgc/kernels/cpu.py) for float32 1x1
-        convs on the CPU without autograd; chosen instead of 'sparse' there when the kernels build.
-        Where it does not apply (k x k, grad mode on, other dtypes) it runs 'sparse'.
-        'scaled_weight': fold each sample's saliencies into the weights instead,
-        conv(x * s, W) = conv(x, W * s), so x is read once; one batched matmul for 1x1 convs, a
-        conv grouped over the batch for k x k. Chosen when the per-sample weights (C_out*C_in*k*k)
-        are no larger than the H input copies (H*C_in*h*w), always for 1x1.
-        """
-        if self.execution != "auto":
-            return self.execution
-        k = self.kernel_size[0] * self.kernel_size[1]
-        hw = x.shape[-2] * x.shape[-1]
-        n = self._n_static if self.selection == "head" else None
-        # Per-sample weights (C_out*k*k per kept channel) at most twice the per-head input copies
-        # (H*h*w per kept channel): gathering weights per sample pays off. Past that (deep layers on
-        # small maps: 256 channels at 8x8, 512 at 4x4) the weight copies cost more than the masked
-        # conv saves (measured by `dgc bench` and benchmarks/).
-        gather_pays = self.out_channels * k <= 2 * self.num_heads * hw
-        gather = GATHER_PATH.get(x.device.type)
-        if n and gather_pays and gather:
-            if not (self.training and torch.is_grad_enabled()):
-                if gather == "sparse" and self._fused_cpu_applies(x):
-                    return "fused_cpu"  # inference: skip the pruned channels
-                return gather
-            # Training: the sparse backward (a conv grouped over samples x heads) only pays off when
-            # few channels are kept; 1x1 convs train faster as one batched matmul (scaled_weight).
-            if k > 1 and 1.0 - n / self.in_channels <= 0.3:
-                return gather
-        if k == 1 or self.out_channels * k <= self.num_heads * hw:
-            return "scaled_weight"
-        return "masked"
+    def _observe_global(self, saliency: torch.Tensor) -> None:
+        """DGC-G: keep the saliencies for GlobalThreshold's sample (when collecting) and, in
+        training, the heads' mean cosine similarity (the angle term)."""
+        if self.collect:
+            self.collected.append(saliency.detach().flatten())
+        if self.training:
+            self._angle = head_angle_similarity(saliency)
 
-    def _masked_conv(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Reference execution: H scaled copies of x through one grouped conv (the authors' way)."""
-        b, c, h, w = x.shape
-        heads = self.num_heads
-        xs = (x.unsqueeze(1) * scale[..., None, None]).reshape(b, heads * c, h, w)  # (B, H*C_in, h, w)
-        out = F.conv2d(xs, self.weight(), None, self.stride, self.padding, self.dilation,
-                       groups=heads)  # (B, H*C_out/H, h', w'), head-major
-        ho, wo = out.shape[-2:]
-        # Interleave heads: channel j*H + i <- head i, channel j.
-        return out.view(b, heads, -1, ho, wo).transpose(1, 2).reshape(b, -1, ho, wo)
-
-    def _sparse_conv(self, x: torch.Tensor, scale: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """Convolve only the channels `idx` (B, H, K): per sample and head, gather those input
-        channels and the matching weight slices (times `scale`, the masked saliency (B, H, C_in)),
-        then one batched matmul (1x1) or one conv grouped over (sample, head) (k x k). Work: K / C_in
-        times the dense conv."""
-        b, c, h, w = x.shape
-        heads, k_keep = self.num_heads, idx.shape[2]
-        co = self.out_channels // heads
-        if k_keep == 0:
-            ho, wo = _conv_out(h, w, self.kernel_size, self.stride, self.padding, self.dilation)
-            # Nothing kept: zeros, still attached to the graph (every gradient is zero, as masked).
-            return x.new_zeros(b, self.out_channels, ho, wo) + 0.0 * scale.sum()
-        values = scale.gather(2, idx)  # (B, H, K)
-        # (H, C_in, C_out/H, kh, kw), contiguous: one copy, and its rows are (head, input channel)
-        weight = torch.stack([head.weight.transpose(0, 1) for head in self.heads], dim=0)
-        # Gathers as index_select on rows of 2-d views (contiguous row copies: 2-10x faster on
-        # the CPU than advanced indexing of the same elements).
-        rows = idx + torch.arange(heads, device=x.device)[None, :, None] * c  # (B, H, K) into H*C_in
-        w_kept = weight.reshape(heads * c, -1).index_select(0, rows.reshape(-1))
-        w_kept = w_kept.view(b, heads, k_keep, co, *self.kernel_size) * values[..., None, None, None]
-        if self.kernel_size == (1, 1) and self.padding == (0, 0):
-            if self.stride != (1, 1):
-                x = x[:, :, ::self.stride[0], ::self.stride[1]]
-                h, w = x.shape[-2:]
-            x_kept = _gather_channels(x, idx)  # (B, H*K, h, w)
-            out = torch.bmm(w_kept.reshape(b * heads, k_keep, co).transpose(1, 2),
-                            x_kept.reshape(b * heads, k_keep, h * w))  # (B*H, C_out/H, hw)
-            ho, wo = h, w
-        else:
-            x_kept = _gather_channels(x, idx)  # (B, H*K, h, w)
-            out = F.conv2d(x_kept.reshape(1, b * heads * k_keep, h, w),
-                           w_kept.transpose(2, 3).reshape(b * heads * co, k_keep, *self.kernel_size),
-                           None, self.stride, self.padding, self.dilation, groups=b * heads)
-            ho, wo = out.shape[-2:]  # (1, B*H*C_out/H, h', w')
-        # (B, H, C_out/H, h', w') -> interleaved heads: channel j*H + i <- head i, channel j.
-        return out.view(b, heads, co, ho, wo).transpose(1, 2).reshape(b, self.out_channels, ho, wo)
-
-    def _fused_conv(self, x: torch.Tensor, scale: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        """The 1x1 gather + grouped GEMM in one Triton kernel (dgc/kernels): no gathered copy of x."""
-        from dgc.kernels import fused_dgc_1x1
-
-        if self.stride != (1, 1):
-            x = x[:, :, ::self.stride[0], ::self.stride[1]]
-        weight = torch.stack([head.weight.flatten(1) for head in self.heads])  # (H, C_out/H, C_in)
-        return fused_dgc_1x1(x, weight, idx, scale.gather(2, idx))
-
-    def _fused_cpu_applies(self, x: torch.Tensor) -> bool:
-        """Whether the CPU kernel can run this forward (builds the kernels on first use)."""
-        return self.kernel_size == (1, 1) and self.padding == (0, 0) and cpu_inference(x)
+    def _record_usage(self, saliency: torch.Tensor, keep: torch.Tensor | None,
+                      kept: torch.Tensor | None) -> None:
+        """`last_kept`: the channels selected; `last_active`: those of them with a saliency > 0 (the
+        channels that really reach the conv), both (B, H, C_in) bool."""
+        if keep is None:  # the selection gave indices only
+            keep = torch.zeros_like(saliency, dtype=torch.bool).scatter_(2, kept, True)
+        self.last_kept = keep
+        self.last_active = keep & (saliency.detach() > 0)
 
     def _fused_preact_applies(self, x: torch.Tensor) -> bool:
         """Whether BN-ReLU and the saliency pooling run as one CPU kernel: eval-mode statistics,
         CPU inference, float32 NCHW input (or a channel slice of one: a DenseNet block's buffer)."""
         return (not self.training and x.dim() == 4 and x.shape[2] * x.shape[3] > 0
                 and batch_strided(x) and self.norm.running_mean is not None and cpu_inference(x))
-
-    def _fused_cpu_conv(self, x: torch.Tensor, idx: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """The 1x1 gather + GEMM as one C++ kernel (dgc/kernels/cpu.py): no gathered copy of x.
-        idx (B, H, K): kept channels, values (B, H, K): their saliencies."""
-        if self.stride != (1, 1):
-            x = x[:, :, ::self.stride[0], ::self.stride[1]]
-        weight = torch.stack([head.weight.flatten(1) for head in self.heads])  # (H, C_out/H, C_in)
-        out = gather_gemm_1x1(x, weight, idx, values)
-        if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-            return out.contiguous(memory_format=torch.channels_last)  # the input's layout
-        return out
-
-    def _scaled_weight_conv(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-        """Per-sample weights W_i * s_i (saliency folded into the weights), heads interleaved."""
-        b, c, h, w = x.shape
-        weight = torch.stack([head.weight for head in self.heads], dim=1)  # (C_out/H, H, C_in, k, k)
-        # Interleaved output order comes from stacking heads on dim 1: row j*H + i = head i, row j.
-        per_sample = weight[None] * scale[:, None, :, :, None, None]  # (B, C_out/H, H, C_in, k, k)
-        per_sample = per_sample.reshape(b, self.out_channels, c, *self.kernel_size)  # (B, C_out, C_in, k, k)
-        if self.kernel_size == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
-            w2 = per_sample.view(b, self.out_channels, c)  # (B, C_out, C_in)
-            if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-                rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, hw, C_in), no copy
-                out = torch.bmm(rows, w2.transpose(1, 2))  # (B, hw, C_out)
-                return out.view(b, h, w, self.out_channels).permute(0, 3, 1, 2)  # channels_last view
-            return torch.bmm(w2, x.reshape(b, c, h * w)).view(b, self.out_channels, h, w)
-        out = F.conv2d(x.reshape(1, b * c, h, w),
-                       per_sample.reshape(b * self.out_channels, c, *self.kernel_size), None,
-                       self.stride, self.padding, self.dilation, groups=b)  # (1, B*C_out, h', w')
-        return out.view(b, self.out_channels, *out.shape[-2:])
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -405,13 +260,6 @@ def rank_keys(saliency: torch.Tensor) -> torch.Tensor:
     return (bits.to(torch.int64) << max(1, (channels - 1).bit_length())) | index
 
 
-def _gather_channels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x (B, C, h, w), idx (B, H, K) -> (B, H*K, h, w): per sample, the channels idx[b] in order."""
-    b, c, h, w = x.shape
-    rows = idx.reshape(b, -1) + torch.arange(b, device=x.device)[:, None] * c  # into B*C rows
-    return x.reshape(b * c, h * w).index_select(0, rows.reshape(-1)).view(b, -1, h, w)
-
-
 def head_angle_similarity(saliency: torch.Tensor) -> torch.Tensor:
     """Mean cosine similarity between the saliency vectors of every pair of heads, over the batch:
     (B, H, C_in) -> scalar. DGC-G's angle-enlargement term: minimising it spreads the heads' choices
@@ -423,12 +271,6 @@ def head_angle_similarity(saliency: torch.Tensor) -> torch.Tensor:
     cos = torch.matmul(unit, unit.transpose(1, 2))  # (B, H, H)
     off_diagonal = cos.sum(dim=(1, 2)) - cos.diagonal(dim1=1, dim2=2).sum(dim=1)
     return (off_diagonal / (heads * (heads - 1))).mean()
-
-
-def _conv_out(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
-              padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
-    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
-                 for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation))
 
 
 def _sync_inactive_mirror(module: nn.Module, incompatible_keys) -> None:

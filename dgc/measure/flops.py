@@ -8,7 +8,7 @@ and its channel scaling, and its convolution at the dense cost times the gate fa
 counters (thop, ptflops, fvcore, torch's FlopCounterMode) miss or over-count the masked convolution,
 hence this counter.
 
-`profile(model, input_size)` returns `flops_dense` (every DGC conv at full cost), `flops_expected`
+`count_flops(model, input_size)` returns `flops_dense` (every DGC conv at full cost), `flops_expected`
 (at g, the paper's number) and `params` (every parameter, nothing removed).
 """
 
@@ -135,7 +135,7 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
     return kinds, per_layer
 
 
-def profile(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict[str, int]:
+def count_flops(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict[str, int]:
     """Count `model`'s multiply-adds on one image of `input_size` (C, H, W), the paper's way.
 
     Returns {"flops_dense", "flops_expected", "params"}: every DGC conv at full cost, at its gate

@@ -12,7 +12,7 @@ is already one group per channel and stays; the stem, the last 1x1 conv to 1280 
 stay static. Baselines: the same network with plain 1x1 convs (`mobilenetv2`) and with fixed 2-group
 shuffled 1x1 convs (`mobilenetv2_gc`, the conv cost of DGC at g = 1/2).
 
-Why gate factor 0.5 (numbers from `dgc.measure.flops.profile`, multiply-adds at batch 1, width 1, 4 heads,
+Why gate factor 0.5 (numbers from `dgc.measure.flops.count_flops`, multiply-adds at batch 1, width 1, 4 heads,
 squeeze rate 16):
 
     layout                 model             flops_dense  flops_expected     params

@@ -2,7 +2,7 @@
 
 Modes: off | default | reduce-overhead (CUDA graphs) | max-autotune | auto. `auto` compiles (mode
 'default') on CUDA, where the DGC models are launch-bound, and runs eagerly on CPU (compiling costs
-tens of seconds there for little gain on these models; see README, Speed).
+tens of seconds there for little gain on these models; see docs/speed.md).
 
 The DGC layer is written for compilation: its forward has static shapes and no host sync, and the
 pruning ramp, where n_in changes every few steps, runs from the n_in buffer, so a training run

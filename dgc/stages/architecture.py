@@ -2,7 +2,7 @@
 
 For every (dataset, model) that a claim of claims/paper.yaml names, the model is built with its
 registry defaults (the authors' configuration) for that dataset's classes and input size, and counted
-with `dgc.measure.flops.profile`. So the FLOPs and parameter claims get a verdict offline, in the smoke
+with `dgc.measure.flops.count_flops`. So the FLOPs and parameter claims get a verdict offline, in the smoke
 profile too, and every claimed model's full-size cost is on record. Written to
 reports/architecture.json, keyed "<dataset>-<model>".
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 from dgc.measure.claims import Claim
 from dgc.config import NUM_CLASSES, input_size_of
-from dgc.measure.flops import profile
+from dgc.measure.flops import count_flops
 from dgc.models import create_model, model_arguments
 
 
@@ -26,5 +26,5 @@ def count_architectures(claims: list[Claim]) -> dict[str, dict[str, Any]]:
         stem = {"stem": "cifar"} if dataset != "imagenet" and "stem" in model_arguments(model_name) else {}
         model = create_model(model_name, NUM_CLASSES[dataset], **stem)
         size = input_size_of(dataset)
-        out[f"{dataset}-{model_name}"] = {**profile(model, size), "input_size": size[-1]}
+        out[f"{dataset}-{model_name}"] = {**count_flops(model, size), "input_size": size[-1]}
     return out

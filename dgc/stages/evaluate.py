@@ -23,7 +23,7 @@ from dgc.runtime.checkpoint import load_model
 from dgc.runtime.compile import Compiled, resolve_compile
 from dgc.config import Params, check_dataset, input_size_of
 from dgc.runtime.engine import evaluate
-from dgc.measure.flops import actual_flops, profile
+from dgc.measure.flops import actual_flops, count_flops
 from dgc.layers import global_layers
 from dgc.measure.latency import device_name, inference_latency
 from dgc.measure.plateau import plateau_of_seeds
@@ -101,7 +101,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         log(f"{dataset}-{model_name} seed {seed}: best top-1 {best_rows[-1]['top1_acc']:.2f}%, "
             f"final {final_rows[-1]['top1_acc']:.2f}%")
     size = input_size_of(dataset, params.data.digits_size)
-    flops = profile(model, size)
+    flops = count_flops(model, size)
     active = {row["name"]: row["active_fraction"] for row in usage["layers"]}
     if global_layers(model):  # DGC-G prunes unevenly: expected FLOPs from the kept fractions measured
         kept = {row["name"]: row["kept_fraction"] for row in usage["layers"]}

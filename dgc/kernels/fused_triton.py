@@ -1,15 +1,16 @@
-"""Fused 1x1 dynamic group convolution: the channel gather fused into a grouped GEMM (Triton).
+"""Fused 1x1 dynamic group convolution: the channel gather fused into a grouped GEMM (Triton), the
+layers' `fused` execution (dgc/layers/executions.py; `fused_cpu` is its C++ counterpart, cpu.py).
 
 For each sample b and head i the DGC 1x1 conv keeps K input channels idx[b, i, :] scaled by their
 saliency scale[b, i, :]; with head weights W (H, Co, C_in) it computes
 
     out[b, j*H + i, p] = sum_k W[i, j, idx[b,i,k]] * scale[b,i,k] * x[b, idx[b,i,k], p]
 
-(heads interleaved: output channel j*H + i is head i's channel j), the same maths as
-DGCConv2d._sparse_conv for 1x1 kernels, stride 1, no padding. `_sparse_conv` materialises the
-gathered input (B, H*K, h, w) and the per-sample weights (B, H, K, Co) before one batched matmul; the
-kernels here read x and W in place: one program per (sample, head, output tile) gathers the kept
-channels of x while loading the GEMM's A operand and scales W[i, :, idx] by the saliency in registers.
+(heads interleaved: output channel j*H + i is head i's channel j), the same maths as the `sparse`
+execution for 1x1 kernels, stride 1, no padding. `sparse` materialises the gathered input
+(B, H*K, h, w) and the per-sample weights (B, H, K, Co) before one batched matmul; the kernels here
+read x and W in place: one program per (sample, head, output tile) gathers the kept channels of x
+while loading the GEMM's A operand and scales W[i, :, idx] by the saliency in registers.
 
 Triton is imported lazily (`import dgc` never needs it). The kernels run compiled on CUDA tensors,
 or under Triton's interpreter on CPU tensors when TRITON_INTERPRET=1 was set before their first use
@@ -73,7 +74,7 @@ def _unavailable_reason(device: torch.device) -> str | None:
 
 
 def fused_available(device: torch.device | str) -> bool:
-    """Whether fused_dgc_1x1 can run on `device`: CUDA with triton installed, or CPU under Triton's
+    """Whether fused_1x1 can run on `device`: CUDA with triton installed, or CPU under Triton's
     interpreter (TRITON_INTERPRET=1, set before the kernels' first use in this process)."""
     return _unavailable_reason(torch.device(device)) is None
 
@@ -84,15 +85,15 @@ def _load_kernels(device: torch.device) -> ModuleType:
     if _kernels is None and _unavailable_reason(device) is None:
         import triton
 
-        from dgc.kernels import _gather_gemm_triton
+        from dgc.kernels import _fused_triton_kernels
 
         # The module may have been imported before, under another TRITON_INTERPRET: ask the kernel.
-        _kernels_interpreted = not isinstance(_gather_gemm_triton.gather_gemm_fwd_kernel,
+        _kernels_interpreted = not isinstance(_fused_triton_kernels.fused_fwd_kernel,
                                               triton.runtime.JITFunction)
-        _kernels = _gather_gemm_triton
+        _kernels = _fused_triton_kernels
     why = _unavailable_reason(device)  # again: the kernels' mode is known now
     if why is not None:
-        raise RuntimeError(f"fused_dgc_1x1 is unavailable on {device}: {why}")
+        raise RuntimeError(f"fused_1x1 is unavailable on {device}: {why}")
     return _kernels
 
 
@@ -171,11 +172,11 @@ def _strides4(t: torch.Tensor) -> tuple[int, int, int, int]:
     return tuple(t.stride())  # type: ignore[return-value]
 
 
-class _FusedDGC1x1(torch.autograd.Function):
+class _Fused1x1(torch.autograd.Function):
     """Forward and backward all in Triton kernels; PyTorch only allocates the outputs, zero-fills the
     fp32 gradient buffers and casts them to the inputs' dtypes.
 
-    Backward (exact, same maths as autograd through _sparse_conv), per sample b and head i:
+    Backward (exact, same maths as autograd through the `sparse` execution), per sample b and head i:
       grad Xg = Wk^T @ G_i              -> scatter-added into grad_x at idx (atomics across heads)
       grad Wk = G_i @ Xg^T (over all p) -> grad_scale[b,i,k] = sum_j grad Wk[j,k] W[i,j,idx_k]
                                            grad_W[i,:,idx_k] += grad Wk[:,k] scale[b,i,k] (atomics
@@ -203,7 +204,7 @@ class _FusedDGC1x1(torch.autograd.Function):
             return out.zero_()
         bs = blocks["fwd"]
         grid = (b * heads * _cdiv(p, bs.p) * _cdiv(co, bs.co),)
-        kern.gather_gemm_fwd_kernel[grid](
+        kern.fused_fwd_kernel[grid](
             x, weight, idx, scale, out,
             heads, co, k, p, w,
             *_strides4(x), *weight.stride(), *_strides4(out),
@@ -229,7 +230,7 @@ class _FusedDGC1x1(torch.autograd.Function):
             if run:
                 bs = blocks["bwd_x"]
                 grid = (b * heads * _cdiv(p, bs.p) * _cdiv(k, bs.k),)
-                kern.gather_gemm_bwd_x_kernel[grid](
+                kern.fused_bwd_x_kernel[grid](
                     grad_out, weight, idx, scale, gx,
                     heads, co, k, p, w,
                     *_strides4(grad_out), *weight.stride(), *_strides4(gx),
@@ -241,7 +242,7 @@ class _FusedDGC1x1(torch.autograd.Function):
             if run:
                 bs = blocks["bwd_w"]
                 grid = (b * heads * _cdiv(k, bs.k),)
-                kern.gather_gemm_bwd_w_kernel[grid](
+                kern.fused_bwd_w_kernel[grid](
                     grad_out, x, weight, idx, scale, gw, gs,
                     heads, co, k, p, w,
                     *_strides4(grad_out), *_strides4(x), *weight.stride(), *gw.stride(),
@@ -256,7 +257,7 @@ def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
-def fused_dgc_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor,
+def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor,
                   *, block_sizes: dict[str, BlockSizes] | None = None) -> torch.Tensor:
     """1x1 DGC convolution with the gather fused into the GEMM; differentiable in x, weight and scale.
 
@@ -283,4 +284,4 @@ def fused_dgc_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scal
             raise ValueError(f"unknown kernel names in block_sizes: {sorted(unknown)}; use {sorted(blocks)}")
         blocks.update(block_sizes)
     _check_blocks(blocks, x.device)
-    return _FusedDGC1x1.apply(x, weight, idx, scale, blocks)
+    return _Fused1x1.apply(x, weight, idx, scale, blocks)

@@ -1,9 +1,10 @@
-"""The fused 1x1 DGC kernel (dgc/kernels/gather_gemm.py) against the layer's own sparse execution.
+"""The fused 1x1 DGC kernel in Triton (dgc/kernels/fused_triton.py) against the layer's own sparse
+execution, and the layer's `fused` execution against its `masked` one.
 
 Triton reads TRITON_INTERPRET when the kernels are defined, so the interpreter checks run in one
 child process started with TRITON_INTERPRET=1 (this file run as a script): it computes, for every
-case, how far the fused output and its three gradients are from DGCConv2d._sparse_conv's, and the
-tests here assert on those figures. The CUDA check runs in this process (compiled kernels).
+case, how far the fused output and its gradients are from the reference's, and the tests here
+assert on those figures. The CUDA check runs in this process (compiled kernels).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgc.kernels import BlockSizes, fused_available, fused_dgc_1x1
-from dgc.layers import DGCConv2d
+from dgc.kernels import BlockSizes, fused_1x1, fused_available
+from dgc.layers import DGCConv2d, executions
+from helpers import run_execution
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,6 +43,14 @@ CASES = {
 # bound covers the output's rounding and that of W * scale, rounded once to the input dtype.
 TOLERANCE = {"float32": (1e-5, 1e-5), "float16": (2e-3, 2e-3), "bfloat16": (1.6e-2, 1.6e-2)}
 QUANTITIES = ("output", "grad_x", "grad_w", "grad_scale")
+# name -> DGCConv2d 1x1 layer (C_in, C_out, heads, stride, n_in or None for DGC-G, channels_last):
+# the layer's `fused` execution against its `masked` one, output and every gradient, in float32.
+LAYER_CASES = {
+    "layer_h4_stride1": (16, 8, 4, 1, 12, False),
+    "layer_h2_stride2_cl": (12, 12, 2, 2, 6, True),
+    "layer_n0": (8, 8, 2, 1, 0, False),
+    "layer_dgcg": (16, 8, 2, 1, None, False),  # rows keep different numbers of channels
+}
 
 
 def random_inputs(b, c, heads, co, k, h, w, channels_last, dtype, seed=0, device="cpu"):
@@ -57,8 +67,8 @@ def random_inputs(b, c, heads, co, k, h, w, channels_last, dtype, seed=0, device
 
 
 def layer_reference(x, weight, idx, scale):
-    """Output and (grad_x, grad_W, grad_scale) function of DGCConv2d._sparse_conv (the layer's own
-    sparse execution): head weights set to `weight`, saliency = `scale` at `idx` and 0 elsewhere."""
+    """Output and (grad_x, grad_W, grad_scale) function of the layer's own `sparse` execution: head
+    weights set to `weight`, saliency = `scale` at `idx` and 0 elsewhere."""
     b, c = x.shape[:2]
     heads, co, _ = weight.shape
     layer = DGCConv2d(c, heads * co, 1, heads=heads).to(x.device, x.dtype)
@@ -67,7 +77,8 @@ def layer_reference(x, weight, idx, scale):
             head.weight.copy_(weight[i, :, :, None, None])
     saliency = torch.zeros(b, heads, c, device=x.device, dtype=scale.dtype).scatter(2, idx, scale)
     saliency.requires_grad_(True)
-    out = layer._sparse_conv(x, saliency, idx)
+    keep = torch.zeros(saliency.shape, dtype=torch.bool, device=x.device).scatter(2, idx, True)
+    out = executions.sparse(layer, x, saliency, keep, idx)
 
     def grads(grad_out):
         params = [head.weight for head in layer.heads]
@@ -96,7 +107,7 @@ def run_case(spec) -> dict:
     x.requires_grad_(True)
     weight.requires_grad_(True)
     scale.requires_grad_(True)
-    out = fused_dgc_1x1(x, weight, idx, scale, block_sizes=block_sizes)
+    out = fused_1x1(x, weight, idx, scale, block_sizes=block_sizes)
     grad_out = torch.randn(out.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
     got = (out, *torch.autograd.grad(out, (x, weight, scale), grad_out))
 
@@ -116,6 +127,31 @@ def run_case(spec) -> dict:
     return result
 
 
+def run_layer_case(spec) -> dict:
+    """The layer's `fused` execution vs its `masked` one: violations of the float32 tolerance for
+    the output, the input gradient and the largest over the parameter gradients."""
+    c_in, c_out, heads, stride, n_in, channels_last = spec
+    torch.manual_seed(0)
+    layer = DGCConv2d(c_in, c_out, 1, stride=stride, heads=heads,
+                      selection="head" if n_in is not None else "global")
+    x = torch.randn(3, c_in, 7, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if n_in is None:  # DGC-G: the threshold at the median saliency
+        with torch.no_grad():
+            layer.threshold.fill_(float(layer.saliency(torch.relu(layer.norm(x))).median()))
+    else:
+        layer.set_inactive(n_in)
+    layer.execution = "fused"
+    chosen = layer.execution_path(x)
+    want = run_execution(layer, x, "masked")
+    got = run_execution(layer, x, "fused")
+    atol, rtol = TOLERANCE["float32"]
+    return {"chosen": chosen, "output": violation(got[0], want[0], atol, rtol),
+            "grad_x": violation(got[1], want[1], atol, rtol),
+            "grad_params": max(violation(got[2][n], want[2][n], atol, rtol) for n in want[2])}
+
+
 @pytest.fixture(scope="module")
 def interpreted_results():
     """Run every CASE under TRITON_INTERPRET=1 in a child process; its JSON report."""
@@ -132,11 +168,19 @@ def test_interpreter_took_effect(interpreted_results):
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_fused_matches_sparse_conv_under_interpreter(interpreted_results, name):
+def test_fused_matches_sparse_execution_under_interpreter(interpreted_results, name):
     result = interpreted_results["cases"][name]
     bad = {q: result[q] for q in QUANTITIES if not result[q] <= 1.0}
     assert not bad, f"{name}: outside tolerance (violation > 1): {bad}, max |diff| {result['max_abs_diff']:.3g}"
     assert result["layout_ok"], f"{name}: output/grad dtype or memory format differs from x's"
+
+
+@pytest.mark.parametrize("name", list(LAYER_CASES))
+def test_fused_execution_matches_masked_under_interpreter(interpreted_results, name):
+    result = interpreted_results["layers"][name]
+    assert result["chosen"] == "fused"  # it applies under the interpreter: no fallback ran
+    bad = {q: v for q, v in result.items() if q != "chosen" and not v <= 1.0}
+    assert not bad, f"{name}: outside tolerance (violation > 1): {bad}"
 
 
 def _valid_inputs():
@@ -154,14 +198,14 @@ def _valid_inputs():
 ])
 def test_bad_inputs_raise_one_line_value_errors(change, message):
     with pytest.raises(ValueError, match=message):
-        fused_dgc_1x1(*change(*_valid_inputs()))
+        fused_1x1(*change(*_valid_inputs()))
 
 
 def test_cpu_without_interpreter_is_unavailable(monkeypatch):
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     assert not fused_available(torch.device("cpu"))
     with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
-        fused_dgc_1x1(*_valid_inputs())
+        fused_1x1(*_valid_inputs())
 
 
 def test_kernels_defined_compiled_refuse_cpu_tensors(monkeypatch):
@@ -170,13 +214,13 @@ def test_kernels_defined_compiled_refuse_cpu_tensors(monkeypatch):
     if os.environ.get("TRITON_INTERPRET"):
         pytest.skip("TRITON_INTERPRET is set in this process: the kernels would be interpreted")
     pytest.importorskip("triton")
-    from dgc.kernels import _gather_gemm_triton, gather_gemm  # noqa: F401  (defines them compiled)
+    from dgc.kernels import _fused_triton_kernels, fused_triton  # noqa: F401  (defines them compiled)
 
-    monkeypatch.setattr(gather_gemm, "_kernels", None)  # as before this process's first call
-    monkeypatch.setattr(gather_gemm, "_kernels_interpreted", None)
+    monkeypatch.setattr(fused_triton, "_kernels", None)  # as before this process's first call
+    monkeypatch.setattr(fused_triton, "_kernels_interpreted", None)
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(RuntimeError, match="already defined without TRITON_INTERPRET"):
-        fused_dgc_1x1(*_valid_inputs())
+        fused_1x1(*_valid_inputs())
     assert not fused_available("cpu")
 
 
@@ -184,11 +228,11 @@ def test_import_dgc_without_triton():
     """`import dgc.kernels` must work where triton is missing; calling then says why it cannot run."""
     code = ("import sys; sys.modules['triton'] = None\n"
             "import torch, dgc, dgc.kernels\n"
-            "from dgc.kernels import fused_available, fused_dgc_1x1\n"
+            "from dgc.kernels import fused_available, fused_1x1\n"
             "assert not fused_available('cpu') and not fused_available('cuda')\n"
             "x = torch.rand(1, 4, 2, 2); w = torch.rand(1, 2, 4)\n"
             "i = torch.zeros(1, 1, 1, dtype=torch.long); s = torch.ones(1, 1, 1)\n"
-            "try:\n    fused_dgc_1x1(x, w, i, s)\nexcept RuntimeError as e:\n    print(e)\n")
+            "try:\n    fused_1x1(x, w, i, s)\nexcept RuntimeError as e:\n    print(e)\n")
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
@@ -207,12 +251,11 @@ def test_kernels_compile_for_cuda_without_a_gpu(dtype):
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    from dgc.kernels import _gather_gemm_triton as kernels
+    from dgc.kernels import _fused_triton_kernels as kernels
 
     constexprs = {"BLOCK_P": 64, "BLOCK_CO": 32, "BLOCK_K": 32, "UPCAST_DOT": False,
                   "INPUT_PRECISION": "ieee"}
-    for fn in (kernels.gather_gemm_fwd_kernel, kernels.gather_gemm_bwd_x_kernel,
-               kernels.gather_gemm_bwd_w_kernel):
+    for fn in (kernels.fused_fwd_kernel, kernels.fused_bwd_x_kernel, kernels.fused_bwd_w_kernel):
         names = fn.arg_names
         # Pointers: idx int64; the fp32 accumulation buffers of the backward; the rest in `dtype`.
         signature = {n: "constexpr" if n in constexprs else "*i64" if n == "idx_ptr"
@@ -229,7 +272,7 @@ def test_kernels_compile_for_cuda_without_a_gpu(dtype):
 
 
 @pytest.mark.gpu
-def test_fused_matches_sparse_conv_on_cuda(no_tf32):
+def test_fused_matches_sparse_execution_on_cuda(no_tf32):
     """DenseNet-like shape in fp32 without TF32: output and gradients match the layer on CUDA."""
     assert fused_available(torch.device("cuda"))
     for channels_last in (False, True):
@@ -237,7 +280,7 @@ def test_fused_matches_sparse_conv_on_cuda(no_tf32):
                                               torch.float32, device="cuda")
         for t in (x, weight, scale):
             t.requires_grad_(True)
-        out = fused_dgc_1x1(x, weight, idx, scale)
+        out = fused_1x1(x, weight, idx, scale)
         grad_out = torch.randn_like(out)
         got = (out, *torch.autograd.grad(out, (x, weight, scale), grad_out))
         ref_out, ref_grads = layer_reference(x, weight, idx, scale)
@@ -252,10 +295,11 @@ def _interpreter_main() -> None:
     torch.set_num_threads(1)
     assert fused_available(torch.device("cpu")), "TRITON_INTERPRET=1 did not make the kernels available"
     cases = {name: run_case(spec) for name, spec in CASES.items()}
-    from dgc.kernels import _gather_gemm_triton
+    layers = {name: run_layer_case(spec) for name, spec in LAYER_CASES.items()}
+    from dgc.kernels import _fused_triton_kernels
 
-    kind = type(_gather_gemm_triton.gather_gemm_fwd_kernel).__name__
-    print(json.dumps({"kernel_type": kind, "cases": cases}))
+    kind = type(_fused_triton_kernels.fused_fwd_kernel).__name__
+    print(json.dumps({"kernel_type": kind, "cases": cases, "layers": layers}))
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["interpret"]:

@@ -1,6 +1,6 @@
-"""Triton kernels of the fused 1x1 DGC convolution (see dgc/kernels/gather_gemm.py for the maths).
+"""Triton kernels of the fused 1x1 DGC convolution (see dgc/kernels/fused_triton.py for the maths).
 
-Imported lazily by gather_gemm.py on first use, never by `import dgc`: this module needs triton, and
+Imported lazily by fused_triton.py on first use, never by `import dgc`: this module needs triton, and
 triton reads TRITON_INTERPRET when the kernels below are decorated, so the first use fixes whether
 they are compiled (CUDA) or interpreted (CPU tensors, for tests).
 
@@ -41,7 +41,7 @@ def _mma(a, b, acc, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
 
 
 @triton.jit
-def gather_gemm_fwd_kernel(
+def fused_fwd_kernel(
     x_ptr, w_ptr, idx_ptr, scale_ptr, out_ptr,
     HEADS, CO, K, P, WIDTH,
     sx_b, sx_c, sx_h, sx_w,
@@ -91,7 +91,7 @@ def gather_gemm_fwd_kernel(
 
 
 @triton.jit
-def gather_gemm_bwd_x_kernel(
+def fused_bwd_x_kernel(
     g_ptr, w_ptr, idx_ptr, scale_ptr, gx_ptr,
     HEADS, CO, K, P, WIDTH,
     sg_b, sg_c, sg_h, sg_w,
@@ -141,7 +141,7 @@ def gather_gemm_bwd_x_kernel(
 
 
 @triton.jit
-def gather_gemm_bwd_w_kernel(
+def fused_bwd_w_kernel(
     g_ptr, x_ptr, w_ptr, idx_ptr, scale_ptr, gw_ptr, gs_ptr,
     HEADS, CO, K, P, WIDTH,
     sg_b, sg_c, sg_h, sg_w,

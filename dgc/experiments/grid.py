@@ -1,0 +1,424 @@
+"""The paper's ablations of densenet86_dgc as grid points, the records of the experiments that run
+them and of their results, and the matching of experiments to points.
+
+Every grid point changes ONE knob of the baseline in params.yaml (the profile's densenet86_dgc):
+heads, pruning rate (= 1 - models.densenet86_dgc.gate_factor), the sparsity weight
+train.sparsity_lambda or the saliency squeeze rate; the static group conv densenet86_gc with
+groups = 1/g stands at DGC's FLOPs for each pruning rate; the baseline itself is a point too. Each
+point is one experiment that trains its one model on one dataset (digits for the smoke grid, cifar10
+for the paper grid) for every seed, so its metrics carry the mean and spread over seeds.
+
+A point whose model cannot be built (heads must divide every DGC layer's channels, groups every
+1x1 conv's) is listed with the builder's reason and never queued. Experiments are told apart by
+their params, not their names: an experiment is a grid point when the keys of `signature` equal the
+point's (the seeds apart, when matching), so a point that is queued, running or done is not queued
+again (dgc.experiments.queue) and an experiment queued by hand with the same settings counts as well.
+
+Everything here is a pure function of a params mapping and of experiments already read; the
+training-budget study (dgc.experiments.budget) builds its points and matches its experiments with
+the same functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import statistics
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from typing import Any, Mapping, Sequence
+
+from dgc.errors import DGCError
+
+DGC_MODEL = "densenet86_dgc"
+GC_MODEL = "densenet86_gc"
+GRID_DATASET = {"smoke": "digits", "paper": "cifar10"}
+DEFAULT_SEEDS = (0, 1, 2)
+# The values of each knob; a value equal to the baseline's is the baseline point itself.
+HEADS = (1, 2, 4, 8)
+GATE_FACTORS = (0.5, 0.25, 0.1)  # pruning rates 0.5, 0.75, 0.9
+SPARSITY_LAMBDAS = (0.0, 1e-5, 1e-4)
+SQUEEZE_RATES = (4, 16, 32)
+AXES = ("heads", "pruning", "lambda", "squeeze")  # the DGC panels, in page order
+AXIS_LABEL = {"baseline": "baseline", "heads": "heads", "pruning": "pruning rate (1 - g)",
+              "lambda": "sparsity weight λ", "squeeze": "saliency squeeze rate",
+              "static_gc": "static group conv at DGC's FLOPs (pruning rate; groups = 1/g)"}
+# The knob each DGC axis sets (dotted params key) and the name prefix of its points.
+AXIS_KEY = {"heads": f"models.{DGC_MODEL}.heads", "pruning": f"models.{DGC_MODEL}.gate_factor",
+            "lambda": "train.sparsity_lambda", "squeeze": f"models.{DGC_MODEL}.squeeze_rate"}
+# Besides the model's settings, the dataset, the model and the seeds: what makes two experiments
+# the same training recipe.
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "max_batches", "sparsity_lambda")
+STATE_ORDER = ("success", "running", "queued", "failed")  # which experiment stands for a point
+
+
+class AblationError(DGCError, ValueError):
+    """A grid, a point or seeds that do not exist or do not fit the params' profile."""
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One experiment of the grid. `overrides` are the dotted params keys it sets (`-S`), `knobs`
+    its values of every knob (heads, pruning, lambda, squeeze; groups for the static group conv),
+    `reason` why it cannot run (None: it can), `flops` its expected FLOPs (None when not buildable)."""
+
+    name: str
+    axis: str
+    value: float | None
+    model: str
+    dataset: str
+    overrides: dict[str, Any]
+    knobs: dict[str, float]
+    reason: str | None = None
+    flops: int | None = None
+
+    @property
+    def runnable(self) -> bool:
+        return self.reason is None
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """One experiment of `dvc exp show --json`: state is success, running, queued or failed."""
+
+    name: str
+    rev: str
+    baseline: str
+    state: str
+    params: dict[str, Any]
+    metrics: dict[str, dict] = field(default_factory=dict)
+
+
+# -- the grid ------------------------------------------------------------------------------------
+def baseline_knobs(params: Mapping[str, Any]) -> dict[str, float]:
+    """The baseline's heads, pruning rate, sparsity weight and squeeze rate from params.yaml."""
+    from dgc.models import model_defaults
+
+    settings = {**model_defaults(DGC_MODEL), **(section(params, "models").get(DGC_MODEL) or {})}
+    lam = section(params, "train").get("sparsity_lambda", 1e-5)
+    return {"heads": settings["heads"], "pruning": _pruning(settings["gate_factor"]),
+            "lambda": float(lam), "squeeze": settings["squeeze_rate"]}
+
+
+def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEFAULT_SEEDS,
+                only: Sequence[str] | None = None) -> list[GridPoint]:
+    """The points of the `grid` ('smoke': digits, 'paper': cifar10) around params' baseline.
+
+    `only` keeps the points whose axis or name (without `abl-`) is listed, e.g. ['baseline',
+    'heads-2'] (for tests and partial reruns). Each point is built with dgc.models.create_model to
+    find the ones that cannot run.
+    """
+    if grid not in GRID_DATASET:
+        raise AblationError(f"unknown grid {grid!r}; choose one of: {', '.join(GRID_DATASET)}")
+    seeds = check_seeds(seeds)
+    dataset = GRID_DATASET[grid]
+    base = baseline_knobs(params)
+    common = {"train.seeds": list(seeds), "pipeline.datasets": [dataset]}
+    specs: list[tuple[str, str, float | None, str, dict[str, Any], dict[str, float]]] = []
+    specs.append(("baseline", "baseline", None, DGC_MODEL, {}, base))
+    values = {"heads": HEADS, "pruning": [_pruning(g) for g in GATE_FACTORS], "lambda": SPARSITY_LAMBDAS,
+              "squeeze": SQUEEZE_RATES}
+    for axis in AXES:
+        for value in values[axis]:
+            if value == base[axis]:
+                continue  # the baseline point
+            setting = _gate_factor(value) if axis == "pruning" else value
+            specs.append((f"{axis}-{_token(value)}", axis, value, DGC_MODEL, {AXIS_KEY[axis]: setting},
+                          {**base, axis: value}))
+    for gate in GATE_FACTORS:
+        pruning = _pruning(gate)
+        groups = round(1 / gate)
+        specs.append((f"gc-groups-{groups}", "static_gc", pruning, GC_MODEL,
+                      {f"models.{GC_MODEL}.groups": groups}, {"pruning": pruning, "groups": groups}))
+    with one_torch_thread():
+        return [_build_point(params, dataset, *spec, common) for spec in select_specs(specs, only)]
+
+
+def select_specs(specs: list[tuple], only: Sequence[str] | None) -> list[tuple]:
+    """The specs (name, axis, ...) whose name or axis is listed in `only` (all of them when `only` is
+    empty); an entry that names none is an AblationError listing the known ones."""
+    if not only:
+        return specs
+    wanted = set(only)
+    known = {spec[0] for spec in specs} | {spec[1] for spec in specs}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise AblationError(f"no grid point or axis {unknown[0]!r}; choose from: {', '.join(sorted(known))}")
+    return [spec for spec in specs if spec[0] in wanted or spec[1] in wanted]
+
+
+@contextmanager
+def one_torch_thread():
+    """One torch thread while points are built and counted: tiny one-image counts, on a shared CPU
+    more threads only contend."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def build_point(params: Mapping[str, Any], point: GridPoint) -> GridPoint:
+    """`point` with the builder's verdict on its model under the point's params: its expected FLOPs
+    when the model builds, else the builder's message as `reason`."""
+    reason, flops = _buildable(point_params(params, point), point.model, point.dataset)
+    return replace(point, reason=reason, flops=flops)
+
+
+def _build_point(params: Mapping[str, Any], dataset: str, name: str, axis: str, value: float | None,
+                 model: str, knob: dict[str, Any], knobs: dict[str, float],
+                 common: dict[str, Any]) -> GridPoint:
+    overrides = {**common, "pipeline.models": [model], **knob}
+    point = build_point(params, GridPoint(f"abl-{name}", axis, value, model, dataset, overrides, knobs))
+    reason = point.reason
+    if axis == "static_gc":
+        gate = 1 - value
+        if not math.isclose(1 / gate, round(1 / gate), rel_tol=1e-9):
+            reason = f"1/g = {1 / gate:.3g} is not a whole number of groups"
+        if reason is not None:
+            reason = f"no group count gives DGC's FLOPs at pruning rate {value:g}: {reason}"
+    return replace(point, reason=reason)
+
+
+def _buildable(params: Mapping[str, Any], model: str, dataset: str) -> tuple[str | None, int | None]:
+    """(None, expected FLOPs) when the model of `params` builds, else (the builder's message, None)."""
+    from dgc.config import NUM_CLASSES, input_size_of
+    from dgc.measure.flops import count_flops
+    from dgc.models import create_model
+
+    settings = dict(section(params, "models").get(model) or {})
+    try:
+        net = create_model(model, NUM_CLASSES[dataset], **settings)
+    except ValueError as exc:
+        return str(exc), None
+    size = input_size_of(dataset, int(section(params, "data").get("digits_size", 32)))
+    return None, count_flops(net, size)["flops_expected"]
+
+
+def point_params(params: Mapping[str, Any], point: GridPoint) -> dict[str, Any]:
+    """params.yaml as the point's experiment will see it (the point's overrides applied)."""
+    from dgc.config import apply_override
+
+    raw = copy.deepcopy(dict(params))
+    for dotted, value in point.overrides.items():
+        apply_override(raw, dotted, copy.deepcopy(value))
+    return raw
+
+
+def signature(params: Mapping[str, Any], with_seeds: bool = True) -> tuple | None:
+    """What identifies a grid experiment: profile, its one dataset and one model, that model's
+    settings (defaults filled in), the recipe keys of `train` and (`with_seeds`) the seeds.
+    None when params train several datasets or models (not a grid experiment)."""
+    from dgc.models import list_models, model_defaults
+
+    pipeline = section(params, "pipeline")
+    models, datasets = list(pipeline.get("models") or []), list(pipeline.get("datasets") or [])
+    if len(models) != 1 or len(datasets) != 1 or models[0] not in list_models():
+        return None
+    model = models[0]
+    train = section(params, "train")
+    settings = {**model_defaults(model), **(section(params, "models").get(model) or {})}
+    sig = {"profile": params.get("profile"), "dataset": datasets[0], "model": model, "settings": settings,
+           **{f"train.{k}": train.get(k) for k in RECIPE_KEYS}}
+    if with_seeds:
+        sig["train.seeds"] = train.get("seeds")
+    return _normalised(sig)
+
+
+def describe(point: GridPoint) -> str:
+    """What a queued point is, for `dgc ablations queue`."""
+    return (f"{AXIS_LABEL[point.axis]}{'' if point.value is None else f' = {point.value:g}'} "
+            f"({point.model})")
+
+
+def grid_of_profile(params: Mapping[str, Any]) -> str:
+    """The grid that goes with params' profile (smoke or paper)."""
+    profile = params.get("profile", "smoke")
+    if profile not in GRID_DATASET:
+        raise AblationError(f"params profile {profile!r} has no grid of its own; pass --grid smoke or --grid paper")
+    return profile
+
+
+def check_profile(params: Mapping[str, Any], grid: str) -> None:
+    """The smoke grid is for the smoke profile and the paper grid for the paper profile (a custom
+    profile may take either): the other way round trains the wrong recipe."""
+    profile = params.get("profile", "smoke")
+    if profile in GRID_DATASET and profile != grid:
+        raise AblationError(f"params.yaml holds the {profile!r} profile but the {grid!r} grid was asked for; "
+                            f"run `dgc use-profile {grid}` first")
+
+
+def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    """`seeds` as a tuple; an AblationError unless they are distinct non-negative integers."""
+    seeds = tuple(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
+        raise AblationError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
+    return seeds
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'0,1,2' -> (0, 1, 2), with a one-line error for anything else."""
+    return check_seeds(parse_ints(text, "--seeds", "0,1,2"))
+
+
+def parse_ints(text: str, option: str, example: str) -> tuple[int, ...]:
+    """Comma-separated integers of a command-line `option` (unchecked), with a one-line error for
+    anything else."""
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip() != "")
+    except ValueError:
+        raise AblationError(f"{option} must be comma-separated integers like {example}, got {text!r}") from None
+
+
+# -- results -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Result:
+    """Best top-1 accuracy (%) over a successful experiment's seeds, its spread and FLOPs."""
+
+    mean: float
+    std: float | None
+    seeds: int
+    flops: int | None
+
+
+def result_of(exp: Experiment, model: str, dataset: str) -> Result | None:
+    """The experiment's result for `dataset`-`model` (None unless it succeeded with that metrics file).
+    The spread is the metrics' best_std, else the standard deviation of per_seed, else None (1 seed)."""
+    m = exp.metrics.get(f"reports/metrics/{dataset}-{model}.json")
+    if exp.state != "success" or not m or "top1_acc" not in (m.get("best") or {}):
+        return None
+    seeds = int(m.get("seeds", 1))
+    std = (m.get("best_std") or {}).get("top1_acc")
+    per_seed = m.get("per_seed") or {}
+    if std is None and len(per_seed) > 1:
+        std = statistics.stdev(100.0 - s["best_top1_err"] for s in per_seed.values())
+    return Result(float(m["best"]["top1_acc"]), None if std is None else float(std), seeds,
+                  m.get("flops_expected"))
+
+
+@dataclass(frozen=True)
+class Matched:
+    """Experiments sorted onto the grid: per point name its experiments (best first), and the
+    experiments that are no grid point with what they change."""
+
+    points: list[GridPoint]
+    by_point: dict[str, list[Experiment]]
+    others: list[tuple[Experiment, str]]
+    experiments: list[Experiment] = field(default_factory=list)
+
+
+def match_experiments(points: Sequence[GridPoint], experiments: Sequence[Experiment],
+                      params: Mapping[str, Any]) -> Matched:
+    """Each experiment to the grid point of the same signature (seeds aside); per point the
+    experiments are ordered success, running, queued, failed, then more seeds, then newest."""
+    index = {signature(point_params(params, p), with_seeds=False): p.name for p in points}
+    by_point: dict[str, list[Experiment]] = {p.name: [] for p in points}
+    others = []
+    for exp in experiments:
+        name = index.get(signature(exp.params, with_seeds=False))
+        if name is None:
+            others.append((exp, describe_difference(exp.params, params, points)))
+        else:
+            by_point[name].append(exp)
+    for exps in by_point.values():
+        order = {id(e): i for i, e in enumerate(exps)}
+        exps.sort(key=lambda e: (STATE_ORDER.index(e.state) if e.state in STATE_ORDER else len(STATE_ORDER),
+                                 -len(section(e.params, "train").get("seeds") or []), order[id(e)]))
+    return Matched(list(points), by_point, others, list(experiments))
+
+
+def describe_difference(exp_params: Mapping[str, Any], params: Mapping[str, Any],
+                        points: Sequence[GridPoint], limit: int = 4) -> str:
+    """What an experiment changes with respect to the grid's baseline point (seeds aside)."""
+    base = next((p for p in points if p.axis == "baseline"), None)
+    reference = _flatten(point_params(params, base) if base else params)
+    mine = _flatten(exp_params)
+    keys = sorted(k for k in set(reference) | set(mine)
+                  if k != "train.seeds" and _normalised(reference.get(k)) != _normalised(mine.get(k))
+                  and (k.split(".")[0] in ("profile", "pipeline", "train", "data", "models")))
+    diffs = [f"{k}: {_short(reference.get(k))} → {_short(mine.get(k))}" for k in keys]
+    if len(diffs) > limit:
+        diffs = diffs[:limit] + [f"(+{len(diffs) - limit} more)"]
+    return "; ".join(diffs) or "same settings as the baseline in another form"
+
+
+def point_state(point: GridPoint, experiments: Sequence[Experiment]) -> str:
+    """'not runnable', else the state of the point's first experiment, else 'not queued'."""
+    if not point.runnable:
+        return "not runnable"
+    return experiments[0].state if experiments else "not queued"
+
+
+def point_result(point: GridPoint, exps: Sequence[Experiment]) -> tuple[str, Result | None]:
+    """The experiment that stands for a point (the first with a result, else the first; '-' when
+    none) and its result."""
+    for exp in exps:
+        result = result_of(exp, point.model, point.dataset)
+        if result:
+            return exp.name, result
+    return (exps[0].name if exps else "-"), None
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def section(params: Mapping[str, Any] | None, name: str) -> dict:
+    """params[name] when it is a mapping, else {} (an absent or malformed section)."""
+    value = (params or {}).get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _pruning(gate_factor: float) -> float:
+    return round(1.0 - float(gate_factor), 6)  # 1 - 0.1 is 0.8999999999999999 in floats
+
+
+def _gate_factor(pruning: float) -> float:
+    return round(1.0 - float(pruning), 6)
+
+
+def _token(value: float) -> str:
+    return f"{value:g}"
+
+
+def format_value(value: Any) -> str:
+    """A value as Hydra reads it back: lists as [a,b], numbers in Python's shortest form, names bare."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(format_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return value if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value) else json.dumps(value)
+    return repr(value)
+
+
+def _normalised(value: Any) -> Any:
+    """A hashable, order-free form in which 4 == 4.0 and [1, 2] == (1, 2)."""
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), _normalised(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_normalised(v) for v in value)
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        return float(value)
+    return repr(value)
+
+
+def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in params.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            out.update(_flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, (list, tuple)) and len(value) > 3:
+        return f"[{len(value)} items]"
+    return format_value(value) if isinstance(value, (list, tuple, int, float)) and not isinstance(value, bool) else str(value)

@@ -1,0 +1,220 @@
+"""Everything about `dvc exp`: running DVC, reading `dvc exp show --json` (live or saved), planning
+which points to queue and queueing them as `dvc exp run --queue` experiments.
+
+A point is queued unless a queued, running or successful experiment with its settings exists
+(dgc.experiments.grid.signature, seeds included); a failed one is queued again under a new name. The
+parsing and the plan are pure functions of the parsed JSON; `run_dvc`, `save_experiments` and
+`queue_points` run DVC (the interpreter's own, `python -m dvc`) for `dgc ablations [queue]` and
+`dgc budget [queue]`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from dgc.errors import DGCError, MissingInput
+from dgc.experiments.grid import Experiment, GridPoint, format_value, point_params, signature
+
+
+class QueueError(DGCError, ValueError):
+    """DVC failed or did not finish, or a params file cannot be queued."""
+
+
+# -- dvc exp show --json -------------------------------------------------------------------------
+def parse_experiments(exp_show: Any) -> list[Experiment]:
+    """The experiments of `dvc exp show --json` (DVC 3), newest first as DVC lists them; the
+    workspace and the commits they hang from are not experiments.
+
+    State is the executor's (queued, running, success, failed); an experiment without executor
+    (run with a plain `dvc exp run`) is success unless DVC recorded an error. Metrics are kept only
+    for successful experiments: a failed experiment shows its baseline commit's metrics files and a
+    running one errors, which must not pass for results.
+    """
+    found = []
+    for commit in exp_show or []:
+        if not isinstance(commit, dict):
+            continue
+        for group in commit.get("experiments") or []:
+            revs = group.get("revs") or []
+            if not revs:
+                continue
+            rev = revs[0]
+            data = rev.get("data") or {}
+            executor = group.get("executor") or {}
+            state = executor.get("state") or ("failed" if rev.get("error") else "success")
+            params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
+            metrics = {}
+            if state == "success":
+                metrics = {path: m["data"] for path, m in (data.get("metrics") or {}).items()
+                           if isinstance(m, dict) and "data" in m}
+            found.append(Experiment(name=group.get("name") or rev.get("name") or rev.get("rev", "?")[:7],
+                                    rev=rev.get("rev", ""), baseline=commit.get("rev", ""), state=state,
+                                    params=params, metrics=metrics))
+    return found
+
+
+def read_inputs(experiments_json: str | Path, params_path: str | Path) -> tuple[dict[str, Any], list[Experiment]]:
+    """params_path as a mapping and the experiments of a saved `dvc exp show --json` (an absent or
+    empty file: none)."""
+    from dgc.config import read_params_yaml
+
+    if not Path(params_path).exists():
+        raise MissingInput(f"{params_path} does not exist: the grid's baseline comes from it")
+    path = Path(experiments_json)
+    text = path.read_text() if path.exists() else ""
+    return read_params_yaml(params_path), parse_experiments(json.loads(text)) if text.strip() else []
+
+
+# -- the plan --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QueuePlan:
+    """What `dgc ablations queue` does: points to queue (with their experiment names) and the
+    points it leaves, each with why."""
+
+    queue: list[tuple[GridPoint, str]]
+    skipped: list[tuple[GridPoint, str]]
+
+
+def plan_queue(points: Iterable[GridPoint], experiments: Sequence[Experiment],
+               params: Mapping[str, Any]) -> QueuePlan:
+    """Queue every runnable point that no queued, running or successful experiment already covers
+    (same signature, seeds included); a failed one is queued again, under a new name."""
+    queue, skipped = [], []
+    taken = {e.name for e in experiments}
+    by_signature: dict[tuple, list[Experiment]] = {}
+    for exp in experiments:
+        sig = signature(exp.params)
+        if sig is not None:
+            by_signature.setdefault(sig, []).append(exp)
+    for point in points:
+        if not point.runnable:
+            skipped.append((point, f"not runnable: {point.reason}"))
+            continue
+        same = by_signature.get(signature(point_params(params, point)), [])
+        live = [e for e in same if e.state != "failed"]
+        if live:
+            skipped.append((point, f"already {live[0].state} as {live[0].name}"))
+            continue
+        name = point.name
+        for i in range(2, 1000):
+            if name not in taken:
+                break
+            name = f"{point.name}-{i}"
+        taken.add(name)
+        queue.append((point, name))
+    return QueuePlan(queue, skipped)
+
+
+def queue_args(point: GridPoint, name: str, params: Mapping[str, Any]) -> list[str]:
+    """The arguments after `dvc` that queue `point` as experiment `name`.
+
+    A key absent from params.yaml is set with Hydra's `+key=value`. The target `evaluate` runs the
+    data, train and evaluate stages of the point's one dataset and model only: the compare, plots and
+    report stages read the whole pipeline and would only cost time in every experiment.
+    """
+    args = ["exp", "run", "--queue", "--name", name]
+    for dotted, value in point.overrides.items():
+        prefix = "" if _has_key(params, dotted) else "+"
+        args += ["-S", f"{prefix}{dotted}={format_value(value)}"]
+    return args + ["evaluate"]
+
+
+def _has_key(params: Mapping[str, Any], dotted: str) -> bool:
+    node: Any = params
+    for key in dotted.split("."):
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations") -> list[str]:
+    """How to run the queue and render it (`dgc <page>`), with the interpreter's own dvc and dgc.
+
+    `dvc queue start` starts its workers as `dvc exp queue-worker` looked up on PATH: without the
+    environment's bin folder on PATH they fail to start and the queue stays queued, so the command
+    puts it there when it is missing.
+    """
+    import os
+
+    bindir = os.path.dirname(python)
+    shown = os.path.relpath(bindir, cwd) if bindir.startswith(cwd.rstrip(os.sep) + os.sep) else bindir
+    on_path = any(os.path.normpath(d) == os.path.normpath(bindir) for d in path_env.split(os.pathsep) if d)
+    prefix = "" if on_path else f'PATH="{bindir}:$PATH" '
+    dgc = f"{shown}/dgc" if os.path.exists(os.path.join(bindir, "dgc")) else f"{python} -m dgc"
+    return [f"{prefix}{shown}/dvc queue start -j 1     # -j N: N at a time; then `{shown}/dvc queue status`",
+            f"{dgc} {page:<26s}# reports/{page}.html"]
+
+
+# -- running DVC -----------------------------------------------------------------------------------
+def run_dvc(*args: str) -> str:
+    """Run `python -m dvc ARGS` (the interpreter's own DVC: a user's PATH may have none); its stdout,
+    or a one-line QueueError with DVC's last error line."""
+    import subprocess
+    import sys
+
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        raise QueueError(f"`dvc {' '.join(args[:3])}` did not finish in 600 s; if a queue worker is stuck, "
+                         f"see `dvc queue status` and stop it with `dvc queue stop --kill`") from None
+    if proc.returncode != 0:
+        lines = [line for line in (proc.stderr + proc.stdout).strip().splitlines() if line.strip()]
+        raise QueueError(f"`dvc {' '.join(args[:3])}` failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
+    return proc.stdout
+
+
+def save_experiments(path: str | Path, all_commits: bool = False) -> str:
+    """Save `dvc exp show --json` (`all_commits`: of every commit, not only HEAD's) as `path`;
+    returns the path, for the page's notebook."""
+    from dgc.io import write_text_atomic
+
+    write_text_atomic(path, run_dvc("exp", "show", "--json", *(["--all-commits"] if all_commits else [])))
+    return str(path)
+
+
+def read_queue_params(params_path: str | Path, dry_run: bool) -> dict:
+    """params.yaml of a `queue` command as a mapping, checked: `dvc exp run` reads params.yaml, and
+    a broken file fails here, not in every experiment."""
+    from dgc.config import load_params, read_params_yaml
+
+    if not dry_run and Path(params_path).resolve() != Path("params.yaml").resolve():
+        raise QueueError("`dvc exp run` reads params.yaml: --params names another file, use it with --dry-run only")
+    if not Path(params_path).is_file():
+        raise QueueError(f"{params_path} does not exist: the points' settings come from it")
+    load_params(params_path)
+    return read_params_yaml(params_path)
+
+
+def queue_points(points: Sequence[GridPoint], params: Mapping[str, Any], seeds: int, dry_run: bool, page: str,
+                 describe: Callable[[GridPoint], str]) -> int:
+    """Queue (or with `dry_run` print) one `dvc exp run --queue` per point that no experiment covers
+    yet (`plan_queue`), list the skipped ones, then how to run the queue and render
+    `reports/<page>.html`. `describe(point)` says what a queued point is; `seeds` (how many) counts
+    the training runs. Returns the exit status, 0."""
+    import os
+    import sys
+
+    experiments = parse_experiments(json.loads(run_dvc("exp", "show", "--json") or "[]"))
+    plan = plan_queue(points, experiments, params)
+    width = max([22, *(len(name) for _, name in plan.queue), *(len(p.name) for p, _ in plan.skipped)])
+    for point, name in plan.queue:
+        command = ["dvc", *queue_args(point, name, params)]
+        if dry_run:
+            print(f"would queue {name:{width}s} {' '.join(command)}")
+        else:
+            run_dvc(*command[1:])
+            print(f"queued      {name:{width}s} {describe(point)}")
+    for point, why in plan.skipped:
+        print(f"skipped     {point.name:{width}s} {why}")
+    verb = "would queue" if dry_run else "queued"
+    print(f"{verb} {len(plan.queue)} experiments ({len(plan.queue) * seeds} training runs), "
+          f"skipped {len(plan.skipped)}")
+    if plan.queue and not dry_run:
+        print("next:")
+        for line in next_commands(sys.executable, os.environ.get("PATH", ""), os.getcwd(), page):
+            print(f"  {line}")
+    return 0
