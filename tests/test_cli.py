@@ -89,6 +89,7 @@ def test_expected_error_classes_are_dgc_errors_and_keep_their_builtin_base():
     from dgc.runtime.checkpoint import CheckpointError
     from dgc.cli import UsageError
     from dgc.runtime.compat import OfficialCheckpointError
+    from dgc.commands.paper_ref import GitFailed
     from dgc.config import ConfigError
     from dgc.data import DataError
     from dgc.runtime.engine import NonFiniteLoss
@@ -104,9 +105,9 @@ def test_expected_error_classes_are_dgc_errors_and_keep_their_builtin_base():
                OfficialCheckpointError: ValueError, BadInput: ValueError, MissingInput: FileNotFoundError,
                ReportInputError: FileNotFoundError, NonFiniteOutputs: ValueError,
                GpuOutOfMemory: RuntimeError, TrainingDiverged: RuntimeError, NotebookFailed: RuntimeError,
-               NonFiniteLoss: RuntimeError}
+               NonFiniteLoss: RuntimeError, GitFailed: RuntimeError}
     for cls, builtin in classes.items():
         assert issubclass(cls, DGCError) and issubclass(cls, builtin), cls
-    failures = {TrainingDiverged, NotebookFailed, NonFiniteLoss, NonFiniteOutputs}
+    failures = {TrainingDiverged, NotebookFailed, NonFiniteLoss, NonFiniteOutputs, GitFailed}
     assert {cls for cls in classes if cls.exit_status == 1} == failures
     assert all(cls.exit_status == 2 for cls in classes if cls not in failures)

@@ -76,3 +76,13 @@ def test_metrics_diff_against_the_earlier_reproduction_tag(repo):
     assert diff["reports/metrics/cifar10-densenet86_dgc.json"]["best.top1_err"] == {"old": 4.87, "new": 5.01,
                                                                                  "diff": pytest.approx(0.14)}
     assert diff["reports/metrics/cifar100-densenet86_dgc.json"]["best.top5_err"]["old"] == 6.5
+
+
+def test_a_failing_git_is_one_line_and_exit_1(tmp_path, monkeypatch, capsys):
+    from dgc.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git to run
+    monkeypatch.chdir(tmp_path)
+    assert main(["paper-ref", "--claims", str(ROOT / "claims" / "paper.yaml")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs git" in err and "Traceback" not in err

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dgc.measure.claims import Claim, Reference
-from dgc.errors import BadInput
+from dgc.errors import BadInput, DGCError
 
 TAG = "paper"
 METRICS_DIR = "reports/metrics"
@@ -60,11 +60,26 @@ def reference_metrics(references: list[Reference]) -> dict[str, dict[str, dict[s
     return out
 
 
+class GitFailed(DGCError, RuntimeError):
+    """A git command that making the tags needs failed (not a repository, no git, a locked ref):
+    one line with git's own message."""
+
+    exit_status = 1
+
+
+class GitMissing(GitFailed):
+    """No git to run."""
+
+
 def _git(args: list[str], repo: Path, env: dict | None = None, input: str | None = None) -> str:
-    proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, input=input,
-                          env={**os.environ, **(env or {})})
+    try:
+        proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, input=input,
+                              env={**os.environ, **(env or {})})
+    except FileNotFoundError:
+        raise GitMissing(f"`dgc paper-ref` needs git, and no `git` is on PATH (or {repo} does not exist)") from None
     if proc.returncode != 0:
-        raise RuntimeError(f"git {' '.join(args)} failed: {proc.stderr.strip()}")
+        why = proc.stderr.strip().splitlines()
+        raise GitFailed(f"git {' '.join(args)} failed in {repo}: {why[0] if why else 'exit status %d' % proc.returncode}")
     return proc.stdout.strip()
 
 
@@ -91,7 +106,9 @@ def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
     repo = Path(repo)
     try:
         _git(["rev-parse", "--verify", "HEAD"], repo)
-    except RuntimeError:
+    except GitMissing:
+        raise
+    except GitFailed:
         raise BadInput(f"{repo.resolve()} has no commit yet: commit the project first") from None
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), **_IDENTITY}
@@ -111,7 +128,7 @@ def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
         commit = _git(["commit-tree", tree, "-m", message], repo, env)
     try:
         old = _git(["rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"], repo)
-    except RuntimeError:
+    except GitFailed:
         old = ""
     if old == commit:
         return commit, False
