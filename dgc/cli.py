@@ -88,8 +88,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_all(args: argparse.Namespace) -> int:
-    from dgc.commands.train_all import (default_jobs, log_path_of, missing_data, plan_runs, run_all,
-                               summary_lines, train_command)
+    from dgc.commands.train_all import (
+        default_jobs,
+        log_path_of,
+        missing_data,
+        plan_runs,
+        run_all,
+        summary_lines,
+        train_command,
+    )
 
     params = _params(args)  # bad settings fail here once, before any process starts
     jobs = default_jobs() if args.jobs is None else args.jobs
@@ -161,9 +168,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_architecture(args: argparse.Namespace) -> int:
-    from dgc.stages.architecture import count_architectures
-    from dgc.measure.claims import load_claims
     from dgc.io import write_json_atomic
+    from dgc.measure.claims import load_claims
+    from dgc.stages.architecture import count_architectures
 
     counts = count_architectures(load_claims(args.claims))
     write_json_atomic(args.out, counts)
@@ -173,8 +180,8 @@ def cmd_architecture(args: argparse.Namespace) -> int:
 
 
 def cmd_paper_ref(args: argparse.Namespace) -> int:
-    from dgc.measure.claims import load_claims, load_references
     from dgc.commands.paper_ref import TAG, make_paper_ref, make_reference_tags
+    from dgc.measure.claims import load_claims, load_references
 
     tags = [(TAG, *make_paper_ref(load_claims(args.claims), args.repo)),
             *make_reference_tags(load_references(args.claims), args.repo)]
@@ -186,9 +193,8 @@ def cmd_paper_ref(args: argparse.Namespace) -> int:
 
 def cmd_plots(args: argparse.Namespace) -> int:
     from dgc.measure.claims import load_claims
-    from dgc.stages.plots import make_plots
-
     from dgc.models import model_defaults
+    from dgc.stages.plots import make_plots
 
     params = _params(args)
     settings = {n: {**model_defaults(n), **params.model_overrides(n)} for n in params.pipeline.models}

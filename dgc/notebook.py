@@ -19,8 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dgc.errors import MissingInput  # noqa: E402
-from dgc.models.registry import family  # noqa: E402
 from dgc.measure.provenance import git_commit  # noqa: E402
+from dgc.models.registry import family  # noqa: E402
 
 PRODUCER = {"metrics": "evaluate", "info": "evaluate", "history": "train", "vs_paper": "compare",
             "figures": "plots", "bench": "bench"}

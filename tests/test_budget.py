@@ -14,12 +14,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from helpers import copy_project
 from dvc_exp import entry, exp_params, metrics, run, stop_queue
+from helpers import copy_project
 
-from dgc.experiments import budget, grid, queue
 from dgc.cli import main
 from dgc.config import read_params_yaml
+from dgc.experiments import budget, grid, queue
 from dgc.stages.report import render
 
 ROOT = Path(__file__).parents[1]

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from dgc.bench.speed import bench_models
+from dgc.layers import set_progress
 from dgc.measure.calibrate import calibrate_batchnorm, check_finite, ready_for_timing
 from dgc.measure.latency import inference_latency
-from dgc.layers import set_progress
 from dgc.models import create_model
 
 

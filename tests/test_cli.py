@@ -84,20 +84,20 @@ def test_an_unexpected_exception_keeps_its_traceback(monkeypatch, exc):
 
 
 def test_expected_error_classes_are_dgc_errors_and_keep_their_builtin_base():
-    from dgc.experiments.grid import AblationError
-    from dgc.experiments.queue import QueueError
-    from dgc.runtime.checkpoint import CheckpointError
     from dgc.cli import UsageError
-    from dgc.runtime.compat import OfficialCheckpointError
     from dgc.commands.paper_ref import GitFailed
     from dgc.config import ConfigError
     from dgc.data import DataError
-    from dgc.runtime.engine import NonFiniteLoss
     from dgc.errors import BadInput, DGCError, MissingInput
+    from dgc.experiments.grid import AblationError
+    from dgc.experiments.queue import QueueError
     from dgc.measure.latency import NonFiniteOutputs
     from dgc.models.registry import ModelError
-    from dgc.stages.report import NotebookFailed
     from dgc.notebook import ReportInputError
+    from dgc.runtime.checkpoint import CheckpointError
+    from dgc.runtime.compat import OfficialCheckpointError
+    from dgc.runtime.engine import NonFiniteLoss
+    from dgc.stages.report import NotebookFailed
     from dgc.stages.train import GpuOutOfMemory, TrainingDiverged
 
     classes = {UsageError: ValueError, ConfigError: ValueError, DataError: ValueError,

@@ -4,9 +4,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dgc.measure.claims import load_claims, load_references
-
 from dgc.config import ConfigError
+from dgc.measure.claims import load_claims, load_references
 from dgc.stages.compare import compare, to_markdown
 
 CLAIMS = Path(__file__).parents[1] / "claims" / "paper.yaml"

@@ -2,12 +2,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from official_layer import OfficialDGC
 from torch import nn
 
-from dgc.runtime.compat import OfficialCheckpointError, load_official_state_dict, translate_key
 from dgc.layers import DGCConv2d, dgc_layers
 from dgc.models import create_model
-from official_layer import OfficialDGC
+from dgc.runtime.compat import OfficialCheckpointError, load_official_state_dict, translate_key
 
 KEYS = Path(__file__).parent / "data"
 

@@ -9,10 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch._dynamo.testing import CompileCounter
 
-from dgc.runtime.compile import Compiled, CompileClock, resolve_compile
 from dgc.layers import DGCConv2d, set_progress, sparsity_loss
 from dgc.layers.pruning_schedule import inactive_channels
 from dgc.models import create_model
+from dgc.runtime.compile import CompileClock, Compiled, resolve_compile
 
 
 @pytest.fixture(autouse=True)

@@ -12,10 +12,10 @@ import sys
 import pytest
 import torch
 
-from dgc.measure.calibrate import ready_for_timing
 from dgc.kernels import cpu
 from dgc.layers import AvgPool2x2, BNReLUConv2d, DGCConv2d, executions, set_progress
 from dgc.layers.dgc_conv import rank_keys
+from dgc.measure.calibrate import ready_for_timing
 from dgc.models import create_model
 
 needs_kernels = pytest.mark.skipif(not cpu.cpu_kernels_available(),

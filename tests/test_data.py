@@ -11,8 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from dgc.data import (ARCHIVES, DataError, DeviceBatches, prepare_dataset, random_crop_flip,
-                      read_meta, read_split, safe_extract)
+from dgc.data import (
+    ARCHIVES,
+    DataError,
+    DeviceBatches,
+    prepare_dataset,
+    random_crop_flip,
+    read_meta,
+    read_split,
+    safe_extract,
+)
 
 
 def _fake_cifar10_archive(path: Path, n_per_batch: int = 6) -> str:

@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from helpers import run_execution
 from torch import nn
 
 from dgc.kernels import cpu, fused_available
 from dgc.layers import EXECUTIONS, DGCConv2d, choose, set_progress, sparsity_loss
 from dgc.layers.dgc_conv import rank_keys
 from dgc.layers.executions import GATHER
-from helpers import run_execution
 
 
 def make_layer(c_in=16, c_out=8, k=1, heads=4, g=0.25, **kw):

@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from dgc.runtime.checkpoint import load_model, model_payload, save_checkpoint
-from dgc.measure.flops import actual_flops, dgc_flops
 from dgc.layers import DGCConv2d, GlobalThreshold, angle_loss, set_progress
 from dgc.layers.pruning_schedule import pruned_fraction
-from dgc.models import create_model
+from dgc.measure.flops import actual_flops, dgc_flops
 from dgc.measure.usage import measure_usage
+from dgc.models import create_model
+from dgc.runtime.checkpoint import load_model, model_payload, save_checkpoint
 
 
 class Parallel(nn.Module):

@@ -11,10 +11,10 @@ the same comparison and exits 1 on a mismatch.
 import re
 import sys
 import sysconfig
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
+import tomllib
 from packaging.requirements import Requirement
 from packaging.version import Version
 

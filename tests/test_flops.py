@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dgc.measure.flops import breakdown, count_flops
 from dgc.kernels.cpu import kernels_off
+from dgc.measure.flops import breakdown, count_flops
 from dgc.models import create_model
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import run_execution
 
 from dgc.kernels import BlockSizes, fused_1x1, fused_available
 from dgc.layers import DGCConv2d, executions
-from helpers import run_execution
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dgc.measure.calibrate import calibrate_batchnorm
 from dgc.layers import EXECUTIONS, DGCConv2d, GlobalThreshold, angle_loss, set_progress, sparsity_loss
+from dgc.measure.calibrate import calibrate_batchnorm
 from dgc.models import create_model
 
 # A narrow DenseNet-86 with DGC 1x1 convs: the same code as the full model, a graph small enough

@@ -10,8 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from dgc.runtime.gpus import (default_lock_dir, lease_gpu, lease_status, lock_name, should_lease_gpu, try_lease,
-                      visible_gpu_ids)
+from dgc.runtime.gpus import (
+    default_lock_dir,
+    lease_gpu,
+    lease_status,
+    lock_name,
+    should_lease_gpu,
+    try_lease,
+    visible_gpu_ids,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 # Leases one of 2 simulated GPUs, says which, holds it until a line arrives on stdin.

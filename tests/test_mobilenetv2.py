@@ -2,13 +2,13 @@
 
 import pytest
 import torch
+from helpers import run_execution
 from torch import nn
 
-from dgc.measure.flops import breakdown, count_flops
 from dgc.layers import DGCConv2d, ShuffledGroupConv2d, dgc_layers, set_progress, sparsity_loss
+from dgc.measure.flops import breakdown, count_flops
 from dgc.models import convs, create_model, list_models
 from dgc.models.mobilenetv2 import InvertedResidual, round_channels
-from helpers import run_execution
 
 NARROW = dict(width=0.25, blocks=(1, 1, 1, 1, 1, 1, 1), stem="cifar")
 

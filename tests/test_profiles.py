@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from dgc.config import ConfigError, load_params
 from dgc.commands.profiles import use_profile
+from dgc.config import ConfigError, load_params
 
 ROOT = Path(__file__).parents[1]
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from dgc.runtime import engine
-from dgc.runtime.checkpoint import load_checkpoint, load_model
 from dgc.config import load_params
 from dgc.data import cifar_batches
+from dgc.runtime import engine
+from dgc.runtime.checkpoint import load_checkpoint, load_model
 from dgc.runtime.engine import evaluate
 from dgc.stages.train import HISTORY_COLUMNS, TrainingDiverged, train_model
 

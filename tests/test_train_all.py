@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from dgc import cli
-from dgc.runtime.checkpoint import load_checkpoint
-from dgc.config import load_params
 from dgc.commands.train_all import RunSpec, log_path_of, plan_runs, run_all, summary_lines, train_command
+from dgc.config import load_params
+from dgc.runtime.checkpoint import load_checkpoint
 
 # Each stand-in run marks itself running, notes how many runs are running, then exits with its code.
 STAND_IN = """

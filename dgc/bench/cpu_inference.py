@@ -21,7 +21,6 @@ import argparse
 import copy
 import sys
 import time
-
 from typing import Any, Mapping
 
 import torch

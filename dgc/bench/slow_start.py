@@ -61,7 +61,6 @@ from dgc.models.resnet import ResNet
 from dgc.runtime.engine import StepContext, evaluate, train_one_epoch
 from dgc.stages.train import inactive_fraction
 
-
 # -- variants --------------------------------------------------------------------------------------
 
 @dataclass

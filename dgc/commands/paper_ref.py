@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dgc.measure.claims import Claim, Reference
 from dgc.errors import BadInput, DGCError
+from dgc.measure.claims import Claim, Reference
 
 TAG = "paper"
 METRICS_DIR = "reports/metrics"

@@ -27,9 +27,22 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from dgc.experiments.grid import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, Result, build_point, check_seeds,
-                                  match_experiments, one_torch_thread, parse_ints, point_result, point_state, section,
-                                  select_specs)
+from dgc.experiments.grid import (
+    DEFAULT_SEEDS,
+    AblationError,
+    GridPoint,
+    Matched,
+    Result,
+    build_point,
+    check_seeds,
+    match_experiments,
+    one_torch_thread,
+    parse_ints,
+    point_result,
+    point_state,
+    section,
+    select_specs,
+)
 from dgc.experiments.page import flops_m, mean_std, missing
 from dgc.experiments.queue import read_inputs
 from dgc.measure.verdict import Sample, standard_error

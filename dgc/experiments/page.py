@@ -17,9 +17,21 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from dgc.experiments.grid import (AXIS_LABEL, DGC_MODEL, Experiment, GridPoint, Matched, Result,  # noqa: E402
-                                  grid_of_profile, grid_points, match_experiments, point_result, point_state,
-                                  result_of, section)
+from dgc.experiments.grid import (  # noqa: E402
+    AXIS_LABEL,
+    DGC_MODEL,
+    Experiment,
+    GridPoint,
+    Matched,
+    Result,
+    grid_of_profile,
+    grid_points,
+    match_experiments,
+    point_result,
+    point_state,
+    result_of,
+    section,
+)
 from dgc.experiments.queue import read_inputs  # noqa: E402
 
 NO_EXPERIMENTS = ("**No experiments have been run yet.** Queue the grid with "

@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dgc.kernels.cpu import (batch_strided, bn_affine, bnrelu_group_conv, bnrelu_mean, cpu_inference,
-                             fused_1x1)
+from dgc.kernels.cpu import batch_strided, bn_affine, bnrelu_group_conv, bnrelu_mean, cpu_inference, fused_1x1
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:

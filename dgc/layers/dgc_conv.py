@@ -22,7 +22,6 @@ from dgc.layers.executions import choose
 from dgc.layers.gate import SaliencyGenerator
 from dgc.layers.pruning_schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
 
-
 SELECTIONS = ("head", "global")
 
 

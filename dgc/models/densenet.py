@@ -15,8 +15,8 @@ from torch import nn
 
 from dgc.layers import BNReLUConv2d
 from dgc.layers.pool import AvgPool2x2
-from dgc.models.convs import ConvFactory
 from dgc.models.common import check_stem, init_weights
+from dgc.models.convs import ConvFactory
 
 
 class DenseLayer(nn.Module):

@@ -17,9 +17,9 @@ except ImportError:  # tqdm only draws the progress bar: without it, training ru
     def tqdm(iterable, **_kwargs):  # type: ignore[no-redef]
         return iterable
 
-from dgc.runtime.compile import CompileClock, Compiled
 from dgc.errors import DGCError
 from dgc.layers import GlobalThreshold, angle_loss, set_progress, sparsity_loss
+from dgc.runtime.compile import CompileClock, Compiled
 from dgc.runtime.lr_schedule import cosine_lr
 
 

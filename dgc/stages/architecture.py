@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from dgc.measure.claims import Claim
 from dgc.config import NUM_CLASSES, input_size_of
+from dgc.measure.claims import Claim
 from dgc.measure.flops import count_flops
 from dgc.models import create_model, model_arguments
 

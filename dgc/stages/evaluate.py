@@ -19,18 +19,18 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from dgc.runtime.checkpoint import load_model
-from dgc.runtime.compile import Compiled, resolve_compile
 from dgc.config import Params, check_dataset, input_size_of
-from dgc.runtime.engine import evaluate
-from dgc.measure.flops import actual_flops, count_flops
+from dgc.data.batches import make_test_batches
 from dgc.layers import global_layers
+from dgc.measure.flops import actual_flops, count_flops
 from dgc.measure.latency import device_name, inference_latency
 from dgc.measure.plateau import plateau_of_seeds
-from dgc.data.batches import make_test_batches
-from dgc.runtime.device import resolve_device
-from dgc.runtime.runs import run_dir
 from dgc.measure.usage import measure_usage
+from dgc.runtime.checkpoint import load_model
+from dgc.runtime.compile import Compiled, resolve_compile
+from dgc.runtime.device import resolve_device
+from dgc.runtime.engine import evaluate
+from dgc.runtime.runs import run_dir
 
 # The authors' recipe, to tell whether a run can be held against the paper's accuracy.
 PAPER_RECIPE = {"cifar10": {"epochs": 300, "batch_size": 64}, "cifar100": {"epochs": 300, "batch_size": 64},

@@ -17,8 +17,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dgc.measure.claims import Claim, load_metrics, metric_value  # noqa: E402
 from dgc.layers.pruning_schedule import inactive_channels  # noqa: E402
+from dgc.measure.claims import Claim, load_metrics, metric_value  # noqa: E402
 from dgc.models.registry import family  # noqa: E402
 
 STYLE = {"dgc": dict(marker="o"), "dgcg": dict(marker="D"), "gc": dict(marker="s"),

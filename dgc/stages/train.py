@@ -28,24 +28,23 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from dgc.runtime.checkpoint import load_checkpoint, model_payload, save_checkpoint
-from dgc.runtime.compile import Compiled, resolve_compile
 from dgc.config import NUM_CLASSES, ConfigError, Params, check_dataset
-from dgc.runtime.distributed import (DistInfo, all_reduce_sum, barrier, dist_info_from_env, init_distributed,
-                             shutdown)
-from dgc.runtime.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
+from dgc.data.batches import make_batches
 from dgc.errors import DGCError
-from dgc.runtime.gpus import GpuLease, lease_gpu, should_lease_gpu, visible_gpu_ids
 from dgc.imports import SOURCE_ROOT, command_closure
 from dgc.io import write_text_atomic
-from dgc.measure.latency import device_name
 from dgc.layers import GlobalThreshold, dgc_layers, global_layers
+from dgc.measure.latency import device_name
 from dgc.models import create_model
 from dgc.models.registry import ModelError
-from dgc.runtime.tracking import Tracker
-from dgc.runtime.runs import run_dir
+from dgc.runtime.checkpoint import load_checkpoint, model_payload, save_checkpoint
+from dgc.runtime.compile import Compiled, resolve_compile
 from dgc.runtime.device import resolve_device
-from dgc.data.batches import make_batches
+from dgc.runtime.distributed import DistInfo, all_reduce_sum, barrier, dist_info_from_env, init_distributed, shutdown
+from dgc.runtime.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
+from dgc.runtime.gpus import GpuLease, lease_gpu, should_lease_gpu, visible_gpu_ids
+from dgc.runtime.runs import run_dir
+from dgc.runtime.tracking import Tracker
 
 HISTORY_COLUMNS = ("epoch", "lr", "progress", "inactive_fraction", "train_loss", "train_top1",
                    "test_loss", "test_top1", "test_top5", "epoch_seconds", "compile_seconds",
