@@ -1,37 +1,45 @@
-"""Tables and figures of the report notebooks. The notebooks only call these; they read the
+"""Tables, figures and text of the report notebook. The notebook only calls these; they read the
 pipeline's outputs and compute nothing of their own.
 
-Every loader names the stage that produces a missing input (`ReportInputError`).
+The notebook runs wherever it is opened: `start()` finds the project root (the folder above the
+working directory that holds dvc.yaml and params.yaml, as Jupyter starts in notebooks/ and
+papermill in the root), works from there, and fills every parameter that was not injected from
+params.yaml. Every loader names the stage that produces a missing input (`ReportInputError`).
 """
 
 from __future__ import annotations
 
 import csv
+import html
 import json
+import math
+import os
 import platform
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from dgc.errors import MissingInput  # noqa: E402
-from dgc.measure.provenance import git_commit  # noqa: E402
-from dgc.models.registry import family  # noqa: E402
+from dgc import figures
+from dgc.errors import MissingInput
+from dgc.figures import colour, label
+from dgc.measure.provenance import git_commit
 
 PRODUCER = {"metrics": "evaluate", "info": "evaluate", "history": "train", "vs_paper": "compare",
             "figures": "plots", "bench": "bench"}
+SIDE_PAGES = {"ablations": ("ablations.html", "the ablation grid (heads, pruning rate, sparsity weight, "
+                                              "squeeze rate, static group conv at equal FLOPs)"),
+              "budget": ("budget.html", "the training-budget study (DGC, its gates, the static group conv "
+                                        "and the dense model at 10, 30 and 60 epochs)")}
 
-
-# The report's sections in order: headings and cross-references are generated from this list, so a
-# new section renumbers every reference.
+# The report's sections in order: headings, anchors and cross-references are generated from this
+# list, so a new section renumbers every reference.
 SECTIONS = (
+    ("summary", "Summary: what reproduced"),
     ("scope", "Scope and set-up"),
     ("claims", "Claims"),
-    ("scope_of_evidence", "What this run can and cannot say"),
+    ("relations", "Relations between our own runs, with their spread"),
     ("plateau", "Did every run finish learning?"),
     ("models", "Method: accuracy, FLOPs and parameters of every model"),
     ("accuracy_flops", "Results: accuracy against FLOPs"),
@@ -39,9 +47,67 @@ SECTIONS = (
     ("heads", "What the heads do (and where DGC-G prunes)"),
     ("latency", "Inference latency (measured, not FLOPs)"),
     ("bench", "Layer benchmark: wall-clock time against the FLOPs ratio"),
+    ("studies", "Studies beside the pipeline"),
 )
+METRIC_NAMES = {"best.top1_err": "best top-1 error (%)", "best.top5_err": "best top-5 error (%)",
+                "final.top1_err": "final top-1 error (%)", "best.top1_acc": "best top-1 accuracy (%)",
+                "flops_expected": "FLOPs", "flops_dense": "FLOPs without pruning (g = 1)",
+                "flops_actual": "FLOPs measured", "params": "parameters"}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "digits": "digits"}
+VERDICT_ORDER = ("reproduced", "not reproduced", "inconclusive", "not comparable", "not run", "not verified")
+
+# Left-aligned text, right-aligned numbers, no wrapped ids or "±" values, scoped to this project's
+# tables (class dgc) so that a Jupyter session's other outputs keep their look. `!important`: the
+# notebook themes right-align every output table with more specific selectors.
+STYLE = """<style>
+table.dgc { border-collapse: collapse; margin: 0.4em 0 1em 0; font-size: 13px; }
+table.dgc th, table.dgc td { text-align: left !important; padding: 3px 10px; vertical-align: top; border: none; }
+table.dgc thead th { border-bottom: 1px solid #999; }
+table.dgc tbody tr:nth-child(odd) { background: #f5f5f5; }
+table.dgc td.num, table.dgc th.num { text-align: right !important; white-space: nowrap; }
+table.dgc td.nowrap { white-space: nowrap; }
+div.dgc-summary { border-left: 4px solid #1f77b4; padding: 2px 14px; margin: 6px 0 10px 0; background: #f7fafd; }
+div.dgc-summary p, div.dgc-summary li { margin: 3px 0; line-height: 1.35; }
+div.dgc-summary ul { margin: 2px 0 4px 0; padding-left: 20px; }
+p.dgc-note { font-size: 12px; color: #444; margin: 0 0 1em 0; }
+</style>"""
 
 
+class ReportInputError(MissingInput):
+    """An input of the report is missing; the message names the stage that writes it."""
+
+
+# -- where the notebook runs -------------------------------------------------------------------------
+def project_root(start: str | Path | None = None) -> Path:
+    """The project folder: the first of `start` (default: the working directory) and its parents
+    that holds dvc.yaml and params.yaml, else the folder above this package (an editable install)."""
+    here = Path(start or os.getcwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
+            return folder
+    package_root = Path(__file__).resolve().parents[1]
+    if (package_root / "dvc.yaml").is_file():
+        return package_root
+    raise MissingInput(f"no project folder (with dvc.yaml and params.yaml) at or above {here}")
+
+
+def start(profile: str | None = None, datasets: Sequence[str] | None = None,
+          models: Sequence[str] | None = None, reports: str | None = None) -> dict[str, Any]:
+    """Move to the project root and return the notebook's settings: each parameter as injected, or
+    (None) as params.yaml says; `reports` defaults to reports/."""
+    from dgc.config import load_params
+
+    root = project_root()
+    os.chdir(root)
+    params = load_params(root / "params.yaml")
+    return {"root": root,
+            "profile": profile or params.profile,
+            "datasets": list(datasets or params.pipeline.datasets),
+            "models": list(models or params.pipeline.models),
+            "reports": reports or "reports"}
+
+
+# -- sections ------------------------------------------------------------------------------------------
 def section_number(key: str) -> int:
     keys = [k for k, _ in SECTIONS]
     if key not in keys:
@@ -50,19 +116,21 @@ def section_number(key: str) -> int:
 
 
 def heading(key: str) -> str:
-    """The Markdown heading of section `key`, numbered by its place in SECTIONS."""
-    return f"## {section_number(key)}. {dict(SECTIONS)[key]}"
+    """The Markdown heading of section `key`, numbered by its place in SECTIONS, with an anchor."""
+    return f'## {section_number(key)}. {dict(SECTIONS)[key]} <a id="{key}"></a>'
 
 
 def ref(key: str) -> str:
-    """A cross-reference to section `key`: 'section N'."""
-    return f"section {section_number(key)}"
+    """A cross-reference to section `key`: a Markdown link '[section N](#key)'."""
+    return f"[section {section_number(key)}](#{key})"
 
 
-class ReportInputError(MissingInput):
-    """An input of the report is missing; the message names the stage that writes it."""
+def href(key: str) -> str:
+    """The same cross-reference as an HTML link, for HTML outputs."""
+    return f'<a href="#{key}">section {section_number(key)}</a>'
 
 
+# -- inputs --------------------------------------------------------------------------------------------
 def _need(path: Path, kind: str) -> Path:
     if not path.exists():
         raise ReportInputError(f"{path} is missing: it is written by the `{PRODUCER[kind]}` stage "
@@ -93,7 +161,160 @@ def load_inputs(datasets: list[str], models: list[str], reports: str | Path = "r
         "history": histories,
         "vs_paper": json.loads(_need(reports / "vs_paper.json", "vs_paper").read_text()),
         "figures": reports / "figures",
+        "reports": reports,
     }
+
+
+# -- the summary (the first screen) -------------------------------------------------------------------
+def summary_html(inputs: dict[str, Any], profile: str) -> str:
+    """What reproduced, what was not run and why, the relation verdicts with their spread and the
+    earlier reproduction, in a few lines."""
+    rows = inputs["vs_paper"]["claims"]
+    by = {v: [r for r in rows if r["verdict"] == v] for v in VERDICT_ORDER}
+    runs, metrics = inputs["runs"], inputs["metrics"]
+    seeds = sorted({int(m.get("seeds", 1)) for m in metrics.values()})
+    epochs = sorted({int(h["epoch"].max()) for h in inputs["history"].values() if len(h)})
+    finished = [r for r, m in metrics.items() if m.get("plateau", {}).get("plateaued")]
+    datasets = sorted({r.split("-", 1)[0] for r in runs})
+    smoke = profile.startswith("smoke")
+    items = [bottom_line(inputs["vs_paper"], profile),
+             f"<b>Profile {html.escape(profile)}</b>: {len(runs)} models x {'/'.join(map(str, seeds))} seeds on "
+             f"{', '.join(DATASET_NAMES.get(d, d) for d in datasets)}, {'/'.join(map(str, epochs))} epochs"
+             + (" (an offline CPU run with narrow models: it tests the code and the paper's FLOPs, not its "
+                "accuracy)" if smoke else "")
+             + f"; {len(finished)} of {len(metrics)} models finished learning in every seed ({href('plateau')})."]
+    for verdict in ("reproduced", "not reproduced", "inconclusive", "not comparable"):
+        if by[verdict]:
+            items.append(f"<b>{len(by[verdict])} {verdict}</b>: {_claims_in_words(by[verdict])}.")
+    if by["not run"]:
+        missing = sorted({r["dataset"] for r in by["not run"]})
+        items.append(f"<b>{len(by['not run'])} not run</b>: the accuracy and relation claims on "
+                     f"{', '.join(DATASET_NAMES.get(d, d) for d in missing)}; "
+                     + ("this profile trains none of them (the paper's 300-epoch recipe needs a GPU: "
+                        "<code>dgc use-profile paper</code>, docs/gpus.md)." if smoke else
+                        "this profile does not train those datasets or models."))
+    if by["not verified"]:
+        items.append(f"<b>{len(by['not verified'])} not verified</b>: "
+                     + "; ".join(sorted({r['reason'] for r in by['not verified']})) + ".")
+    text = "<ul>" + "".join(f"<li>{i}</li>" for i in items) + "</ul>"
+    evidence = inputs["vs_paper"].get("smoke_evidence") or []
+    if evidence:
+        text += (f"<p>The paper's relations, tested on these runs ({href('relations')}; not the paper's "
+                 f"setting, so they decide none of its claims): a relation holds or does not hold only "
+                 f"when the difference of the means clears two standard errors.</p>"
+                 + html_table(relations_table(evidence, brief=True), nowrap=("model", "versus", "verdict")))
+    earlier = earlier_in_words(inputs["vs_paper"].get("references") or [])
+    if earlier:
+        text += f"<p>{earlier}</p>"
+    text += (f"<p>Every claim: {href('claims')}. Beside the pipeline: "
+             + ", ".join(f'<a href="{page}">{what.split(" (")[0]}</a>' for page, what in SIDE_PAGES.values())
+             + f" ({href('studies')}).</p>")
+    return f'<div class="dgc-summary">{text}</div>'
+
+
+def bottom_line(vs_paper: dict[str, Any], profile: str) -> str:
+    """The report's answer in one sentence: what reproduced, what was not run, what the relations on
+    our runs say."""
+    rows = vs_paper["claims"]
+    count = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
+    parts = []
+    arch = [r for r in rows if r["kind"] == "architecture"]
+    if arch and all(r["verdict"] == "reproduced" for r in arch):
+        parts.append(f"the paper's {len(arch)} FLOPs and parameter counts reproduce exactly")
+    elif arch:
+        parts.append(f"{sum(r['verdict'] == 'reproduced' for r in arch)} of the paper's {len(arch)} FLOPs and "
+                     f"parameter counts reproduce")
+    trained = [r for r in rows if r["kind"] in ("accuracy", "relation")]
+    ran = [r for r in trained if r["verdict"] != "not run"]
+    if trained and not ran:
+        parts.append("its accuracy claims were not run here")
+    elif ran:
+        parts.append(f"of its {len(trained)} accuracy and relation claims {count['reproduced'] - len(arch)} "
+                     f"reproduced, {count['not reproduced']} did not, {count['inconclusive']} are inconclusive "
+                     f"and {count['not run']} were not run")
+    evidence = vs_paper.get("smoke_evidence") or []
+    if evidence:
+        said = [f"{r['statement'].split(':')[0].strip()}: <b>{r['verdict']}</b>" for r in evidence]
+        parts.append("on this run's own models (not the paper's setting) " + "; ".join(said))
+    return "<b>In short</b>: " + "; ".join(parts) + "."
+
+
+def _claims_in_words(rows: list[dict[str, Any]]) -> str:
+    """'all 10 FLOPs and parameter counts, exactly (densenet86_dgc on cifar10, ...)' and the like."""
+    kinds = sorted({r["kind"] for r in rows})
+    what = {"architecture": "FLOPs and parameter counts", "accuracy": "accuracy numbers",
+            "relation": "relations between models"}
+    exact = all(r["delta"] == 0 for r in rows if r["delta"] is not None) and kinds == ["architecture"]
+    models = sorted({f"{r['model']} ({DATASET_NAMES.get(r['dataset'], r['dataset'])})" for r in rows})
+    return (" and ".join(what.get(k, k) for k in kinds) + (", equal to the authors' counter" if exact else "")
+            + ": " + ", ".join(models))
+
+
+def earlier_in_words(references: list[dict[str, Any]]) -> str:
+    """The earlier reproduction's top-1 numbers next to the paper's, in one sentence."""
+    pairs = [r for r in references if r["metric"] == "best.top1_err" and r.get("paper") is not None
+             and r.get("earlier") is not None]
+    if not pairs:
+        return ""
+    parts = [f"{DATASET_NAMES.get(r['dataset'], r['dataset'])} {r['earlier']:.2f} % (paper {r['paper']:.2f} %, "
+             f"{r['earlier'] - r['paper']:+.2f})" for r in pairs]
+    return ("An earlier reproduction with the authors' code (MLRC 2020, 300 epochs, one P100) measured a "
+            "top-1 error of " + "; ".join(parts) + ": the paper's DenseNet-86 numbers hold within half a "
+            "point there. This pipeline's own CIFAR runs come from the paper profile.")
+
+
+# -- tables ------------------------------------------------------------------------------------------
+def html_table(df: pd.DataFrame, index: bool = False, nowrap: Sequence[str] = ()) -> str:
+    """A plain HTML table of class dgc: numbers right-aligned, text left-aligned, the `nowrap`
+    columns and every number on one line; no random ids, so re-rendering gives the same bytes."""
+    if index:
+        df = df.reset_index()
+    numeric = {c for c in df.columns if _is_numeric(df[c])}
+    head = "".join(f'<th{" class=num" if c in numeric else ""}>{html.escape(str(c))}</th>' for c in df.columns)
+    body = []
+    for _, row in df.iterrows():
+        cells = []
+        for c in df.columns:
+            value = row[c]
+            cls = "num" if c in numeric else "nowrap" if c in nowrap or _has_pm(value) else ""
+            cells.append(f'<td{f" class={cls}" if cls else ""}>{_cell(value)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<table class="dgc"><thead><tr>{head}</tr></thead><tbody>' + "".join(body) + "</tbody></table>")
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    """Every value is a number, or a number written as text ('3.80 ± 1.05 (n=3)', '+1.76', '1,234')."""
+    values = [v for v in series if not _missing(v)]
+    return bool(values) and all(_number_like(v) for v in values)
+
+
+def _number_like(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, (int, float)):
+        return True
+    return isinstance(value, str) and bool(re.fullmatch(r"[+\-−]?[\d,.]+( ± [\d.]+)?( \(n=\d+\))?", value))
+
+
+def _has_pm(value: Any) -> bool:
+    return isinstance(value, str) and "±" in value
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _cell(value: Any) -> str:
+    """A cell's HTML: '-' for nothing, integers with thousands separators, floats as they were rounded,
+    text escaped unless it is markup made here (starts with '<')."""
+    if _missing(value):
+        return "-"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
+        return f"{int(value):,}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    text = str(value)
+    return text if text.startswith("<") else html.escape(text)
 
 
 def summary_table(inputs: dict[str, Any], profile: str) -> pd.DataFrame:
@@ -103,15 +324,18 @@ def summary_table(inputs: dict[str, Any], profile: str) -> pd.DataFrame:
     info = next(iter(inputs["info"].values()), {})
     train_s = sum(h["epoch_seconds"].sum() for h in inputs["history"].values())
     epochs = {int(h["epoch"].max()) for h in inputs["history"].values() if len(h)}
+    seeds = sorted({s for i in inputs["info"].values() for s in i.get("seeds", [])})
     rows = [("profile", profile + (" (offline smoke run: not comparable with the paper)" if profile.startswith("smoke") else "")),
-            ("runs", f"{len(inputs['runs'])} ({', '.join(inputs['runs'])})"),
+            ("models", f"{len(inputs['runs'])}: {', '.join(figures.model_of(r) for r in inputs['runs'])}"),
+            ("datasets", ", ".join(sorted({r.split('-', 1)[0] for r in inputs["runs"]}))),
+            ("seeds", ", ".join(map(str, seeds)) or "-"),
             ("epochs per run", ", ".join(str(e) for e in sorted(epochs))),
             ("training time, all runs", f"{train_s / 60:.1f} min (sum of epoch times)"),
             ("training device and precision", training_runtime(inputs)),
             ("evaluation device", info.get("latency_device", "-")),
             ("python / torch", f"{platform.python_version()} / {torch.__version__}"),
             ("git commit", git_commit())]
-    return pd.DataFrame(rows, columns=["", "value"]).set_index("")
+    return pd.DataFrame(rows, columns=["setting", "value"])
 
 
 def training_runtime(inputs: dict[str, Any]) -> str:
@@ -121,50 +345,125 @@ def training_runtime(inputs: dict[str, Any]) -> str:
     return "; ".join(seen) or "-"
 
 
-def can_and_cannot_say(inputs: dict[str, Any], profile: str) -> str:
-    """A generated paragraph: which of the paper's claims this run tests, and what the smoke runs
-    show of the relation claims (labelled as smoke evidence, never as a verdict on the paper)."""
-    result = inputs["vs_paper"]
-    rows = result["claims"]
-    tested = [r for r in rows if r["verdict"] in ("reproduced", "not reproduced")]
-    by_kind = lambda kind: [r for r in tested if r["kind"] == kind]  # noqa: E731
-    untested = sorted({r["dataset"] for r in rows if r["verdict"] == "not run"})
-    parts = [f"This is the **{profile}** profile. It tested {len(tested)} of the paper's {len(rows)} "
-             f"claims: {len(by_kind('architecture'))} FLOPs/parameter counts (no training needed), "
-             f"{len(by_kind('accuracy'))} accuracy numbers and {len(by_kind('relation'))} relations "
-             f"between our own runs of the paper's recipe."]
-    if untested:
-        parts.append(f"Claims on {', '.join(untested)} stay *not run*: this run trained no such "
-                     f"model with the paper's recipe, and nothing here is evidence for or against them.")
-    unverified = [r for r in rows if r["verdict"] == "not verified"]
-    if unverified:
-        parts.append(f"{len(unverified)} claim(s) are *not verified*: the paper's number is not known "
-                     f"here ({', '.join(r['id'] for r in unverified)}).")
-    finished = [r for r, m in inputs["metrics"].items() if m.get("plateau", {}).get("plateaued")]
-    unfinished = sorted(set(inputs["metrics"]) - set(finished))
-    parts.append(f"{len(finished)} of {len(inputs['metrics'])} runs finished learning by the plateau "
-                 f"criterion (the last quarter of the epochs raised the best test top-1 by at most "
-                 f"1 point, in every seed; {ref('plateau')})"
-                 + (f"; not finished: {', '.join(unfinished)}, whose numbers are not final." if unfinished
-                    else "."))
-    evidence = result.get("smoke_evidence") or []
-    if evidence:
-        items = [f"{r['model']} vs {r['versus']}: {r['delta']:+.2f} points of {r['metric']} "
-                 f"(mean of {r['seeds']} vs {r['baseline_seeds']} seeds: **{r['verdict']}** at "
-                 f"tolerance {r['tolerance']:g}; {r['why']})" for r in evidence]
-        parts.append("Smoke evidence for the relation claims, on the offline digits runs with narrow "
-                     "models, which are not the paper's setting and decide none of its claims. A "
-                     "relation holds or does not hold only when the difference of the means clears "
-                     "two standard errors of the seeds; otherwise it is inconclusive: "
-                     + "; ".join(items) + ".")
-    parts.append("How accuracy and the gaps between DGC, its static group conv and its dense baseline "
-                 "move with the training budget (10, 30, 60 epochs, 3 seeds, the three families, and DGC "
-                 "with gates but no pruning) is measured by the training-budget study: "
-                 "[reports/budget.html](budget.html) (`dgc budget`, docs/ablations.md).")
-    parts.append("Numbers differ in their last digits between CPU models and thread counts (oneDNN "
-                 "picks other kernels); the verdicts and the means within their spread are what "
-                 "carries over (docs/results.md, *Same verdicts on any CPU*).")
-    return " ".join(parts)
+def claims_sections(inputs: dict[str, Any]) -> list[tuple[str, str]]:
+    """The claims grouped by verdict: (title, HTML) per group, in VERDICT_ORDER. Groups with our
+    numbers are tables (claim, quantity, paper, ours, difference); the not-run and not-verified ones
+    are a short list per dataset. A sentence said of every row of a group is said once under it."""
+    rows = inputs["vs_paper"]["claims"]
+    out = []
+    for verdict in VERDICT_ORDER:
+        group = [r for r in rows if r["verdict"] == verdict]
+        if not group:
+            continue
+        title = f"{verdict.capitalize()} ({len(group)})"
+        if verdict in ("not run", "not verified"):
+            out.append((title, _claims_list(group)))
+        else:
+            out.append((title, _claims_group_table(group)))
+    return out
+
+
+def _claims_group_table(group: list[dict[str, Any]]) -> str:
+    reasons = {r["reason"] for r in group}
+    shared = reasons.pop() if len(reasons) == 1 else None
+    table = []
+    for r in group:
+        ours = "-" if r["ours"] is None else _num(r["ours"], r["unit"])
+        if r.get("spread") is not None:
+            ours += f" ± {r['spread']:.2f}"
+        row = {"claim": r["claim"], "id": r["id"], "dataset": DATASET_NAMES.get(r["dataset"], r["dataset"]),
+               "model": r["model"], "quantity": METRIC_NAMES.get(r["metric"], r["metric"]),
+               "paper": _paper_value(r), "ours": ours,
+               "difference": "-" if r["delta"] is None else _num(r["delta"], r["unit"])}
+        if any(g.get("earlier") is not None for g in group):
+            row["earlier reproduction"] = "-" if r.get("earlier") is None else _num(r["earlier"], r["unit"])
+        if shared is None:
+            row["why"] = r["reason"]
+        table.append(row)
+    frame = _drop_constant(pd.DataFrame(table), keep=("claim", "id", "paper", "ours", "difference"))
+    note = f'<p class="dgc-note">All rows: {html.escape(shared)}.</p>' if shared else ""
+    return html_table(frame, nowrap=("id", "model", "quantity")) + note
+
+
+def _claims_list(group: list[dict[str, Any]]) -> str:
+    """One line per dataset: each claim's id, model, quantity and the paper's value; the reason once."""
+    lines = []
+    for dataset in sorted({r["dataset"] for r in group}):
+        mine = [r for r in group if r["dataset"] == dataset]
+        parts = [f"<code>{html.escape(r['id'])}</code> {html.escape(r['model'])} "
+                 f"{html.escape(METRIC_NAMES.get(r['metric'], r['metric']))} {html.escape(_paper_value(r))}"
+                 for r in mine]
+        lines.append(f"<li><b>{DATASET_NAMES.get(dataset, dataset)}</b> ({len(mine)}): {'; '.join(parts)}</li>")
+    reasons = sorted({_reason_kind(r) for r in group})
+    return "<ul>" + "".join(lines) + "</ul>" + f'<p class="dgc-note">Why: {html.escape("; ".join(reasons))}.</p>'
+
+
+def _reason_kind(row: dict[str, Any]) -> str:
+    if row["verdict"] == "not run":
+        return "this run has no metrics for these datasets (no such training in this profile)"
+    return row["reason"]
+
+
+def _paper_value(r: dict[str, Any]) -> str:
+    if r["paper"] is not None:
+        return _num(r["paper"], r["unit"])
+    return f"≤ {r['versus']}" if r["versus"] else "unknown"
+
+
+def _num(value: float, unit: str = "") -> str:
+    if unit == "%" or not float(value).is_integer():
+        return f"{value:.2f}"
+    return f"{int(value):,}"
+
+
+def _drop_constant(frame: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFrame:
+    """Without the columns that hold one value in every row (said elsewhere), but those in `keep`."""
+    if len(frame) < 2:
+        return frame
+    return frame[[c for c in frame.columns if c in keep or frame[c].astype(str).nunique() > 1]]
+
+
+def constant_columns(frame: pd.DataFrame) -> dict[str, Any]:
+    """{column: its one value} of the columns that hold one value in every row."""
+    return {c: frame[c].iloc[0] for c in frame.columns if len(frame) and frame[c].astype(str).nunique() == 1}
+
+
+def relations_table(evidence: list[dict[str, Any]], brief: bool = False) -> pd.DataFrame:
+    """The relation verdicts on our runs (reports/vs_paper.json `smoke_evidence`): the relation in
+    words, both means ± std (n seeds), the difference ± its standard error, the verdict, and (unless
+    `brief`) why, in words."""
+    rows = []
+    for r in evidence:
+        row = {"relation": r["statement"].split(":")[0], "model": r["model"], "versus": r["versus"],
+               "error (%), model": f"{r['ours']:.2f} ± {r['ours_std']:.2f} (n={r['seeds']})",
+               "error (%), versus": f"{r['baseline']:.2f} ± {r['baseline_std']:.2f} (n={r['baseline_seeds']})",
+               "difference ± s.e.": _signed(r["delta"], r.get("standard_error")),
+               "verdict": f"<b>{r['verdict']}</b>"}
+        if not brief:
+            row["claims"] = "<span>" + "<br>".join(html.escape(c) for c in r["claims"]) + "</span>"
+            row["why"] = relation_in_words(r)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _signed(delta: float, se: float | None) -> str:
+    return f"{delta:+.2f}" + ("" if se is None else f" ± {se:.2f}")
+
+
+def relation_in_words(r: dict[str, Any]) -> str:
+    """'densenet86_dgc's error is 3.15 points above densenet86's; the claim allows 0.5, and the excess
+    of 2.65 is more than two standard errors (1.27)' and the like."""
+    d, se, tol = r["delta"], r.get("standard_error"), r.get("tolerance", 0.0)
+    margin = tol - d
+    text = f"{r['model']}'s error is {abs(d):.2f} points {'above' if d > 0 else 'below'} {r['versus']}'s"
+    text += f"; the claim allows {tol:g}" if tol else "; the claim allows none"
+    if se is None:
+        return text + ", and with one seed on a side no spread is known"
+    if r["verdict"] == "holds":
+        return text + f", and the claim holds by {margin:.2f}, more than two standard errors ({2 * se:.2f})"
+    if r["verdict"] == "does not hold":
+        return text + f", and the excess of {-margin:.2f} is more than two standard errors ({2 * se:.2f})"
+    return text + f": the margin ({margin:+.2f}) is within two standard errors ({2 * se:.2f})"
 
 
 def plateau_table(inputs: dict[str, Any]) -> pd.DataFrame:
@@ -176,33 +475,15 @@ def plateau_table(inputs: dict[str, Any]) -> pd.DataFrame:
         gain = p.get("late_gain")
         rows.append({"run": run, "seeds": m.get("seeds", 1),
                      "epochs": int(inputs["history"][run]["epoch"].max()) if run in inputs["history"] else None,
-                     "best top-1 (%)": round(m["best"]["top1_acc"], 2),
-                     "± std": round(m.get("best_std", {}).get("top1_acc", 0.0), 2),
+                     "best top-1 (%), mean ± std": f"{m['best']['top1_acc']:.2f} ± "
+                                                   f"{m.get('best_std', {}).get('top1_acc', 0.0):.2f}",
                      "last-quarter gain (points, worst seed)": None if gain is None else round(gain, 2),
                      "finished learning": "yes" if p.get("plateaued") else "no"})
     return pd.DataFrame(rows)
 
 
-def claims_table(inputs: dict[str, Any]) -> pd.DataFrame:
-    rows = []
-    for r in inputs["vs_paper"]["claims"]:
-        ours = "-" if r["ours"] is None else _num(r["ours"], r["unit"])
-        if r.get("spread") is not None:
-            ours += f" ± {r['spread']:.2f}"
-        rows.append({"claim": r["claim"], "id": r["id"], "dataset": r["dataset"], "model": r["model"],
-                     "metric": r["metric"],
-                     "paper": (_num(r["paper"], r["unit"]) if r["paper"] is not None
-                               else f"≤ {r['versus']}" if r["versus"] else "unknown"),
-                     "earlier reproduction": "-" if r.get("earlier") is None else _num(r["earlier"], r["unit"]),
-                     "ours": ours, "delta": "-" if r["delta"] is None else _num(r["delta"], r["unit"]),
-                     "verdict": r["verdict"], "why": r["reason"]})
-    return pd.DataFrame(rows)
-
-
-def _num(value: float, unit: str = "") -> str:
-    if unit == "%" or not float(value).is_integer():
-        return f"{value:.2f}"
-    return f"{int(value):,}"
+def unfinished_runs(inputs: dict[str, Any]) -> list[str]:
+    return sorted(r for r, m in inputs["metrics"].items() if not m.get("plateau", {}).get("plateaued"))
 
 
 def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
@@ -211,27 +492,42 @@ def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
     for run in inputs["runs"]:
         m = inputs["metrics"][run]
         dataset, model = run.split("-", 1)
-        rows.append({"dataset": dataset, "model": model,
-                     "top-1 acc best": round(m["best"]["top1_acc"], 2),
-                     "top-5 acc best": round(m["best"]["top5_acc"], 2),
-                     "top-1 acc final": round(m["final"]["top1_acc"], 2),
-                     "FLOPs dense (M)": round(m["flops_dense"] / 1e6, 2),
-                     "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 2),
-                     "FLOPs actual (M)": round(m["flops_actual"] / 1e6, 2),
-                     "params (K)": round(m["params"] / 1e3, 1), "seeds": m.get("seeds", 1)})
-    return pd.DataFrame(rows).set_index(["dataset", "model"])
+        std = m.get("best_std", {})
+        rows.append({"dataset": dataset, "model": model, "seeds": m.get("seeds", 1),
+                     "best top-1 (%)": f"{m['best']['top1_acc']:.2f} ± {std.get('top1_acc', 0.0):.2f}",
+                     "best top-5 (%)": f"{m['best']['top5_acc']:.2f} ± {std.get('top5_acc', 0.0):.2f}",
+                     "final top-1 (%)": f"{m['final']['top1_acc']:.2f} ± "
+                                        f"{m.get('final_std', {}).get('top1_acc', 0.0):.2f}",
+                     "FLOPs dense (M)": round(m["flops_dense"] / 1e6, 3),
+                     "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 3),
+                     "FLOPs actual (M)": round(m["flops_actual"] / 1e6, 3),
+                     "params (K)": round(m["params"] / 1e3, 1)})
+    return _drop_constant(pd.DataFrame(rows), keep=("model", "seeds", "best top-1 (%)"))
 
 
 def latency_table(inputs: dict[str, Any]) -> pd.DataFrame:
+    """Median ms per image of each model at each batch size, one column per batch size."""
     rows = []
     for run in inputs["runs"]:
-        m, info = inputs["metrics"][run], inputs["info"][run]
+        m = inputs["metrics"][run]
         dataset, model = run.split("-", 1)
-        for batch, ms in sorted(m["latency_ms_per_image"].items()):
-            rows.append({"dataset": dataset, "model": model, "batch": int(batch.split("_")[1]),
-                         "ms per image": round(ms, 3), "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 2),
-                         "device": info["latency_device"]})
-    return pd.DataFrame(rows)
+        row = {"dataset": dataset, "model": model, "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 3)}
+        for batch, ms in sorted(m["latency_ms_per_image"].items(), key=lambda kv: int(kv[0].split("_")[1])):
+            row[f"ms / image, batch {int(batch.split('_')[1])}"] = round(ms, 3)
+        rows.append(row)
+    return _drop_constant(pd.DataFrame(rows), keep=("model",))
+
+
+def latency_note(inputs: dict[str, Any]) -> str:
+    """How the latency was timed: device, torch.compile, repeats and statistic, from reports/info."""
+    infos = list(inputs["info"].values())
+    devices = sorted({i.get("latency_device", "-") for i in infos})
+    compiles = sorted({i.get("latency_compile", "off") for i in infos})
+    repeats = sorted({str(i["latency_repeats"]) for i in infos if "latency_repeats" in i})
+    return (f"Timed on {', '.join(devices)}, torch.compile {', '.join(compiles)}, eval mode on random inputs "
+            f"of the dataset's size, the median of {', '.join(repeats) or 'evaluate.latency_repeats'} timed "
+            f"repeats per batch size after warm-up; the DGC layers run the execution `auto` picks for the "
+            f"device and shape (docs/speed.md).")
 
 
 def layer_usage_table(inputs: dict[str, Any]) -> pd.DataFrame:
@@ -245,71 +541,59 @@ def layer_usage_table(inputs: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def figure_system(inputs: dict[str, Any]):
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for run, h in inputs["history"].items():
-        for ax, key in zip(axes, ("epoch_seconds", "images_per_second", "peak_memory_mb")):
-            ax.plot(h["epoch"], h[key], marker=".", label=run)
-    for ax, label in zip(axes, ("epoch time (s)", "training images / s", "peak memory (MiB)")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+def layer_usage_summary(inputs: dict[str, Any]) -> pd.DataFrame:
+    """Per DGC run, the mean over its layers of the selected and used fractions and the head overlap."""
+    table = layer_usage_table(inputs)
+    if table.empty:
+        return table
+    means = table.groupby("run", sort=False)[["selected", "kept (measured)", "head overlap (Jaccard)"]].mean()
+    return means.round(3).reset_index().rename(columns=lambda c: f"{c}, mean over layers" if c != "run" else c)
 
 
 def figure_layer_usage(inputs: dict[str, Any]):
     table = layer_usage_table(inputs)
-    fig, axes = plt.subplots(1, 2, figsize=(13, 3.6))
+    fig, axes = figures.figure(1, 2, height=3.2)
     for run, part in table.groupby("run", sort=False):
-        idx = range(len(part))
-        axes[0].plot(idx, part["kept (measured)"], marker=".", label=run)
-        axes[1].plot(idx, part["head overlap (Jaccard)"], marker=".", label=run)
-    axes[0].set_ylabel("fraction of input channels used")
-    axes[1].set_ylabel("mean pairwise overlap of heads")
-    for ax in axes:
+        idx = range(1, len(part) + 1)
+        style = dict(marker=figures.marker(run), color=colour(run), label=label(run),
+                     linestyle=figures.linestyle(run))
+        axes[0, 0].plot(idx, part["kept (measured)"], **style)
+        axes[0, 1].plot(idx, part["head overlap (Jaccard)"], **style)
+    axes[0, 0].set_ylabel("input channels used (fraction)")
+    axes[0, 1].set_ylabel("head overlap (mean pairwise Jaccard)")
+    for ax in axes[0]:
         ax.set_xlabel("DGC layer (network order)")
         ax.grid(alpha=0.3)
-    if len(table):
-        axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    figures.legend_below(fig, axes[0], ncol=4)
     return fig
 
 
 def figure_latency(inputs: dict[str, Any]):
-    table = latency_table(inputs)
-    batches = sorted(table["batch"].unique())
-    fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 3.6), squeeze=False)
+    """Horizontal bars of ms per image, one panel per batch size, one colour per model."""
+    rows = [(run, int(b.split("_")[1]), ms) for run in inputs["runs"]
+            for b, ms in inputs["metrics"][run]["latency_ms_per_image"].items()]
+    batches = sorted({b for _, b, _ in rows})
+    fig, axes = figures.figure(1, len(batches), height=0.35 * len(inputs["runs"]) + 1.6)
     for ax, batch in zip(axes[0], batches):
-        part = table[table["batch"] == batch]
-        labels = [f"{d}-{m}" for d, m in zip(part["dataset"], part["model"])]
-        ax.barh(labels, part["ms per image"],
-                color=["C0" if family(l) in ("dgc", "dgcg") else "C7" for l in labels])
-        ax.set_xlabel(f"ms per image, batch {batch} ({part['device'].iloc[0]})")
+        part = [(run, ms) for run, b, ms in rows if b == batch]
+        ax.barh([figures.model_of(r) for r, _ in part], [ms for _, ms in part],
+                color=[colour(r) for r, _ in part])
+        ax.invert_yaxis()
+        ax.set_title(f"batch {batch}")
+        ax.set_xlabel("milliseconds per image (median)")
         ax.grid(alpha=0.3, axis="x")
-    fig.tight_layout()
     return fig
 
 
 def to_png(fig) -> bytes:
     """PNG bytes of a figure (no timestamp metadata: the same figure gives the same bytes); closes it."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    plt.close(fig)
-    return buf.getvalue()
+    return figures.png_bytes(fig)
 
 
-def html_table(df: pd.DataFrame, index: bool = False) -> str:
-    """A plain HTML table (no random ids, no object addresses: re-rendering gives the same bytes)."""
-    return df.to_html(index=index, border=0, classes="dataframe", na_rep="-")
-
-
-def bench_table(reports: str | Path = "reports") -> pd.DataFrame | None:
-    """Layer timings of `dgc bench` (reports/bench.json) with the FLOPs ratio next to the time ratio;
-    None when the benchmark has not been run."""
+def bench_table(reports: str | Path = "reports") -> tuple[pd.DataFrame, str] | None:
+    """Layer timings of `dgc bench` (reports/bench.json) with the FLOPs ratio next to the time ratio,
+    and a note with the batch size, repeats, device, commit and what `auto` is; None when the
+    benchmark has not been run."""
     path = Path(reports) / "bench.json"
     if not path.exists():
         return None
@@ -318,11 +602,28 @@ def bench_table(reports: str | Path = "reports") -> pd.DataFrame | None:
     for row in bench["layers"]:
         for mode in ("inference", "train"):
             t = row[f"{mode}_ms"]
-            rows.append({"layer": row["shape"], "mode": mode, "FLOPs DGC / dense": bench["gate_factor"],
+            rows.append({"layer (C_in->C_out, kernel, size)": row["shape"], "mode": mode,
                          "dense ms": round(t["dense"], 1), "4-group ms": round(t["group4"], 1),
                          "DGC authors' (masked) ms": round(t["dgc_masked"], 1),
                          "DGC ours (auto) ms": round(t["dgc_auto"], 1),
                          "ours / dense": round(t["dgc_auto"] / t["dense"], 2),
-                         "ours / 4-group": round(t["dgc_auto"] / t["group4"], 2),
-                         "device": bench["device"]})
-    return pd.DataFrame(rows)
+                         "ours / 4-group": round(t["dgc_auto"] / t["group4"], 2)})
+    prov = bench.get("provenance", {})
+    note = (f"Batch {bench.get('batch', '-')}, {bench.get('heads', '-')} heads, gate factor "
+            f"{bench.get('gate_factor', '-')} (DGC's FLOPs are {bench.get('gate_factor', '-')} of the dense "
+            f"layer's), the median of {bench.get('repeats', '-')} repeats, candidates timed in turn, on "
+            f"{bench.get('device', '-')}; commit {prov.get('commit', '-')}, {prov.get('date', '-')}. A "
+            f"training step is forward and backward. <i>auto</i> is the execution the layer picks by itself "
+            f"for the device, shape and mode (on a CPU: at inference the C++ gather kernel `fused_cpu`; in "
+            f"training the sparse execution for k x k convs that keep at most 30 % of their channels, else "
+            f"the scaled-weight one; docs/speed.md).")
+    return pd.DataFrame(rows), note
+
+
+def studies_html() -> str:
+    """Links to the study pages, with what each holds."""
+    items = "".join(f'<li><a href="{page}">reports/{page}</a>: {what}; its settings, the commit its '
+                    f'experiments ran at and its answer are on its first screen.</li>'
+                    for page, what in SIDE_PAGES.values())
+    return f"<ul>{items}</ul>"
+
