@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from dgc.errors import DGCError
+from dgc.errors import DGCError, MissingInput
 
 
 class UsageError(DGCError, ValueError):
@@ -201,7 +201,7 @@ def cmd_plots(args: argparse.Namespace) -> int:
     gates = {n: s["gate_factor"] for n, s in settings.items() if "gate_factor" in s}
     architectures = json.loads(Path(args.architecture).read_text()) if Path(args.architecture).exists() else {}
     for path in make_plots(args.metrics_dir, args.history_dir, load_claims(args.claims), args.out_dir, gates,
-                           architectures):
+                           architectures, args.curves_dir):
         print(path)
     return 0
 
@@ -227,16 +227,27 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ablations(args: argparse.Namespace) -> int:
-    return _render_experiments(args, {"grid": args.grid or ""}, "DGC ablations")
+    from dgc.measure.provenance import git_commit
+
+    return _render_experiments(args, {"grid": args.grid or "", "commit": git_commit()}, "DGC ablations")
 
 
 def _render_experiments(args: argparse.Namespace, parameters: dict, title: str) -> int:
-    """Save `dvc exp show --json` as reports/experiments.json and render args.notebook from it."""
-    from dgc.experiments.queue import save_experiments
+    """Merge the experiments `dvc exp show` lists (or the saved listing of --from) into the record
+    reports/experiments.json, which never loses an experiment, and render args.notebook from it."""
+    from dgc.experiments.queue import live_experiments, read_experiments, record_experiments
     from dgc.stages.report import render
 
-    out = save_experiments(f"{args.reports}/experiments.json", args.all_commits)
-    parameters = {"experiments_json": out, "params_path": args.params, **parameters}
+    if args.from_json and not Path(args.from_json).is_file():
+        raise MissingInput(f"--from {args.from_json}: no such file (save one with `dvc exp show --json > FILE`)")
+    live = read_experiments(args.from_json) if args.from_json else live_experiments(args.all_commits)
+    record = Path(args.reports) / "experiments.json"
+    page = Path(args.reports) / f"{Path(args.notebook).stem}.html"
+    if not live and not read_experiments(record) and page.exists():
+        raise MissingInput(f"no experiment in `dvc exp show` nor in {record}: {page} is kept; queue and run the "
+                           f"study first (docs/ablations.md)")
+    record_experiments(record, live)
+    parameters = {"experiments_json": str(record), "params_path": args.params, **parameters}
     ipynb, html = render(args.notebook, args.reports, parameters, title)
     print(f"{ipynb}\n{html}")
     return 0
@@ -398,12 +409,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repo", default=".")
     p.set_defaults(func=cmd_paper_ref)
 
-    p = sub.add_parser("plots", help="PNG figures: accuracy vs FLOPs, training curves, schedule")
+    p = sub.add_parser("plots", help="PNG figures (accuracy vs FLOPs, curves, schedule, system) and mean curves")
     p.add_argument("--claims", default="claims/paper.yaml")
     p.add_argument("--metrics-dir", default="reports/metrics")
     p.add_argument("--history-dir", default="reports/history")
     p.add_argument("--architecture", default="reports/architecture.json")
     p.add_argument("--out-dir", default="reports/figures")
+    p.add_argument("--curves-dir", default="reports/curves", help="per-run mean curves for `dvc plots show`")
     _with_params(p)
     p.set_defaults(func=cmd_plots)
 
@@ -422,6 +434,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the grid to show (default: the one of params' profile)")
     p.add_argument("--all-commits", action="store_true",
                    help="also the experiments of other commits than HEAD")
+    p.add_argument("--from", dest="from_json", default=None, metavar="FILE",
+                   help="a saved `dvc exp show --json` (e.g. of another clone) instead of this clone's")
     p.set_defaults(func=cmd_ablations)
     actions = p.add_subparsers(dest="action", required=False)
     q = actions.add_parser("queue", help="queue one `dvc exp run --queue` experiment per ablation grid point")
@@ -441,6 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", default="10,30,60", help="the budgets to show, in epochs (default 10,30,60)")
     p.add_argument("--all-commits", action="store_true",
                    help="also the experiments of other commits than HEAD")
+    p.add_argument("--from", dest="from_json", default=None, metavar="FILE",
+                   help="a saved `dvc exp show --json` (e.g. of another clone) instead of this clone's")
     p.set_defaults(func=cmd_budget)
     actions = p.add_subparsers(dest="action", required=False)
     q = actions.add_parser("queue", help="queue one `dvc exp run --queue` experiment per family, variant "

@@ -197,10 +197,10 @@ def test_table_has_mean_std_n_and_the_gaps_with_their_standard_error(page):
     assert list(table["state"]).count("not queued") == 28
 
 
-def test_summary_states_the_commit_and_the_experiments_states(page):
-    text = budget.summary(page, "f00baa")
-    assert "36 points (3 families x 4 variants x 3 budgets)" in text and "`f00baa`" in text
-    assert "9 experiments in `dvc exp show`, run from commit `abc1234`" in text
+def test_summary_states_the_points_and_the_experiments_states(page):
+    text = budget.summary(page)
+    assert "36 points (3 families x 4 variants x 3 budgets)" in text
+    assert "9 experiments recorded" in text
     assert "8 of them are points of this study (5 success, 1 running, 1 queued, 1 failed)" in text
     assert "Points: 5 success, 1 running, 1 queued, 1 failed, 28 not queued." in text
     assert budget.others_line(page).startswith("1 experiments in `dvc exp show` are no point of this study")
@@ -210,10 +210,14 @@ def test_summary_states_the_commit_and_the_experiments_states(page):
 def test_figure_has_a_panel_per_family_and_a_line_per_variant_with_results(page):
     fig = budget.figure(budget.results_frame(page))
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == ["DenseNet-86", "ResNet-18", "MobileNetV2"]
+    assert titles == ["DenseNet-86 (densenet86*)", "ResNet-18 (resnet18*)", "MobileNetV2 (mobilenetv2*)"]
     resnet = fig.axes[1]
-    assert [t.get_text() for t in resnet.get_legend().get_texts()] == [
-        "DGC (resnet18_dgc)", "static group conv (resnet18_gc)", "dense (resnet18)"]
+    assert [line.get_label() for line in resnet.containers] == ["DGC", "static group conv", "dense"]
+    # one legend for the figure, under the panels: every variant drawn once, none over the data
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    drawn = {c.get_label() for ax in fig.axes for c in ax.containers}
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        v for v in budget.VARIANT_LABEL.values() if v in drawn]
     assert [t.get_text() for t in fig.axes[2].texts] == ["no results yet"]
 
 
@@ -248,7 +252,7 @@ def test_notebook_shows_the_summary_the_figure_and_the_table(tmp_path, monkeypat
     shown = run_cells(inputs(tmp_path, exp_show()), monkeypatch)
     assert sum(isinstance(obj, Image) for obj in shown) == 1
     text = "\n".join(obj.data for obj in shown if not isinstance(obj, Image))
-    assert "Rendered at commit `f00baa`" in text and "run from commit `abc1234`" in text
+    assert "rendered at commit `f00baa`" in text and "queued at commit `abc1234`" in text
     assert "mine-resnet18_dgc-10" in text and "`abl-heads-2`" in text and "No experiments" not in text
 
 
@@ -326,7 +330,8 @@ def test_one_point_runs_through_the_dvc_queue_up_to_evaluate_and_renders(tmp_pat
     stages = calls.read_text().splitlines()
     assert stages == ["-m dgc train digits resnet18_dgc", "-m dgc evaluate digits resnet18_dgc"]  # no report
     run(*dgc, "budget", "--budgets", "1", cwd=dest, env=env, timeout=180)
-    (exp,) = queue.parse_experiments(json.loads((dest / "reports" / "experiments.json").read_text()))
+    recorded = {e.name: e for e in queue.read_experiments(dest / "reports" / "experiments.json")}
+    exp = recorded["budget-resnet18_dgc-gates-e1"]  # merged into the committed record, which keeps its own
     assert exp.params["models"]["resnet18_dgc"]["gate_factor"] == 1.0 and exp.params["train"]["epochs"] == 1
     m = exp.metrics[metrics_path("resnet18_dgc")]
     text = (dest / "reports" / "budget.html").read_text()

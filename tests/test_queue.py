@@ -5,7 +5,7 @@ next commands it prints, and the checks of DVC's failures and of the params file
 from pathlib import Path
 
 import pytest
-from dvc_exp import SMOKE, entry, exp_params, exp_show, smoke_points
+from dvc_exp import METRICS, SMOKE, entry, exp_params, exp_show, smoke_points
 
 from dgc.config import load_params
 from dgc.experiments import grid, queue
@@ -105,3 +105,41 @@ def test_only_params_yaml_is_queued_and_a_missing_file_is_named(tmp_path, monkey
     assert queue.read_queue_params(other, dry_run=True) == SMOKE
     with pytest.raises(queue.QueueError, match="params.yaml does not exist"):
         queue.read_queue_params("params.yaml", dry_run=False)
+
+
+# -- the record: reports/experiments.json --------------------------------------------------------
+def _exp(name, state, top1=None, rev="r1"):
+    metrics = {METRICS: {"best": {"top1_acc": top1}, "seeds": 1}} if top1 is not None else {}
+    params = {"pipeline": {"datasets": ["digits"], "models": ["densenet86_dgc"]}}
+    return grid.Experiment(name=name, rev=rev, baseline="c" * 40, state=state, params=params, metrics=metrics)
+
+
+def test_the_record_keeps_what_dvc_no_longer_lists_and_a_result_over_a_requeued_copy(tmp_path):
+    record = tmp_path / "experiments.json"
+    queue.record_experiments(record, [_exp("abl-a", "success", 90.0), _exp("abl-b", "queued")])
+    # a later listing: abl-a re-queued (not done), abl-b done, abl-c new; nothing is lost
+    merged = queue.record_experiments(record, [_exp("abl-a", "queued", rev="r2"), _exp("abl-b", "success", 80.0),
+                                               _exp("abl-c", "running")])
+    by = {e.name: e for e in merged}
+    assert (by["abl-a"].state, by["abl-a"].rev) == ("success", "r1")
+    assert by["abl-b"].state == "success" and by["abl-c"].state == "running"
+    assert {e.name for e in queue.read_experiments(record)} == {"abl-a", "abl-b", "abl-c"}
+    assert queue.record_experiments(record, []) == merged  # an empty listing (a fresh clone) changes nothing
+
+
+def test_the_record_keeps_only_the_experiments_own_metrics(tmp_path):
+    exp = _exp("abl-a", "success", 90.0)
+    exp.metrics["reports/metrics/digits-densenet86.json"] = {"best": {"top1_acc": 99.0}}  # the commit's other run
+    (kept,) = queue.record_experiments(tmp_path / "r.json", [exp])
+    assert set(kept.metrics) == {METRICS}
+
+
+def test_ablations_without_any_experiment_keeps_the_committed_page(tmp_path, monkeypatch, capsys):
+    from dgc.cli import main
+
+    page = tmp_path / "ablations.html"
+    page.write_text("the measured page")
+    monkeypatch.setattr(queue, "live_experiments", lambda all_commits=False: [])
+    status = main(["ablations", "--reports", str(tmp_path)])
+    assert status == 2 and page.read_text() == "the measured page"
+    assert "is kept" in capsys.readouterr().err

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dgc import notebook as report
-from dgc.measure.claims import load_claims
+from dgc.measure.claims import load_claims, load_references
 from dgc.stages.compare import compare, write_comparison
 from dgc.stages.plots import make_plots
 from dgc.stages.report import NotebookFailed, render
@@ -50,7 +50,8 @@ def make_outputs(reports: Path) -> None:
                             "images_per_second": 700,
                             "peak_memory_mb": 900})
     claims = load_claims(ROOT / "claims" / "paper.yaml")
-    write_comparison(compare(claims, reports / "metrics"), reports)
+    write_comparison(compare(claims, reports / "metrics", references=load_references(ROOT / "claims" / "paper.yaml")),
+                     reports)
     make_plots(reports / "metrics", reports / "history", claims, reports / "figures",
                {"densenet86_dgc": 0.25})
 
@@ -67,18 +68,70 @@ def rendered(tmp_path_factory):
     return reports, ipynb, html
 
 
-def test_report_html_has_the_claims_table_and_embedded_figures(rendered):
+def test_report_html_has_every_section_and_embedded_figures(rendered):
     _, _, html = rendered
     text = html.read_text()
-    assert "c10-dgc-err" in text and "not run" in text  # the claims table, every claim
-    assert text.count("data:image/png;base64") >= 6
+    assert "c10-dgc-err" in text and "Not run (" in text  # every claim, grouped by verdict
+    assert text.count("data:image/png;base64") >= 7
     assert "https://cdn" not in text and "<script src=\"http" not in text
-    for section in ("Scope", "Claims", "accuracy against FLOPs", "What the heads do", "Inference latency",
-                    "What was easy", "What was hard", "Did every run finish learning?"):
+    for key, _ in report.SECTIONS:
+        assert f'id="{key}"' in text, key
+    for section in ("What was easy", "What was hard"):
         assert section in text
-    # one seed each: the smoke evidence is inconclusive, and the unfinished dense run is named
-    assert "<strong>inconclusive</strong>" in text and "not finished: digits-densenet86" in text
-    assert 'href="budget.html"' in text
+    # one seed each: the relation on these runs is inconclusive, and the unfinished dense run is named
+    assert "<b>inconclusive</b>" in text and "Not finished: digits-densenet86" in text
+    assert 'href="budget.html"' in text and 'href="ablations.html"' in text
+
+
+def test_the_summary_comes_first_and_states_the_outcome(rendered):
+    text = rendered[2].read_text()
+    first_section = text.index('id="summary"')
+    assert first_section < text.index('id="scope"') < text.index('id="claims"')
+    summary = text[first_section:text.index('id="scope"')]
+    counts = json.loads((rendered[0] / "vs_paper.json").read_text())["summary"]
+    assert "In short" in summary
+    assert f"{counts['not run']} not run" in summary
+    assert "DGC keeps the accuracy of the dense network" in summary  # the relation verdict, in words
+    assert "MLRC 2020" in summary and "4.87 %" in summary  # the earlier reproduction
+
+
+def test_not_run_claims_are_a_short_list_not_table_rows(rendered):
+    text = rendered[2].read_text()
+    claims = text[text.index('id="claims"'):text.index('id="relations"')]
+    rows = json.loads((rendered[0] / "vs_paper.json").read_text())["claims"]
+    not_run = [r["id"] for r in rows if r["verdict"] == "not run"]
+    assert not_run
+    for claim_id in not_run:
+        assert f"<td>{claim_id}</td>" not in claims and f"<code>{claim_id}</code>" in claims
+    assert "best.top1_err" not in claims and "best top-1 error (%)" in claims  # readable names
+
+
+def test_html_tables_align_text_left_and_numbers_right():
+    import pandas as pd
+
+    frame = pd.DataFrame({"model": ["densenet86_dgc", "densenet86"], "top-1": ["96.20 ± 1.05", "99.35 ± 0.32"],
+                          "params": [19370, 14490]})
+    table = report.html_table(frame)
+    assert "<td>densenet86_dgc</td>" in table  # text: the style's left alignment
+    assert "<td class=num>96.20 ± 1.05</td>" in table and "<td class=num>19,370</td>" in table
+    assert "text-align: left" in report.STYLE and "td.num" in report.STYLE and "nowrap" in report.STYLE
+
+
+def test_cross_references_are_links_to_anchors():
+    assert report.ref("plateau") == f"[section {report.section_number('plateau')}](#plateau)"
+    assert report.heading("plateau").endswith('<a id="plateau"></a>')
+    assert report.href("claims") == f'<a href="#claims">section {report.section_number("claims")}</a>'
+
+
+def test_relations_in_words():
+    base = {"model": "densenet86_dgc", "versus": "densenet86", "tolerance": 0.5}
+    assert report.relation_in_words({**base, "delta": 3.15, "standard_error": 0.63, "verdict": "does not hold"}) \
+        == ("densenet86_dgc's error is 3.15 points above densenet86's; the claim allows 0.5, and the excess of "
+            "2.65 is more than two standard errors (1.26)")
+    assert "within two standard errors" in report.relation_in_words(
+        {**base, "delta": 0.9, "standard_error": 0.4, "verdict": "inconclusive"})
+    assert "no spread" in report.relation_in_words({**base, "delta": 0.9, "standard_error": None,
+                                                     "verdict": "inconclusive"})
 
 
 def test_report_is_byte_identical_when_re_executed(rendered, tmp_path):
@@ -98,17 +151,20 @@ def test_missing_input_names_the_stage_that_writes_it(tmp_path):
 def test_tables_read_the_outputs(rendered):
     reports = rendered[0]
     inputs = report.load_inputs(["digits"], ["densenet86_dgc", "densenet86"], reports)
-    models = report.models_table(inputs)
-    assert models.loc[("digits", "densenet86_dgc"), "FLOPs expected (M)"] == 1.5
+    models = report.models_table(inputs).set_index("model")
+    assert models.loc["densenet86_dgc", "FLOPs expected (M)"] == 1.5
+    assert "dataset" not in models.columns  # one value in every row: said in the scope table instead
     usage = report.layer_usage_table(inputs)
     assert list(usage["head overlap (Jaccard)"]) == [0.0, 0.1, 0.2]
-    assert set(report.latency_table(inputs)["batch"]) == {1, 64}
+    latency = report.latency_table(inputs).set_index("model")
+    assert latency.loc["densenet86", "ms / image, batch 64"] == 1.5
+    assert "10 timed repeats" in report.latency_note({"info": {"r": {"latency_device": "CPU", "latency_repeats": 10}}})
 
 
 def test_source_notebooks_are_stripped_and_parameterised():
     import nbformat
 
-    for name in ("report", "ablations"):
+    for name in ("report", "ablations", "budget"):
         nb = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code)
@@ -122,18 +178,7 @@ def test_section_numbers_and_references_are_generated_from_one_list(rendered):
     for key, title in report.SECTIONS:
         assert f"{numbers[key]}. {title}" in text.replace("&#39;", "'").replace("&amp;", "&")
     # "What was hard" points at the latency and benchmark sections by their generated numbers.
-    assert f"(section {numbers['latency']} and section {numbers['bench']})" in text
+    assert (f'(<a href="#latency">section {numbers["latency"]}</a> and '
+            f'<a href="#bench">section {numbers["bench"]}</a>)') in text
     with pytest.raises(KeyError, match="no report section"):
         report.ref("nowhere")
-
-
-def test_what_this_run_can_and_cannot_say(rendered):
-    reports = rendered[0]
-    inputs = report.load_inputs(["digits"], ["densenet86_dgc", "densenet86"], reports)
-    text = report.can_and_cannot_say(inputs, "smoke")
-    rows = inputs["vs_paper"]["claims"]
-    assert f"of the paper's {len(rows)} claims" in text and "cifar10" in text and "not run" in text
-    # the hand-made digits runs: DGC 10.0 % err vs dense 9.0 % -> +1.00 point, above the 0.5 tolerance
-    assert "Smoke evidence" in text and "densenet86_dgc vs densenet86: +1.00 points" in text
-    assert "does not hold" in text and "decide none of its claims" in text
-    assert "What this run can and cannot say" in rendered[2].read_text()

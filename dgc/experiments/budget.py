@@ -27,6 +27,8 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
+from dgc import figures
+from dgc.experiments import about
 from dgc.experiments.grid import (
     DEFAULT_SEEDS,
     AblationError,
@@ -139,13 +141,13 @@ def results_frame(matched: Matched) -> pd.DataFrame:
         experiment, result = point_result(point, exps)
         rows.append({"family": family_of(point), "variant": point.axis, "model": point.model,
                      "budget": point.value, "point": point.name, "experiment": experiment,
-                     "state": point_state(point, exps) + (f": {point.reason}" if point.reason else ""),
+                     "state": point_state(point, exps), "why": point.reason or "",
                      "mean": result.mean if result else None,
                      "std": result.std if result and result.seeds > 1 else None,  # 1 seed: no spread
                      "n": result.seeds if result else None,
                      "flops_m": flops_m(result.flops if result and result.flops else point.flops)})
     frame = pd.DataFrame(rows, columns=["family", "variant", "model", "budget", "point", "experiment", "state",
-                                        "mean", "std", "n", "flops_m"])
+                                        "why", "mean", "std", "n", "flops_m"])
     by_key = {(r["family"], r["variant"], r["budget"]): r for r in rows}
     for reference in ("gc", "dense"):
         gaps = [_gap(r, by_key.get((r["family"], reference, r["budget"])), r["variant"] == reference)
@@ -178,6 +180,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
         "vs dense (pp)": [_signed(g, s) for g, s in zip(frame["gap_dense"], frame["se_dense"])],
         "experiment": frame["experiment"],
         "state": frame["state"],
+        **({"why": frame["why"]} if frame["why"].any() else {}),
     })
 
 
@@ -206,23 +209,16 @@ def states(matched: Matched) -> tuple[Counter, Counter]:
     return experiments, points
 
 
-def summary(matched: Matched, commit: str = "") -> str:
-    """The page's opening lines: dataset, budgets, commits, and how many experiments in which state."""
+def summary(matched: Matched) -> str:
+    """The page's opening lines: dataset, budgets, and how many experiments in which state."""
     points = matched.points
     dataset = points[0].dataset if points else "-"
     budgets = sorted({p.value for p in points})
     exps, by_point = states(matched)
-    bases = sorted({e.baseline[:7] for e in matched.experiments})
-    text = (f"Study on **{dataset}** at budgets {', '.join(map(str, budgets))} epochs: {len(points)} points "
-            f"({len(FAMILIES)} families x {len(VARIANTS)} variants x {len(budgets)} budgets). ")
-    if commit:
-        text += f"Rendered at commit `{commit}`. "
-    text += (f"{len(matched.experiments)} experiments in `dvc exp show`"
-             + (f", run from commit {', '.join(f'`{b}`' for b in bases)}" if bases else "") + "; "
-             f"{sum(exps.values())} of them are points of this study"
-             + (f" ({_counts(exps)})" if exps else "") + ". "
-             f"Points: {_counts(by_point)}.")
-    return text
+    return (f"Study on **{dataset}** at budgets {', '.join(map(str, budgets))} epochs: {len(points)} points "
+            f"({len(FAMILIES)} families x {len(VARIANTS)} variants x {len(budgets)} budgets). "
+            f"{len(matched.experiments)} experiments recorded; {sum(exps.values())} of them are points of this "
+            f"study" + (f" ({_counts(exps)})" if exps else "") + f". Points: {_counts(by_point)}.")
 
 
 def others_line(matched: Matched, limit: int = 12) -> str:
@@ -242,13 +238,44 @@ def _counts(counter: Counter) -> str:
     return ", ".join(f"{counter[k]} {k}" for k in keys)
 
 
+# -- the answer ------------------------------------------------------------------------------------
+def answer(frame: pd.DataFrame) -> str:
+    """The page's answer in words (Markdown): per family, DGC's gap to the static group conv and to
+    the dense model at each budget (mean difference ± its standard error, beyond or within two
+    standard errors), and whether the gap to the group conv closes by the largest budget."""
+    lines = []
+    for family in FAMILIES:
+        rows = frame[(frame["family"] == family) & (frame["variant"] == "dgc")].sort_values("budget")
+        parts = []
+        for reference, name in (("gc", "the static group conv"), ("dense", "the dense model")):
+            gaps = [(int(r["budget"]), None if missing(r[f"gap_{reference}"]) else
+                     (float(r[f"gap_{reference}"]), None if missing(r[f"se_{reference}"]) else float(r[f"se_{reference}"])))
+                    for _, r in rows.iterrows()]
+            said = [f"{about.difference_in_words(g)} at {b} epochs" for b, g in gaps if g is not None]
+            if said:
+                parts.append(f"DGC − {name}: " + "; ".join(said))
+        if not parts:
+            lines.append(f"- **{family}**: no result yet.")
+            continue
+        last = rows[rows["gap_gc"].notna()].tail(1)
+        verdict = ""
+        if len(last):
+            r = last.iloc[0]
+            diff = (float(r["gap_gc"]), None if missing(r["se_gc"]) else float(r["se_gc"]))
+            verdict = (f" At {int(r['budget'])} epochs DGC is "
+                       + ("still behind the static group conv beyond the seeds' spread." if about.beyond(diff)
+                          and diff[0] < 0 else "ahead of the static group conv beyond the seeds' spread."
+                          if about.beyond(diff) else "within the seeds' spread of the static group conv."))
+        lines.append(f"- **{family}**: " + ". ".join(parts) + "." + verdict)
+    return "\n".join(lines)
+
+
 # -- figure ----------------------------------------------------------------------------------------
 def figure(frame: pd.DataFrame):
     """One panel per family: best top-1 (mean ± std over seeds) against the budget, one line per
     variant; a panel without results says so."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(FAMILIES), figsize=(13.0, 4.2))
+    fig, axes = figures.figure(1, len(FAMILIES), height=3.6)
+    axes = axes[0]
     budgets = sorted(frame["budget"].unique()) if len(frame) else []
     step = 0.012 * (max(budgets) - min(budgets) or max(budgets, default=1))
     for ax, family in zip(axes, FAMILIES):
@@ -262,15 +289,13 @@ def figure(frame: pd.DataFrame):
             xs = [b + (i - 1.5) * step for b in rows["budget"]]  # side by side: error bars stay apart
             ax.errorbar(xs, rows["mean"], yerr=[0.0 if missing(s) else s for s in rows["std"]], marker="o",
                         capsize=3, color=VARIANT_COLOUR[variant],
-                        label=f"{VARIANT_LABEL[variant]} ({rows['model'].iloc[0]})")
+                        label=VARIANT_LABEL[variant])
         if not drawn:
             ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes, color="C7")
-        else:
-            ax.legend(fontsize=7, loc="lower right")
-        ax.set_title(family)
+        ax.set_title(f"{family} ({FAMILIES[family]}*)")
         ax.set_xticks(budgets)
         ax.set_xlabel("training budget (epochs)")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("best test top-1 (%), mean ± std over seeds")
-    fig.tight_layout()
+    axes[0].set_ylabel("best test top-1 accuracy (%)")
+    figures.legend_below(fig, axes, ncol=4, title="mean ± std over seeds (bars); points side by side at each budget")
     return fig

@@ -17,7 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from dgc.experiments import about  # noqa: E402
 from dgc.experiments.grid import (  # noqa: E402
+    AXES,
     AXIS_LABEL,
     DGC_MODEL,
     Experiment,
@@ -66,8 +68,8 @@ def experiments_table(matched: Matched) -> pd.DataFrame:
                          "seeds": "-" if seeds is None else str(seeds),
                          "best top-1 (%)": mean_std(result),
                          "FLOPs expected (M)": _mflops(result.flops if result and result.flops else point.flops),
-                         "state": (exp.state if exp else point_state(point, [])) +
-                                  (f": {point.reason}" if not point.runnable else "")})
+                         "state": exp.state if exp else point_state(point, []),
+                         "why": point.reason or ""})
     return pd.DataFrame(rows)
 
 
@@ -137,9 +139,55 @@ def panel_table(panel: pd.DataFrame, axis: str) -> pd.DataFrame:
                            if m is not None and not _nan(m) else "-"
                            for m, s in zip(panel["mean"], panel["std"])],
         "FLOPs expected (M)": [_mflops(f * 1e6) if f and not _nan(f) else "-" for f in panel["flops_m"]],
-        "state": [s + (f": {r}" if r else "") for s, r in zip(panel["state"], panel["reason"])],
+        "state": list(panel["state"]),
+        "why": list(panel["reason"]),
     })
-    return out
+    return out if any(out["why"]) else out.drop(columns="why")
+
+
+# -- the answer ------------------------------------------------------------------------------------
+def answer(matched: Matched) -> str:
+    """The page's answer in words (Markdown): per knob, which values differ from the baseline beyond
+    two standard errors of the seeds; per pruning rate, DGC against the static group conv."""
+    lines = []
+    for axis in AXES:
+        panel = axis_panel(matched, axis)
+        if panel.empty:
+            continue
+        base = _result_of_row(panel[panel["baseline"]].iloc[0]) if panel["baseline"].any() else None
+        found, measured = [], 0
+        for _, row in panel[~panel["baseline"]].iterrows():
+            diff = about.compare(_result_of_row(row), base)
+            if diff is None:
+                continue
+            measured += 1
+            if about.beyond(diff):
+                found.append(f"{row['value']:g}: {about.difference_in_words(diff)}")
+        label = AXIS_LABEL[axis]
+        if not measured:
+            lines.append(f"- **{label}**: no value measured beside the baseline yet.")
+        elif found:
+            lines.append(f"- **{label}**: against the baseline, " + "; ".join(found) + "; the other values "
+                         "are within two standard errors of it.")
+        else:
+            lines.append(f"- **{label}**: no value differs from the baseline beyond two standard errors of the "
+                         f"seeds ({measured} measured): inconclusive.")
+    gc = static_gc_panel(matched)
+    for rate in sorted(gc["value"].unique()) if not gc.empty else []:
+        part = gc[gc["value"] == rate].set_index("model")
+        if {"DGC", "static group conv"} <= set(part.index):
+            diff = about.compare(_result_of_row(part.loc["DGC"]), _result_of_row(part.loc["static group conv"]))
+            if diff is not None:
+                lines.append(f"- **DGC − static group conv at pruning rate {rate:g}** (equal FLOPs): "
+                             f"{about.difference_in_words(diff)}.")
+    return "\n".join(lines)
+
+
+def _result_of_row(row) -> Result | None:
+    if missing(row["mean"]):
+        return None
+    return Result(float(row["mean"]), None if missing(row["std"]) else float(row["std"]),
+                  0 if missing(row["seeds"]) else int(row["seeds"]), None)
 
 
 # -- figures ---------------------------------------------------------------------------------------

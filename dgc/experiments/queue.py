@@ -3,7 +3,7 @@ which points to queue and queueing them as `dvc exp run --queue` experiments.
 
 A point is queued unless a queued, running or successful experiment with its settings exists
 (dgc.experiments.grid.signature, seeds included); a failed one is queued again under a new name. The
-parsing and the plan are pure functions of the parsed JSON; `run_dvc`, `save_experiments` and
+parsing and the plan are pure functions of the parsed JSON; `run_dvc`, `live_experiments` and
 `queue_points` run DVC (the interpreter's own, `python -m dvc`) for `dgc ablations [queue]` and
 `dgc budget [queue]`.
 """
@@ -57,15 +57,66 @@ def parse_experiments(exp_show: Any) -> list[Experiment]:
 
 
 def read_inputs(experiments_json: str | Path, params_path: str | Path) -> tuple[dict[str, Any], list[Experiment]]:
-    """params_path as a mapping and the experiments of a saved `dvc exp show --json` (an absent or
-    empty file: none)."""
+    """params_path as a mapping and the experiments of `experiments_json`: the record of
+    `record_experiments` or a saved `dvc exp show --json` (an absent or empty file: none)."""
     from dgc.config import read_params_yaml
 
     if not Path(params_path).exists():
         raise MissingInput(f"{params_path} does not exist: the grid's baseline comes from it")
-    path = Path(experiments_json)
+    return read_params_yaml(params_path), read_experiments(experiments_json)
+
+
+# -- the record: the experiments a page shows, kept in git ----------------------------------------------
+# `dvc exp` keeps experiments as git refs of the clone that ran them: a new clone, or a later commit
+# without `--all-commits`, sees none. The pages are rendered from this record instead, which
+# `dgc ablations` and `dgc budget` update from `dvc exp show` and never shrink.
+RECORD = "reports/experiments.json"
+RECORD_NOTE = ("The dvc exp experiments that reports/ablations.html and reports/budget.html show, recorded by "
+               "`dgc ablations` / `dgc budget` from `dvc exp show --json` (baseline: the commit each ran at).")
+
+
+def read_experiments(path: str | Path) -> list[Experiment]:
+    """The experiments of a record ({"experiments": [...]}) or of a saved `dvc exp show --json`."""
+    path = Path(path)
     text = path.read_text() if path.exists() else ""
-    return read_params_yaml(params_path), parse_experiments(json.loads(text)) if text.strip() else []
+    if not text.strip():
+        return []
+    data = json.loads(text)
+    if isinstance(data, dict):
+        return [Experiment(**e) for e in data.get("experiments") or []]
+    return parse_experiments(data)
+
+
+def merge_experiments(recorded: Sequence[Experiment], live: Sequence[Experiment]) -> list[Experiment]:
+    """The record updated by what `dvc exp show` lists now: an experiment is known by its name; a
+    live one replaces the recorded one unless that succeeded and the live one did not (a re-queued
+    copy must not hide a result). Recorded experiments that DVC no longer lists are kept."""
+    merged = {e.name: e for e in recorded}
+    for exp in live:
+        old = merged.get(exp.name)
+        if old is None or exp.state == "success" or old.state != "success":
+            merged[exp.name] = exp
+    return sorted(merged.values(), key=lambda e: e.name)
+
+
+def _trimmed(exp: Experiment) -> Experiment:
+    """Only the metrics files of the experiment's own runs (DVC also lists the commit's others)."""
+    from dataclasses import replace
+
+    pipeline = exp.params.get("pipeline") if isinstance(exp.params.get("pipeline"), dict) else {}
+    own = {f"reports/metrics/{d}-{m}.json" for d in pipeline.get("datasets") or [] for m in pipeline.get("models") or []}
+    return replace(exp, metrics={k: v for k, v in exp.metrics.items() if k in own})
+
+
+def record_experiments(record: str | Path, live: Sequence[Experiment]) -> list[Experiment]:
+    """Merge `live` into the record file (written atomically) and return what it now holds."""
+    from dataclasses import asdict
+
+    from dgc.io import write_json_atomic
+
+    merged = merge_experiments(read_experiments(record), [_trimmed(e) for e in live])
+    write_json_atomic(record, {"note": RECORD_NOTE, "experiments": [asdict(e) for e in merged]})
+    return merged
 
 
 # -- the plan --------------------------------------------------------------------------------------
@@ -167,13 +218,10 @@ def run_dvc(*args: str) -> str:
     return proc.stdout
 
 
-def save_experiments(path: str | Path, all_commits: bool = False) -> str:
-    """Save `dvc exp show --json` (`all_commits`: of every commit, not only HEAD's) as `path`;
-    returns the path, for the page's notebook."""
-    from dgc.io import write_text_atomic
-
-    write_text_atomic(path, run_dvc("exp", "show", "--json", *(["--all-commits"] if all_commits else [])))
-    return str(path)
+def live_experiments(all_commits: bool = False) -> list[Experiment]:
+    """The experiments `dvc exp show --json` lists now (`all_commits`: of every commit, not only HEAD's)."""
+    return parse_experiments(json.loads(run_dvc("exp", "show", "--json", *(["--all-commits"] if all_commits else []))
+                                        or "[]"))
 
 
 def read_queue_params(params_path: str | Path, dry_run: bool) -> dict:

@@ -131,7 +131,9 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
                                for s, b, f, g in zip(seeds, best_rows, final_rows, gains)}
     info = {"dataset": dataset, "model": model_name, "profile": settings["profile"],
             "latency_device": device_name(device),
-            "latency_compile": forward.mode if forward.compiled else "off", "runtime": final_runtime,
+            "latency_compile": forward.mode if forward.compiled else "off",
+            "latency_repeats": cfg.latency_repeats,  # the median of this many timed forwards per batch size
+            "runtime": final_runtime,
             "comparability": comparability(dataset, settings)["reason"],
             "seeds": seeds, "model_args": settings["model_args"], "layers": usage["layers"],
             "usage_images": usage["images"]}

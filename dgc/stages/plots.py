@@ -8,7 +8,7 @@ and the curves `dvc plots show` draws.
   epoch, each model's mean over seeds with the range of its seeds as a band;
 - inactive_schedule.png: the schedule of docs/design.md next to the fraction measured in training;
 - system.png: epoch time, training throughput and peak memory per epoch (mean and seed band);
-- curves/<dataset>-<model>.csv: per epoch the mean, min and max over seeds of test top-1 and the
+- reports/curves/<dataset>-<model>.csv: per epoch the mean, min and max over seeds of test top-1 and the
   mean training loss (what `dvc plots show` draws: one line per run, seeds never joined).
 
 Colours, bands and legends come from dgc.figures, which the report and the study pages share.
@@ -56,10 +56,13 @@ def read_histories(history_dir: str | Path) -> dict[str, list[dict[str, float]]]
 
 def plot_accuracy_vs_flops(metrics_dir: Path, claims: list[Claim], out: Path,
                            architectures: dict[str, dict[str, Any]] | None = None) -> Path:
+    fig = accuracy_figure(load_metrics(metrics_dir), paper_points(claims, architectures))
+    return _save(fig, out / "accuracy_vs_flops.png")
+
+
+def accuracy_figure(runs: dict[tuple[str, str], dict[str, Any]], points: list[dict[str, Any]]):
     """One panel per dataset that was trained, two panels a row; our points with the seeds' std as
     error bars, the paper's (stars) in the same colour as our model of the same name."""
-    runs = load_metrics(metrics_dir)
-    points = paper_points(claims, architectures)
     datasets = sorted({d for d, _ in runs})
     not_run = sorted({p["dataset"] for p in points} - set(datasets))
     cols = 2 if len(datasets) > 1 else 1
@@ -95,13 +98,16 @@ def plot_accuracy_vs_flops(metrics_dir: Path, claims: list[Claim], out: Path,
     if not_run:
         fig.suptitle(f"Not run in this profile: {', '.join(not_run)} (the paper's numbers for them are in "
                      f"the claims table)", fontsize=figures.FONT, color="dimgray")
-    return _save(fig, out / "accuracy_vs_flops.png")
+    return fig
 
 
 def plot_training_curves(history_dir: Path, out: Path) -> Path:
+    return _save(curves_figure(read_histories(history_dir)), out / "training_curves.png")
+
+
+def curves_figure(histories: dict[str, list[dict[str, float]]]):
     """Four panels, one line per model (mean over seeds) with the range of its seeds as a band; the
     inactive-channel panel shows the models that prune."""
-    histories = read_histories(history_dir)
     panels = [("train_loss", "training loss (cross-entropy)"), ("test_top1", "test top-1 accuracy (%)"),
               ("lr", "learning rate"), ("inactive_fraction", "inactive input channels (fraction)")]
     fig, axes = figures.figure(2, 2, height=3.0)
@@ -115,7 +121,7 @@ def plot_training_curves(history_dir: Path, out: Path) -> Path:
         ax.grid(alpha=0.3)
     axes[1, 1].set_title("models that prune (DGC, DGC-G)")
     figures.legend_below(fig, axes.flat, ncol=2, title="mean over seeds; band: range of the seeds")
-    return _save(fig, out / "training_curves.png")
+    return fig
 
 
 def plot_schedule(history_dir: Path, out: Path, gate_factors: dict[str, float]) -> Path:
@@ -153,12 +159,11 @@ def plot_system(history_dir: Path, out: Path) -> Path:
     return _save(fig, out / "system.png")
 
 
-def write_curves(history_dir: Path, out: Path) -> list[Path]:
-    """Per run, reports/figures/curves/<run>.csv: per epoch the mean, min and max test top-1 over
-    the seeds and the mean training loss (the data of `dvc plots show`)."""
+def write_curves(history_dir: Path, folder: Path) -> list[Path]:
+    """Per run, <folder>/<run>.csv (reports/curves/): per epoch the mean, min and max test top-1
+    over the seeds and the mean training loss (the data of `dvc plots show`)."""
     from dgc.io import write_text_atomic
 
-    folder = out / "curves"
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for run, rows in read_histories(history_dir).items():
@@ -190,11 +195,13 @@ def _save(fig, path: Path) -> Path:
 
 def make_plots(metrics_dir: str | Path, history_dir: str | Path, claims: list[Claim],
                out_dir: str | Path, gate_factors: dict[str, float],
-               architectures: dict[str, dict[str, Any]] | None = None) -> list[Path]:
+               architectures: dict[str, dict[str, Any]] | None = None,
+               curves_dir: str | Path | None = None) -> list[Path]:
+    """Every figure under `out_dir`, the mean curves under `curves_dir` (default: beside out_dir)."""
     out = Path(out_dir)
     return [plot_accuracy_vs_flops(Path(metrics_dir), claims, out, architectures),
             plot_training_curves(Path(history_dir), out),
             plot_schedule(Path(history_dir), out, gate_factors),
             plot_system(Path(history_dir), out),
-            *write_curves(Path(history_dir), out)]
+            *write_curves(Path(history_dir), Path(curves_dir) if curves_dir else out.parent / "curves")]
 
