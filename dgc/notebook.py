@@ -165,6 +165,11 @@ def load_inputs(datasets: list[str], models: list[str], reports: str | Path = "r
     }
 
 
+def figure_file(inputs: dict[str, Any], name: str) -> str:
+    """The path of reports/figures/<name>.png, or a ReportInputError naming the plots stage."""
+    return str(_need(inputs["figures"] / f"{name}.png", "figures"))
+
+
 # -- the summary (the first screen) -------------------------------------------------------------------
 def summary_html(inputs: dict[str, Any], profile: str) -> str:
     """What reproduced, what was not run and why, the relation verdicts with their spread and the
