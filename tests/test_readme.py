@@ -23,7 +23,7 @@ README = ROOT / "README.md"
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 FILES = [README, *DOCS]
 IDS = [str(path.relative_to(ROOT)) for path in FILES]
-PROGRAMS = ("make", "git", ".venv/bin/dgc", ".venv/bin/dvc", ".venv/bin/python", ".venv/bin/torchrun",
+PROGRAMS = ("make", "git", ".venv/bin/dgc", ".venv/bin/dvc", ".venv/bin/python", ".venv/bin/torchrun", ".venv/bin/jupyter",
             "bash", "open", "xdg-open")
 README_MAX_LINES = 200
 
