@@ -84,7 +84,7 @@ def accuracy_figure(runs: dict[tuple[str, str], dict[str, Any]], points: list[di
             if p["dataset"] == dataset:
                 ax.plot(p["flops"] / 1e6, p["top1_acc"], marker="*", markersize=13, linestyle="none",
                         color=colour(p["model"]), markeredgecolor="black",
-                        label=f"paper: {p['model']} ({100 - p['top1_acc']:.2f} % error)")
+                        label=f"paper: {p['model']}" + (f" ({100 - p['top1_acc']:.2f} % error)" if cols == 1 else ""))
         smoke = dataset not in PAPER_DATASETS
         ax.set_title(dataset + (" (smoke run: not comparable with the paper)" if smoke else ""))
         ax.set_xlabel("FLOPs (millions of multiply-adds, the paper's convention)")
@@ -93,8 +93,8 @@ def accuracy_figure(runs: dict[tuple[str, str], dict[str, Any]], points: list[di
         ax.margins(x=0.15, y=0.15)
         if cols == 1:
             figures.legend_right(ax, title="ours: mean ± std over seeds")
-        else:
-            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=1, frameon=False)
+    if cols > 1:
+        figures.legend_below(fig, axes.flat, ncol=3, title="ours: mean ± std over seeds; stars: the paper")
     if not_run:
         fig.suptitle(f"Not run in this profile: {', '.join(not_run)} (the paper's numbers for them are in "
                      f"the claims table)", fontsize=figures.FONT, color="dimgray")
