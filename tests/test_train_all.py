@@ -6,12 +6,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import DGC, DGC_ENV, epochs_of, tiny_pipeline, wait_for
 
 from dgc import cli
 from dgc.commands.train_all import RunSpec, plan_runs, run_all, summary_lines
@@ -77,8 +75,9 @@ def test_run_all_keeps_at_most_j_jobs_and_reports_each_ending(tmp_path, monkeypa
     assert f"log {failed.log_path}:\n" in m1_line and m1_line.endswith("    ValueError: m1 went wrong")
     assert summary_lines(outcomes, skipped=2) == [
         "train-all: 7 runs: 2 already complete, 3 trained, 1 failed, 1 interrupted",
-        f"  failed: digits-m1 seed 0 (job {failed.job_id}, FINISHED), log {failed.log_path}",
-        f"  interrupted: digits-m3 seed 0 (job {killed.job_id}, FINISHED), log {killed.log_path}",
+        f"  failed: digits-m1 seed 0 (job {failed.job_id}, FAILED), log {failed.log_path}: "
+        "ValueError: m1 went wrong",
+        f"  interrupted: digits-m3 seed 0 (job {killed.job_id}, ENDED), log {killed.log_path}: last words of m3",
         "  an interrupted run resumes from its checkpoint when `dgc train-all` runs again"]
 
 
@@ -129,33 +128,14 @@ def test_dry_run_prints_the_jobs_and_submits_nothing(tmp_path, tiny_params_file,
     assert not runs.exists()
 
 
-def _tiny(tiny_params_file, models, epochs):
-    raw = yaml.safe_load(tiny_params_file.read_text())
-    raw["pipeline"] = {"datasets": ["digits"], "models": models}
-    raw["train"]["epochs"] = epochs
-    raw["slurm"] = {"gpus_per_job": 0, "cpus_per_job": 1, "time_limit": 10}
-    tiny_params_file.write_text(yaml.safe_dump(raw))
-    return tiny_params_file
-
-
-ENV = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-DGC = [sys.executable, "-m", "dgc"]
-
-
-def epochs_of(run_folder: Path) -> list[int]:
-    """The epochs of a run's history.csv, in order."""
-    lines = (run_folder / "history.csv").read_text().splitlines()[1:]
-    return [int(line.split(",")[0]) for line in lines]
-
-
 @pytest.mark.slow
 def test_train_all_then_the_train_stage_records_the_runs_without_training(tmp_path, tiny_params_file):
-    params = _tiny(tiny_params_file, ["resnet18", "resnet18_dgc"], 1)
+    params = tiny_pipeline(tiny_params_file, ["resnet18", "resnet18_dgc"], 1)
     runs = tmp_path / "runs"
     # this run will fail: its checkpoint cannot be read
     (runs / "digits-resnet18" / "seed0" / "checkpoint.pt").mkdir(parents=True)
     base = [*DGC, "train-all", "--params", str(params), "--runs", str(runs), "--poll", "0.2"]
-    proc = subprocess.run([*base, "-j", "2"], capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT)
+    proc = subprocess.run([*base, "-j", "2"], capture_output=True, text=True, env=DGC_ENV, timeout=300, cwd=ROOT)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "0 complete, 0 still queued or running (re-attached), 2 to submit" in proc.stdout
     assert "train-all: 2 runs: 0 already complete, 1 trained, 1 failed, 0 interrupted" in proc.stdout
@@ -171,7 +151,7 @@ def test_train_all_then_the_train_stage_records_the_runs_without_training(tmp_pa
     # what `dvc repro` runs next: the stage's own command, which finds the run complete
     stage = subprocess.run([*DGC, "train", "digits", "resnet18_dgc", "--params", str(params),
                             "--runs", str(runs), "--history-dir", str(tmp_path / "hist")],
-                           capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT)
+                           capture_output=True, text=True, env=DGC_ENV, timeout=300, cwd=ROOT)
     assert stage.returncode == 0, stage.stderr
     assert "already complete" in stage.stdout and "epoch 1/1" not in stage.stdout
     assert (good / "checkpoint.pt").stat().st_mtime_ns == mtime
@@ -179,26 +159,10 @@ def test_train_all_then_the_train_stage_records_the_runs_without_training(tmp_pa
     assert merged[0].startswith("seed,epoch,") and len(merged) == 2 and merged[1].startswith("0,1,")
 
     # train-all again: the complete run is skipped, the failed one submitted again (and fails again)
-    again = subprocess.run(base, capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT)
+    again = subprocess.run(base, capture_output=True, text=True, env=DGC_ENV, timeout=300, cwd=ROOT)
     assert "1 complete, 0 still queued or running (re-attached), 1 to submit" in again.stdout
     assert "train-all: 2 runs: 1 already complete, 0 trained, 1 failed, 0 interrupted" in again.stdout
     assert (good / "checkpoint.pt").stat().st_mtime_ns == mtime
-
-
-def _wait(condition, what: str, timeout: float = 240):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
-
-
-def _history_has(run_folder: Path, epochs: int):
-    def check():
-        try:
-            return len(epochs_of(run_folder)) >= epochs
-        except (OSError, ValueError, IndexError):
-            return False
-    return check
 
 
 @pytest.mark.slow
@@ -206,13 +170,13 @@ def test_a_preempted_local_job_is_requeued_and_resumes_from_its_checkpoint(tmp_p
     """SIGUSR2, the signal Slurm sends before a time limit or a preemption, reaches the job's training
     process: submitit checkpoints (resubmits the call) and the local controller starts it again."""
     epochs = 30
-    params = _tiny(tiny_params_file, ["resnet18"], epochs)
+    params = tiny_pipeline(tiny_params_file, ["resnet18"], epochs)
     runs = tmp_path / "runs"
     run = runs / "digits-resnet18" / "seed0"
     proc = subprocess.Popen([*DGC, "train-all", "--params", str(params), "--runs", str(runs), "--poll", "0.2"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=DGC_ENV, cwd=ROOT)
     try:
-        _wait(_history_has(run, 2), "two epochs")
+        wait_for(lambda: len(epochs_of(run)) >= 2, "two epochs")
         controller = json.loads((run / "job" / "submitted.json").read_text())["job_id"]
         children = Path(f"/proc/{controller}/task/{controller}/children").read_text().split()
         assert len(children) == 1  # the controller runs one task: the training process

@@ -194,7 +194,8 @@ def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec]
                     log(_ending_line(tag(h.run), outcomes[-1]))
                     continue
                 if state != h.logged_state:
-                    if state in ("RUNNING", "REQUEUED", "PREEMPTED") or (state == "PENDING" and h.logged_state):
+                    if state in ("RUNNING", "REQUEUED", "PREEMPTED") or (
+                            state == "PENDING" and h.logged_state in ("RUNNING", "REQUEUED", "PREEMPTED")):
                         log(f"{tag(h.run)}: job {h.job_id} {h.state.lower()}")
                     h.logged_state = state
             now = time.monotonic()
@@ -235,13 +236,15 @@ def _progress_line(watching: Sequence[Handle], pending: Sequence[RunSpec], outco
 
 
 def summary_lines(outcomes: Sequence[Outcome], skipped: int = 0) -> list[str]:
-    """The closing report: counts, then one line per run that failed or was interrupted."""
+    """The closing report: counts, then one line per run that failed or was interrupted, with its log
+    and the last line of its traceback (failed) or of its log (interrupted)."""
     bad = [o for o in outcomes if not o.ok]
     failed = sum(o.ending.status == "failed" for o in bad)
     lines = [f"train-all: {len(outcomes) + skipped} runs: {skipped} already complete, "
              f"{len(outcomes) - len(bad)} trained, {failed} failed, {len(bad) - failed} interrupted"]
     for o in bad:
-        lines.append(f"  {o.ending.status}: {o.run.name} (job {o.job_id}, {o.ending.state}), log {o.log_path}")
+        last = f": {o.ending.tail[-1].strip()}" if o.ending.tail else ""
+        lines.append(f"  {o.ending.status}: {o.run.name} (job {o.job_id}, {o.ending.state}), log {o.log_path}{last}")
     if len(bad) > failed:
         lines.append("  an interrupted run resumes from its checkpoint when `dgc train-all` runs again")
     return lines

@@ -90,13 +90,14 @@ class Ending:
     result: dict[str, Any] | None = None
 
 
-def last_lines(text: str, count: int = 4) -> tuple[str, ...]:
-    """The last `count` non-empty lines of `text`; a progress bar's line is its last redraw."""
+def last_lines(text: str, count: int = 3) -> tuple[str, ...]:
+    """The last `count` lines of `text` that say something (a progress bar's line is its last redraw;
+    a traceback's `^^^^` markers are left out)."""
     lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.splitlines()]
-    return tuple([line for line in lines if line.strip()][-count:])
+    return tuple([line for line in lines if line.strip(" ^~")][-count:])
 
 
-def log_tail(path: Path, count: int = 4) -> tuple[str, ...]:
+def log_tail(path: Path, count: int = 3) -> tuple[str, ...]:
     try:
         with open(path, "rb") as fh:
             fh.seek(max(0, fh.seek(0, 2) - 16384))
@@ -115,8 +116,8 @@ def ending_of(handle: Handle, state: str) -> Ending:
     while not result.exists() and time.monotonic() < deadline:  # a shared file system may lag
         time.sleep(0.5)
     if result.exists() and result.stat().st_mtime >= handle.submitted_at - 1:
-        outcome, payload = pickle_load(result)
+        outcome, payload = pickle_load(result)  # the scheduler may not have seen the job end yet
         if outcome == "success":
-            return Ending("done", state, (), payload)
-        return Ending("failed", state, last_lines(str(payload)))
+            return Ending("done", "COMPLETED", (), payload)
+        return Ending("failed", "FAILED", last_lines(str(payload)))
     return Ending("interrupted", state, log_tail(handle.log_path))

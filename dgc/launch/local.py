@@ -137,7 +137,7 @@ class LocalLauncher:
 
     def refresh(self, handles: Sequence[Handle]) -> None:
         for h in handles:
-            h.state = "FINISHED" if h.job.done() else "RUNNING"
+            h.state = "ENDED" if h.job.done() else "RUNNING"
 
     def finished(self, handle: Handle) -> bool:
         return handle.state != "RUNNING"
