@@ -144,13 +144,16 @@ class LocalLauncher:
 
     def interrupt(self, handles: Sequence[Handle]) -> list[str]:
         """Ctrl-C: stop this host's jobs (each keeps its last completed epoch)."""
+        import subprocess
+
         for h in handles:
-            h.job.cancel(check=False)
+            h.job.cancel(check=False)  # SIGINT to the job's controller, which stops its task
         for h in handles:
+            process = getattr(h.job, "_process", None)  # None for a job of an earlier train-all
+            if process is None:
+                continue
             try:
-                process = getattr(h.job, "_process", None)
-                if process is not None:
-                    process.wait(timeout=60)
-            except Exception:  # noqa: BLE001 - a job that will not stop is killed below
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
                 process.kill()
         return [f"stopped {len(handles)} local job(s); `dgc train-all` resumes them from their checkpoints"]
