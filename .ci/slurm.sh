@@ -29,7 +29,8 @@ wait_for() {
         sleep 0.5
     done
 }
-running() { pgrep -x "$1" >/dev/null; }
+# running NAME: a live process of that name (a zombie left by a daemon's fork does not count)
+running() { ps -C "$1" -o stat= 2>/dev/null | grep -qv '^Z'; }
 
 [[ $(id -u) == 0 ]] || fail "run as root (it installs packages and starts system daemons)"
 if [[ -f $CONF ]] && ! grep -qF "$MARK" "$CONF"; then
@@ -38,7 +39,10 @@ fi
 
 if [[ ${1:-} == --stop ]]; then
     for daemon in slurmd slurmctld slurmdbd mariadbd munged; do
-        pkill -x "$daemon" && say "stopped $daemon" || true
+        pkill -x "$daemon" || continue
+        for _ in $(seq 60); do running "$daemon" || break; sleep 0.5; done
+        running "$daemon" && fail "$daemon did not stop in 30 s"
+        say "stopped $daemon"
     done
     exit 0
 fi
@@ -61,7 +65,14 @@ read -r cpus memory < <(slurmd -C | awk '/^NodeName/ {
 memory=$(( memory * 9 / 10 ))  # headroom: a node reporting less memory than configured is drained
 mkdir -p /etc/slurm "$LOG" /var/lib/slurm/slurmctld /var/lib/slurm/slurmd /run/slurm
 chown slurm:slurm "$LOG" /var/lib/slurm/slurmctld /run/slurm
-new_conf=$(cat <<EOF
+# FirstJobId: a fresh controller state counts job ids from it; kept above the ids the accounting
+# database already holds (a state lost while the database stayed), or sacct would mix old jobs in.
+first_job_id=$(sed -n 's/^FirstJobId=//p' "$CONF" 2>/dev/null || true)
+first_job_id=${first_job_id:-1}
+conf_changed=0
+write_conf() {
+    local new_conf
+    new_conf=$(cat <<EOF
 $MARK (a single-node test cluster; \`bash .ci/slurm.sh --stop\` stops it)
 ClusterName=$CLUSTER
 SlurmctldHost=localhost
@@ -86,15 +97,17 @@ KillWait=3
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
+FirstJobId=$first_job_id
 NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 )
-conf_changed=0
-if [[ ! -f $CONF ]] || [[ $(cat "$CONF") != "$new_conf" ]]; then
-    printf '%s\n' "$new_conf" > "$CONF"
-    conf_changed=1
-fi
+    if [[ ! -f $CONF ]] || [[ $(cat "$CONF") != "$new_conf" ]]; then
+        printf '%s\n' "$new_conf" > "$CONF"
+        conf_changed=1
+    fi
+}
+write_conf
 cat > "$DBD_CONF" <<EOF
 $MARK
 AuthType=auth/munge
@@ -140,6 +153,13 @@ fi
 wait_for 60 slurmdbd sacctmgr -n list cluster
 if ! sacctmgr -n -P list cluster format=cluster | grep -qx "$CLUSTER"; then
     sacctmgr -i add cluster "$CLUSTER" >/dev/null
+fi
+if ! running slurmctld && [[ ! -f /var/lib/slurm/slurmctld/job_state ]]; then
+    last_id=$(sacct -n -X -a -S 1970-01-01 -o JobIDRaw 2>/dev/null | sed 's/[^0-9].*//' | sort -n | tail -1)
+    if [[ -n $last_id ]] && (( last_id >= first_job_id )); then
+        first_job_id=$(( last_id + 1 ))
+        write_conf
+    fi
 fi
 if running slurmctld && (( conf_changed )); then
     scontrol reconfigure || true
