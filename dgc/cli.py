@@ -88,61 +88,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_all(args: argparse.Namespace) -> int:
-    from dgc.commands.train_all import (
-        default_jobs,
-        log_path_of,
-        missing_data,
-        plan_runs,
-        run_all,
-        summary_lines,
-        train_command,
-    )
+    from dgc.commands.train_all import train_all
 
-    params = _params(args)  # bad settings fail here once, before any process starts
-    jobs = default_jobs() if args.jobs is None else args.jobs
-    if jobs < 1:
-        raise UsageError(f"-j must be at least 1, got {jobs}")
-    missing = missing_data(params)
-    if missing:
-        raise UsageError(f"{params.data.root}/{missing[0]} is missing: prepare it first with "
-                         f"`dvc repro data@{missing[0]}` (or `dgc data {missing[0]}`)")
-    if jobs > 1 and params.train.device.startswith("cuda:"):
-        print(f"warning: train.device is {params.train.device}: every run uses that one GPU; "
-              f"set train.device: auto to give each run a GPU of its own", file=sys.stderr)
-    runs = plan_runs(params)
-    print(f"train-all: {len(runs)} runs, {jobs} at a time")
-    outcomes = run_all(runs, lambda r: train_command(r, args.params, args.set, args.runs),
-                       lambda r: log_path_of(r, args.runs), jobs)
-    for line in summary_lines(outcomes):
-        print(line)
-    failed = [o.run.name for o in outcomes if not o.ok]
-    if failed:
-        print(f"dgc: error: {len(failed)} of {len(outcomes)} runs failed: {', '.join(failed)}",
-              file=sys.stderr)
-        return 1
-    print("now run `dvc repro`: it records these runs without training them again")
-    return 0
-
-
-def cmd_gpus(args: argparse.Namespace) -> int:
-    import os
-
-    from dgc.runtime.gpus import default_lock_dir, lease_status, visible_gpu_ids
-
-    count = args.count
-    if count is None:
-        import torch
-
-        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if count < 1:
-        print("no CUDA device is visible: no GPU to lease (pass --count N to list leases anyway)")
-        return 0
-    lock_dir = default_lock_dir()
-    print(f"GPU leases in {lock_dir}:")
-    for info in lease_status(count, lock_dir, visible_gpu_ids(count, os.environ.get("CUDA_VISIBLE_DEVICES"))):
-        holder = "; ".join(info.note.splitlines()) if info.held else "free"
-        print(f"  cuda:{info.index}  {holder}")
-    return 0
+    return train_all(args, _params(args))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -371,17 +319,12 @@ def build_parser() -> argparse.ArgumentParser:
     _with_params(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("train-all", help="train every pipeline (dataset, model, seed), N at a time, "
-                                         "each on a GPU of its own; then `dvc repro` records them")
-    p.add_argument("-j", "--jobs", type=int, default=None,
-                   help="runs at a time (default: the number of CUDA devices, 1 without CUDA)")
-    p.add_argument("--runs", default="runs", help="runs folder (default runs/)")
+    p = sub.add_parser("train-all", help="train every pipeline (dataset, model, seed) as a job of its own, "
+                                         "on this host or on Slurm; then `dvc repro` records them")
+    from dgc.commands.train_all import add_arguments
+    add_arguments(p)
     _with_params(p)
     p.set_defaults(func=cmd_train_all)
-
-    p = sub.add_parser("gpus", help="which GPUs training runs have leased (and by which process)")
-    p.add_argument("--count", type=int, default=None, help="GPUs to list (default: the visible ones)")
-    p.set_defaults(func=cmd_gpus)
 
     p = sub.add_parser("evaluate", help="accuracy, FLOPs, params and latency of a trained model")
     p.add_argument("dataset")

@@ -205,6 +205,48 @@ class EvalConfig:
         check_compile(self.compile, f"{section}.compile")
 
 
+@dataclass(frozen=True)
+class SlurmConfig:
+    """params.yaml `slurm`: the jobs of `dgc train-all --launcher slurm`, one per (dataset, model,
+    seed); each setting has a train-all flag of its name (`time_limit`: --time-limit)."""
+
+    partition: str | None = None  # None: the cluster's default partition
+    account: str | None = None
+    gpus_per_job: int = 1
+    cpus_per_job: int = 4
+    mem_gb: float | None = None  # None: the partition's default
+    time_limit: int = 1440  # minutes per job; a run that needs longer is requeued from its checkpoint
+    max_timeouts: int = 20  # requeues after a time-out before the run is reported as failed
+    max_jobs: int | None = None  # jobs submitted at once (None: every run); more follow as they end
+    setup: tuple[str, ...] = ()  # shell lines each job runs first, e.g. "module load cuda"
+    sbatch: dict = field(default_factory=dict)  # more sbatch options, e.g. {qos: high, constraint: h100}
+
+    def validate(self, section: str = "slurm") -> None:
+        def name(key: str) -> str:
+            return f"{section}.{key} (--{key.replace('_', '-')})"
+
+        for key in ("partition", "account"):
+            value = getattr(self, key)
+            if value is not None and (not value.strip() or any(c.isspace() for c in value)):
+                raise ConfigError(f"{name(key)} must be a name without spaces, got {value!r}")
+        if self.gpus_per_job < 0:
+            raise ConfigError(f"{name('gpus_per_job')} must be >= 0, got {self.gpus_per_job}")
+        if self.cpus_per_job < 1:
+            raise ConfigError(f"{name('cpus_per_job')} must be at least 1, got {self.cpus_per_job}")
+        if self.mem_gb is not None and self.mem_gb <= 0:
+            raise ConfigError(f"{name('mem_gb')} must be positive or null, got {self.mem_gb}")
+        if self.time_limit < 1:
+            raise ConfigError(f"{name('time_limit')} must be at least 1 minute, got {self.time_limit}")
+        if self.max_timeouts < 0:
+            raise ConfigError(f"{name('max_timeouts')} must be >= 0, got {self.max_timeouts}")
+        if self.max_jobs is not None and self.max_jobs < 1:
+            raise ConfigError(f"{name('max_jobs')} must be at least 1 or null, got {self.max_jobs}")
+        for key, value in self.sbatch.items():
+            if not isinstance(key, str) or not key or key.startswith("-") or isinstance(value, (dict, list)):
+                raise ConfigError(f"{section}.sbatch (--sbatch) must map sbatch option names, without "
+                                  f"dashes, to single values, got {key!r}: {value!r}")
+
+
 def check_compile(setting: str, key: str) -> str:
     from dgc.runtime.compile import COMPILE_MODES
 
@@ -228,6 +270,7 @@ class Params:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     models: dict = field(default_factory=dict)  # model name -> create_model overrides
 
     def model_overrides(self, name: str) -> dict:
@@ -247,7 +290,7 @@ class Params:
 
 
 SECTIONS = {"pipeline": PipelineConfig, "data": DataConfig, "train": TrainConfig,
-            "evaluate": EvalConfig}
+            "evaluate": EvalConfig, "slurm": SlurmConfig}
 
 
 def params_from_dict(raw: Mapping[str, Any]) -> Params:

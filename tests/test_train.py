@@ -260,25 +260,6 @@ def test_cuda_out_of_memory_in_evaluation_names_the_eval_batch(tmp_path, tiny_pa
     assert "-S train.batch_size=48 -S train.lr=0.15" in msg and "torchrun" in msg
 
 
-def test_a_run_on_several_gpus_leases_one(monkeypatch, tmp_path):
-    from dgc.runtime.gpus import lock_name
-    from dgc.stages.train import lease_for_run
-
-    monkeypatch.setenv("DGC_GPU_LOCK_DIR", str(tmp_path))
-    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # a simulated 2-GPU machine
-    cuda = torch.device("cuda")
-    with lease_for_run(cuda, "auto", False, print) as first, \
-            lease_for_run(cuda, "cuda", False, print) as second:
-        assert (first.index, second.index) == (0, 1)
-    assert lease_for_run(cuda, "cuda:1", False, print) is None
-    assert lease_for_run(cuda, "auto", True, print) is None
-    assert lease_for_run(torch.device("cpu"), "auto", False, print) is None
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "6,7")
-    with lease_for_run(cuda, "auto", False, print) as lease:
-        assert lease.index == 0 and lease.path == tmp_path / lock_name("6")
-
-
 def test_a_finished_run_is_trained_again_after_a_training_code_change(tmp_path, tiny_params_file, monkeypatch):
     params = load_params(tiny_params_file, {"train.epochs": 1})
     first = train_model("digits", "resnet18", params, tmp_path, log=lambda s: None)

@@ -1,56 +1,66 @@
-"""`dgc train-all`: every training run of the pipeline, N at a time, one process each.
+"""`dgc train-all`: every training run of the pipeline as a submitit job, on this host or on Slurm.
 
-`dvc repro` runs the train stages one after another, which leaves all GPUs but one idle. `run_all`
-starts `python -m dgc train D M --seed k` for every pipeline.datasets x pipeline.models pair and
-every train.seeds entry, at most `jobs` at a time; each process leases a GPU of its own
-(dgc/runtime/gpus.py) and writes its output to runs/<D>-<M>/seed<k>/train.log. A later `dvc repro` finds
+`dvc repro` runs the train stages one after another, which leaves all GPUs but one idle, and cannot
+leave the machine. `train_all` plans every pipeline.datasets x pipeline.models pair and train.seeds
+entry (`plan_runs`), skips the runs already complete (`dgc.stages.train.is_complete`: the checkpoint
+of all epochs, same settings and training code), re-attaches to the jobs an earlier `dgc train-all`
+left queued or running, and submits the others, one job per run (dgc/launch/job.py), through a
+launcher: `local` (dgc/launch/local.py: one run per GPU of this host, or `-j N` CPU runs) or `slurm`
+(dgc/launch/slurm.py: sbatch jobs with the params.yaml `slurm` settings). `run_all` is the one loop
+both share: submit while the launcher has room, watch, report each job as it ends. A failed job is
+reported with its run, its log and the end of its traceback, and the others go on; a cancelled or
+killed one resumes from its checkpoint when `dgc train-all` runs again. A later `dvc repro` finds
 every run complete (train_model returns at once), merges the seeds' histories into reports/history/
 and records the outputs.
 """
 
 from __future__ import annotations
 
-import os
-import shlex
-import signal
-import subprocess
+import argparse
 import sys
 import time
 from collections import deque
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from dgc.config import Params
+from dgc.errors import DGCError
+from dgc.launch.jobs import Ending, Handle, RunSpec, ending_of, job_folder
+
+__all__ = ["RunSpec", "add_arguments", "plan_runs", "run_all", "summary_lines", "train_all"]
+
+SLURM_FLAGS = ("partition", "account", "gpus_per_job", "cpus_per_job", "mem_gb", "time_limit", "max_timeouts")
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    """One training run: a (dataset, model, seed) of the pipeline."""
-
-    dataset: str
-    model: str
-    seed: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.dataset}-{self.model} seed {self.seed}"
+class TrainAllError(DGCError, ValueError):
+    """Bad train-all options; the message names the option."""
 
 
-@dataclass(frozen=True)
-class RunOutcome:
-    """How a run's process ended: exit status, wall time, its log and the log's last line."""
-
-    run: RunSpec
-    returncode: int
-    seconds: float
-    log_path: Path
-    last_line: str
-
-    @property
-    def ok(self) -> bool:
-        return self.returncode == 0
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """train-all's options (the cli adds --params and -S)."""
+    p.add_argument("--launcher", choices=("local", "slurm"), default="local",
+                   help="local: this host, one run per GPU (or -j N CPU runs); slurm: one sbatch job per run "
+                        "with the params.yaml `slurm` settings (default local)")
+    p.add_argument("-j", "--jobs", type=int, default=None,
+                   help="runs at a time: local default one per visible GPU, 1 without CUDA; slurm default "
+                        "slurm.max_jobs (null: every run at once)")
+    p.add_argument("--runs", default="runs", help="runs folder (default runs/)")
+    p.add_argument("--dry-run", action="store_true", help="print the jobs it would submit, submit nothing")
+    p.add_argument("--poll", type=float, default=None,
+                   help="seconds between job-state checks (default 2 local, 15 slurm)")
+    p.add_argument("--progress", type=float, default=300,
+                   help="seconds between progress lines while jobs run (default 300)")
+    g = p.add_argument_group("slurm (each overrides its params.yaml `slurm` setting)")
+    g.add_argument("--partition", default=None)
+    g.add_argument("--account", default=None)
+    g.add_argument("--gpus-per-job", type=int, default=None)
+    g.add_argument("--cpus-per-job", type=int, default=None)
+    g.add_argument("--mem-gb", type=float, default=None)
+    g.add_argument("--time-limit", type=int, default=None, metavar="MINUTES")
+    g.add_argument("--max-timeouts", type=int, default=None)
+    g.add_argument("--sbatch", action="append", default=[], metavar="OPTION=VALUE",
+                   help="one more sbatch option, e.g. --sbatch qos=high (repeatable; added to slurm.sbatch)")
 
 
 def plan_runs(params: Params) -> list[RunSpec]:
@@ -64,36 +74,51 @@ def missing_data(params: Params) -> list[str]:
     return [d for d in params.pipeline.datasets if not (Path(params.data.root) / d).is_dir()]
 
 
-def log_path_of(run: RunSpec, runs_root: str | Path) -> Path:
-    return Path(runs_root) / f"{run.dataset}-{run.model}" / f"seed{run.seed}" / "train.log"
+def with_slurm_flags(params: Params, args: argparse.Namespace) -> Params:
+    """params with the slurm flags given on the command line (validated: a bad one is named)."""
+    from dgc.config import with_overrides
+
+    changes: dict[str, Any] = {k: getattr(args, k) for k in SLURM_FLAGS if getattr(args, k) is not None}
+    extra = {}
+    for option in args.sbatch:
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise TrainAllError(f"--sbatch {option!r} must look like OPTION=VALUE, e.g. --sbatch qos=high")
+        extra[key.strip().lstrip("-")] = value
+    if extra:
+        changes["sbatch"] = {**params.slurm.sbatch, **extra}
+    if changes and args.launcher != "slurm":
+        first = next(iter(changes))
+        raise TrainAllError(f"--{first.replace('_', '-')} applies to --launcher slurm only")
+    return with_overrides(params, "slurm", **changes) if changes else params
 
 
-def train_command(run: RunSpec, params_path: str | Path, overrides: Sequence[str],
-                  runs_root: str | Path, python: str = sys.executable) -> list[str]:
-    """The `dgc train` command of one run. The seeds' merged history is left to `dvc repro`
-    (--history-dir ''), which writes it once every seed has finished."""
-    cmd = [python, "-m", "dgc", "train", run.dataset, run.model, "--seed", str(run.seed),
-           "--params", str(params_path), "--runs", str(runs_root), "--history-dir", ""]
-    for override in overrides:
-        cmd += ["-S", override]
-    return cmd
+def make_launcher(args: argparse.Namespace, params: Params):
+    if args.launcher == "slurm":
+        from dgc.launch.slurm import SlurmLauncher
+
+        return SlurmLauncher(params.slurm, args.jobs)
+    from dgc.launch.local import LocalLauncher
+
+    if args.jobs is not None and args.jobs > 1 and params.train.device.startswith("cuda:"):
+        print(f"warning: train.device is {params.train.device}: every run uses that one GPU; "
+              f"set train.device: auto to give each run a GPU of its own", file=sys.stderr)
+    return LocalLauncher.for_this_host(args.jobs)
 
 
-def default_jobs() -> int:
-    """One run per visible CUDA device; 1 without CUDA."""
-    import torch
+@dataclass(frozen=True)
+class Outcome:
+    """How a run's job ended (`ending.status`: done, failed or interrupted), after how long, its log."""
 
-    return max(1, torch.cuda.device_count()) if torch.cuda.is_available() else 1
+    run: RunSpec
+    job_id: str
+    ending: Ending
+    seconds: float
+    log_path: Path
 
-
-def _last_line(path: Path) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
-            lines = [l.strip() for l in fh.read().decode(errors="replace").splitlines()]
-    except OSError:
-        return ""
-    return next((l for l in reversed(lines) if l), "")
+    @property
+    def ok(self) -> bool:
+        return self.ending.status == "done"
 
 
 def _duration(seconds: float) -> str:
@@ -102,73 +127,170 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def run_all(runs: Sequence[RunSpec], command: Callable[[RunSpec], list[str]],
-            log_path: Callable[[RunSpec], Path], jobs: int, log: Callable[[str], None] = print,
-            poll_seconds: float = 0.5, env: dict[str, str] | None = None) -> list[RunOutcome]:
-    """Run `command(run)` for every run, at most `jobs` processes at once, each writing stdout and
-    stderr to `log_path(run)` (appended: a resumed run keeps its earlier log). Logs a line when a run
-    starts and when it ends; returns the outcomes in the order the runs ended. On Ctrl-C the running
-    processes are interrupted too (their checkpoints keep the last completed epoch)."""
-    if jobs < 1:
-        raise ValueError(f"jobs must be at least 1, got {jobs}")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}  # live logs
-    pending = deque(enumerate(runs, 1))
-    running: dict[subprocess.Popen, tuple[int, RunSpec, Path, float]] = {}
-    outcomes: list[RunOutcome] = []
-    total = len(runs)
+def _epochs_done(run: RunSpec, runs_root: Path) -> int:
+    from dgc.runtime.runs import run_dir
+
     try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                i, run = pending.popleft()
-                path = log_path(run)
-                path.parent.mkdir(parents=True, exist_ok=True)
-                cmd = command(run)
-                with open(path, "a") as fh:
-                    fh.write(f"=== {datetime.now().isoformat(timespec='seconds')} {shlex.join(cmd)}\n")
-                    fh.flush()
-                    # the child has its own copy of the descriptor: ours can close at once
-                    proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT,
-                                            stdin=subprocess.DEVNULL, env=env)
-                running[proc] = (i, run, path, time.monotonic())
-                log(f"[{i}/{total}] start {run.name}: log {path}")
-            for proc in [p for p in running if p.poll() is not None]:
-                i, run, path, started = running.pop(proc)
-                outcome = RunOutcome(run, proc.returncode, time.monotonic() - started, path,
-                                     _last_line(path))
-                outcomes.append(outcome)
-                status = "done" if outcome.ok else "FAILED"
-                tail = "" if outcome.ok else f": {outcome.last_line}"
-                log(f"[{i}/{total}] {status} {run.name}: exit {proc.returncode} after "
-                    f"{_duration(outcome.seconds)}, log {path}{tail}")
-            if running:
+        with open(run_dir(runs_root, run.dataset, run.model, run.seed) / "history.csv") as fh:
+            return max(0, sum(1 for _ in fh) - 1)
+    except OSError:
+        return 0
+
+
+def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec], tuple], runs_root: Path,
+            attached: Sequence[Handle] = (), log: Callable[[str], None] = print, poll_seconds: float = 2.0,
+            progress_seconds: float = 300.0, epochs: int | None = None, fn: Any = None) -> list[Outcome]:
+    """Submit a job for every run while `launcher` has a free slot, watch them (and the `attached` jobs
+    of an earlier train-all), and log a line when a job is submitted, starts, is requeued or ends,
+    and a progress line every `progress_seconds`; returns the outcomes in the order the jobs ended.
+    A submission the scheduler refuses is a TrainAllError when it is the first (bad options), else
+    that run's failure. On Ctrl-C, `launcher.interrupt` decides what becomes of the running jobs.
+    `fn` is what each job calls with `job_args(run)` (default: a `TrainJob`)."""
+    from dgc.launch.job import TrainJob
+    from dgc.launch.local import LauncherError
+
+    total = len(runs) + len(attached)
+    pending = deque(runs)
+    watching: list[Handle] = list(attached)
+    outcomes: list[Outcome] = []
+    number = {h.run: i for i, h in enumerate(attached, 1)}
+    number.update({r: i for i, r in enumerate(runs, len(attached) + 1)})
+    started = {h.run: time.time() for h in attached}
+    last_progress = time.monotonic()
+    fn = TrainJob() if fn is None else fn
+
+    def tag(run: RunSpec) -> str:
+        return f"[{number[run]}/{total}] {run.name}"
+
+    try:
+        while pending or watching:
+            while pending:
+                slot = launcher.free_slot()
+                if slot is False:
+                    break
+                run = pending.popleft()
+                try:
+                    handle = launcher.submit(run, slot, fn, job_args(run), runs_root)
+                except LauncherError as exc:
+                    if not outcomes and not watching:
+                        raise TrainAllError(str(exc)) from None
+                    outcomes.append(Outcome(run, "-", Ending("failed", "NOT SUBMITTED", (str(exc),)), 0.0,
+                                            job_folder(run, runs_root)))
+                    log(f"{tag(run)}: FAILED to submit: {exc}")
+                    continue
+                watching.append(handle)
+                started[run] = time.time()
+                where = f" on GPU {slot}" if slot not in (None, True) else ""
+                log(f"{tag(run)}: submitted job {handle.job_id}{where}, log {handle.log_path}")
+            launcher.refresh(watching)
+            for h in list(watching):
+                state = h.state.split()[0] if h.state else ""
+                if launcher.finished(h):
+                    watching.remove(h)
+                    launcher.release(h)
+                    ending = ending_of(h, h.state)
+                    seconds = time.time() - started.get(h.run, h.submitted_at)
+                    outcomes.append(Outcome(h.run, h.job_id, ending, seconds, h.log_path))
+                    log(_ending_line(tag(h.run), outcomes[-1]))
+                    continue
+                if state != h.logged_state:
+                    if state in ("RUNNING", "REQUEUED", "PREEMPTED") or (
+                            state == "PENDING" and h.logged_state in ("RUNNING", "REQUEUED", "PREEMPTED")):
+                        log(f"{tag(h.run)}: job {h.job_id} {h.state.lower()}")
+                    h.logged_state = state
+            now = time.monotonic()
+            if watching and now - last_progress >= progress_seconds:
+                last_progress = now
+                log(_progress_line(watching, pending, outcomes, total, runs_root, epochs))
+            if pending or watching:
                 time.sleep(poll_seconds)
     except KeyboardInterrupt:
-        _stop(list(running))
+        for line in launcher.interrupt(watching):
+            log(line)
         raise
     return outcomes
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    """Interrupt the runs still going: Ctrl-C in a terminal already reached them (same process
-    group), so give them a moment to stop on their own before sending SIGINT, then SIGKILL."""
-    deadline = time.monotonic() + 2
-    while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    for p in procs:
-        if p.poll() is None:
-            p.send_signal(signal.SIGINT)
-    for p in procs:
-        try:
-            p.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+def _ending_line(tag: str, o: Outcome) -> str:
+    status = {"done": "done", "failed": "FAILED", "interrupted": "INTERRUPTED"}[o.ending.status]
+    state = "" if o.ok else f", {o.ending.state}"
+    line = f"{tag}: {status} (job {o.job_id}{state}) after {_duration(o.seconds)}, log {o.log_path}"
+    if o.ending.status == "done" and o.ending.result:
+        best = o.ending.result.get("best") or {}
+        if "test_top1" in best:
+            line += f": best test top-1 {best['test_top1']:.2f}% (epoch {best.get('epoch')})"
+    elif o.ending.tail:
+        line += ":\n" + "\n".join(f"    {t}" for t in o.ending.tail)
+    return line
 
 
-def summary_lines(outcomes: Sequence[RunOutcome]) -> list[str]:
-    """The closing report: counts, then one line per failed run with its exit status and log."""
-    failed = [o for o in outcomes if not o.ok]
-    lines = [f"train-all: {len(outcomes)} runs, {len(outcomes) - len(failed)} finished, "
-             f"{len(failed)} failed"]
-    lines += [f"  failed: {o.run.name} (exit {o.returncode}), log {o.log_path}" for o in failed]
+def _progress_line(watching: Sequence[Handle], pending: Sequence[RunSpec], outcomes: Sequence[Outcome],
+                   total: int, runs_root: Path, epochs: int | None) -> str:
+    running = [h for h in watching if h.state.startswith("RUNNING")]
+    of = f"/{epochs}" if epochs else ""
+    shown = ", ".join(f"{h.run.name} epoch {_epochs_done(h.run, runs_root)}{of}" for h in running[:8])
+    more = f" and {len(running) - 8} more" if len(running) > 8 else ""
+    queued = len(watching) - len(running) + len(pending)
+    return (f"progress: {len(outcomes)}/{total} ended, {len(running)} running"
+            f"{(': ' + shown + more) if shown else ''}; {queued} waiting")
+
+
+def summary_lines(outcomes: Sequence[Outcome], skipped: int = 0) -> list[str]:
+    """The closing report: counts, then one line per run that failed or was interrupted, with its log
+    and the last line of its traceback (failed) or of its log (interrupted)."""
+    bad = [o for o in outcomes if not o.ok]
+    failed = sum(o.ending.status == "failed" for o in bad)
+    lines = [f"train-all: {len(outcomes) + skipped} runs: {skipped} already complete, "
+             f"{len(outcomes) - len(bad)} trained, {failed} failed, {len(bad) - failed} interrupted"]
+    for o in bad:
+        last = f": {o.ending.tail[-1].strip()}" if o.ending.tail else ""
+        lines.append(f"  {o.ending.status}: {o.run.name} (job {o.job_id}, {o.ending.state}), log {o.log_path}{last}")
+    if len(bad) > failed:
+        lines.append("  an interrupted run resumes from its checkpoint when `dgc train-all` runs again")
     return lines
+
+
+def train_all(args: argparse.Namespace, params: Params, log: Callable[[str], None] = print) -> int:
+    """The `dgc train-all` command: plan, skip the complete runs, re-attach, submit, watch, report."""
+    from dgc.stages.train import is_complete
+
+    params = with_slurm_flags(params, args)
+    launcher = make_launcher(args, params)
+    missing = missing_data(params)
+    if missing:
+        raise TrainAllError(f"{params.data.root}/{missing[0]} is missing: prepare it first with "
+                            f"`dvc repro data@{missing[0]}` (or `dgc data {missing[0]}`)")
+    runs_root = Path(args.runs)
+    runs = plan_runs(params)
+    log(f"train-all: {len(runs)} runs; checking which are complete")
+    complete = [r for r in runs if is_complete(r.dataset, r.model, params, runs_root, r.seed)]
+    todo = [r for r in runs if r not in complete]
+    if todo and not args.dry_run:
+        launcher.check()
+    attached = [h for h in (launcher.attach(r, runs_root) for r in todo) if h is not None]
+    to_submit = [r for r in todo if r not in {h.run for h in attached}]
+    log(f"train-all: {len(complete)} complete, {len(attached)} still queued or running "
+        f"(re-attached), {len(to_submit)} to submit; {launcher.describe()}")
+    if args.dry_run:
+        for r in complete:
+            log(f"  skip     {r.name}: complete")
+        for h in attached:
+            log(f"  attach   {h.run.name}: job {h.job_id} ({h.state})")
+        for r in to_submit:
+            log(f"  submit   {r.name}: job folder {job_folder(r, runs_root)}")
+        return 0
+    if not todo:
+        log("nothing to train: every run is complete; `dvc repro` records them")
+        return 0
+    poll = args.poll if args.poll is not None else (15.0 if args.launcher == "slurm" else 2.0)
+    outcomes = run_all(to_submit, launcher, lambda r: (r.dataset, r.model, r.seed, params, str(runs_root)),
+                       runs_root, attached, log, poll, args.progress, params.train.epochs)
+    for line in summary_lines(outcomes, len(complete)):
+        log(line)
+    bad = [o.run.name for o in outcomes if not o.ok]
+    if bad:
+        print(f"dgc: error: {len(bad)} of {len(outcomes)} runs did not finish: {', '.join(bad)}", file=sys.stderr)
+        return 1
+    log("now run `dvc repro`: it records these runs without training them again")
+    return 0
+

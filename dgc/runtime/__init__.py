@@ -1,3 +1,3 @@
-"""Training runtime: the epoch loop, checkpoints, devices and GPU leases, torch.compile,
+"""Training runtime: the epoch loop, checkpoints, devices, torch.compile,
 torchrun, the learning-rate schedule, experiment tracking and the run folders.
 """

@@ -6,8 +6,9 @@
   best.pt        the epoch with the best test top-1 (the authors' pick)
   wandb/         the wandb run (offline unless the user logs in)
 Killed at any moment, the same call continues from the last completed epoch; once all epochs are
-done (with unchanged settings and training code) it returns the stored result without training. On a machine with several GPUs a single-process
-run leases a free GPU (dgc/runtime/gpus.py), so several runs can share the machine. Under torchrun it trains
+done (with unchanged settings and training code) it returns the stored result without training
+(`is_complete` says so beforehand). It trains on the device train.device names; `dgc train-all` gives
+each run its own GPU (CUDA_VISIBLE_DEVICES, dgc/commands/train_all.py). Under torchrun it trains
 with DistributedDataParallel: `train.batch_size` and `train.lr` are the GLOBAL batch and its lr, each
 of N processes takes batch_size / N images of every batch; only rank 0 writes files and logs.
 """
@@ -19,7 +20,6 @@ import csv
 import dataclasses
 import hashlib
 import io
-import os
 import resource
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +42,6 @@ from dgc.runtime.compile import Compiled, resolve_compile
 from dgc.runtime.device import resolve_device
 from dgc.runtime.distributed import DistInfo, all_reduce_sum, barrier, dist_info_from_env, init_distributed, shutdown
 from dgc.runtime.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
-from dgc.runtime.gpus import GpuLease, lease_gpu, should_lease_gpu, visible_gpu_ids
 from dgc.runtime.runs import run_dir
 from dgc.runtime.tracking import Tracker
 
@@ -201,14 +200,21 @@ def _already_complete(checkpoint: dict[str, Any], out: Path, epochs: int, main: 
     return TrainResult(out, epochs, epochs, dict(checkpoint["best"]), history[-1] if history else {})
 
 
-def lease_for_run(device: torch.device, device_setting: str, distributed: bool,
-                  log: Callable[[str], None]) -> GpuLease | None:
-    """A lease on one free GPU when this run should take one (`should_lease_gpu`), else None."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    count = torch.cuda.device_count() if device.type == "cuda" else 0
-    if not should_lease_gpu(device.type, device_setting, distributed, visible, count):
-        return None
-    return lease_gpu(count, log=log, ids=visible_gpu_ids(count, visible))
+def is_complete(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
+                seed: int | None = None) -> bool:
+    """Whether `train_model` with these arguments would return its stored result without training:
+    a readable checkpoint of all train.epochs epochs, with the same settings and training code."""
+    seed = params.train.seeds[0] if seed is None else seed
+    ckpt_path = run_dir(runs_root, dataset, model_name, seed) / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        return False
+    try:
+        checkpoint = load_checkpoint(ckpt_path)
+    except DGCError:
+        return False  # unreadable: training it again reports why
+    model = build_for_training(dataset, model_name, params)
+    return (checkpoint.get("fingerprint") == fingerprint(settings_of(dataset, model, params, seed))
+            and checkpoint["epoch"] >= params.train.epochs and checkpoint.get("code") == training_code_hash())
 
 
 def train_model(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
@@ -219,8 +225,7 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
 
     A run whose checkpoint already holds all train.epochs epochs with the same settings and the same
     training code (`training_code()`) returns its stored result at once; under other code it trains
-    again. A CUDA out-of-memory error in an epoch raises GpuOutOfMemory, naming the batch setting. On a machine with several GPUs a single-process run leases a free one
-    (dgc/runtime/gpus.py) for its whole duration."""
+    again. A CUDA out-of-memory error in an epoch raises GpuOutOfMemory, naming the batch setting."""
     cfg = params.train
     seed = cfg.seeds[0] if seed is None else seed
     torch.manual_seed(seed)  # the same initialisation in every process and every run
@@ -242,7 +247,7 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
             checkpoint = None
         elif checkpoint["epoch"] >= cfg.epochs:
             if checkpoint.get("code") == code:
-                # before joining torchrun's group or leasing a GPU: nothing to train or wait for
+                # before joining torchrun's group: nothing to train or wait for
                 return _already_complete(checkpoint, out, cfg.epochs, main, say)
             # an unfinished run resumes across a code change; a finished one is trained again
             say(f"{ckpt_path} was finished by other training code (a file `dgc train` runs "
@@ -250,24 +255,17 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
             checkpoint = None
 
     dist_info = init_distributed(device.type)
-    lease = None
     try:
         if dist_info.enabled and cfg.batch_size % dist_info.world_size:
             raise ConfigError(f"train.batch_size {cfg.batch_size} must be divisible by the "
                               f"{dist_info.world_size} processes")
         if device.type == "cuda" and dist_info.enabled:
             device = torch.device("cuda", dist_info.local_rank)
-        lease = lease_for_run(device, cfg.device, dist_info.enabled, say)
-        if lease is not None:
-            device = torch.device("cuda", lease.index)
-            say(f"leased GPU cuda:{lease.index} for this run ({lease.path})")
         if device.type == "cuda" and device.index is not None:
             torch.cuda.set_device(device)
         return _train(dataset, model_name, model, params, device, dist_info, out, settings, fp,
                       code, checkpoint, seed, say)
     finally:
-        if lease is not None:
-            lease.release()
         shutdown()
 
 

@@ -1,0 +1,159 @@
+"""`dgc train-all --launcher local`: the runs as submitit jobs on this host, one per slot.
+
+A slot is a GPU (every visible one, `-j N` of them) or, without CUDA, a place for one CPU run (`-j N`,
+default 1). Each job runs under submitit's LocalExecutor with CUDA_VISIBLE_DEVICES set to its slot's
+GPU, so it sees that GPU alone as cuda:0 and no two runs share one; when a job ends, its slot takes
+the next run. A local job has no time limit. A job started by an earlier `dgc train-all` that still
+runs (its process alive) is waited for, not started twice.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+from typing import Any, Sequence
+
+from dgc.errors import DGCError
+from dgc.launch.jobs import Handle, RunSpec, job_folder, read_record, write_record
+
+NO_TIME_LIMIT_MIN = 60 * 24 * 365  # submitit's local jobs always have one: a year
+
+
+class LauncherError(DGCError, ValueError):
+    """A launcher cannot start with these settings; the message names the option."""
+
+
+def visible_gpus(cuda_visible_devices: str | None, count: int) -> list[int]:
+    """The physical ids of the `count` GPUs this process sees (CUDA_VISIBLE_DEVICES=4,5: [4, 5])."""
+    if cuda_visible_devices is None:
+        return list(range(count))
+    entries = [e.strip() for e in cuda_visible_devices.split(",") if e.strip()][:count]
+    if not all(e.isdigit() for e in entries):
+        raise LauncherError(f"CUDA_VISIBLE_DEVICES={cuda_visible_devices}: --launcher local needs GPU "
+                            f"indices, not UUIDs")
+    return [int(e) for e in entries]
+
+
+def job_python() -> str:
+    """The interpreter command of a job: this Python, importing the dgc package of this checkout
+    (the code that submitted the job) whatever its working folder and the dgc the venv installed."""
+    import sys
+
+    from dgc.imports import SOURCE_ROOT
+
+    path = os.pathsep.join([str(SOURCE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    return shlex.join(["env", f"PYTHONPATH={path}", sys.executable])
+
+
+class PidJob:
+    """A local job of an earlier `dgc train-all`, watched through its controller's process id."""
+
+    def __init__(self, folder: Path, job_id: str) -> None:
+        from submitit.core.utils import JobPaths
+
+        self.job_id = job_id
+        self.paths = JobPaths(folder, job_id, 0)
+
+    def alive(self) -> bool:
+        try:
+            cmdline = Path(f"/proc/{self.job_id}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            return False
+        return "submitit" in cmdline and str(self.paths.folder) in cmdline
+
+    def done(self) -> bool:
+        return not self.alive()
+
+    def cancel(self, check: bool = False) -> None:
+        import signal
+
+        if self.alive():
+            os.kill(int(self.job_id), signal.SIGINT)
+
+
+class LocalLauncher:
+    name = "local"
+
+    def __init__(self, jobs: int | None, gpus: Sequence[int] | None = None) -> None:
+        """`gpus`: the GPU ids to run on (None: CPU-only); `jobs`: runs at a time (default: one per
+        GPU, 1 without GPUs; more runs than GPUs share them round-robin)."""
+        if jobs is not None and jobs < 1:
+            raise LauncherError(f"-j must be at least 1, got {jobs}")
+        self.gpus = list(gpus or [])
+        count = jobs if jobs is not None else max(1, len(self.gpus))
+        self.slots: list[Any] = [self.gpus[k % len(self.gpus)] for k in range(count)] if self.gpus else \
+            [None] * count
+        self.busy: list[Any] = []
+
+    @classmethod
+    def for_this_host(cls, jobs: int | None) -> LocalLauncher:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return cls(jobs, visible_gpus(os.environ.get("CUDA_VISIBLE_DEVICES"), count) if count else None)
+
+    def describe(self) -> str:
+        where = (f"GPU {', '.join(str(g) for g in self.gpus)}, one run each" if self.gpus
+                 else "no GPU: on the CPU")
+        return f"local: {len(self.slots)} at a time on this host ({where})"
+
+    def check(self) -> None:
+        """Nothing to check on this host."""
+
+    def free_slot(self) -> Any:
+        """A free slot (`False` when all are busy; a slot is a GPU id, or None on the CPU)."""
+        free = list(self.slots)
+        for slot in self.busy:
+            free.remove(slot)
+        return free[0] if free else False
+
+    def submit(self, run: RunSpec, slot: Any, fn: Any, args: tuple, runs_root: Path) -> Handle:
+        import submitit
+
+        folder = job_folder(run, runs_root)
+        executor = submitit.LocalExecutor(folder=folder, max_num_timeout=3, python=job_python())
+        executor.update_parameters(timeout_min=NO_TIME_LIMIT_MIN, stderr_to_stdout=True,
+                                   gpus_per_node=0 if slot is None else 1,
+                                   visible_gpus=() if slot is None else (slot,))
+        handle = Handle(run, executor.submit(fn, *args), slot)
+        write_record(folder, self.name, handle.job_id)
+        self.busy.append(slot)
+        return handle
+
+    def release(self, handle: Handle) -> None:
+        if not handle.attached:
+            self.busy.remove(handle.slot)
+
+    def attach(self, run: RunSpec, runs_root: Path) -> Handle | None:
+        folder = job_folder(run, runs_root)
+        record = read_record(folder)
+        if not record or record["launcher"] != self.name:
+            return None
+        job = PidJob(folder, str(record["job_id"]))
+        if not job.alive():
+            return None
+        return Handle(run, job, None, float(record.get("submitted_at", 0)), attached=True, state="RUNNING")
+
+    def refresh(self, handles: Sequence[Handle]) -> None:
+        for h in handles:
+            h.state = "ENDED" if h.job.done() else "RUNNING"
+
+    def finished(self, handle: Handle) -> bool:
+        return handle.state != "RUNNING"
+
+    def interrupt(self, handles: Sequence[Handle]) -> list[str]:
+        """Ctrl-C: stop this host's jobs (each keeps its last completed epoch)."""
+        import subprocess
+
+        for h in handles:
+            h.job.cancel(check=False)  # SIGINT to the job's controller, which stops its task
+        for h in handles:
+            process = getattr(h.job, "_process", None)  # None for a job of an earlier train-all
+            if process is None:
+                continue
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        return [f"stopped {len(handles)} local job(s); `dgc train-all` resumes them from their checkpoints"]

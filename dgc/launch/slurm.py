@@ -1,0 +1,163 @@
+"""`dgc train-all --launcher slurm`: the runs as Slurm jobs, one sbatch job per run, through submitit.
+
+The params.yaml `slurm` section (dgc/config.py `SlurmConfig`, each setting overridable by a train-all
+flag) gives the jobs' partition, account, GPUs, CPUs, memory, time limit and further sbatch options.
+Every run is submitted at once (`slurm.max_jobs` / `-j N`: at most N jobs in the queue, the next
+submitted as one ends) and Slurm schedules them. A job is watched through `sacct` (one call per poll
+for all jobs, submitit's watcher). At its time limit or when preempted, submitit's signal handler
+requeues it (`TrainJob.checkpoint`, up to `slurm.max_timeouts` time-outs) and it resumes from the
+run's checkpoint; a cancelled job is reported, and `dgc train-all` resubmits it the next time. Jobs
+outlive the `dgc train-all` that submitted them: run it again and it re-attaches to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+from dgc.config import SlurmConfig
+from dgc.launch.jobs import Handle, RunSpec, job_folder, last_lines, read_record, write_record
+from dgc.launch.local import LauncherError, job_python
+
+# sacct's states of a job that has not ended (a requeued job passes through REQUEUED and PENDING).
+ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
+          "COMPLETING", "CONFIGURING", "PREEMPTED", "SIGNALING", "STAGE_OUT", "STOPPED", "UNKNOWN",
+          "SUBMITTED"}
+NO_SLURM_HINT = "`bash .ci/slurm.sh` starts a one-node test cluster on this machine (docs/gpus.md)"
+
+
+def _run(command: list[str]) -> str:
+    """A Slurm command's output; a LauncherError naming it when it is missing or fails."""
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise LauncherError(f"--launcher slurm: no Slurm on this machine ({command[0]} is not on "
+                            f"PATH); {NO_SLURM_HINT}") from None
+    except subprocess.TimeoutExpired:
+        raise LauncherError(f"--launcher slurm: `{' '.join(command)}` did not answer in 60 s") from None
+    if proc.returncode:
+        why = (last_lines(proc.stderr or proc.stdout, 1) or (f"exit {proc.returncode}",))[0]
+        raise LauncherError(f"--launcher slurm: `{' '.join(command)}` failed: {why}")
+    return proc.stdout
+
+
+def partitions() -> list[str]:
+    """The names of the cluster's partitions (`sinfo -o %R`)."""
+    return [line.strip() for line in _run(["sinfo", "-h", "-o", "%R"]).splitlines() if line.strip()]
+
+
+class SlurmLauncher:
+    name = "slurm"
+
+    def __init__(self, cfg: SlurmConfig, max_jobs: int | None = None) -> None:
+        if max_jobs is not None and max_jobs < 1:
+            raise LauncherError(f"-j must be at least 1, got {max_jobs}")
+        self.cfg = cfg
+        self.max_jobs = max_jobs if max_jobs is not None else cfg.max_jobs
+        self.busy = 0
+
+    def sbatch_parameters(self) -> dict[str, Any]:
+        """submitit's SlurmExecutor parameters of every job (the job name is added per run)."""
+        cfg = self.cfg
+        params: dict[str, Any] = {"time": cfg.time_limit, "cpus_per_task": cfg.cpus_per_job,
+                                  "signal_delay_s": min(90, cfg.time_limit * 15), "stderr_to_stdout": True}
+        if cfg.partition:
+            params["partition"] = cfg.partition
+        if cfg.account:
+            params["account"] = cfg.account
+        if cfg.gpus_per_job:
+            params["gpus_per_node"] = cfg.gpus_per_job
+        if cfg.mem_gb is not None:
+            params["mem"] = f"{round(cfg.mem_gb * 1024)}M"
+        if cfg.setup:
+            params["setup"] = list(cfg.setup)
+        if cfg.sbatch:
+            params["additional_parameters"] = dict(cfg.sbatch)
+        return params
+
+    def describe(self) -> str:
+        p = self.sbatch_parameters()
+        flags = [f"--partition={p['partition']}" if "partition" in p else "(the default partition)",
+                 f"--time={p['time']}", f"--cpus-per-task={p['cpus_per_task']}"]
+        flags += [f"--gpus-per-node={p['gpus_per_node']}"] if "gpus_per_node" in p else []
+        flags += [f"--account={p['account']}"] if "account" in p else []
+        flags += [f"--mem={p['mem']}"] if "mem" in p else []
+        flags += [f"--{k.replace('_', '-')}={v}" for k, v in p.get("additional_parameters", {}).items()]
+        at_once = "every run at once" if self.max_jobs is None else f"at most {self.max_jobs} jobs at once"
+        return f"slurm: one sbatch job per run, {' '.join(flags)}; {at_once}"
+
+    def check(self) -> None:
+        """The cluster answers, the partition exists and sacct (how jobs are watched) works."""
+        names = [n.rstrip("*") for n in partitions()]
+        if self.cfg.partition and self.cfg.partition not in names:
+            raise LauncherError(f"slurm.partition (--partition) {self.cfg.partition!r} is not a partition "
+                                f"of this cluster; its partitions: {', '.join(names) or 'none'}")
+        _run(["sacct", "-n", "-X", "-j", "1", "-o", "JobID"])
+
+    def free_slot(self) -> Any:
+        return self.max_jobs is None or self.busy < self.max_jobs
+
+    def submit(self, run: RunSpec, slot: Any, fn: Any, args: tuple, runs_root: Path) -> Handle:
+        import submitit
+        from submitit.core.utils import FailedJobError
+
+        folder = job_folder(run, runs_root)
+        executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=self.cfg.max_timeouts,
+                                          python=job_python())
+        executor.update_parameters(job_name=f"dgc-{run.dataset}-{run.model}-s{run.seed}",
+                                   **self.sbatch_parameters())
+        try:
+            with contextlib.redirect_stderr(io.StringIO()):  # submitit prints sbatch's stderr too
+                job = executor.submit(fn, *args)
+        except FailedJobError as exc:
+            lines = [line for line in str(exc).splitlines() if "error" in line.lower()] or str(exc).splitlines()
+            raise LauncherError(f"sbatch refused the job of {run.name}: "
+                                f"{lines[-1].strip() if lines else 'no message'}") from None
+        finally:
+            for link in folder.glob(".submission_file_*.sh"):  # submitit's links to the job scripts
+                link.unlink(missing_ok=True)
+        write_record(folder, self.name, job.job_id)
+        self.busy += 1
+        return Handle(run, job, slot)
+
+    def release(self, handle: Handle) -> None:
+        if not handle.attached:
+            self.busy -= 1
+
+    def attach(self, run: RunSpec, runs_root: Path) -> Handle | None:
+        import submitit
+
+        folder = job_folder(run, runs_root)
+        record = read_record(folder)
+        if not record or record["launcher"] != self.name:
+            return None
+        job = submitit.SlurmJob(folder=folder, job_id=str(record["job_id"]))
+        state = job.watcher.get_state(job.job_id, mode="force")
+        if state.split()[0] not in ACTIVE or state == "UNKNOWN":
+            return None
+        return Handle(run, job, None, float(record.get("submitted_at", 0)), attached=True, state=state)
+
+    def refresh(self, handles: Sequence[Handle]) -> None:
+        if not handles:
+            return
+        watcher = handles[0].job.watcher
+        watcher.update()  # one sacct call for every job
+        for h in handles:
+            h.state = watcher.get_state(h.job_id, mode="cache")
+
+    def finished(self, handle: Handle) -> bool:
+        result = Path(handle.job.paths.result_pickle)
+        if result.exists() and result.stat().st_mtime >= handle.submitted_at - 1:
+            return True
+        return handle.state.split()[0] not in ACTIVE
+
+    def interrupt(self, handles: Sequence[Handle]) -> list[str]:
+        """Ctrl-C: the jobs stay in Slurm's hands."""
+        if not handles:
+            return []
+        ids = " ".join(h.job_id for h in handles)
+        return [f"{len(handles)} Slurm job(s) keep running: the same `dgc train-all` command re-attaches "
+                f"to them; `scancel {ids}` cancels them"]
