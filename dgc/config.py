@@ -17,10 +17,12 @@ from typing import Any, Mapping
 import yaml
 
 from dgc.errors import DGCError
+from dgc.model_names import list_models, model_arguments
 
 PROFILES = ("smoke", "smoke-all", "paper", "custom")
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune")  # dgc/runtime/compile.py
 
 
 def input_size_of(dataset: str, digits_size: int = 32) -> tuple[int, int, int]:
@@ -113,8 +115,6 @@ class PipelineConfig:
                                "resnet18_dgc", "resnet18", "resnet18_gc")
 
     def validate(self, section: str = "pipeline") -> None:
-        from dgc.models import list_models
-
         for name in self.datasets:
             check_dataset(name, f"{section}.datasets")
         for name in self.models:
@@ -206,8 +206,6 @@ class EvalConfig:
 
 
 def check_compile(setting: str, key: str) -> str:
-    from dgc.runtime.compile import COMPILE_MODES
-
     if setting not in COMPILE_MODES:
         raise ConfigError(f"{key} must be one of {', '.join(COMPILE_MODES)}, got {setting!r}")
     return setting
@@ -231,8 +229,6 @@ class Params:
     models: dict = field(default_factory=dict)  # model name -> create_model overrides
 
     def model_overrides(self, name: str) -> dict:
-        from dgc.models import list_models, model_arguments
-
         if name not in list_models():
             raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
         overrides = self.models.get(name) or {}

@@ -57,7 +57,7 @@ def candidates(shape: dict[str, int], batch: int, device: torch.device, dtype: t
     """Forward-only and forward+backward callables of each execution for one layer shape, and the
     largest |fused - sparse| of the output (a sanity check that the timed kernels agree)."""
     # imported here, after main() set TRITON_INTERPRET: the kernels read it when first defined
-    from dgc.kernels import fused_1x1
+    from dgc.kernels.fused_triton import fused_1x1
     from dgc.layers import DGCConv2d, executions
 
     c_in, c_out, heads, size, k = (shape[f] for f in SHAPE_FIELDS)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
               "nothing measured.")
         return 0
 
-    from dgc.kernels import fused_available
+    from dgc.kernels.fused_triton import fused_available
     from dgc.measure.latency import device_name, median_times
 
     if not fused_available(device):

@@ -327,7 +327,7 @@ class Check:
 # -- steps ------------------------------------------------------------------------------------------
 
 def fused_unavailable(check: Check) -> str | None:
-    from dgc.kernels import fused_available
+    from dgc.kernels.fused_triton import fused_available
 
     if check.device.type != "cuda":
         return "the fused Triton kernel needs CUDA (its CPU interpreter takes minutes per step)"

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from dgc.bench.common import made_by
+from dgc.kernels.cpu_layers import use_cpu_kernels
 from dgc.measure.calibrate import ready_for_timing
 from dgc.measure.flops import count_flops
 from dgc.measure.latency import device_name, median_times
@@ -52,7 +53,7 @@ def _layers(c_in: int, c_out: int, k: int, gate: float, heads: int,
         out[f"dgc_{path}"] = layer
     out["dense"] = BNReLUConv2d(c_in, c_out, k, padding=k // 2)
     out["group4"] = BNReLUConv2d(c_in, c_out, k, padding=k // 2, groups=4)
-    return out
+    return {name: use_cpu_kernels(module) for name, module in out.items()}
 
 
 def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -102,7 +103,7 @@ def bench_models(device: torch.device, batches: tuple[int, ...] = (1, 64), repea
         models = {}
         for name in pair:
             torch.manual_seed(0)
-            models[name] = create_model(name, 10, stem="cifar")
+            models[name] = use_cpu_kernels(create_model(name, 10, stem="cifar"))
             set_progress(models[name], 1.0)
             ready_for_timing(models[name], (3, 32, 32), device)
         per_batch = {}
