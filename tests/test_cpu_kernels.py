@@ -8,6 +8,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -354,8 +355,10 @@ def test_env_switch_turns_the_kernels_off():
 @needs_kernels
 def test_kernel_benchmark_runs_and_records_every_candidate(tmp_path):
     out = tmp_path / "cpu_kernels.json"
+    root = Path(__file__).resolve().parents[1]  # this checkout's dgc, whichever one is installed
     proc = subprocess.run([sys.executable, "benchmarks/cpu_kernels.py", "--batch", "2", "--repeats", "1",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=root,
+                          env=dict(os.environ, PYTHONPATH=str(root)))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert len(result["blocks"]) == 3
