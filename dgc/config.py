@@ -37,6 +37,11 @@ class ConfigError(DGCError, ValueError):
     """A bad setting; the message names the key."""
 
 
+# A scalar setting's type: the Python types its value may have (true/false is never a number), in words.
+_SCALARS = {float: ((int, float), "a number"), int: (int, "an integer"), bool: (bool, "true or false"),
+            str: (str, "a string")}
+
+
 def _check_type(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
@@ -63,22 +68,11 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         return dict(value)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
+    if annotation in _SCALARS:
+        allowed, words = _SCALARS[annotation]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and annotation is not bool):
+            raise ConfigError(f"{key} must be {words}, got {value!r}")
+        return annotation(value)
     return value
 
 

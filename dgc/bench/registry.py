@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from dgc.bench import speed
-from dgc.bench.common import made_by, settings_table
 
 
 @dataclass(frozen=True)
@@ -30,6 +29,40 @@ class Section:
         """The file's content: parsed JSON for a .json file, the text otherwise."""
         text = (Path(reports) / self.file).read_text()
         return json.loads(text) if self.file.endswith(".json") else text
+
+
+def made_by(result: Mapping[str, Any]) -> str:
+    """One line: the commit and machine a benchmark JSON says made it (its `provenance`, written by
+    dgc.measure.provenance.provenance); '' when it has none."""
+    p = result.get("provenance")
+    if not p:
+        return ""
+    m = p["machine"]
+    return (f"Made by commit {p['commit']} on {p['date']}: {m.get('cpu', '?')}, {m.get('cpus', '?')} "
+            f"CPUs, {m.get('gpu', 'no GPU')}, torch {m.get('torch', '?')}.\n")
+
+
+def settings_table(ms_per_image: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Rows (batch, model), columns = settings, from keys "<model> <setting>"; the fastest in bold."""
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    settings: list[str] = []
+    for batch, timings in ms_per_image.items():
+        for key, ms in timings.items():
+            model, setting = key.split(" ", 1)
+            rows.setdefault((batch, model), {})[setting] = ms
+            if setting not in settings:
+                settings.append(setting)
+    lines = ["| batch | model | " + " | ".join(settings) + " |", "|---|---|" + "---|" * len(settings)]
+    for (batch, model), row in rows.items():
+        best = min(row.values())
+        cells = [("**%.2f**" if row[s] == best else "%.2f") % row[s] if s in row else "-" for s in settings]
+        lines.append(f"| {batch} | {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def bench_section(result: Mapping[str, Any]) -> str:
+    """`dgc bench`'s table (dgc/bench/speed.py) under the line naming the commit and machine."""
+    return made_by(result) + "\n" + speed.bench_markdown(result)
 
 
 def repro_time_section(r: Mapping[str, Any]) -> str:
@@ -96,7 +129,7 @@ SECTIONS: tuple[Section, ...] = (
             repro_time_section),
     Section("Training step (`python benchmarks/train_throughput.py`)", "train_throughput.json",
             train_throughput_section),
-    Section("Layers and whole models at inference (`dgc bench`)", "bench.json", speed.section_markdown),
+    Section("Layers and whole models at inference (`dgc bench`)", "bench.json", bench_section),
     Section("Whole models on the CPU (`python benchmarks/cpu_inference.py --json reports/cpu_inference.json`)",
             "cpu_inference.json", cpu_inference_section),
     Section("The CPU kernels against the PyTorch ops they replace "

@@ -12,8 +12,8 @@ calibrated BatchNorm statistics and only after its outputs were checked finite (
     .venv/bin/dgc bench [--device auto|cpu|cuda] [--threads 2] [--repeats 10] [--no-models]
         [--out reports/bench.json]
 
-writes reports/bench.json and reports/bench.md (`bench_markdown`); `section_markdown` is its part of
-the speed section (dgc/bench/registry.py).
+writes reports/bench.json and reports/bench.md (`bench_markdown`); dgc/bench/registry.py renders it in
+docs/speed.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from dgc.bench.common import made_by
 from dgc.kernels.cpu_layers import use_cpu_kernels
 from dgc.measure.calibrate import ready_for_timing
 from dgc.measure.flops import count_flops
@@ -151,8 +150,3 @@ def bench_markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {row['model']} | {row['flops_expected']:,} | {ms.get('1', float('nan')):.2f} | "
                          f"{ms.get('64', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def section_markdown(result: dict[str, Any]) -> str:
-    """bench_markdown under the line naming the commit and machine that made the result."""
-    return made_by(result) + "\n" + bench_markdown(result)

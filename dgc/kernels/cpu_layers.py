@@ -1,20 +1,11 @@
 """The C++ CPU kernels (dgc/kernels/cpu.py) as executions of the layers, for CPU inference.
 
-`use_cpu_kernels(model)` adds to the execution tables of the model's layers (dgc/layers/dispatch.py)
-one row per kernel, tried before the PyTorch executions wherever it applies: eval mode without
-autograd, float32 NCHW input (or a channel slice of one: a DenseNet block's buffer), outside
-torch.compile, the kernels built (docs/design.md, "CPU kernels"):
-
-    layer          execution          kernel
-    DGCConv2d      fused_cpu          select_topk + fused_1x1 (1x1 convs at n_in fixed; else `sparse`)
-    DGCConv2d      bnrelu_mean        its BN-ReLU pre-activation and the saliency pooling in one pass
-    BNReLUConv2d   fused_group_1x1    shuffled 1x1 group convs, as DGC 1x1 convs with fixed channels
-    BNReLUConv2d   bnrelu_group_conv  BN-ReLU + a direct grouped k x k conv (narrow groups, wide rows)
-    AvgPool2x2     avg_pool2          the DenseNets' 2x2 transition pooling
-
-The kernels are forward-only: training never asks for them, so `dgc train` neither runs nor imports
-this module (and its code, the finished-run check and the train stage's deps, holds no kernel). The
-evaluate stage, `dgc bench` and the benchmarks call `use_cpu_kernels` on the models they run.
+`use_cpu_kernels(model)` adds a row per kernel to the execution tables of the model's layers
+(dgc/layers/dispatch.py), tried before the PyTorch executions: `fused_cpu` and `bnrelu_mean` to the DGC
+layers, `fused_group_1x1` and `bnrelu_group_conv` to BNReLUConv2d, `avg_pool2` to AvgPool2x2 (where
+each applies and why: docs/design.md, "CPU kernels"). The kernels are forward-only, so training never
+asks for them: `dgc train` neither runs nor imports this module, and its code (the finished-run check,
+the train stage's deps) holds no kernel. The evaluate stage, `dgc bench` and the benchmarks call it.
 """
 
 from __future__ import annotations

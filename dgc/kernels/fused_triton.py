@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from dgc.layers import DGCConv2d, Execution, dgc_layers
-from dgc.layers.executions import fixed_selection, is_1x1, kept_indices, subsample
+from dgc.layers.executions import channels_last, fixed_selection, is_1x1, kept_indices, subsample
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _kernels: ModuleType | None = None
@@ -141,9 +141,7 @@ def _dot_options(dtype: torch.dtype) -> dict[str, object]:
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     """channels_last when x is (and is not also plain contiguous), as DGCConv2d decides."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
+    return torch.channels_last if channels_last(x) else torch.contiguous_format
 
 
 def _validate(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor) -> None:

@@ -113,9 +113,10 @@ def training_code_hash(root: Path = SOURCE_ROOT) -> str:
     return digest.hexdigest()[:16]
 
 
-def history_csv(rows: list[dict[str, Any]]) -> str:
+def history_csv(rows: list[dict[str, Any]], columns: tuple[str, ...] = HISTORY_COLUMNS) -> str:
+    """`rows` as CSV text, floats to 6 significant digits."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -423,8 +424,4 @@ def merge_histories(runs_root: str | Path, dataset: str, model_name: str, seeds:
         path = run_dir(runs_root, dataset, model_name, seed) / "history.csv"
         with open(path) as fh:
             rows += [{"seed": seed, **row} for row in csv.DictReader(fh)]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=("seed", *HISTORY_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_text_atomic(Path(out_dir) / f"{dataset}-{model_name}.csv", buf.getvalue())
+    return write_text_atomic(Path(out_dir) / f"{dataset}-{model_name}.csv", history_csv(rows, ("seed", *HISTORY_COLUMNS)))
