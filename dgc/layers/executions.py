@@ -13,7 +13,8 @@ table (`DGC_EXECUTIONS`, dgc/layers/dispatch.py):
 and returns (B, C_out, h', w') with the heads interleaved (channel j*H + i is head i's channel j).
 The table holds the PyTorch executions; the kernels' (`fused`: dgc/kernels/fused_triton.py,
 `fused_cpu`: dgc/kernels/cpu_layers.py) are added to one model's layers by the code that runs them.
-Adding an execution: its function, its row, and it joins tests/test_dgc_layer.py's all-executions test.
+Adding an execution: its function, its row, and its name in tests/test_dgc_layer.py's EXECUTIONS (the
+all-executions test runs every one of them).
 """
 
 from __future__ import annotations
