@@ -33,7 +33,7 @@ repro: $(STAMP)
 	$(BIN)/dvc repro
 
 lint: $(STAMP)
-	$(BIN)/ruff check dgc tests benchmarks
+	$(BIN)/ruff check dgc tests benchmarks studies
 
 test: lint
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest $(PYTEST_ARGS)

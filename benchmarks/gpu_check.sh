@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check (benchmarks/gpu_check.py, whose code is dgc/bench/gpu_check.py): GPU tests, timings of
+# The GPU check (benchmarks/gpu_check.py): GPU tests, timings of
 # the six paper-profile models, compile costs, peak memory, a short training run and the paper
 # profile's hours on this GPU, within a time budget -> reports/gpu/summary.json and summary.md.
 # Arguments pass through (--help lists them).

@@ -2,7 +2,7 @@
 # Times the README's main job on the default (smoke) profile from a fresh clone: `dvc repro` once
 # (everything runs), then again (nothing changed: must do nothing). The install is not counted:
 # the clone reuses this checkout's .venv. Writes reports/repro_time.json in this checkout
-# (dgc/bench/repro_time.py).
+# (benchmarks/repro_time.py).
 # Usage: bash benchmarks/repro_time.sh [clone-dir]
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
@@ -19,5 +19,5 @@ t0=$(date +%s.%N); dvc repro > repro1.log 2>&1; t1=$(date +%s.%N)
 dvc repro > repro2.log 2>&1; t2=$(date +%s.%N)
 n1=$(grep -c "^Running stage" repro1.log || true)
 n2=$(grep -c "^Running stage" repro2.log || true)
-"$DGC_PYTHON" -m dgc.bench.repro_time "$t0" "$t1" "$t2" "$n1" "$n2" "$commit" "$(nproc)" \
+"$DGC_PYTHON" "$src/benchmarks/repro_time.py" "$t0" "$t1" "$t2" "$n1" "$n2" "$commit" "$(nproc)" \
   "$src/reports/repro_time.json"

@@ -10,8 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from dgc.errors import DGCError, MissingInput
 
@@ -256,21 +257,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_crosscheck(args: argparse.Namespace) -> int:
-    from dgc.commands.crosscheck import crosscheck, crosscheck_markdown
-    from dgc.io import write_json_atomic, write_text_atomic
-
-    for folder in (args.a, args.b):
-        if not (Path(folder) / "vs_paper.json").exists():
-            raise UsageError(f"{folder}/vs_paper.json is missing: give two reports/ folders of finished `dvc repro` runs")
-    result = crosscheck(args.a, args.b)
-    md = crosscheck_markdown(result, *args.labels)
-    write_json_atomic(Path(args.out).with_suffix(".json"), {**result, "labels": list(args.labels)})
-    write_text_atomic(args.out, md)
-    print(md)
-    return 0
-
-
 def cmd_readme(args: argparse.Namespace) -> int:
     from dgc.commands.readme import update_readme
 
@@ -279,164 +265,133 @@ def cmd_readme(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_params(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="params.yaml", help="parameters file (default params.yaml)")
-    p.add_argument("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a parameter, e.g. -S train.epochs=2 (repeatable)")
+def _train_all_arguments(parser: argparse.ArgumentParser) -> None:
+    from dgc.commands.train_all import add_arguments
+
+    add_arguments(parser)
+
+
+# -- the command line: one table row per subcommand ---------------------------------------------
+def arg(*flags: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """One argument of a subcommand: argparse's add_argument(*flags, **options)."""
+    return flags, options
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand; `dgc <name>` runs `cmd_<name>` of this module (dashes as underscores; an action
+    `dgc <name> <action>`: `cmd_<name>_<action>`), the function dgc/imports.py reads its imports from."""
+
+    name: str
+    help: str
+    args: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
+    actions: tuple[Command, ...] = ()  # sub-subcommands (`dgc ablations queue`)
+    more: Callable[[argparse.ArgumentParser], None] | None = None  # arguments defined by the command's module
+
+
+PARAMS = (arg("--params", default="params.yaml", help="parameters file (default params.yaml)"),
+          arg("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+              help="override a parameter, e.g. -S train.epochs=2 (repeatable)"))
+RUNS = arg("--runs", default="runs", help="runs folder (default runs/)")
+CLAIMS = arg("--claims", default="claims/paper.yaml")
+METRICS = arg("--metrics-dir", default="reports/metrics")
+REPORTS = arg("--reports", default="reports")
+ARCHITECTURE = arg("--architecture", default="reports/architecture.json")
+FROM = arg("--from", dest="from_json", default=None, metavar="FILE",
+           help="a saved `dvc exp show --json` (e.g. of another clone) instead of this clone's experiments")
+ALL_COMMITS = arg("--all-commits", action="store_true", help="also the experiments of other commits than HEAD")
+SEEDS = arg("--seeds", default="0,1,2", help="seeds of every point (default 0,1,2)")
+DRY_RUN = arg("--dry-run", action="store_true", help="print the `dvc exp run` commands, queue nothing")
+GRID_PARAMS = arg("--params", default="params.yaml", help="the grid's baseline (default params.yaml)")
+STUDY_PARAMS = arg("--params", default="params.yaml", help="the study's models and dataset (default params.yaml)")
+BUDGETS = "the budgets to show, in epochs (default 10,30,60)"
+
+COMMANDS: tuple[Command, ...] = (
+    Command("models", "list the registered models and their settings"),
+    Command("flops", "FLOPs (paper convention) and parameters of a model", (
+        arg("model"), arg("--num-classes", type=int, default=10),
+        arg("--input-size", type=int, nargs=3, default=(3, 32, 32), metavar=("C", "H", "W")),
+        arg("--set", action="append", default=[], metavar="KEY=VALUE",
+            help="override a model setting, e.g. --set gate_factor=0.5 (repeatable)"))),
+    Command("data", "prepare a dataset under data/ (digits, cifar10, cifar100, imagenet)", (
+        arg("dataset"),
+        arg("--raw-dir", default=None, help="where archives are looked for / downloaded (default <data.root>/raw)"),
+        arg("--no-download", action="store_true", help="never download; the archive must be there"), *PARAMS)),
+    Command("train", "train a model on a dataset (resumes an interrupted run)", (
+        arg("dataset"), arg("model"), RUNS, arg("--fresh", action="store_true", help="ignore an existing checkpoint"),
+        arg("--seed", type=int, default=None, help="train this seed only (default: train.seeds)"),
+        arg("--history-dir", default="reports/history", help="where the seeds' merged history CSV goes ('' to skip)"),
+        *PARAMS)),
+    Command("train-all", "train every pipeline (dataset, model, seed) as a job of its own, on this host or on "
+            "Slurm; then `dvc repro` records them", PARAMS, more=_train_all_arguments),
+    Command("evaluate", "accuracy, FLOPs, params and latency of a trained model", (
+        arg("dataset"), arg("model"), arg("--runs", default="runs"), METRICS,
+        arg("--info-dir", default="reports/info"), *PARAMS)),
+    Command("compare", "our metrics against claims/paper.yaml -> reports/vs_paper.{json,md}", (
+        CLAIMS, METRICS, ARCHITECTURE, arg("--out-dir", default="reports"))),
+    Command("architecture", "FLOPs/params of the authors' configurations -> reports/architecture.json",
+            (CLAIMS, arg("--out", default="reports/architecture.json"))),
+    Command("paper-ref", "create/update the git tags `paper` (and `mlrc2020`, the earlier reproduction) for "
+            "`dvc metrics diff paper`", (CLAIMS, arg("--repo", default="."))),
+    Command("plots", "PNG figures (accuracy vs FLOPs, curves, schedule, system) and mean curves", (
+        CLAIMS, METRICS, arg("--history-dir", default="reports/history"), ARCHITECTURE,
+        arg("--out-dir", default="reports/figures"),
+        arg("--curves-dir", default="reports/curves", help="per-run mean curves for `dvc plots show`"), *PARAMS)),
+    Command("report", "execute notebooks/report.ipynb and render reports/report.html", (
+        arg("--notebook", default="notebooks/report.ipynb"), REPORTS, *PARAMS)),
+    Command("ablations", "`dvc exp show --json` + reports/experiments.json -> reports/ablations.html; `dgc ablations queue` queues the "
+            "ablation grid", (
+                arg("--notebook", default="notebooks/ablations.ipynb"), REPORTS, GRID_PARAMS,
+                arg("--grid", choices=["smoke", "paper"], default=None,
+                    help="the grid to show (default: the one of params' profile)"), ALL_COMMITS, FROM),
+            actions=(Command("queue", "queue one `dvc exp run --queue` experiment per ablation grid point",
+                             (
+                                 arg("--grid", choices=["smoke", "paper"], required=True,
+                                     help="smoke: digits (smoke profile); paper: cifar10 (after `dgc use-profile "
+                                          "paper`)"),
+                                 SEEDS, DRY_RUN, GRID_PARAMS,
+                                 arg("--only", default=None, help=argparse.SUPPRESS))),)),  # points/axes (tests)
+    Command("budget", "`dvc exp show --json` + reports/experiments.json -> reports/budget.html; `dgc budget queue` queues the "
+            "training-budget study", (
+                arg("--notebook", default="notebooks/budget.ipynb"), REPORTS, STUDY_PARAMS,
+                arg("--budgets", default="10,30,60", help=BUDGETS), ALL_COMMITS, FROM),
+            actions=(Command("queue", "queue one `dvc exp run --queue` experiment per family, variant (DGC, DGC "
+                             "with g = 1, static group conv, dense) and budget", (
+                                 arg("--budgets", default="10,30,60",
+                                     help="training epochs of every point (default 10,30,60)"),
+                                 SEEDS, DRY_RUN, STUDY_PARAMS,
+                                 arg("--only", default=None, help=argparse.SUPPRESS))),)),  # points/variants (tests)
+    Command("bench", "layer and model latency: DGC vs dense vs static group conv", (
+        arg("--device", default="auto"), arg("--repeats", type=int, default=10),
+        arg("--threads", type=int, default=None, help="CPU threads (default: torch's)"),
+        arg("--no-models", action="store_true", help="layers only"), arg("--out", default="reports/bench.json"))),
+    Command("readme", "regenerate the generated tables of README.md, docs/results.md and docs/speed.md from "
+            "reports/", (
+                arg("--root", default=".", help="the folder holding README.md and docs/"), REPORTS)),
+    Command("use-profile", "switch params.yaml to a profile (smoke, smoke-all or paper)", (
+        arg("profile", choices=["smoke", "smoke-all", "paper"]), arg("--params", default="params.yaml"))),
+)
+
+
+def _add(sub: argparse._SubParsersAction, command: Command, prefix: str = "cmd") -> None:
+    p = sub.add_parser(command.name, help=command.help)
+    for flags, options in command.args:
+        p.add_argument(*flags, **options)
+    if command.more:
+        command.more(p)
+    function = f"{prefix}_{command.name.replace('-', '_')}"
+    p.set_defaults(func=function)  # looked up when it runs (main)
+    if command.actions:
+        actions = p.add_subparsers(dest="action", required=False)
+        for action in command.actions:
+            _add(actions, action, function)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dgc", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("models", help="list the registered models and their settings")
-    p.set_defaults(func=cmd_models)
-
-    p = sub.add_parser("flops", help="FLOPs (paper convention) and parameters of a model")
-    p.add_argument("model")
-    p.add_argument("--num-classes", type=int, default=10)
-    p.add_argument("--input-size", type=int, nargs=3, default=(3, 32, 32), metavar=("C", "H", "W"))
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a model setting, e.g. --set gate_factor=0.5 (repeatable)")
-    p.set_defaults(func=cmd_flops)
-
-    p = sub.add_parser("data", help="prepare a dataset under data/ (digits, cifar10, cifar100, imagenet)")
-    p.add_argument("dataset")
-    p.add_argument("--raw-dir", default=None, help="where archives are looked for / downloaded "
-                                                   "(default <data.root>/raw)")
-    p.add_argument("--no-download", action="store_true", help="never download; the archive must be there")
-    _with_params(p)
-    p.set_defaults(func=cmd_data)
-
-    p = sub.add_parser("train", help="train a model on a dataset (resumes an interrupted run)")
-    p.add_argument("dataset")
-    p.add_argument("model")
-    p.add_argument("--runs", default="runs", help="runs folder (default runs/)")
-    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
-    p.add_argument("--seed", type=int, default=None, help="train this seed only (default: train.seeds)")
-    p.add_argument("--history-dir", default="reports/history",
-                   help="where the seeds' merged history CSV goes ('' to skip)")
-    _with_params(p)
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("train-all", help="train every pipeline (dataset, model, seed) as a job of its own, "
-                                         "on this host or on Slurm; then `dvc repro` records them")
-    from dgc.commands.train_all import add_arguments
-    add_arguments(p)
-    _with_params(p)
-    p.set_defaults(func=cmd_train_all)
-
-    p = sub.add_parser("evaluate", help="accuracy, FLOPs, params and latency of a trained model")
-    p.add_argument("dataset")
-    p.add_argument("model")
-    p.add_argument("--runs", default="runs")
-    p.add_argument("--metrics-dir", default="reports/metrics")
-    p.add_argument("--info-dir", default="reports/info")
-    _with_params(p)
-    p.set_defaults(func=cmd_evaluate)
-    p = sub.add_parser("compare", help="our metrics against claims/paper.yaml -> reports/vs_paper.{json,md}")
-    p.add_argument("--claims", default="claims/paper.yaml")
-    p.add_argument("--metrics-dir", default="reports/metrics")
-    p.add_argument("--architecture", default="reports/architecture.json")
-    p.add_argument("--out-dir", default="reports")
-    p.set_defaults(func=cmd_compare)
-
-    p = sub.add_parser("architecture", help="FLOPs/params of the authors' configurations -> reports/architecture.json")
-    p.add_argument("--claims", default="claims/paper.yaml")
-    p.add_argument("--out", default="reports/architecture.json")
-    p.set_defaults(func=cmd_architecture)
-
-    p = sub.add_parser("paper-ref", help="create/update the git tags `paper` (and `mlrc2020`, the earlier "
-                                         "reproduction) for `dvc metrics diff paper`")
-    p.add_argument("--claims", default="claims/paper.yaml")
-    p.add_argument("--repo", default=".")
-    p.set_defaults(func=cmd_paper_ref)
-
-    p = sub.add_parser("plots", help="PNG figures (accuracy vs FLOPs, curves, schedule, system) and mean curves")
-    p.add_argument("--claims", default="claims/paper.yaml")
-    p.add_argument("--metrics-dir", default="reports/metrics")
-    p.add_argument("--history-dir", default="reports/history")
-    p.add_argument("--architecture", default="reports/architecture.json")
-    p.add_argument("--out-dir", default="reports/figures")
-    p.add_argument("--curves-dir", default="reports/curves", help="per-run mean curves for `dvc plots show`")
-    _with_params(p)
-    p.set_defaults(func=cmd_plots)
-
-    p = sub.add_parser("report", help="execute notebooks/report.ipynb and render reports/report.html")
-    p.add_argument("--notebook", default="notebooks/report.ipynb")
-    p.add_argument("--reports", default="reports")
-    _with_params(p)
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("ablations", help="`dvc exp show --json` -> reports/ablations.html; "
-                                         "`dgc ablations queue` queues the ablation grid")
-    p.add_argument("--notebook", default="notebooks/ablations.ipynb")
-    p.add_argument("--reports", default="reports")
-    p.add_argument("--params", default="params.yaml", help="the grid's baseline (default params.yaml)")
-    p.add_argument("--grid", choices=["smoke", "paper"], default=None,
-                   help="the grid to show (default: the one of params' profile)")
-    p.add_argument("--all-commits", action="store_true",
-                   help="also the experiments of other commits than HEAD")
-    p.add_argument("--from", dest="from_json", default=None, metavar="FILE",
-                   help="a saved `dvc exp show --json` (e.g. of another clone) instead of this clone's")
-    p.set_defaults(func=cmd_ablations)
-    actions = p.add_subparsers(dest="action", required=False)
-    q = actions.add_parser("queue", help="queue one `dvc exp run --queue` experiment per ablation grid point")
-    q.add_argument("--grid", choices=["smoke", "paper"], required=True,
-                   help="smoke: digits (smoke profile); paper: cifar10 (after `dgc use-profile paper`)")
-    q.add_argument("--seeds", default="0,1,2", help="seeds of every point (default 0,1,2)")
-    q.add_argument("--dry-run", action="store_true", help="print the `dvc exp run` commands, queue nothing")
-    q.add_argument("--params", default="params.yaml", help="the grid's baseline (default params.yaml)")
-    q.add_argument("--only", default=None, help=argparse.SUPPRESS)  # comma-separated points/axes (tests)
-    q.set_defaults(func=cmd_ablations_queue)
-
-    p = sub.add_parser("budget", help="`dvc exp show --json` -> reports/budget.html; "
-                                      "`dgc budget queue` queues the training-budget study")
-    p.add_argument("--notebook", default="notebooks/budget.ipynb")
-    p.add_argument("--reports", default="reports")
-    p.add_argument("--params", default="params.yaml", help="the study's models and dataset (default params.yaml)")
-    p.add_argument("--budgets", default="10,30,60", help="the budgets to show, in epochs (default 10,30,60)")
-    p.add_argument("--all-commits", action="store_true",
-                   help="also the experiments of other commits than HEAD")
-    p.add_argument("--from", dest="from_json", default=None, metavar="FILE",
-                   help="a saved `dvc exp show --json` (e.g. of another clone) instead of this clone's")
-    p.set_defaults(func=cmd_budget)
-    actions = p.add_subparsers(dest="action", required=False)
-    q = actions.add_parser("queue", help="queue one `dvc exp run --queue` experiment per family, variant "
-                                         "(DGC, DGC with g = 1, static group conv, dense) and budget")
-    q.add_argument("--budgets", default="10,30,60", help="training epochs of every point (default 10,30,60)")
-    q.add_argument("--seeds", default="0,1,2", help="seeds of every point (default 0,1,2)")
-    q.add_argument("--dry-run", action="store_true", help="print the `dvc exp run` commands, queue nothing")
-    q.add_argument("--params", default="params.yaml", help="the study's models and dataset (default params.yaml)")
-    q.add_argument("--only", default=None, help=argparse.SUPPRESS)  # comma-separated points/variants (tests)
-    q.set_defaults(func=cmd_budget_queue)
-
-    p = sub.add_parser("bench", help="layer and model latency: DGC vs dense vs static group conv")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--repeats", type=int, default=10)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's)")
-    p.add_argument("--no-models", action="store_true", help="layers only")
-    p.add_argument("--out", default="reports/bench.json")
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("crosscheck", help="two reports/ folders of the same pipeline (two machines): "
-                                          "the same verdicts? the means within their spread?")
-    p.add_argument("a")
-    p.add_argument("b")
-    p.add_argument("--labels", nargs=2, default=("A", "B"), metavar=("LABEL_A", "LABEL_B"))
-    p.add_argument("--out", default="reports/cross_cpu.md")
-    p.set_defaults(func=cmd_crosscheck)
-
-    p = sub.add_parser("readme", help="regenerate the generated tables of README.md, docs/results.md and "
-                                      "docs/speed.md from reports/")
-    p.add_argument("--root", default=".", help="the folder holding README.md and docs/")
-    p.add_argument("--reports", default="reports")
-    p.set_defaults(func=cmd_readme)
-
-    p = sub.add_parser("use-profile", help="switch params.yaml to a profile (smoke, smoke-all or paper)")
-    p.add_argument("profile", choices=["smoke", "smoke-all", "paper"])
-    p.add_argument("--params", default="params.yaml")
-    p.set_defaults(func=cmd_use_profile)
+    for command in COMMANDS:
+        _add(sub, command)
     return parser
 
 
@@ -444,7 +399,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        return globals()[args.func](args)
     except DGCError as exc:  # expected: one line; anything else is a bug and keeps its traceback
         print(f"dgc: error: {exc}", file=sys.stderr)
         return exc.exit_status

@@ -17,10 +17,12 @@ from typing import Any, Mapping
 import yaml
 
 from dgc.errors import DGCError
+from dgc.model_names import list_models, model_arguments
 
 PROFILES = ("smoke", "smoke-all", "paper", "custom")
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
+COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune")  # dgc/runtime/compile.py
 
 
 def input_size_of(dataset: str, digits_size: int = 32) -> tuple[int, int, int]:
@@ -33,6 +35,11 @@ def input_size_of(dataset: str, digits_size: int = 32) -> tuple[int, int, int]:
 
 class ConfigError(DGCError, ValueError):
     """A bad setting; the message names the key."""
+
+
+# A scalar setting's type: the Python types its value may have (true/false is never a number), in words.
+_SCALARS = {float: ((int, float), "a number"), int: (int, "an integer"), bool: (bool, "true or false"),
+            str: (str, "a string")}
 
 
 def _check_type(value: Any, annotation: Any, key: str) -> Any:
@@ -61,22 +68,11 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
         return dict(value)
-    if annotation is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key} must be a number, got {value!r}")
-        return float(value)
-    if annotation is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer, got {value!r}")
-        return value
-    if annotation is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key} must be true or false, got {value!r}")
-        return value
-    if annotation is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key} must be a string, got {value!r}")
-        return value
+    if annotation in _SCALARS:
+        allowed, words = _SCALARS[annotation]
+        if not isinstance(value, allowed) or (isinstance(value, bool) and annotation is not bool):
+            raise ConfigError(f"{key} must be {words}, got {value!r}")
+        return annotation(value)
     return value
 
 
@@ -113,8 +109,6 @@ class PipelineConfig:
                                "resnet18_dgc", "resnet18", "resnet18_gc")
 
     def validate(self, section: str = "pipeline") -> None:
-        from dgc.models import list_models
-
         for name in self.datasets:
             check_dataset(name, f"{section}.datasets")
         for name in self.models:
@@ -248,8 +242,6 @@ class SlurmConfig:
 
 
 def check_compile(setting: str, key: str) -> str:
-    from dgc.runtime.compile import COMPILE_MODES
-
     if setting not in COMPILE_MODES:
         raise ConfigError(f"{key} must be one of {', '.join(COMPILE_MODES)}, got {setting!r}")
     return setting
@@ -274,8 +266,6 @@ class Params:
     models: dict = field(default_factory=dict)  # model name -> create_model overrides
 
     def model_overrides(self, name: str) -> dict:
-        from dgc.models import list_models, model_arguments
-
         if name not in list_models():
             raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
         overrides = self.models.get(name) or {}

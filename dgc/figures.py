@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from dgc.models.registry import family  # noqa: E402
+from dgc.model_names import family  # noqa: E402
 
 DPI = 100
 PAGE_WIDTH = 11.0  # inches: 1100 px at DPI

@@ -165,3 +165,25 @@ def command_closure(command: str, root: Path = SOURCE_ROOT, notebooks: Iterable[
     for notebook in notebooks:
         entry |= notebook_modules(root / notebook, root)
     return import_closure(entry, root) - {root / d for d in DRIVER}
+
+
+def code_deps(files: Iterable[Path], root: Path = SOURCE_ROOT) -> list[str]:
+    """`files` of the package as dvc.yaml deps, relative to `root`: a folder where every file below it
+    (sources and the data files beside them) is among `files`, else the files one by one."""
+    wanted = {Path(f).resolve() for f in files}
+
+    def below(folder: Path) -> set[Path]:
+        return {p.resolve() for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+
+    deps: list[str] = []
+    todo = [root / PACKAGE]
+    while todo:
+        folder = todo.pop()
+        inside = below(folder)
+        if folder != root / PACKAGE and inside <= wanted:
+            deps.append(folder.relative_to(root).as_posix())
+            continue
+        deps += [p.relative_to(root).as_posix() for p in sorted(folder.iterdir())
+                 if p.is_file() and p.resolve() in wanted]
+        todo += [p for p in sorted(folder.iterdir()) if p.is_dir() and below(p) & wanted]
+    return sorted(deps)

@@ -1,53 +1,51 @@
-"""benchmarks/: thin entry points into dgc.bench, whose registry makes the README's speed section."""
+"""benchmarks/ and studies/: scripts that import the installed dgc package and are not part of it;
+dgc/bench/registry.py renders the benchmarks' results as the README's speed section."""
 
 import ast
-import importlib
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
+import gpu_check_report  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
 import pytest
+import repro_time
 
-from dgc.bench import gpu_check_report, repro_time
 from dgc.bench.registry import SECTIONS
 from dgc.commands.readme import speed_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPTS = sorted((ROOT / "benchmarks").glob("*.py"))
+SCRIPTS = sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "studies").glob("*.py")])
 
 
-def test_there_are_benchmark_scripts():
-    assert {p.stem for p in SCRIPTS} >= {"gpu_check", "cpu_kernels", "train_throughput"}
+def test_there_are_benchmark_and_study_scripts():
+    assert {p.stem for p in SCRIPTS} >= {"gpu_check", "cpu_kernels", "train_throughput", "slow_start"}
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
-def test_every_benchmark_script_is_a_thin_entry_point_into_dgc_bench(script):
-    """A docstring, `from dgc.bench.<its name> import main` and `raise SystemExit(main())` under a
-    __main__ guard: the code lives in the package."""
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_script_is_a_program_over_the_installed_package(script, monkeypatch):
+    """A docstring that says how it is run, absolute `dgc` imports only (the package, never a file of
+    the scripts' folders put on sys.path), a `main` under a __main__ guard; and it imports."""
     text = script.read_text()
-    assert len(text.splitlines()) < 30, f"{script.name}: the code belongs in dgc/bench/{script.name}"
-    body = ast.parse(text).body
-    assert ast.get_docstring(ast.Module(body=body, type_ignores=[])), f"{script.name} has no docstring"
-    imports = [node for node in body if isinstance(node, (ast.Import, ast.ImportFrom))]
-    assert [(node.module, [a.name for a in node.names]) for node in imports if isinstance(node, ast.ImportFrom)] \
-        == [(f"dgc.bench.{script.stem}", ["main"])]
-    assert len(imports) == 1
-    guard = body[-1]
-    assert isinstance(guard, ast.If) and ast.unparse(guard.test) == "__name__ == '__main__'"
-    assert [ast.unparse(node) for node in guard.body] == ["raise SystemExit(main())"]
-    assert len(body) == 3  # docstring, import, guard: nothing else
-    module = importlib.import_module(f"dgc.bench.{script.stem}")
+    tree = ast.parse(text)
+    rel = script.relative_to(ROOT).as_posix()
+    assert rel in (ast.get_docstring(tree) or ""), f"{rel}: its docstring does not say how it is run"
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level], f"{rel}: a relative import"
+    guard = tree.body[-1]
+    assert isinstance(guard, ast.If) and ast.unparse(guard.test) == "__name__ == '__main__'", rel
+    assert "main(" in ast.unparse(guard)
+    spec = importlib.util.spec_from_file_location(f"script_{script.parent.name}_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # as a script's __main__ is (dataclasses look it up)
+    spec.loader.exec_module(module)
     assert callable(module.main)
-    assert f"benchmarks/{script.name}" in module.__doc__  # the module says how it is run
 
 
-def test_the_registry_lists_each_section_once_and_every_module_with_a_section_is_in_it():
+def test_the_registry_lists_each_section_once_and_every_script_it_names_exists():
     assert len({s.title for s in SECTIONS}) == len({s.file for s in SECTIONS}) == len(SECTIONS)
-    renderers = {s.render for s in SECTIONS}
-    for path in sorted((ROOT / "dgc" / "bench").glob("*.py")):
-        module = importlib.import_module(f"dgc.bench.{path.stem}")
-        assert module.__doc__, f"dgc/bench/{path.name} has no docstring"
-        if hasattr(module, "section_markdown"):
-            assert module.section_markdown in renderers, f"dgc/bench/{path.name} is not in the registry"
+    for section in SECTIONS:
+        for script in (w.strip("`") for w in section.title.split() if w.strip("`(").startswith("benchmarks/")):
+            assert (ROOT / script.strip("`()")).exists(), section.title
 
 
 def test_speed_section_shows_the_benchmarks_whose_files_exist(tmp_path):

@@ -111,3 +111,13 @@ def test_expected_error_classes_are_dgc_errors_and_keep_their_builtin_base():
     failures = {TrainingDiverged, NotebookFailed, NonFiniteLoss, NonFiniteOutputs, GitFailed}
     assert {cls for cls in classes if cls.exit_status == 1} == failures
     assert all(cls.exit_status == 2 for cls in classes if cls not in failures)
+
+
+def test_every_subcommand_of_the_table_has_its_cmd_function():
+    """`dgc <name> [<action>]` runs cmd_<name>[_<action>] (dgc/imports.py reads its imports from it)."""
+    import dgc.cli as cli
+
+    names = [f"cmd_{c.name}" for c in cli.COMMANDS] + [f"cmd_{c.name}_{a.name}" for c in cli.COMMANDS for a in c.actions]
+    assert [n for n in (name.replace("-", "_") for name in names) if not callable(getattr(cli, n, None))] == []
+    defined = {n for n in dir(cli) if n.startswith("cmd_")}
+    assert defined == {n.replace("-", "_") for n in names}  # and no cmd_ function without a subcommand

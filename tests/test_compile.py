@@ -29,7 +29,7 @@ def test_ramp_mask_from_the_buffer_equals_the_static_mask_for_every_n():
     for n in range(17):
         layer.set_inactive(n)
         static_keep, kept = layer.select(s)
-        layer._n_static = None  # what the pruning ramp does: n_in read from the buffer only
+        layer.set_inactive(n, ramp=True)  # what the pruning ramp does: n_in read from the buffer only
         ramp_keep, none = layer.select(s)
         assert none is None and torch.equal(static_keep, ramp_keep), n
         assert (static_keep.sum(dim=2) == 16 - n).all()
@@ -39,9 +39,9 @@ def test_ramp_mask_from_the_buffer_equals_the_static_mask_for_every_n():
 
 def test_progress_inside_the_ramp_marks_n_dynamic_and_outside_static():
     layer = DGCConv2d(16, 8, 1, gate_factor=0.25)
-    assert layer.set_progress(0.5) == inactive_channels(16, 0.25, 0.5) and layer._n_static is None
-    assert layer.set_progress(0.75) == 12 and layer._n_static == 12
-    assert layer.set_progress(0.0) == 0 and layer._n_static == 0
+    assert layer.set_progress(0.5) == inactive_channels(16, 0.25, 0.5) and layer.fixed_inactive is None
+    assert layer.set_progress(0.75) == 12 and layer.fixed_inactive == 12
+    assert layer.set_progress(0.0) == 0 and layer.fixed_inactive == 0
 
 
 def test_training_a_dgc_model_over_the_schedule_compiles_one_graph_per_phase():

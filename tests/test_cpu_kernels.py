@@ -8,11 +8,13 @@ import platform
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from dgc.kernels import cpu
+from dgc.kernels.cpu_layers import use_cpu_kernels
 from dgc.layers import AvgPool2x2, BNReLUConv2d, DGCConv2d, executions, set_progress
 from dgc.layers.dgc_conv import rank_keys
 from dgc.measure.calibrate import ready_for_timing
@@ -20,6 +22,12 @@ from dgc.models import create_model
 
 needs_kernels = pytest.mark.skipif(not cpu.cpu_kernels_available(),
                                    reason=f"CPU kernels unavailable: {cpu.unavailable_reason()}")
+
+
+def _kernel(module: torch.nn.Module, x: torch.Tensor) -> str | None:
+    """The kernel execution a BNReLUConv2d given the CPU kernels runs x with, or None (PyTorch's)."""
+    name = module.executions.choose(module, x).name
+    return None if name == "plain" else name
 
 
 def _randomise_bn(norm: torch.nn.BatchNorm2d) -> None:
@@ -33,7 +41,7 @@ def _pruned_layer(c_in: int, c_out: int, heads: int, n_in: int, stride: int = 1)
     layer = DGCConv2d(c_in, c_out, 1, stride=stride, heads=heads, gate_factor=0.25)
     _randomise_bn(layer.norm)
     layer.set_inactive(n_in)
-    return layer.eval()
+    return use_cpu_kernels(layer.eval())
 
 
 @needs_kernels
@@ -68,15 +76,15 @@ def test_dgc_layer_picks_the_kernel_at_inference_and_matches_masked(stride):
     torch.manual_seed(1)
     layer = _pruned_layer(32, 16, 4, 24, stride)
     x = torch.randn(2, 32, 10, 10)
-    layer.record_usage = True
+    layer.report.usage = True
     with torch.no_grad():
         assert layer.execution_path(x) == "fused_cpu"
         got = layer(x)
-        kept, active = layer.last_kept, layer.last_active
+        kept, active = layer.report.kept, layer.report.active
         layer.execution = "masked"
         expected = layer(x)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    assert torch.equal(kept, layer.last_kept) and torch.equal(active, layer.last_active)
+    assert torch.equal(kept, layer.report.kept) and torch.equal(active, layer.report.active)
     assert int(kept.sum()) == 2 * 4 * 8  # K = 32 - 24 per sample and head
     layer.execution = "auto"
     # with autograd on, the kernel does not apply: the layer runs 'sparse' and stays differentiable
@@ -88,7 +96,7 @@ def test_dgc_layer_picks_the_kernel_at_inference_and_matches_masked(stride):
 
 @needs_kernels
 def test_dgc_layer_kernel_falls_back_where_it_does_not_apply():
-    layer = DGCConv2d(16, 8, 3, padding=1, heads=4, gate_factor=0.25).eval()
+    layer = use_cpu_kernels(DGCConv2d(16, 8, 3, padding=1, heads=4, gate_factor=0.25).eval())
     layer.set_inactive(12)
     layer.execution = "fused_cpu"  # a 3x3 layer: runs 'sparse', the same maths
     x = torch.randn(2, 16, 6, 6)
@@ -109,15 +117,15 @@ def test_dgc_layer_kernel_falls_back_where_it_does_not_apply():
 ])
 def test_bnrelu_group_conv_matches_pytorch(c_in, c_out, k, pad, groups, shuffle, size):
     torch.manual_seed(2)
-    module = BNReLUConv2d(c_in, c_out, k, padding=pad, groups=groups, shuffle=shuffle)
+    module = use_cpu_kernels(BNReLUConv2d(c_in, c_out, k, padding=pad, groups=groups, shuffle=shuffle))
     _randomise_bn(module.norm)
     module.eval()
     x = torch.randn(3, c_in, size, size)
     with torch.no_grad():
-        assert module.cpu_kernel(x) is not None
+        assert _kernel(module, x) is not None
         got = module(x)
         with cpu.kernels_off():
-            assert module.cpu_kernel(x) is None
+            assert _kernel(module, x) is None
             expected = module(x)
     assert got.shape == expected.shape
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -127,14 +135,14 @@ def test_bnrelu_group_conv_matches_pytorch(c_in, c_out, k, pad, groups, shuffle,
 @pytest.mark.parametrize("k", [1, 3])
 def test_group_conv_kernels_read_a_channel_slice_in_place(k):
     torch.manual_seed(9)
-    module = BNReLUConv2d(16, 8, k, padding=k // 2, groups=4, shuffle=True)
+    module = use_cpu_kernels(BNReLUConv2d(16, 8, k, padding=k // 2, groups=4, shuffle=True))
     _randomise_bn(module.norm)
     module.eval()
     buffer = torch.randn(3, 24, 9, 9)
     x = buffer[:, :16]  # as a DenseNet block hands its layers their input
     assert not x.is_contiguous() and cpu.batch_strided(x)
     with torch.no_grad():
-        assert module.cpu_kernel(x) is not None
+        assert _kernel(module, x) is not None
         got = module(x)
         with cpu.kernels_off():
             expected = module(x.contiguous())
@@ -174,15 +182,18 @@ def test_dgc_layer_fuses_its_preactivation_only_at_inference():
     torch.manual_seed(6)
     layer = _pruned_layer(16, 8, 4, 12)
     x = torch.randn(2, 16, 5, 5)
-    assert not layer._fused_preact_applies(x)  # grad mode on
+    def fused(x):
+        return layer.preactivations.choose(layer, x).name == "bnrelu_mean"
+
+    assert not fused(x)  # grad mode on
     with torch.no_grad():
-        assert layer._fused_preact_applies(x)
-        assert not layer._fused_preact_applies(x.contiguous(memory_format=torch.channels_last)[:, :, :, :4])
+        assert fused(x)
+        assert not fused(x.contiguous(memory_format=torch.channels_last)[:, :, :, :4])
         got = layer(x)
         with cpu.kernels_off():
             torch.testing.assert_close(got, layer(x), rtol=1e-5, atol=1e-5)
         layer.train()
-        assert not layer._fused_preact_applies(x)  # batch statistics
+        assert not fused(x)  # batch statistics
 
 
 @needs_kernels
@@ -205,27 +216,28 @@ def test_select_topk_is_the_set_of_rank_keys_topk(channels):
 def test_avg_pool2_matches_pytorch(h, w):
     x = torch.randn(2, 3, h, w)
     torch.testing.assert_close(cpu.avg_pool2(x), torch.nn.functional.avg_pool2d(x, 2))
-    pool = AvgPool2x2()
+    pool = use_cpu_kernels(AvgPool2x2())
     with torch.no_grad():
+        assert pool.executions.choose(pool, x).name == "avg_pool2"
         torch.testing.assert_close(pool(x), torch.nn.functional.avg_pool2d(x, 2))
     assert isinstance(pool, torch.nn.AvgPool2d)
 
 
 @needs_kernels
 def test_group_conv_kernel_is_not_used_where_it_does_not_apply():
-    module = BNReLUConv2d(16, 8, 3, padding=1, groups=4).eval()
+    module = use_cpu_kernels(BNReLUConv2d(16, 8, 3, padding=1, groups=4).eval())
     x = torch.randn(1, 16, 8, 8)
-    assert module.cpu_kernel(x) is None  # grad mode on
+    assert _kernel(module, x) is None  # grad mode on
     with torch.no_grad():
-        assert module.cpu_kernel(x) is not None
-        assert module.cpu_kernel(torch.randn(1, 16, 4, 4)) is None  # rows narrower than 8
-        assert module.cpu_kernel(x.double()) is None
-        assert module.cpu_kernel(x.contiguous(memory_format=torch.channels_last)) is None
-        assert BNReLUConv2d(16, 8, 3, padding=1).eval().cpu_kernel(x) is None  # dense: oneDNN
-        assert BNReLUConv2d(64, 64, 3, padding=1, groups=4).eval().cpu_kernel(
-            torch.randn(1, 64, 8, 8)) is None  # 16 outputs per group: oneDNN measured faster
+        assert _kernel(module, x) is not None
+        assert _kernel(module, torch.randn(1, 16, 4, 4)) is None  # rows narrower than 8
+        assert _kernel(module, x.double()) is None
+        assert _kernel(module, x.contiguous(memory_format=torch.channels_last)) is None
+        assert _kernel(use_cpu_kernels(BNReLUConv2d(16, 8, 3, padding=1).eval()), x) is None  # dense: oneDNN
+        assert _kernel(use_cpu_kernels(BNReLUConv2d(64, 64, 3, padding=1, groups=4).eval()),
+                       torch.randn(1, 64, 8, 8)) is None  # 16 outputs per group: oneDNN measured faster
         module.train()
-        assert module.cpu_kernel(x) is None  # batch statistics
+        assert _kernel(module, x) is None  # batch statistics
 
 
 @needs_kernels
@@ -238,7 +250,7 @@ def test_group_conv_kernel_is_not_used_where_it_does_not_apply():
 ])
 def test_models_agree_with_and_without_kernels(name, narrow):
     torch.manual_seed(4)
-    model = create_model(name, 10, stem="cifar", **narrow)
+    model = use_cpu_kernels(create_model(name, 10, stem="cifar", **narrow))
     set_progress(model, 1.0)
     model = ready_for_timing(model, (3, 16, 16), torch.device("cpu"))  # calibrated BN, eval mode
     x = torch.randn(4, 3, 16, 16)
@@ -289,13 +301,14 @@ def test_failed_build_warns_once_and_layers_still_run(tmp_path):
     code = (
         "import warnings, torch\n"
         "from dgc.kernels import cpu\n"
+        "from dgc.kernels.cpu_layers import use_cpu_kernels\n"
         "from dgc.layers import DGCConv2d\n"
         "with warnings.catch_warnings(record=True) as w:\n"
         "    warnings.simplefilter('always')\n"
         "    assert not cpu.cpu_kernels_available()\n"
         "    assert not cpu.cpu_kernels_available()\n"
         "print(len(w), str(w[0].message).splitlines()[0] if w else '')\n"
-        "layer = DGCConv2d(8, 8, 1, heads=2).eval(); layer.set_inactive(4)\n"
+        "layer = use_cpu_kernels(DGCConv2d(8, 8, 1, heads=2).eval()); layer.set_inactive(4)\n"
         "with torch.no_grad():\n"
         "    x = torch.randn(1, 8, 4, 4)\n"
         "    print(layer.execution_path(x), tuple(layer(x).shape))\n")
@@ -342,8 +355,10 @@ def test_env_switch_turns_the_kernels_off():
 @needs_kernels
 def test_kernel_benchmark_runs_and_records_every_candidate(tmp_path):
     out = tmp_path / "cpu_kernels.json"
+    root = Path(__file__).resolve().parents[1]  # this checkout's dgc, whichever one is installed
     proc = subprocess.run([sys.executable, "benchmarks/cpu_kernels.py", "--batch", "2", "--repeats", "1",
-                           "--json", str(out)], capture_output=True, text=True, timeout=300)
+                           "--json", str(out)], capture_output=True, text=True, timeout=300, cwd=root,
+                          env=dict(os.environ, PYTHONPATH=str(root)))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert len(result["blocks"]) == 3

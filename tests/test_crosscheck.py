@@ -1,11 +1,10 @@
-"""`dgc crosscheck`: two reports/ folders of the same pipeline, compared by spread and verdict."""
+"""benchmarks/crosscheck.py: two reports/ folders of the same pipeline, compared by spread and verdict."""
 
 import json
 
 import pytest
 
-from dgc.cli import main
-from dgc.commands.crosscheck import crosscheck, crosscheck_markdown
+from crosscheck import agreement, crosscheck, crosscheck_markdown, main  # benchmarks/crosscheck.py
 
 
 def reports(folder, accs, verdicts):
@@ -43,13 +42,11 @@ def test_a_mean_outside_its_spread_and_a_changed_verdict_are_reported(tmp_path):
 
 
 def test_agreement_tells_an_undecided_side_from_an_opposite_verdict():
-    from dgc.commands.crosscheck import agreement
-
     assert agreement("holds", "holds") == "same"
     assert agreement("holds", "inconclusive") == "one inconclusive"
     assert agreement("holds", "does not hold") == "opposite"
 
 
-def test_the_command_needs_two_finished_reports_folders(tmp_path, capsys):
-    assert main(["crosscheck", str(tmp_path), str(tmp_path), "--out", str(tmp_path / "x.md")]) == 2
+def test_the_script_needs_two_finished_reports_folders(tmp_path, capsys):
+    assert main([str(tmp_path), str(tmp_path), "--out", str(tmp_path / "x.md")]) == 2
     assert "vs_paper.json is missing" in capsys.readouterr().err

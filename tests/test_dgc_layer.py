@@ -5,15 +5,31 @@ import torch
 from helpers import run_execution
 from torch import nn
 
-from dgc.kernels import cpu, fused_available
-from dgc.layers import EXECUTIONS, DGCConv2d, choose, set_progress, sparsity_loss
+from dgc.kernels import cpu
+from dgc.kernels.cpu_layers import FUSED_CPU, use_cpu_kernels
+from dgc.kernels.fused_triton import FUSED, fused_available, use_fused_kernel
+from dgc.layers import DGC_EXECUTIONS, DGCConv2d, choose, set_progress, sparsity_loss
 from dgc.layers.dgc_conv import rank_keys
-from dgc.layers.executions import GATHER
+from dgc.layers.executions import GATHER_DEVICES
+
+# Every execution of a DGC layer: the layer's own (PyTorch) and those the kernels add to a model.
+EXECUTIONS = DGC_EXECUTIONS.extended(FUSED_CPU, FUSED)
 
 
 def make_layer(c_in=16, c_out=8, k=1, heads=4, g=0.25, **kw):
     layer = DGCConv2d(c_in, c_out, k, padding=k // 2, heads=heads, gate_factor=g, **kw)
     return layer
+
+
+def every_execution(layer):
+    """`layer` with every execution in its table (the kernels' too), as the tests below run it."""
+    return use_fused_kernel(use_cpu_kernels(layer))
+
+
+def test_the_executions_are_the_layers_and_the_kernels():
+    assert set(DGC_EXECUTIONS) == {"masked", "scaled_weight", "sparse"}  # no kernel unless asked for
+    assert set(EXECUTIONS) == {"masked", "scaled_weight", "sparse", "fused", "fused_cpu"}
+    assert set(every_execution(make_layer()).executions) == set(EXECUTIONS)
 
 
 def test_output_shape_follows_conv_arithmetic():
@@ -105,14 +121,14 @@ def test_sparsity_term_is_mean_saliency_summed_over_heads_before_pruning():
     layer(x)
     s = layer.saliency(torch.relu(layer.norm(x)))  # batch stats as in the train-mode forward
     expected = sum(s[:, i].mean() for i in range(4))
-    torch.testing.assert_close(layer.sparsity, expected)
+    torch.testing.assert_close(layer.report.sparsity, expected)
     torch.testing.assert_close(sparsity_loss(layer), expected)
 
 
 def test_sparsity_loss_sums_over_layers_of_a_model():
     model = nn.Sequential(make_layer(16, 16), make_layer(16, 8))
     model(torch.randn(2, 16, 4, 4))
-    torch.testing.assert_close(sparsity_loss(model), model[0].sparsity + model[1].sparsity)
+    torch.testing.assert_close(sparsity_loss(model), model[0].report.sparsity + model[1].report.sparsity)
 
 
 def test_sparsity_loss_of_a_plain_model_is_zero():
@@ -223,7 +239,7 @@ def _assert_agrees_with_masked(layer, x, name, tol):
 ])
 def test_every_execution_equals_the_masked_one_in_float64(name, c_in, c_out, k, stride, padding,
                                                           heads, g, progress):
-    layer = DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g).double()
+    layer = every_execution(DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g).double())
     layer.set_progress(progress)
     x = torch.randn(3, c_in, 9, 9, dtype=torch.float64)
     _assert_agrees_with_masked(layer, x, name, 1e-10)
@@ -242,7 +258,7 @@ def test_every_execution_equals_the_masked_one_in_float64(name, c_in, c_out, k, 
 ])
 def test_every_execution_equals_the_masked_one_in_float32(name, c_in, c_out, k, stride, padding,
                                                           heads, g, n_in):
-    layer = DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g)
+    layer = every_execution(DGCConv2d(c_in, c_out, k, stride, padding, heads=heads, gate_factor=g))
     layer.set_inactive(n_in)
     x = torch.randn(3, c_in, 9, 9)
     out = _assert_agrees_with_masked(layer, x, name, 1e-5)
@@ -252,7 +268,7 @@ def test_every_execution_equals_the_masked_one_in_float32(name, c_in, c_out, k, 
 
 @pytest.mark.parametrize("name", list(EXECUTIONS))
 def test_every_execution_in_float32_and_channels_last(name):
-    layer = DGCConv2d(32, 16, 1, heads=4)
+    layer = every_execution(DGCConv2d(32, 16, 1, heads=4))
     layer.set_inactive(31)  # the largest count that keeps one channel
     x = torch.randn(4, 32, 6, 6).contiguous(memory_format=torch.channels_last)
     _assert_agrees_with_masked(layer, x, name, 1e-5)
@@ -298,7 +314,7 @@ def test_rank_keys_order_like_a_stable_sort_of_the_saliencies():
 
 
 def test_every_execution_agrees_with_masked_when_saliencies_tie():
-    layer = DGCConv2d(8, 4, 1, heads=2)
+    layer = every_execution(DGCConv2d(8, 4, 1, heads=2))
     layer.set_inactive(2)
     for head in layer.heads:  # saliency = fc2 bias: channels 2-5 tie at 1.0 across the boundary
         torch.nn.init.zeros_(head.gate.fc2.weight)
@@ -351,7 +367,7 @@ def test_auto_execution_uses_the_sparse_path_when_channels_are_pruned():
     (3, True, True, 0.5, "scaled_weight"),
 ])
 def test_choose_auto_on_cpu_follows_the_documented_rules(k, training, grad, progress, expected):
-    layer = DGCConv2d(16, 16, k, padding=k // 2).train(training)
+    layer = use_cpu_kernels(DGCConv2d(16, 16, k, padding=k // 2)).train(training)
     layer.set_progress(progress)
     x = torch.randn(2, 16, 8, 8)
     if expected == "fused_cpu" and not cpu.cpu_kernels_available():
@@ -361,10 +377,19 @@ def test_choose_auto_on_cpu_follows_the_documented_rules(k, training, grad, prog
         assert layer.execution_path(x) == expected
 
 
-def test_choose_auto_without_a_gather_execution_for_the_device():
-    """A device type missing from GATHER (CUDA so far) runs scaled_weight or masked only."""
-    assert "meta" not in GATHER and "cuda" not in GATHER
-    one, three = DGCConv2d(512, 512, 1).eval(), DGCConv2d(512, 512, 3, padding=1).eval()
+def test_choose_auto_without_a_kernel_runs_the_pytorch_executions():
+    """A layer not given the CPU kernels (a training run's) runs `sparse` where fused_cpu would."""
+    layer = DGCConv2d(16, 16, 1).eval()
+    layer.set_progress(1.0)
+    with torch.no_grad():
+        assert choose(layer, torch.randn(2, 16, 8, 8)).name == "sparse"
+
+
+def test_choose_auto_on_a_device_that_does_not_gather():
+    """A device type missing from GATHER_DEVICES (CUDA so far) runs scaled_weight or masked only."""
+    assert "meta" not in GATHER_DEVICES and "cuda" not in GATHER_DEVICES
+    one = every_execution(DGCConv2d(512, 512, 1)).eval()
+    three = every_execution(DGCConv2d(512, 512, 3, padding=1)).eval()
     for layer in (one, three):
         layer.set_progress(1.0)
     with torch.no_grad():
@@ -379,7 +404,7 @@ def test_choose_falls_back_where_an_execution_does_not_apply():
         if execution.fallback is not None:
             assert EXECUTIONS[execution.fallback].fallback is None
     x = torch.randn(2, 16, 6, 6)
-    one, three = DGCConv2d(16, 8, 1).eval(), DGCConv2d(16, 8, 3, padding=1).eval()
+    one, three = every_execution(DGCConv2d(16, 8, 1)).eval(), every_execution(DGCConv2d(16, 8, 3, padding=1)).eval()
     for layer in (one, three):
         layer.set_inactive(12)
     one.execution = three.execution = "fused_cpu"

@@ -40,9 +40,9 @@ def estimate(model, xs, progress):
 
 def kept_counts(model, xs):
     for layer in model.layers:
-        layer.record_usage = True
+        layer.report.usage = True
     model(xs)
-    return [layer.last_kept for layer in model.layers]
+    return [layer.report.kept for layer in model.layers]
 
 
 @pytest.mark.parametrize("progress", [0.3, 0.5, 1.0])
@@ -82,12 +82,12 @@ def test_rows_keep_different_numbers_and_every_execution_agrees():
     outs, grads = {}, {}
     for path in ("masked", "scaled_weight", "sparse"):
         layer.execution = path
-        layer.record_usage = True
+        layer.report.usage = True
         out = layer(x)
         outs[path] = out
         grads[path] = torch.autograd.grad(out.square().sum(), [x, layer.heads[0].weight,
                                                               layer.heads[1].gate.fc2.bias])
-    counts = layer.last_kept.sum(dim=2)
+    counts = layer.report.kept.sum(dim=2)
     assert counts.unique().numel() > 1  # uneven: not a fixed number per row
     for path in ("scaled_weight", "sparse"):
         torch.testing.assert_close(outs[path], outs["masked"], rtol=1e-4, atol=1e-5)
@@ -149,13 +149,13 @@ def test_training_steps_estimate_t_from_the_window_and_the_angle_term_has_gradie
             p = (epoch * 4 + i) / 8
             set_progress(model, p)
             selection.before_step(p, i, 4)
-            assert [layer.collect for layer in selection.layers] == [i >= 2] * 3
+            assert [layer.report.collect for layer in selection.layers] == [i >= 2] * 3
             model(x)
             loss = angle_loss(model)
             assert 0 < float(loss.detach()) <= 3  # three layers, each a mean cosine similarity in [0, 1]
             loss.backward()
         selection.end_epoch((epoch + 1) / 8 * 4 / 4)
         thresholds.append(float(selection.layers[0].threshold))
-        assert all(layer.collected == [] for layer in selection.layers)
+        assert all(layer.report.saliencies == [] for layer in selection.layers)
     assert selection.quantiles is not None and thresholds[-1] > 0
     assert model.features.denseblock_1.denselayer_1.conv_1.heads[0].gate.fc1.weight.grad.abs().sum() > 0

@@ -19,7 +19,7 @@ import pytest
 import torch
 from helpers import run_execution
 
-from dgc.kernels import BlockSizes, fused_1x1, fused_available
+from dgc.kernels.fused_triton import BlockSizes, fused_1x1, fused_available, use_fused_kernel
 from dgc.layers import DGCConv2d, executions
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,8 +132,8 @@ def run_layer_case(spec) -> dict:
     the output, the input gradient and the largest over the parameter gradients."""
     c_in, c_out, heads, stride, n_in, channels_last = spec
     torch.manual_seed(0)
-    layer = DGCConv2d(c_in, c_out, 1, stride=stride, heads=heads,
-                      selection="head" if n_in is not None else "global")
+    layer = use_fused_kernel(DGCConv2d(c_in, c_out, 1, stride=stride, heads=heads,
+                                       selection="head" if n_in is not None else "global"))
     x = torch.randn(3, c_in, 7, 7)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
@@ -228,7 +228,7 @@ def test_import_dgc_without_triton():
     """`import dgc.kernels` must work where triton is missing; calling then says why it cannot run."""
     code = ("import sys; sys.modules['triton'] = None\n"
             "import torch, dgc, dgc.kernels\n"
-            "from dgc.kernels import fused_available, fused_1x1\n"
+            "from dgc.kernels.fused_triton import fused_available, fused_1x1\n"
             "assert not fused_available('cpu') and not fused_available('cuda')\n"
             "x = torch.rand(1, 4, 2, 2); w = torch.rand(1, 2, 4)\n"
             "i = torch.zeros(1, 1, 1, dtype=torch.long); s = torch.ones(1, 1, 1)\n"

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dgc.layers import EXECUTIONS, DGCConv2d, GlobalThreshold, angle_loss, set_progress, sparsity_loss
+from dgc.kernels.fused_triton import use_fused_kernel
+from dgc.layers import DGCConv2d, GlobalThreshold, angle_loss, set_progress, sparsity_loss
 from dgc.measure.calibrate import calibrate_batchnorm
 from dgc.models import create_model
 
@@ -49,14 +50,14 @@ def test_paths_agree_on_cuda(k, no_tf32):
     applies on CUDA equal the authors' masked one, in fp32 without TF32, at the pruning target
     (scaled_weight, sparse, and the fused kernel for 1x1) and inside the ramp (those that do not
     need a fixed n_in)."""
-    layer = DGCConv2d(64, 64, k, padding=k // 2).cuda().train()
+    layer = use_fused_kernel(DGCConv2d(64, 64, k, padding=k // 2)).cuda().train()
     params = list(layer.parameters())
     x = torch.randn(8, 64, 16, 16, device="cuda")
     grad_out = torch.randn(8, 64, 16, 16, device="cuda")
     for progress in (1.0, 0.5):
         layer.set_progress(progress)
         assert layer.n_inactive > 0  # channels are pruned: the paths really select
-        compared = [name for name, execution in EXECUTIONS.items()
+        compared = [name for name, execution in layer.executions.items()
                     if name != "masked" and execution.differentiable and execution.applies(layer, x)]
         expected = {1.0: ["scaled_weight", "sparse"] + (["fused"] if k == 1 else []),
                     0.5: ["scaled_weight"]}[progress]

@@ -1,4 +1,4 @@
-"""The GPU check (dgc/bench/gpu_check.py, dgc/bench/gpu_check_report.py): its arithmetic (fastest
+"""The GPU check (benchmarks/gpu_check.py, benchmarks/gpu_check_report.py): its arithmetic (fastest
 settings, ratios, targets, the paper profile's hours, pytest's counts) on given records, and
 `benchmarks/gpu_check.py --dry-run` end to end on CPU, in a child process that cannot import the
 packages a bare GPU machine lacks."""
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dgc.bench import gpu_check
-from dgc.bench import gpu_check_report as report
+import gpu_check  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
+import gpu_check_report as report
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,6 +21,19 @@ TINY = {
 }
 
 
+def test_the_name_table_is_the_factories_names_and_signatures():
+    """dgc/model_names.py (what params.yaml is checked against, without importing any model) says
+    what the factories take."""
+    import inspect
+
+    from dgc.model_names import MODEL_SETTINGS
+    from dgc.models.registry import MODELS
+
+    assert list(MODEL_SETTINGS) == list(MODELS)
+    for name, factory in MODELS.items():
+        assert list(inspect.signature(factory).parameters)[1:] == list(MODEL_SETTINGS[name]), name
+
+
 def test_registry_lists_the_paper_models_and_their_baselines():
     assert set(TINY) <= set(list_models())
 

@@ -111,7 +111,7 @@ def test_points_to_no_file_outside_the_repository(path):
         assert "../" not in text
     for up in re.findall(r"(?:\.\./)+[\w./-]*", text):
         assert (path.parent / up).resolve().is_relative_to(ROOT), f"{path.name}: {up}"
-    for name in re.findall(r"`((?:docs|benchmarks|profiles|claims|notebooks|dgc|bin)/[\w./-]+)`", text):
+    for name in re.findall(r"`((?:docs|benchmarks|studies|profiles|claims|notebooks|dgc|bin)/[\w./-]+)`", text):
         assert (ROOT / name).exists(), f"{path.name}: {name}"
 
 

@@ -12,12 +12,14 @@ at each edit of the command line (docs/design.md, "Stage dependencies").
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
-from dgc.imports import DRIVER, command_closure, command_entry_modules, import_closure, notebook_modules
+from dgc.imports import DRIVER, code_deps, command_closure, command_entry_modules, import_closure, notebook_modules
+from dgc.stages.train import training_code_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
@@ -52,6 +54,49 @@ def test_every_code_dep_of_a_stage_is_code_it_runs():
              for name, stage in STAGES.items()}
     stale = {name: deps for name, deps in stale.items() if deps}
     assert not stale, f"dvc.yaml code deps that the stage's command never imports: {stale}"
+
+
+def test_every_stage_lists_exactly_the_code_deps_its_closure_gives():
+    """dvc.yaml's dgc/ deps are `code_deps` of each stage's closure: a folder only where the stage runs
+    every file of it (rewrite a stage's dgc/ lines with the list this prints)."""
+    for name, stage in STAGES.items():
+        listed = [d for d in stage["deps"] if d.startswith("dgc/")]
+        notebooks = [d for d in stage["deps"] if d.endswith(".ipynb")]
+        expected = code_deps(command_closure(stage["cmd"].split()[1], ROOT, notebooks), ROOT)
+        assert listed == expected, f"{name}: its dgc/ deps should be {expected}"
+
+
+def _edited_by_the_test() -> list[str]:
+    """The files whose edit must retrain nothing: the CPU kernels, the benchmarks, the studies and the
+    comparison stage."""
+    files = ["dgc/kernels/cpu_kernels.cpp", "dgc/kernels/cpu.py", "dgc/kernels/cpu_layers.py", "dgc/stages/compare.py"]
+    for folder in ("benchmarks", "studies", "dgc/bench"):
+        files += sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / folder).rglob("*")
+                        if p.is_file() and "__pycache__" not in p.parts)
+    assert {"benchmarks/gpu_check.py", "studies/slow_start.py", "dgc/bench/speed.py"} <= set(files)
+    return files
+
+
+def test_editing_a_cpu_kernel_a_benchmark_a_study_or_the_comparison_retrains_nothing(tmp_path):
+    """No train stage's dep covers these files, and editing them leaves the finished-run check
+    (training_code_hash) as it was: `dvc repro` and `dgc train` retrain nothing."""
+    edited = _edited_by_the_test()
+    train_stages = [name for name, stage in STAGES.items() if stage["cmd"].split()[:2] == ["bin/dgc", "train"]]
+    assert train_stages
+    for name in train_stages:
+        covered = [f for f in edited for d in STAGES[name]["deps"] if _covers(d, f)]
+        assert not covered, f"{name}: editing {covered} would rerun it"
+    copy = tmp_path / "checkout"
+    for folder in ("dgc", "benchmarks", "studies"):
+        shutil.copytree(ROOT / folder, copy / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    before = training_code_hash(copy)
+    for rel in edited:
+        with open(copy / rel, "a") as fh:
+            fh.write("\n// edited\n" if rel.endswith(".cpp") else "\n# edited\n")
+    assert training_code_hash(copy) == before
+    with open(copy / "dgc/layers/dgc_conv.py", "a") as fh:  # while an edit of the algorithm does retrain
+        fh.write("\n# edited\n")
+    assert training_code_hash(copy) != before
 
 
 def test_the_driver_is_not_a_dep():

@@ -2,10 +2,11 @@
 it reads and the function that renders that file (`dgc readme`, dgc/commands/readme.py
 `speed_markdown`, shows each benchmark whose file exists).
 
-A benchmark joins the section by an entry here and a `section_markdown` function in its module, which
-takes the file's content (parsed JSON for a .json file, the text otherwise) and returns the Markdown
-under the heading. Benchmarks without an entry: dgc/bench/slow_start.py (its own table,
-reports/slow_start.md), fused_kernel.py (its JSON goes where --out says), ab_layer.py (prints only).
+The benchmarks are scripts outside the package (benchmarks/, each writing the file named here), apart
+from `dgc bench` (dgc/bench/speed.py); their sections are rendered here, by pure functions over the
+file's content (parsed JSON for a .json file, the text otherwise), so that `dgc readme` runs no
+benchmark code. A benchmark joins the section by an entry in SECTIONS and its function. The studies
+(studies/) render their own results (e.g. reports/slow_start.md) and have no entry.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
-from dgc.bench import cpu_inference, cpu_kernels, gpu_check_report, repro_time, speed, train_throughput
+from dgc.bench import speed
 
 
 @dataclass(frozen=True)
@@ -30,16 +31,109 @@ class Section:
         return json.loads(text) if self.file.endswith(".json") else text
 
 
+def made_by(result: Mapping[str, Any]) -> str:
+    """One line: the commit and machine a benchmark JSON says made it (its `provenance`, written by
+    dgc.measure.provenance.provenance); '' when it has none."""
+    p = result.get("provenance")
+    if not p:
+        return ""
+    m = p["machine"]
+    return (f"Made by commit {p['commit']} on {p['date']}: {m.get('cpu', '?')}, {m.get('cpus', '?')} "
+            f"CPUs, {m.get('gpu', 'no GPU')}, torch {m.get('torch', '?')}.\n")
+
+
+def settings_table(ms_per_image: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """Rows (batch, model), columns = settings, from keys "<model> <setting>"; the fastest in bold."""
+    rows: dict[tuple[str, str], dict[str, float]] = {}
+    settings: list[str] = []
+    for batch, timings in ms_per_image.items():
+        for key, ms in timings.items():
+            model, setting = key.split(" ", 1)
+            rows.setdefault((batch, model), {})[setting] = ms
+            if setting not in settings:
+                settings.append(setting)
+    lines = ["| batch | model | " + " | ".join(settings) + " |", "|---|---|" + "---|" * len(settings)]
+    for (batch, model), row in rows.items():
+        best = min(row.values())
+        cells = [("**%.2f**" if row[s] == best else "%.2f") % row[s] if s in row else "-" for s in settings]
+        lines.append(f"| {batch} | {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def bench_section(result: Mapping[str, Any]) -> str:
+    """`dgc bench`'s table (dgc/bench/speed.py) under the line naming the commit and machine."""
+    return made_by(result) + "\n" + speed.bench_markdown(result)
+
+
+def repro_time_section(r: Mapping[str, Any]) -> str:
+    return (f"Fresh clone at commit {r['commit']}, {r['cpus']} CPU cores, wandb offline, install "
+            f"not counted: first `dvc repro` {r['first_s']:.0f} s ({r['first_s'] / 60:.1f} min, "
+            f"{r['stages_first']} stages); second `dvc repro` with nothing changed {r['second_s']:.1f} s "
+            f"({r['stages_second']} stages run).\n")
+
+
+def train_throughput_section(t: Mapping[str, Any]) -> str:
+    """One row per model (step ms, images/s, peak MiB) and the data path's share of a step."""
+    lines = [f"Full-width models, CIFAR stem, batch 64, 32x32, pruned steady state; {t['device']}.", "",
+             "| model | step (ms) | images/s | peak memory of the step (MiB) |", "|---|---|---|---|"]
+    for name, row in t.items():
+        if isinstance(row, dict) and "step_s" in row:
+            lines.append(f"| {name} | {1000 * row['step_s']:.0f} | {row['images_per_s']:.1f} | "
+                         f"{row['peak_mb']:.0f} |")
+    data = t.get("data_path", {})
+    if "fraction_of_densenet86_dgc_step" in data:
+        lines += ["", f"Data path (load + augment one batch of 64 on the device): "
+                      f"{1000 * data['batch_s']:.2f} ms = "
+                      f"{100 * data['fraction_of_densenet86_dgc_step']:.2f}% of a densenet86_dgc step."]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def cpu_inference_section(c: Mapping[str, Any]) -> str:
+    """The settings table (fastest in bold), the compile seconds and the ratios of a result."""
+    lines = [made_by(c),
+             f"{c['device']}, torch {c['torch']}, full width, CIFAR stem, median of {c['repeats']}; "
+             "ms per image. \"eager\" runs the C++ CPU kernels where they apply (DGC 1x1 convs, DGC "
+             "pre-activation, BN-ReLU-group convs), \"no kernels\" the same model in PyTorch ops only. "
+             "Compile time (inductor, not in the timings): "
+             + ", ".join(f"{n} {v:.0f} s" for n, v in c["compile_seconds"].items()) + ".", ""]
+    lines += settings_table(c["ms_per_image"])
+    lines += ["", "Ratios (fastest setting of each): " + "; ".join(
+        f"{k} {v:.2f}x" for k, v in c["ratios"].items()) + ".", ""]
+    return "\n".join(lines)
+
+
+def cpu_kernels_section(k: Mapping[str, Any]) -> str:
+    """One row per candidate, one column per block, in ms."""
+    blocks = k["blocks"]
+    lines = [made_by(k),
+             f"{k['device']}, torch {k['torch']}, batch {k['batch']}, inference, median of "
+             f"{k['repeats']}; ms. Shapes of densenet86's last layer in each block; the DGC rows are "
+             "the whole layer (BN-ReLU, saliency generators, selection, conv), the dense conv rows "
+             "the conv alone.", "",
+             "| candidate | " + " | ".join(b["block"] for b in blocks) + " |",
+             "|---|" + "---|" * len(blocks)]
+    for name in blocks[0]["ms"]:
+        lines.append(f"| {name} | " + " | ".join(f"{b['ms'][name]:.2f}" for b in blocks) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def gpu_section(summary_md: str) -> str:
+    """summary.md as the GPU check (benchmarks/gpu_check.py) wrote it."""
+    return summary_md.strip() + "\n"
+
+
 SECTIONS: tuple[Section, ...] = (
     Section("`dvc repro` of the smoke profile (`bash benchmarks/repro_time.sh`)", "repro_time.json",
-            repro_time.section_markdown),
+            repro_time_section),
     Section("Training step (`python benchmarks/train_throughput.py`)", "train_throughput.json",
-            train_throughput.section_markdown),
-    Section("Layers and whole models at inference (`dgc bench`)", "bench.json", speed.section_markdown),
+            train_throughput_section),
+    Section("Layers and whole models at inference (`dgc bench`)", "bench.json", bench_section),
     Section("Whole models on the CPU (`python benchmarks/cpu_inference.py --json reports/cpu_inference.json`)",
-            "cpu_inference.json", cpu_inference.section_markdown),
+            "cpu_inference.json", cpu_inference_section),
     Section("The CPU kernels against the PyTorch ops they replace "
             "(`python benchmarks/cpu_kernels.py --json reports/cpu_kernels.json`)", "cpu_kernels.json",
-            cpu_kernels.section_markdown),
-    Section("On a GPU (`bash benchmarks/gpu_check.sh`)", "gpu/summary.md", gpu_check_report.section_markdown),
+            cpu_kernels_section),
+    Section("On a GPU (`bash benchmarks/gpu_check.sh`)", "gpu/summary.md", gpu_section),
 )

@@ -12,8 +12,8 @@ calibrated BatchNorm statistics and only after its outputs were checked finite (
     .venv/bin/dgc bench [--device auto|cpu|cuda] [--threads 2] [--repeats 10] [--no-models]
         [--out reports/bench.json]
 
-writes reports/bench.json and reports/bench.md (`bench_markdown`); `section_markdown` is its part of
-the speed section (dgc/bench/registry.py).
+writes reports/bench.json and reports/bench.md (`bench_markdown`); dgc/bench/registry.py renders it in
+docs/speed.md.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from dgc.bench.common import made_by
+from dgc.kernels.cpu_layers import use_cpu_kernels
 from dgc.measure.calibrate import ready_for_timing
 from dgc.measure.flops import count_flops
 from dgc.measure.latency import device_name, median_times
@@ -52,7 +52,7 @@ def _layers(c_in: int, c_out: int, k: int, gate: float, heads: int,
         out[f"dgc_{path}"] = layer
     out["dense"] = BNReLUConv2d(c_in, c_out, k, padding=k // 2)
     out["group4"] = BNReLUConv2d(c_in, c_out, k, padding=k // 2, groups=4)
-    return out
+    return {name: use_cpu_kernels(module) for name, module in out.items()}
 
 
 def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -102,7 +102,7 @@ def bench_models(device: torch.device, batches: tuple[int, ...] = (1, 64), repea
         models = {}
         for name in pair:
             torch.manual_seed(0)
-            models[name] = create_model(name, 10, stem="cifar")
+            models[name] = use_cpu_kernels(create_model(name, 10, stem="cifar"))
             set_progress(models[name], 1.0)
             ready_for_timing(models[name], (3, 32, 32), device)
         per_batch = {}
@@ -150,8 +150,3 @@ def bench_markdown(result: dict[str, Any]) -> str:
             lines.append(f"| {row['model']} | {row['flops_expected']:,} | {ms.get('1', float('nan')):.2f} | "
                          f"{ms.get('64', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def section_markdown(result: dict[str, Any]) -> str:
-    """bench_markdown under the line naming the commit and machine that made the result."""
-    return made_by(result) + "\n" + bench_markdown(result)

@@ -1,2 +1,2 @@
-"""Commands outside the pipeline: train-all, use-profile, paper-ref, crosscheck, readme.
+"""Commands outside the pipeline: train-all, use-profile, paper-ref, readme.
 """

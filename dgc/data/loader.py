@@ -75,10 +75,6 @@ class DeviceBatches:
         batches = max(batches, 1)
         return min(batches, self.max_batches) if self.max_batches else batches
 
-    def num_images(self) -> int:
-        """Images this process sees per pass (its share of every batch)."""
-        return sum(len(idx) for idx in self._batch_indices(torch.Generator(self.images.device)))
-
     def _batch_indices(self, generator: torch.Generator) -> list[torch.Tensor]:
         n = len(self.labels)
         dev = self.images.device

@@ -1,19 +1,12 @@
 """The CPU inference kernels of `cpu_kernels.cpp`: built with the system's C++ compiler on first use,
 cached, and called through ctypes (no Python extension build, no ninja: one compiler call).
 
-- `fused_1x1(x, weight, idx, scale)`: the DGC 1x1 conv over the kept channels only, with the
-  gather inside the GEMM (the CPU counterpart of the Triton kernel in fused_triton.py; the layers'
-  `fused_cpu` execution).
-- `bnrelu_group_conv(x, weight, ...)`: BatchNorm (inference statistics) -> ReLU -> grouped k x k
-  conv with stride 1, in one pass; the static group convs of the DGC and GC models.
-- `bnrelu_mean(x, scale, shift)`: a DGC layer's BN-ReLU pre-activation and the global average pool
-  of its saliency generators in one pass (PyTorch: five passes over x).
-- `select_topk(saliency, keep)`: DGC's per-(sample, head) selection, the same set as rank keys + top-k.
-- `avg_pool2(x)`: the DenseNets' 2x2 transition pooling.
-
-All are forward-only (they refuse tensors that require grad while grad mode is on), float32, for
-CPU tensors. The layers call them only where they apply (`cpu_kernels_available()`, inference, no
-grad) and otherwise run their PyTorch executions, which compute the same maths.
+`fused_1x1` (the DGC 1x1 conv over the kept channels, the gather inside the GEMM: the CPU counterpart
+of fused_triton.py), `bnrelu_group_conv` (BN-ReLU and a grouped k x k conv at stride 1), `bnrelu_mean`
+(a DGC layer's BN-ReLU and its saliency pooling in one pass), `select_topk` (DGC's selection) and
+`avg_pool2` (the DenseNets' transitions). All are forward-only (they refuse tensors that require grad
+while grad mode is on), float32, for CPU tensors; the layers run them as executions where a model was
+given them and they apply (cpu_layers.py), and otherwise their PyTorch executions, the same maths.
 
 The library is compiled with `-O3 -march=native -fopenmp` (then without -march=native, then without
 OpenMP, whichever first builds and loads) into `$DGC_KERNEL_CACHE` (default

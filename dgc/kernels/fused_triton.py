@@ -1,5 +1,6 @@
-"""Fused 1x1 dynamic group convolution: the channel gather fused into a grouped GEMM (Triton), the
-layers' `fused` execution (dgc/layers/executions.py; `fused_cpu` is its C++ counterpart, cpu.py).
+"""Fused 1x1 dynamic group convolution: the channel gather fused into a grouped GEMM (Triton), and the
+DGC layers' `fused` execution over it (`use_fused_kernel(model)` adds it to a model's layers;
+`fused_cpu` is its C++ counterpart, cpu_layers.py).
 
 For each sample b and head i the DGC 1x1 conv keeps K input channels idx[b, i, :] scaled by their
 saliency scale[b, i, :]; with head weights W (H, Co, C_in) it computes
@@ -24,6 +25,10 @@ from dataclasses import dataclass
 from types import ModuleType
 
 import torch
+from torch import nn
+
+from dgc.layers import DGCConv2d, Execution, dgc_layers
+from dgc.layers.executions import channels_last, fixed_selection, is_1x1, kept_indices, subsample
 
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _kernels: ModuleType | None = None
@@ -136,9 +141,7 @@ def _dot_options(dtype: torch.dtype) -> dict[str, object]:
 
 def _memory_format(x: torch.Tensor) -> torch.memory_format:
     """channels_last when x is (and is not also plain contiguous), as DGCConv2d decides."""
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
+    return torch.channels_last if channels_last(x) else torch.contiguous_format
 
 
 def _validate(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor) -> None:
@@ -285,3 +288,28 @@ def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: t
         blocks.update(block_sizes)
     _check_blocks(blocks, x.device)
     return _Fused1x1.apply(x, weight, idx, scale, blocks)
+
+
+# -- the DGC layers' `fused` execution ------------------------------------------------------------
+def fused(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torch.Tensor | None,
+          kept: torch.Tensor | None) -> torch.Tensor:
+    """1x1 convs: the gather of the kept channels inside a grouped GEMM, forward and backward: no
+    gathered copy of x."""
+    idx = kept_indices(layer, saliency, keep, kept)
+    values = (saliency * keep).gather(2, idx)
+    return fused_1x1(subsample(layer, x), layer.head_weights().flatten(2), idx, values)
+
+
+FUSED = Execution(
+    "fused", fused, lambda layer, x: (is_1x1(layer) and fixed_selection(layer, x) and x.dtype in _FLOAT_DTYPES
+                                      and fused_available(x.device)),
+    "a 1x1 conv without padding, a fixed n_in, float32/16 or bfloat16 input, and Triton (CUDA, or CPU under "
+    "TRITON_INTERPRET=1)", auto=None, fallback="scaled_weight")
+
+
+def use_fused_kernel(model: nn.Module) -> nn.Module:
+    """Let `layer.execution = "fused"` run on every DGC layer of `model` (opt-in: `auto` never picks it
+    until it is measured on a GPU); where it does not apply `scaled_weight` runs. Returns `model`."""
+    for layer in dgc_layers(model):
+        layer.executions = layer.executions.extended(FUSED)
+    return model

@@ -13,16 +13,58 @@ channels, chosen per layer and input by `dgc.layers.executions.choose`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from dgc.kernels.cpu import batch_strided, bn_affine, bnrelu_mean, cpu_inference
-from dgc.layers.executions import choose
+from dgc.layers.dispatch import Execution, Executions
+from dgc.layers.executions import DGC_EXECUTIONS, choose
 from dgc.layers.gate import SaliencyGenerator
 from dgc.layers.pruning_schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
 
 SELECTIONS = ("head", "global")
+
+
+@dataclass(eq=False)
+class ForwardReport:
+    """What a DGC layer's forward reports to the code around it: the loss terms, DGC-G's sample of
+    saliencies and the channels used. The layer writes it every forward; the losses
+    (`sparsity_loss`, `angle_loss`), DGC-G's threshold (GlobalThreshold) and the usage measurement
+    (dgc.measure.usage) read it and set its two switches."""
+
+    sparsity: torch.Tensor | None = None  # mean saliency over batch and channels, summed over heads
+    angle: torch.Tensor | None = None  # DGC-G, training: the heads' mean cosine similarity
+    collect: bool = False  # DGC-G: append each forward's detached saliencies to `saliencies`
+    saliencies: list[torch.Tensor] = field(default_factory=list)  # GlobalThreshold's sample
+    usage: bool = False  # keep `kept` and `active` of each forward
+    kept: torch.Tensor | None = None  # (B, H, C_in) bool: the channels selected
+    active: torch.Tensor | None = None  # those of them with a saliency > 0: what reached the conv
+
+    def record(self, layer: DGCConv2d, saliency: torch.Tensor, keep: torch.Tensor | None,
+               kept: torch.Tensor | None) -> None:
+        """One forward's report: its sparsity term (taken before pruning); for DGC-G its saliencies
+        (when collecting) and angle term (in training); its channels (when recording usage)."""
+        self.sparsity = saliency.mean(dim=(0, 2)).sum()
+        if layer.selection == "global":
+            if self.collect:
+                self.saliencies.append(saliency.detach().flatten())
+            if layer.training:
+                self.angle = head_angle_similarity(saliency)
+        if self.usage:
+            if keep is None:  # the selection gave indices only
+                keep = torch.zeros_like(saliency, dtype=torch.bool).scatter_(2, kept, True)
+            self.kept, self.active = keep, keep & (saliency.detach() > 0)
+
+
+def _bnrelu(layer: DGCConv2d, x: torch.Tensor) -> tuple[torch.Tensor, None]:
+    return layer.relu(layer.norm(x)), None
+
+
+# A DGC layer's own pre-activation (preact=True): BatchNorm-ReLU; a kernel may add a row that also
+# returns the saliency pooling (dgc/kernels/cpu_layers.py).
+PREACTIVATIONS = Executions(Execution("bnrelu", _bnrelu))
 
 
 class DGCHead(nn.Module):
@@ -85,62 +127,52 @@ class DGCConv2d(nn.Module):
         self.heads = nn.ModuleList(
             DGCHead(in_channels, out_channels // heads, self.kernel_size, squeeze_rate)
             for _ in range(heads))
-        # n_in, the number of input channels each head prunes; saved with the model. A Python
-        # mirror avoids a device sync on every forward; it follows the buffer on load_state_dict.
+        # n_in, the number of input channels each head prunes, is set in one place, `set_inactive`,
+        # which writes both of its forms: `_inactive`, the Python int the forward reads (no device
+        # sync, and a constant for torch.compile), and the buffer saved with the model, from which
+        # the mask is built inside the pruning ramp (`_ramp`: n_in changes every few steps, and a
+        # compiled model reads a tensor instead of recompiling at each value). Loading a state dict
+        # goes through `set_inactive` too (`_load_from_state_dict`).
         self.register_buffer("inactive_channels", torch.zeros((), dtype=torch.long))
-        self._n_inactive = 0
-        # n_in as a compile-time constant, or None while the pruning ramp changes it every few steps.
-        # Forward reads only this (never `_n_inactive`): a compiled model then sees one value for the
-        # whole ramp (the mask is built from the buffer, a tensor) instead of recompiling at each
-        # change of n_in; fixed n (no pruning yet, the target reached, evaluation) allows the
-        # static-shape gather of exactly C_in - n_in channels.
-        self._n_static: int | None = 0
-        self.register_load_state_dict_post_hook(_sync_inactive_mirror)
+        self._inactive, self._ramp = 0, False
         if selection == "global":  # DGC-G: the model-wide saliency threshold T, saved with the model
             self.register_buffer("threshold", torch.zeros(()))
-        # DGC-G only: when True, forward appends its detached saliencies to `collected` (the sample
-        # from which GlobalThreshold estimates T), and `_angle` holds the heads' mean cosine similarity.
-        self.collect = False
-        self.collected: list[torch.Tensor] = []
-        self._angle: torch.Tensor | None = None
-        self._sparsity: torch.Tensor | None = None
-        # 'auto' (the rules of dgc.layers.executions.choose) or a name in executions.EXECUTIONS.
+        self.report = ForwardReport()
+        # 'auto' (the rules of dgc.layers.executions) or the name of a row of `executions`.
         self.execution = "auto"
-        # When True, forward keeps `last_kept` (B, H, C_in), the channels selected, and `last_active`,
-        # those of them with a saliency > 0: the channels each head really used.
-        self.record_usage = False
-        self.last_kept: torch.Tensor | None = None
-        self.last_active: torch.Tensor | None = None
+
+    executions = DGC_EXECUTIONS  # the ways to run the conv (dgc/layers/executions.py)
+    preactivations = PREACTIVATIONS
 
     # -- pruning state ------------------------------------------------------------------------
     @property
     def n_inactive(self) -> int:
-        return self._n_inactive
+        """n_in: how many input channels each head prunes."""
+        return self._inactive
 
-    def set_inactive(self, n: int) -> None:
-        """Set n_in directly (0 <= n <= in_channels)."""
+    @property
+    def fixed_inactive(self) -> int | None:
+        """n_in while it is fixed (no pruning yet, the target reached, evaluation); None inside the
+        pruning ramp, where the forward reads it from the buffer."""
+        return None if self._ramp else self._inactive
+
+    def set_inactive(self, n: int, ramp: bool = False) -> None:
+        """Set n_in (0 <= n <= in_channels); `ramp`: it changes every few steps (see __init__)."""
         n = int(n)
         if not 0 <= n <= self.in_channels:
             raise ValueError(f"inactive channel count must be in [0, {self.in_channels}], got {n}")
         self.inactive_channels.fill_(n)
-        self._n_inactive = n
-        self._n_static = n
+        self._inactive, self._ramp = n, bool(ramp)
 
     def set_progress(self, progress: float) -> int:
-        """Set n_in from training progress p in [0, 1] (docs/design.md schedule); returns n_in.
-
-        Inside the ramp (1/12 < p < 3/4) n_in is marked dynamic: forward builds the mask from the
-        buffer, so a compiled model does not recompile when n_in changes."""
+        """Set n_in from training progress p in [0, 1] (docs/design.md schedule); returns n_in."""
         n = inactive_channels(self.in_channels, self.gate_factor, progress)
-        self.set_inactive(n)
-        if PRUNE_START < progress < PRUNE_END:
-            self._n_static = None
+        self.set_inactive(n, ramp=PRUNE_START < progress < PRUNE_END)
         return n
 
-    @property
-    def sparsity(self) -> torch.Tensor | None:
-        """Sparsity term of the last forward: mean saliency over batch and channels, summed over heads."""
-        return self._sparsity
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args)
+        self.set_inactive(int(self.inactive_channels))  # the Python int follows the loaded buffer
 
     # -- the algorithm, step by step ------------------------------------------------------------
     def saliency(self, x: torch.Tensor, pooled: torch.Tensor | None = None) -> torch.Tensor:
@@ -176,7 +208,7 @@ class DGCConv2d(nn.Module):
         s = saliency.detach().nan_to_num(nan=float("inf"))  # a NaN ranks as most salient
         if self.selection == "global":  # DGC-G: one threshold; how many are kept varies per row
             return s >= self.threshold, None
-        n = self._n_static
+        n = self.fixed_inactive
         if n == 0:
             return torch.ones_like(saliency, dtype=torch.bool), None
         if n is not None:  # keys ascending = dropped first
@@ -192,53 +224,25 @@ class DGCConv2d(nn.Module):
         return torch.stack([head.weight for head in self.heads])
 
     def preactivate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(BatchNorm-ReLU of x, or x itself when preact=False; its spatial mean (B, C_in) where
-        computed on the way, else None). At CPU inference one C++ pass does both."""
+        """(BatchNorm-ReLU of x, or x itself when preact=False; its spatial mean (B, C_in) where an
+        execution of `preactivations` computes it on the way, else None)."""
         if not self.preact:
             return x, None
-        if self._fused_preact_applies(x):
-            return bnrelu_mean(x, *bn_affine(self.norm))
-        return self.relu(self.norm(x)), None
+        return self.preactivations.choose(self, x).run(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, pooled = self.preactivate(x)  # (B, C_in, h, w)
         saliency = self.saliency(x, pooled)  # (B, H, C_in)
-        self._sparsity = saliency.mean(dim=(0, 2)).sum()  # before pruning
         execution = choose(self, x)
-        keep, kept = execution.select(self, saliency)  # mask (B, H, C_in), indices (B, H, K)
-        if self.selection == "global":
-            self._observe_global(saliency)
-        if self.record_usage:
-            self._record_usage(saliency, keep, kept)
+        # the kept channels: mask (B, H, C_in) and indices (B, H, K), by the execution's selection or the layer's
+        keep, kept = execution.select(self, saliency) if execution.select else self.select(saliency)
+        self.report.record(self, saliency, keep, kept)
         return execution.run(self, x, saliency, keep, kept)
 
     def execution_path(self, x: torch.Tensor) -> str:
         """The name of the execution that runs for input x: `execution`, or for 'auto' the rules of
-        dgc.layers.executions.choose, after any fallback."""
+        dgc.layers.executions, after any fallback."""
         return choose(self, x).name
-
-    def _observe_global(self, saliency: torch.Tensor) -> None:
-        """DGC-G: keep the saliencies for GlobalThreshold's sample (when collecting) and, in
-        training, the heads' mean cosine similarity (the angle term)."""
-        if self.collect:
-            self.collected.append(saliency.detach().flatten())
-        if self.training:
-            self._angle = head_angle_similarity(saliency)
-
-    def _record_usage(self, saliency: torch.Tensor, keep: torch.Tensor | None,
-                      kept: torch.Tensor | None) -> None:
-        """`last_kept`: the channels selected; `last_active`: those of them with a saliency > 0 (the
-        channels that really reach the conv), both (B, H, C_in) bool."""
-        if keep is None:  # the selection gave indices only
-            keep = torch.zeros_like(saliency, dtype=torch.bool).scatter_(2, kept, True)
-        self.last_kept = keep
-        self.last_active = keep & (saliency.detach() > 0)
-
-    def _fused_preact_applies(self, x: torch.Tensor) -> bool:
-        """Whether BN-ReLU and the saliency pooling run as one CPU kernel: eval-mode statistics,
-        CPU inference, float32 NCHW input (or a channel slice of one: a DenseNet block's buffer)."""
-        return (not self.training and x.dim() == 4 and x.shape[2] * x.shape[3] > 0
-                and batch_strided(x) and self.norm.running_mean is not None and cpu_inference(x))
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -272,18 +276,13 @@ def head_angle_similarity(saliency: torch.Tensor) -> torch.Tensor:
     return (off_diagonal / (heads * (heads - 1))).mean()
 
 
-def _sync_inactive_mirror(module: nn.Module, incompatible_keys) -> None:
-    module._n_inactive = module._n_static = int(module.inactive_channels)
-
-
 def dgc_layers(model: nn.Module) -> list[DGCConv2d]:
     """Every DGC layer of `model`, in module order."""
     return [m for m in model.modules() if isinstance(m, DGCConv2d)]
 
 
-def _sum_of(model: nn.Module, attribute: str) -> torch.Tensor:
-    terms = [getattr(layer, attribute) for layer in dgc_layers(model)
-             if getattr(layer, attribute) is not None]
+def _sum_of(model: nn.Module, term: str) -> torch.Tensor:
+    terms = [getattr(layer.report, term) for layer in dgc_layers(model) if getattr(layer.report, term) is not None]
     if not terms:
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
         return torch.zeros((), device=device)
@@ -292,12 +291,12 @@ def _sum_of(model: nn.Module, attribute: str) -> torch.Tensor:
 
 def angle_loss(model: nn.Module) -> torch.Tensor:
     """Summed head similarity (DGC-G's angle term) of every DGC-G layer's last training forward."""
-    return _sum_of(model, "_angle")
+    return _sum_of(model, "angle")
 
 
 def sparsity_loss(model: nn.Module) -> torch.Tensor:
     """Summed sparsity term of every DGC layer's last forward (0 for a model without DGC layers)."""
-    return _sum_of(model, "_sparsity")
+    return _sum_of(model, "sparsity")
 
 
 def set_progress(model: nn.Module, progress: float) -> list[int]:

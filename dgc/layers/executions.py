@@ -1,7 +1,8 @@
 """The executions of a DGC layer: exact, equivalent ways to compute the same conv over the channels a
-layer's selection keeps (docs/design.md, section 4).
+layer's selection keeps (docs/design.md, section 4), and the rule `auto` picks one by.
 
-Every execution is one function `run(layer, x, saliency, keep, kept)` and one row of `EXECUTIONS`:
+Every execution is one function `run(layer, x, saliency, keep, kept)` and one row of the layer's
+table (`DGC_EXECUTIONS`, dgc/layers/dispatch.py):
 
     x         (B, C_in, h, w) the pre-activated input
     saliency  (B, H, C_in) every head's saliencies (not detached: the conv's gradient reaches the
@@ -10,28 +11,24 @@ Every execution is one function `run(layer, x, saliency, keep, kept)` and one ro
     kept      (B, H, K) the kept channel indices, or None (see `DGCConv2d.select`)
 
 and returns (B, C_out, h', w') with the heads interleaved (channel j*H + i is head i's channel j).
-`applies(layer, x)` says whether the execution can run this forward; `choose` holds the `auto`
-rules per device type and follows `fallback` where the chosen execution does not apply. Adding an
-execution: its function, its row here, and it joins tests/test_dgc_layer.py's all-executions test.
+The table holds the PyTorch executions; the kernels' (`fused`: dgc/kernels/fused_triton.py,
+`fused_cpu`: dgc/kernels/cpu_layers.py) are added to one model's layers by the code that runs them.
+Adding an execution: its function, its row, and its name in tests/test_dgc_layer.py's EXECUTIONS (the
+all-executions test runs every one of them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from dgc.kernels import cpu
-from dgc.kernels.fused_triton import fused_1x1, fused_available
 from dgc.layers.conv import channel_shuffle
+from dgc.layers.dispatch import Execution, Executions
 
 if TYPE_CHECKING:
     from dgc.layers.dgc_conv import DGCConv2d
-
-Selection = tuple[torch.Tensor | None, torch.Tensor | None]  # (keep, kept), as DGCConv2d.select
-
 
 # -- the executions -------------------------------------------------------------------------------
 def masked(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torch.Tensor | None,
@@ -58,7 +55,7 @@ def scaled_weight(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, kee
     per_sample = per_sample.reshape(b, layer.out_channels, c, *layer.kernel_size)  # (B, C_out, C_in, k, k)
     if layer.kernel_size == (1, 1) and layer.stride == (1, 1) and layer.padding == (0, 0):
         w2 = per_sample.view(b, layer.out_channels, c)  # (B, C_out, C_in)
-        if _channels_last(x):
+        if channels_last(x):
             rows = x.permute(0, 2, 3, 1).reshape(b, h * w, c)  # (B, hw, C_in), no copy
             out = torch.bmm(rows, w2.transpose(1, 2))  # (B, hw, C_out)
             return out.view(b, h, w, layer.out_channels).permute(0, 3, 1, 2)  # channels_last view
@@ -90,8 +87,8 @@ def sparse(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torc
     rows = idx + torch.arange(heads, device=x.device)[None, :, None] * c  # (B, H, K) into H*C_in
     w_kept = weight.index_select(0, rows.reshape(-1))
     w_kept = w_kept.view(b, heads, k_keep, co, *layer.kernel_size) * values[..., None, None, None]
-    if layer.kernel_size == (1, 1) and layer.padding == (0, 0):
-        x = _subsample(layer, x)
+    if is_1x1(layer):
+        x = subsample(layer, x)
         h, w = x.shape[-2:]
         x_kept = _gather_channels(x, idx)  # (B, H*K, h, w)
         out = torch.bmm(w_kept.reshape(b * heads, k_keep, co).transpose(1, 2),
@@ -106,134 +103,66 @@ def sparse(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torc
     return channel_shuffle(out.view(b, layer.out_channels, ho, wo), heads)
 
 
-def fused(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torch.Tensor | None,
-          kept: torch.Tensor | None) -> torch.Tensor:
-    """1x1 convs: the gather of the kept channels inside a grouped GEMM, one Triton kernel forward
-    and backward (dgc/kernels/fused_triton.py): no gathered copy of x."""
-    idx = kept_indices(layer, saliency, keep, kept)
-    values = (saliency * keep).gather(2, idx)
-    return fused_1x1(_subsample(layer, x), layer.head_weights().flatten(2), idx, values)
+# -- where each applies, and where `auto` picks it -----------------------------------------------
+# The thresholds of `auto`, measured with `dgc bench` on the 2-core CPU and an H200 (docs/speed.md):
+GATHER_DEVICES = ("cpu",)  # where gathering the kept channels was measured to pay. On CUDA `sparse` ran
+#   slower than `scaled_weight` (H200: inference 72.1 against 39.0 ms), so `auto` never gathers there.
+GATHER_WEIGHT_RATIO = 2  # a gather pays while the per-sample weights it builds (C_out * k * k per kept
+#   channel) are at most this many times the H input copies of `masked` (H * h * w per kept channel).
+SPARSE_TRAINING_KEEP = 0.3  # in training, `sparse` runs k x k convs keeping at most this fraction of
+#   their channels; wider ones, and every 1x1 conv, train faster as `scaled_weight` (a batched matmul).
 
 
-def fused_cpu(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torch.Tensor | None,
-              kept: torch.Tensor | None) -> torch.Tensor:
-    """The same fused 1x1 conv as one C++ kernel (dgc/kernels/cpu.py), forward only."""
-    if keep is None:  # the C++ top-k (_cpu_select_topk): every index in `kept` is kept
-        values = saliency.gather(2, kept)
-    else:
-        kept = kept_indices(layer, saliency, keep, kept)
-        values = (saliency * keep).gather(2, kept)
-    x = _subsample(layer, x)
-    out = cpu.fused_1x1(x, layer.head_weights().flatten(2), kept, values)
-    return out.contiguous(memory_format=torch.channels_last) if _channels_last(x) else out
-
-
-def _cpu_select_topk(layer: DGCConv2d, saliency: torch.Tensor) -> Selection:
-    """fused_cpu's selection: with n_in > 0 fixed per head, the C++ top-k (the same kept set as
-    `layer.select`, without building the mask: keep is None); otherwise `layer.select`."""
-    n = layer._n_static
-    if layer.selection == "head" and n:
-        kept, _ = cpu.select_topk(saliency, layer.in_channels - n)
-        return None, kept
-    return layer.select(saliency)
-
-
-def _layer_select(layer: DGCConv2d, saliency: torch.Tensor) -> Selection:
-    return layer.select(saliency)
-
-
-# -- where each applies ---------------------------------------------------------------------------
-def _always(layer: DGCConv2d, x: torch.Tensor) -> bool:
-    return True
-
-
-def _fixed_selection(layer: DGCConv2d, x: torch.Tensor) -> bool:
+def fixed_selection(layer: DGCConv2d, x: torch.Tensor) -> bool:
     """The number of channels to gather is known: n_in fixed (not inside the pruning ramp), or DGC-G."""
-    return layer.selection == "global" or layer._n_static is not None
+    return layer.selection == "global" or layer.fixed_inactive is not None
 
 
-def _is_1x1(layer: DGCConv2d) -> bool:
+def training(layer: DGCConv2d) -> bool:
+    return layer.training and torch.is_grad_enabled()
+
+
+def gather_pays(layer: DGCConv2d, x: torch.Tensor) -> bool:
+    """`auto`'s condition for a gather execution: per-head selection with n_in fixed and > 0, on a
+    device of GATHER_DEVICES, and per-sample weights within GATHER_WEIGHT_RATIO of the input copies."""
+    hw = x.shape[-2] * x.shape[-1]
+    return (layer.selection == "head" and bool(layer.fixed_inactive) and x.device.type in GATHER_DEVICES
+            and layer.out_channels * _area(layer) <= GATHER_WEIGHT_RATIO * layer.num_heads * hw)
+
+
+def _sparse_auto(layer: DGCConv2d, x: torch.Tensor) -> bool:
+    """At inference wherever a gather pays; in training for k x k convs keeping few channels."""
+    return gather_pays(layer, x) and (not training(layer) or (
+        _area(layer) > 1 and 1.0 - layer.fixed_inactive / layer.in_channels <= SPARSE_TRAINING_KEEP))
+
+
+def _scaled_weight_auto(layer: DGCConv2d, x: torch.Tensor) -> bool:
+    """1x1 convs, and k x k ones whose per-sample weights are no larger than the H input copies."""
+    return _area(layer) == 1 or layer.out_channels * _area(layer) <= layer.num_heads * x.shape[-2] * x.shape[-1]
+
+
+def is_1x1(layer: DGCConv2d) -> bool:
     return layer.kernel_size == (1, 1) and layer.padding == (0, 0)
 
 
-def _fused_applies(layer: DGCConv2d, x: torch.Tensor) -> bool:
-    return (_is_1x1(layer) and _fixed_selection(layer, x)
-            and x.dtype in (torch.float32, torch.float16, torch.bfloat16) and fused_available(x.device))
+def _area(layer: DGCConv2d) -> int:
+    return layer.kernel_size[0] * layer.kernel_size[1]
 
 
-def _fused_cpu_applies(layer: DGCConv2d, x: torch.Tensor) -> bool:
-    return _is_1x1(layer) and _fixed_selection(layer, x) and cpu.cpu_inference(x)
-
-
-# -- the table ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Execution:
-    """One execution: its function, where it applies (and in words), what runs where it does not."""
-
-    name: str
-    run: Callable[[DGCConv2d, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None],
-                  torch.Tensor]
-    applies: Callable[[DGCConv2d, torch.Tensor], bool]
-    needs: str  # where `applies` is true, in words (error messages, test skips)
-    fallback: str | None = None  # the execution `choose` turns to where this one does not apply
-    differentiable: bool = True  # False: forward only (applies only with autograd off)
-    select: Callable[[DGCConv2d, torch.Tensor], Selection] = _layer_select  # the selection it runs after
-
-
-EXECUTIONS: dict[str, Execution] = {e.name: e for e in (
-    Execution("masked", masked, _always, "nothing: it runs everywhere"),
-    Execution("scaled_weight", scaled_weight, _always, "nothing: it runs everywhere"),
-    Execution("sparse", sparse, _fixed_selection,
-              "a fixed n_in (set_inactive, or progress outside the pruning ramp)"),
-    Execution("fused", fused, _fused_applies,
-              "a 1x1 conv without padding, a fixed n_in, float32/16 or bfloat16 input, and Triton "
-              "(CUDA, or CPU under TRITON_INTERPRET=1)", fallback="scaled_weight"),
-    Execution("fused_cpu", fused_cpu, _fused_cpu_applies,
-              "a 1x1 conv without padding, a fixed n_in, float32 CPU input, autograd off, and the "
-              "C++ kernels built", fallback="sparse", differentiable=False, select=_cpu_select_topk),
-)}
-
-# The gather executions `auto` may run, per device type: (at inference, in training). Where a
-# device type is missing (CUDA so far: `sparse` was measured slower there than `scaled_weight`, and
-# `fused` awaits its measurement by benchmarks/gpu_check.sh) only `scaled_weight` and `masked` run.
-GATHER: dict[str, tuple[str, str]] = {"cpu": ("fused_cpu", "sparse")}
+# In the order `auto` tries them: the first whose `auto` and `applies` hold runs.
+DGC_EXECUTIONS = Executions(
+    Execution("sparse", sparse, fixed_selection, "a fixed n_in (set_inactive, or progress outside the pruning "
+              "ramp)", auto=_sparse_auto),
+    Execution("scaled_weight", scaled_weight, auto=_scaled_weight_auto),
+    Execution("masked", masked),
+)
 
 
 def choose(layer: DGCConv2d, x: torch.Tensor) -> Execution:
     """The execution that runs `layer` on the pre-activated input x: `layer.execution`, or for
-    'auto' the rules below; then, while the execution does not apply, its fallback.
-
-    auto: the device's gather execution (GATHER) where n_in is fixed and > 0 (per-head selection)
-    and the per-sample weights (C_out * k * k per kept channel) are at most twice the H input
-    copies (H * h * w per kept channel): at inference always, in training for k x k convs keeping
-    at most 30% of their channels (1x1 convs train faster as one batched matmul). Past that,
-    `scaled_weight` for 1x1 convs and where the per-sample weights are no larger than the H input
-    copies, else `masked`."""
-    name = layer.execution
-    if name == "auto":
-        k = layer.kernel_size[0] * layer.kernel_size[1]
-        hw = x.shape[-2] * x.shape[-1]
-        n = layer._n_static if layer.selection == "head" else None
-        gather = GATHER.get(x.device.type) if n else None
-        gather_pays = layer.out_channels * k <= 2 * layer.num_heads * hw
-        training = layer.training and torch.is_grad_enabled()
-        if gather and gather_pays and not training:
-            name = gather[0]
-        elif gather and gather_pays and k > 1 and 1.0 - n / layer.in_channels <= 0.3:
-            name = gather[1]
-        elif k == 1 or layer.out_channels * k <= layer.num_heads * hw:
-            name = "scaled_weight"
-        else:
-            name = "masked"
-    if name not in EXECUTIONS:
-        raise ValueError(f"unknown execution {name!r}; use 'auto' or one of {', '.join(EXECUTIONS)}")
-    execution = EXECUTIONS[name]
-    while not execution.applies(layer, x):
-        if execution.fallback is None:
-            asked = "" if execution.name == layer.execution else f" (asked for: {layer.execution!r})"
-            raise RuntimeError(f"the {execution.name} execution needs {execution.needs}{asked}")
-        execution = EXECUTIONS[execution.fallback]
-    return execution
+    'auto' the first row of `layer.executions` whose `auto` and `applies` hold (above: a gather where
+    it pays, else `scaled_weight` where its weights are small, else `masked`)."""
+    return layer.executions.choose(layer, x, layer.execution)
 
 
 # -- shared pieces --------------------------------------------------------------------------------
@@ -250,12 +179,12 @@ def kept_indices(layer: DGCConv2d, saliency: torch.Tensor, keep: torch.Tensor,
     return torch.arange(layer.in_channels, device=saliency.device).expand_as(saliency)
 
 
-def _subsample(layer: DGCConv2d, x: torch.Tensor) -> torch.Tensor:
+def subsample(layer: DGCConv2d, x: torch.Tensor) -> torch.Tensor:
     """A strided 1x1 conv reads every stride-th position."""
     return x if layer.stride == (1, 1) else x[:, :, ::layer.stride[0], ::layer.stride[1]]
 
 
-def _channels_last(x: torch.Tensor) -> bool:
+def channels_last(x: torch.Tensor) -> bool:
     return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 

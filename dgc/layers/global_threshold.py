@@ -50,7 +50,7 @@ class GlobalThreshold:
         """Set T for `progress`, and collect saliencies during the epoch's last `window` steps."""
         collect = step_in_epoch >= steps_in_epoch - self.window
         for layer in self.layers:
-            layer.collect = collect
+            layer.report.collect = collect
         self.apply(progress)
 
     def apply(self, progress: float) -> None:
@@ -64,9 +64,9 @@ class GlobalThreshold:
 
     def end_epoch(self, progress: float) -> None:
         """Summarise the saliencies collected this epoch into the quantile table; set T anew."""
-        collected = [s for layer in self.layers for s in layer.collected]
+        collected = [s for layer in self.layers for s in layer.report.saliencies]
         for layer in self.layers:
-            layer.collect, layer.collected = False, []
+            layer.report.collect, layer.report.saliencies = False, []
         if not collected:
             return
         sample = torch.cat(collected).float().sort().values  # G, every DGC-G saliency of the window

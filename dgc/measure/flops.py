@@ -20,7 +20,6 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _pair
 
-from dgc.kernels.cpu import kernels_off
 from dgc.layers import DGCConv2d
 
 
@@ -81,11 +80,6 @@ def breakdown(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict
     return _count(model, input_size)[0]
 
 
-def dgc_conv_costs(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict[str, int]:
-    """Dense multiply-adds of each DGC layer's convolution at batch 1, by module name."""
-    return _count(model, input_size)[1]
-
-
 def actual_flops(model: nn.Module, input_size: Sequence[int], active_fraction: dict[str, float]) -> int:
     """FLOPs with each DGC conv at the fraction of input channels it actually used (by layer name)."""
     kinds, per_layer = _count(model, input_size)
@@ -124,8 +118,9 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
     try:
         model.eval()
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        # The PyTorch executions: the CPU kernels skip the leaf modules whose hooks count here.
-        with torch.no_grad(), kernels_off():
+        # With autograd on the layers run PyTorch's executions, never a forward-only kernel (which
+        # would skip the leaf modules whose hooks count here), whatever executions they were given.
+        with torch.enable_grad():
             model(torch.zeros(1, *(int(s) for s in input_size), device=device))
     finally:
         for h in handles:

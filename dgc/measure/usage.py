@@ -20,12 +20,12 @@ from dgc.layers import DGCConv2d, dgc_layers
 def recording(model: nn.Module) -> Iterator[list[DGCConv2d]]:
     layers = dgc_layers(model)
     for layer in layers:
-        layer.record_usage = True
+        layer.report.usage = True
     try:
         yield layers
     finally:
         for layer in layers:
-            layer.record_usage, layer.last_kept, layer.last_active = False, None, None
+            layer.report.usage, layer.report.kept, layer.report.active = False, None, None
 
 
 def head_overlap(active: torch.Tensor) -> torch.Tensor:
@@ -58,10 +58,10 @@ def measure_usage(model: nn.Module, batches: Iterable) -> dict:
             model(x)
             images += len(x)
             for layer in layers:
-                active = layer.last_active  # (B, H, C)
+                active = layer.report.active  # (B, H, C)
                 sums[id(layer)][0] += active.float().mean(dim=(1, 2)).sum().cpu().double()
                 sums[id(layer)][1] += head_overlap(active).sum().cpu().double()
-                sums[id(layer)][2] += layer.last_kept.float().mean(dim=(1, 2)).sum().cpu().double()
+                sums[id(layer)][2] += layer.report.kept.float().mean(dim=(1, 2)).sum().cpu().double()
     rows = []
     for layer in layers:
         # Selected channels per image: 1 - n_in / C_in for head-wise DGC, uneven for DGC-G.

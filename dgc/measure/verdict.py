@@ -15,7 +15,7 @@ The same rule serves the smoke evidence and the paper profile's relation verdict
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 K_STANDARD_ERRORS = 2.0
 MIN_SEEDS = 2
@@ -38,9 +38,6 @@ class RelationVerdict:
     margin: float  # tolerance - delta: how far inside the claim the means are
     standard_error: float | None  # of delta; None with fewer than MIN_SEEDS seeds on a side
     why: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def standard_error(a: Sample, b: Sample) -> float | None:

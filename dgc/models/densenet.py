@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from dgc.layers import BNReLUConv2d
+from dgc.layers.executions import channels_last
 from dgc.layers.pool import AvgPool2x2
 from dgc.models.common import check_stem, init_weights
 from dgc.models.convs import ConvFactory
@@ -51,17 +52,13 @@ class DenseBlock(nn.Sequential):
         b, c, h, w = x.shape
         total = c + sum(layer.conv_2.conv.out_channels for layer in self)
         buffer = torch.empty((b, total, h, w), dtype=x.dtype, device=x.device,
-                             memory_format=torch.channels_last if _channels_last(x) else torch.contiguous_format)
+                             memory_format=torch.channels_last if channels_last(x) else torch.contiguous_format)
         buffer[:, :c].copy_(x)
         for layer in self:
             new = layer.new_features(buffer[:, :c])
             buffer[:, c:c + new.shape[1]].copy_(new)
             c += new.shape[1]
         return buffer
-
-
-def _channels_last(x: torch.Tensor) -> bool:
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
 
 class DenseNet(nn.Module):

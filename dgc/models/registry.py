@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 from torch import nn
 
 from dgc.errors import DGCError
+from dgc.model_names import ModelError, family, list_models, model_arguments  # noqa: F401 (family: re-exported)
 from dgc.models import convs
 from dgc.models.densenet import DenseNet
 from dgc.models.mobilenetv2 import DEFAULT_BLOCKS as MOBILENETV2_BLOCKS
@@ -26,10 +27,6 @@ DENSENET86_DEPTH = (14, 14, 14)
 # CondenseNet-74 (ImageNet): 5 blocks of 4-6-8-10-8 layers, growth 8-16-32-64-128.
 CONDENSENET74_GROWTH = (8, 16, 32, 64, 128)
 CONDENSENET74_DEPTH = (4, 6, 8, 10, 8)
-
-
-class ModelError(DGCError, ValueError):
-    """An unknown model name or a model setting it cannot be built with; the message names it."""
 
 
 def densenet86_dgc(num_classes: int, stem: str = "cifar",
@@ -122,30 +119,14 @@ def mobilenetv2_gc(num_classes: int, stem: str = "imagenet", width: float = 1.0,
     return MobileNetV2(num_classes, layer, layer, blocks, width, stem)
 
 
+# The factories by name; their names and settings are those of dgc/model_names.py (`list_models`,
+# `model_arguments` and `family` come from there).
 MODELS: dict[str, Callable[..., nn.Module]] = {
     f.__name__: f for f in (densenet86_dgc, densenet86_dgcg, densenet86, densenet86_gc,
                             condensenet74_dgc, condensenet74_dgcg,
                             resnet18_dgc, resnet18, resnet18_gc,
                             mobilenetv2_dgc, mobilenetv2, mobilenetv2_gc)
 }
-
-
-def family(model: str) -> str:
-    """The convolution family of a registered model: dgc (head-wise DGC), dgcg (DGC-G), gc (static group conv) or dense, from the registry name."""
-    for suffix in ("dgcg", "dgc", "gc"):
-        if model.endswith("_" + suffix):
-            return suffix
-    return "dense"
-
-
-def list_models() -> list[str]:
-    """Names accepted by `create_model`, sorted."""
-    return sorted(MODELS)
-
-
-def model_arguments(name: str) -> list[str]:
-    """The override names a model accepts (besides num_classes)."""
-    return [p for p in inspect.signature(_factory(name)).parameters if p != "num_classes"]
 
 
 def model_defaults(name: str) -> dict:
@@ -155,8 +136,7 @@ def model_defaults(name: str) -> dict:
 
 
 def _factory(name: str) -> Callable[..., nn.Module]:
-    if name not in MODELS:
-        raise ModelError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    model_arguments(name)  # an unknown name: ModelError
     return MODELS[name]
 
 
@@ -167,7 +147,7 @@ def create_model(name: str, num_classes: int, **overrides) -> nn.Module:
     which is all a checkpoint needs to rebuild it.
     """
     factory = _factory(name)
-    allowed = model_arguments(name)
+    allowed = model_arguments(name)  # the names of dgc/model_names.py: the factory's own parameters
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise ModelError(f"model {name!r} has no setting {unknown[0]!r}; "

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune")
+from dgc.config import COMPILE_MODES
 
 
 def resolve_compile(setting: str, device: torch.device) -> str | None:
@@ -81,14 +81,13 @@ class Compiled:
     """`model` through torch.compile(mode) (or eagerly when mode is None), falling back to eager
     for good, with one warning line, the first time compiling fails."""
 
-    def __init__(self, model: nn.Module, mode: str | None, log: Callable[[str], None] = print,
-                 fullgraph: bool = False) -> None:
+    def __init__(self, model: nn.Module, mode: str | None, log: Callable[[str], None] = print) -> None:
         self.eager = model
         self.mode = mode
         self.log = log
         self.module: Callable[..., Any] = model
         if mode is not None:
-            self.module = torch.compile(model, mode=mode, fullgraph=fullgraph)
+            self.module = torch.compile(model, mode=mode)
 
     @property
     def compiled(self) -> bool:

@@ -9,7 +9,8 @@ fraction of channels each layer selected on the evaluation set) / flops_actual (
 DGC layers really used on the evaluation set, per image), params, whether every seed finished
 learning (`plateau`, the criterion of dgc/measure/plateau.py), and inference latency per image
 (through torch.compile per `evaluate.compile`, whose `auto` stays eager on the CPU; the info JSON's
-`latency_compile` says which ran: off or the compile mode).
+`latency_compile` says which ran: off or the compile mode). On the CPU the models run the C++
+inference kernels (dgc/kernels/cpu_layers.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from dgc.config import Params, check_dataset, input_size_of
 from dgc.data.batches import make_test_batches
+from dgc.kernels.cpu_layers import use_cpu_kernels
 from dgc.layers import global_layers
 from dgc.measure.flops import actual_flops, count_flops
 from dgc.measure.latency import device_name, inference_latency
@@ -92,6 +94,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         folder = run_dir(runs_root, dataset, model_name, seed)
         best_model, best_ck = load_model(folder / "best.pt", device)
         final_model, final_ck = load_model(folder / "checkpoint.pt", device)
+        best_model, final_model = use_cpu_kernels(best_model), use_cpu_kernels(final_model)  # at CPU inference
         settings, final_runtime = final_ck["settings"], final_ck.get("runtime", {})
         best_rows.append(_accuracy(evaluate(best_model.to(device), test), best_ck["epoch"]))
         final_rows.append(_accuracy(evaluate(final_model.to(device), test), final_ck["epoch"]))

@@ -15,13 +15,12 @@ of N processes takes batch_size / N images of every batch; only rank 0 writes fi
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import hashlib
 import io
 import resource
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -42,6 +41,7 @@ from dgc.runtime.compile import Compiled, resolve_compile
 from dgc.runtime.device import resolve_device
 from dgc.runtime.distributed import DistInfo, all_reduce_sum, barrier, dist_info_from_env, init_distributed, shutdown
 from dgc.runtime.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
+from dgc.runtime.precision import Precision, precision_of
 from dgc.runtime.runs import run_dir
 from dgc.runtime.tracking import Tracker
 
@@ -95,25 +95,27 @@ def fingerprint(settings: dict[str, Any]) -> dict[str, Any]:
     return fp
 
 
-def training_code() -> list[Path]:
+def training_code(root: Path = SOURCE_ROOT) -> list[Path]:
     """The package files `dgc train` runs: its import closure (dgc/imports.py), which the train stage's
-    deps in dvc.yaml cover (tests/test_stage_deps.py). A finished run is returned as it is only if
-    these are unchanged: when DVC reruns the stage because of a code change, it retrains."""
-    return sorted(command_closure("train"))
+    deps in dvc.yaml cover (tests/test_stage_deps.py); no kernel, benchmark, study or other stage's
+    code. A finished run is returned as it is only if these are unchanged: when DVC reruns the stage
+    because of a code change, it retrains."""
+    return sorted(command_closure("train", root))
 
 
-def training_code_hash() -> str:
+def training_code_hash(root: Path = SOURCE_ROOT) -> str:
     """A digest of the files of `training_code()` (names and contents)."""
     digest = hashlib.sha256()
-    for file in training_code():
-        digest.update(f"{file.relative_to(SOURCE_ROOT).as_posix()}\0".encode())
+    for file in training_code(root):
+        digest.update(f"{file.relative_to(root).as_posix()}\0".encode())
         digest.update(file.read_bytes())
     return digest.hexdigest()[:16]
 
 
-def history_csv(rows: list[dict[str, Any]]) -> str:
+def history_csv(rows: list[dict[str, Any]], columns: tuple[str, ...] = HISTORY_COLUMNS) -> str:
+    """`rows` as CSV text, floats to 6 significant digits."""
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for row in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -131,23 +133,10 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def _amp(device: torch.device, enabled: bool) -> tuple[Callable, torch.amp.GradScaler | None]:
-    if device.type != "cuda" or not enabled:
-        return contextlib.nullcontext, None
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
-    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
-
-
-def runtime_of(device: torch.device, amp: bool, channels_last: bool, compile_mode: str | None) -> dict[str, str]:
+def runtime_of(device: torch.device, precision: Precision, channels_last: bool,
+               compile_mode: str | None) -> dict[str, str]:
     """How a run executes (recorded in its checkpoints; the report says which precision ran)."""
-    if device.type == "cuda" and amp:
-        precision = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") + " autocast"
-    elif device.type == "cuda":
-        precision = "fp32" + (" (TF32 matmuls and convs)" if torch.backends.cuda.matmul.allow_tf32 else "")
-    else:
-        precision = "fp32"
-    return {"device": device_name(device), "precision": precision,
+    return {"device": device_name(device), "precision": precision.name,
             "layout": "channels_last" if channels_last else "NCHW", "compile": compile_mode or "off"}
 
 
@@ -217,6 +206,25 @@ def is_complete(dataset: str, model_name: str, params: Params, runs_root: str | 
             and checkpoint["epoch"] >= params.train.epochs and checkpoint.get("code") == training_code_hash())
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """What identifies one run and is stored with it: where it writes, its settings and their
+    fingerprint, the training code's digest."""
+
+    dataset: str
+    model_name: str
+    params: Params
+    seed: int
+    out: Path
+    settings: dict[str, Any]
+    fingerprint: dict[str, Any]
+    code: str
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out / "checkpoint.pt"
+
+
 def train_model(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
                 seed: int | None = None, fresh: bool = False,
                 log: Callable[[str], None] = print) -> TrainResult:
@@ -234,23 +242,21 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
     main = dist_info_from_env().is_main
     say = log if main else (lambda _: None)
 
-    out = run_dir(runs_root, dataset, model_name, seed)
-    ckpt_path = out / "checkpoint.pt"
     settings = settings_of(dataset, model, params, seed)
-    fp = fingerprint(settings)
-    code = training_code_hash()
+    spec = RunSpec(dataset, model_name, params, seed, run_dir(runs_root, dataset, model_name, seed), settings,
+                   fingerprint(settings), training_code_hash())
     checkpoint = None
-    if ckpt_path.exists() and not fresh:
-        checkpoint = load_checkpoint(ckpt_path)  # on the CPU: resuming copies it to the device
-        if checkpoint.get("fingerprint") != fp:
-            say(f"{ckpt_path} was trained with other settings: starting afresh")
+    if spec.checkpoint.exists() and not fresh:
+        checkpoint = load_checkpoint(spec.checkpoint)  # on the CPU: resuming copies it to the device
+        if checkpoint.get("fingerprint") != spec.fingerprint:
+            say(f"{spec.checkpoint} was trained with other settings: starting afresh")
             checkpoint = None
         elif checkpoint["epoch"] >= cfg.epochs:
-            if checkpoint.get("code") == code:
+            if checkpoint.get("code") == spec.code:
                 # before joining torchrun's group: nothing to train or wait for
-                return _already_complete(checkpoint, out, cfg.epochs, main, say)
+                return _already_complete(checkpoint, spec.out, cfg.epochs, main, say)
             # an unfinished run resumes across a code change; a finished one is trained again
-            say(f"{ckpt_path} was finished by other training code (a file `dgc train` runs "
+            say(f"{spec.checkpoint} was finished by other training code (a file `dgc train` runs "
                 f"changed): training again from scratch")
             checkpoint = None
 
@@ -263,36 +269,51 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
             device = torch.device("cuda", dist_info.local_rank)
         if device.type == "cuda" and device.index is not None:
             torch.cuda.set_device(device)
-        return _train(dataset, model_name, model, params, device, dist_info, out, settings, fp,
-                      code, checkpoint, seed, say)
+        return _train(spec, _set_up(spec, model, device, dist_info, checkpoint, say))
     finally:
         shutdown()
 
 
-def _train(dataset: str, model_name: str, model: nn.Module, params: Params, device: torch.device,
-           dist_info: DistInfo, out: Path, settings: dict[str, Any], fp: dict[str, Any], code: str,
-           checkpoint: dict[str, Any] | None, seed: int, say: Callable[[str], None]) -> TrainResult:
-    """The epochs of `train_model` on `device`, resuming from `checkpoint` when given; `code` is
-    the training code's digest, stored in the checkpoint."""
-    cfg = params.train
+@dataclass
+class Training:
+    """A run set up on its device (`_set_up`): what its epochs run and the results they add to."""
+
+    core: nn.Module  # the model itself (DDP's .module)
+    runner: Compiled  # what the training batches go through (DDP and/or torch.compile around `core`)
+    eval_runner: Compiled
+    train_batches: Any
+    test_batches: Any
+    optimizer: torch.optim.Optimizer
+    ctx: StepContext
+    tracker: Tracker
+    device: torch.device
+    dist_info: DistInfo
+    runtime: dict[str, str]  # runtime_of: how it executes
+    say: Callable[[str], None]
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=lambda: {"epoch": 0, "test_top1": -1.0})
+
+
+def _set_up(spec: RunSpec, model: nn.Module, device: torch.device, dist_info: DistInfo,
+            checkpoint: dict[str, Any] | None, say: Callable[[str], None]) -> Training:
+    """The run on `device`: precision, layout, batches, optimizer, DGC-G's threshold, compilation and
+    tracking, resumed from `checkpoint` when given."""
+    cfg = spec.params.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    main = dist_info.is_main
-
-    if device.type == "cuda":  # fp32 parts run on TF32 tensor cores (cuDNN's default for convs, here
-        torch.backends.cuda.matmul.allow_tf32 = True  # for matmuls too: the 1x1 DGC convs are bmm)
+    precision = precision_of(device, cfg.amp)
+    precision.apply()
     channels_last = cfg.channels_last == "true" or (cfg.channels_last == "auto" and device.type == "cuda")
     model.to(device, memory_format=torch.channels_last if channels_last else torch.preserve_format)
-    train_batches, test_batches = make_batches(dataset, params, device, dist_info.rank,
-                                               dist_info.world_size, channels_last, seed)
+    train_batches, test_batches = make_batches(spec.dataset, spec.params, device, dist_info.rank,
+                                               dist_info.world_size, channels_last, spec.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                 nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
-    autocast, scaler = _amp(device, cfg.amp)
-
-    ckpt_path, best_path, hist_path = out / "checkpoint.pt", out / "best.pt", out / "history.csv"
+    scaler = precision.scaler()
     # DGC-G: the model-wide saliency threshold, estimated at the end of every epoch.
     selection = GlobalThreshold(model, cfg.global_window) if global_layers(model) else None
-    start_epoch, history, best = 0, [], {"epoch": 0, "test_top1": -1.0}
+    resumed = {}
     if checkpoint is not None:
         model.load_state_dict(checkpoint["state_dict"])
         optimizer.load_state_dict(checkpoint["optimizer"])  # moves the state to the parameters' device
@@ -300,78 +321,97 @@ def _train(dataset: str, model_name: str, model: nn.Module, params: Params, devi
             scaler.load_state_dict(checkpoint["scaler"])
         if selection is not None and checkpoint.get("global_threshold"):
             selection.load_state_dict(checkpoint["global_threshold"])
-        start_epoch, history = checkpoint["epoch"], list(checkpoint["history"])
-        best = dict(checkpoint["best"])
-        say(f"resuming {out} from epoch {start_epoch}/{cfg.epochs}")
+        resumed = {"start_epoch": checkpoint["epoch"], "history": list(checkpoint["history"]),
+                   "best": dict(checkpoint["best"])}
+        say(f"resuming {spec.out} from epoch {checkpoint['epoch']}/{cfg.epochs}")
 
-    core = model
+    wrapped = model
     if dist_info.enabled:
-        model = nn.parallel.DistributedDataParallel(
-            core, device_ids=[device.index] if device.type == "cuda" else None)
+        wrapped = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     compile_mode = resolve_compile(cfg.compile, device)
-    runner = Compiled(model, compile_mode, log=say)
-    eval_runner = runner if model is core else Compiled(core, compile_mode, log=say)
-    steps_per_epoch = len(train_batches)
-    ctx = StepContext(optimizer, cfg.lr, cfg.epochs * steps_per_epoch, cfg.sparsity_lambda,
-                      autocast, scaler, all_reduce_sum, cfg.angle_lambda, selection)
-    tracker = Tracker(cfg.wandb, cfg.wandb_project, f"{dataset}-{model_name}-seed{seed}", out, settings,
-                      enabled=main, resume=checkpoint is not None)  # a resumed run continues its wandb run
-    if main:
-        out.mkdir(parents=True, exist_ok=True)
-    say(f"training {model_name} on {dataset}: {cfg.epochs} epochs x {steps_per_epoch} steps, "
+    runner = Compiled(wrapped, compile_mode, log=say)
+    steps = len(train_batches)
+    ctx = StepContext(optimizer, cfg.lr, cfg.epochs * steps, cfg.sparsity_lambda, precision.autocast, scaler,
+                      all_reduce_sum, cfg.angle_lambda, selection)
+    tracker = Tracker(cfg.wandb, cfg.wandb_project, f"{spec.dataset}-{spec.model_name}-seed{spec.seed}", spec.out,
+                      spec.settings, enabled=dist_info.is_main, resume=checkpoint is not None)  # continues its wandb run
+    if dist_info.is_main:
+        spec.out.mkdir(parents=True, exist_ok=True)
+    say(f"training {spec.model_name} on {spec.dataset}: {cfg.epochs} epochs x {steps} steps, "
         f"batch {cfg.batch_size}, device {device}" + (f" x{dist_info.world_size}" if dist_info.enabled else "")
         + (f", torch.compile mode {compile_mode}" if compile_mode else ""))
+    return Training(model, runner, runner if wrapped is model else Compiled(model, compile_mode, log=say),
+                    train_batches, test_batches, optimizer, ctx, tracker, device, dist_info,
+                    runtime_of(device, precision, channels_last, compile_mode), say, **resumed)
+
+
+def _train(spec: RunSpec, run: Training) -> TrainResult:
+    """The epochs of `train_model`, each saved as it ends (`_save_epoch`)."""
+    epochs = spec.params.train.epochs
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            train_batches.set_epoch(epoch)
-            if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(device)
-            phase = "training"
-            try:
-                stats = train_one_epoch(runner, core, train_batches, ctx, epoch * steps_per_epoch,
-                                        show_progress=main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
-                phase = "evaluating"
-                test = evaluate(eval_runner, test_batches, autocast, all_reduce_sum)
-            except NonFiniteLoss as exc:
-                raise TrainingDiverged(f"{exc} in epoch {epoch + 1}; stopped, "
-                                       f"{_kept(ckpt_path, history)}") from None
-            except torch.cuda.OutOfMemoryError:
-                # nothing of this epoch is saved: the checkpoint stays the last completed epoch
-                raise GpuOutOfMemory(out_of_memory_message(
-                    phase, model_name, dataset, cfg, dist_info.world_size, epoch + 1,
-                    _kept(ckpt_path, history))) from None
-            row = {"epoch": epoch + 1, "lr": stats["lr"], "progress": stats["progress"],
-                   "inactive_fraction": inactive_fraction(core), "train_loss": stats["train_loss"],
-                   "train_top1": stats["train_top1"], "test_loss": test["loss"],
-                   "test_top1": test["top1"], "test_top5": test["top5"],
-                   "epoch_seconds": stats["seconds"], "compile_seconds": stats["compile_seconds"],
-                   "images_per_second": stats["images"] / max(stats["seconds"] - stats["compile_seconds"], 1e-9),
-                   "peak_memory_mb": peak_memory_mb(device)}
-            history.append(row)
-            if main:
-                payload = {**model_payload(core), "settings": settings, "fingerprint": fp,
-                           "epoch": epoch + 1, "metrics": row,
-                           "runtime": runtime_of(device, cfg.amp, channels_last, compile_mode)}
-                if row["test_top1"] > best["test_top1"]:
-                    best = {"epoch": epoch + 1, "test_top1": row["test_top1"]}
-                    save_checkpoint(best_path, payload)
-                save_checkpoint(ckpt_path, {**payload, "code": code,
-                                            "optimizer": optimizer.state_dict(),
-                                            "scaler": scaler.state_dict() if scaler else {},
-                                            "global_threshold": selection.state_dict() if selection else {},
-                                            "history": history, "best": best})
-                write_text_atomic(hist_path, history_csv(history))
-                tracker.log({f"epoch/{k}": v for k, v in row.items()}, step=epoch + 1)
-                say(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
-                    f"test top-1 {row['test_top1']:.2f}%  top-5 {row['test_top5']:.2f}%  "
-                    f"pruned {100 * row['inactive_fraction']:.0f}%  {row['epoch_seconds']:.1f}s  "
-                    f"{row['images_per_second']:.0f} img/s")
+        for epoch in range(run.start_epoch, epochs):
+            run.history.append(_epoch(spec, run, epoch))
+            if run.dist_info.is_main:
+                _save_epoch(spec, run)
             barrier()
-        if main and not hist_path.exists():
-            write_text_atomic(hist_path, history_csv(history))
+        if run.dist_info.is_main and not (spec.out / "history.csv").exists():
+            write_text_atomic(spec.out / "history.csv", history_csv(run.history))
     finally:
-        tracker.finish()
-    return TrainResult(out, cfg.epochs, start_epoch, best, history[-1] if history else {})
+        run.tracker.finish()
+    return TrainResult(spec.out, epochs, run.start_epoch, run.best, run.history[-1] if run.history else {})
+
+
+def _epoch(spec: RunSpec, run: Training, epoch: int) -> dict[str, Any]:
+    """Train epoch `epoch` (0-based) and evaluate; its history row. A diverged loss or a CUDA
+    out-of-memory error ends the run with one line, the last checkpoint kept."""
+    cfg = spec.params.train
+    steps = len(run.train_batches)
+    run.train_batches.set_epoch(epoch)
+    if run.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(run.device)
+    phase = "training"
+    try:
+        stats = train_one_epoch(run.runner, run.core, run.train_batches, run.ctx, epoch * steps,
+                                show_progress=run.dist_info.is_main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
+        phase = "evaluating"
+        test = evaluate(run.eval_runner, run.test_batches, run.ctx.autocast, all_reduce_sum)
+    except NonFiniteLoss as exc:
+        raise TrainingDiverged(f"{exc} in epoch {epoch + 1}; stopped, {_kept(spec.checkpoint, run.history)}") from None
+    except torch.cuda.OutOfMemoryError:
+        # nothing of this epoch is saved: the checkpoint stays the last completed epoch
+        raise GpuOutOfMemory(out_of_memory_message(
+            phase, spec.model_name, spec.dataset, cfg, run.dist_info.world_size, epoch + 1,
+            _kept(spec.checkpoint, run.history))) from None
+    return {"epoch": epoch + 1, "lr": stats["lr"], "progress": stats["progress"],
+            "inactive_fraction": inactive_fraction(run.core), "train_loss": stats["train_loss"],
+            "train_top1": stats["train_top1"], "test_loss": test["loss"],
+            "test_top1": test["top1"], "test_top5": test["top5"],
+            "epoch_seconds": stats["seconds"], "compile_seconds": stats["compile_seconds"],
+            "images_per_second": stats["images"] / max(stats["seconds"] - stats["compile_seconds"], 1e-9),
+            "peak_memory_mb": peak_memory_mb(run.device)}
+
+
+def _save_epoch(spec: RunSpec, run: Training) -> None:
+    """The last epoch's checkpoint (and best.pt when its test top-1 is the best yet), the history
+    CSV, the tracker's row and the log line."""
+    row, epochs = run.history[-1], spec.params.train.epochs
+    payload = {**model_payload(run.core), "settings": spec.settings, "fingerprint": spec.fingerprint,
+               "epoch": row["epoch"], "metrics": row, "runtime": run.runtime}
+    if row["test_top1"] > run.best["test_top1"]:
+        run.best = {"epoch": row["epoch"], "test_top1": row["test_top1"]}
+        save_checkpoint(spec.out / "best.pt", payload)
+    selection, scaler = run.ctx.selection, run.ctx.scaler
+    save_checkpoint(spec.checkpoint, {**payload, "code": spec.code, "optimizer": run.optimizer.state_dict(),
+                                      "scaler": scaler.state_dict() if scaler else {},
+                                      "global_threshold": selection.state_dict() if selection else {},
+                                      "history": run.history, "best": run.best})
+    write_text_atomic(spec.out / "history.csv", history_csv(run.history))
+    run.tracker.log({f"epoch/{k}": v for k, v in row.items()}, step=row["epoch"])
+    run.say(f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  "
+            f"test top-1 {row['test_top1']:.2f}%  top-5 {row['test_top5']:.2f}%  "
+            f"pruned {100 * row['inactive_fraction']:.0f}%  {row['epoch_seconds']:.1f}s  "
+            f"{row['images_per_second']:.0f} img/s")
 
 
 def merge_histories(runs_root: str | Path, dataset: str, model_name: str, seeds: list[int],
@@ -382,8 +422,4 @@ def merge_histories(runs_root: str | Path, dataset: str, model_name: str, seeds:
         path = run_dir(runs_root, dataset, model_name, seed) / "history.csv"
         with open(path) as fh:
             rows += [{"seed": seed, **row} for row in csv.DictReader(fh)]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=("seed", *HISTORY_COLUMNS), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_text_atomic(Path(out_dir) / f"{dataset}-{model_name}.csv", buf.getvalue())
+    return write_text_atomic(Path(out_dir) / f"{dataset}-{model_name}.csv", history_csv(rows, ("seed", *HISTORY_COLUMNS)))

@@ -22,7 +22,7 @@ this module (the training code is unchanged). Variants (VARIANTS below) change a
 gates' learning rate (a multiplier on their param group), or build a local ResNet without the DGC
 layer's own BN-ReLU pre-activation.
 
-    .venv/bin/python benchmarks/slow_start.py [--variants ...] [--seeds 0 1] [--epochs 12] [--work DIR]
+    .venv/bin/python studies/slow_start.py [--variants ...] [--seeds 0 1] [--epochs 12] [--work DIR]
         [--json reports/slow_start.json] [--md reports/slow_start.md] [--threads 1] [-S data.root=...]
 
 writes reports/slow_start.json and its table, `markdown`, to reports/slow_start.md (not a part of the
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                                  args.dataset),
                               "summary": summarize(runs, tuple(args.report_epochs)), "runs": runs}
     result = {"provenance": provenance("cpu"), "command": "python " + " ".join(
-        ["benchmarks/slow_start.py", *(argv if argv is not None else sys.argv[1:])]),
+        ["studies/slow_start.py", *(argv if argv is not None else sys.argv[1:])]),
         "settings": settings, "cpu_seconds": cpu_seconds, "variants": variants}
     write_json_atomic(args.json, result)
     md = markdown(result)

@@ -4,14 +4,14 @@ For each 1x1 DGC layer shape of densenet86_dgc (the registry's defaults: growth 
 per block, 32/16/8 spatial, 4 heads, K = C_in/4 kept at the end of training) at batch 64, the median
 milliseconds (dgc.measure.latency.median_times, round-robin) of the conv alone, forward (no grad) and
 forward+backward (gradients of x, the weights and the saliencies), of:
-  fused          dgc.kernels.fused_1x1 (dgc/kernels/fused_triton.py; with the head-weight stack and the
+  fused          dgc.kernels.fused_triton.fused_1x1 (with the head-weight stack and the
                  scale gather it needs)
   sparse         dgc.layers.executions.sparse (gathered copies of x and of the weights, one bmm)
   scaled_weight  dgc.layers.executions.scaled_weight (per-sample weights W * s, one bmm over all channels)
   dense          nn.Conv2d(C_in, C_out, 1) on the same input (no gating)
 Needs only PyTorch, Triton and this repository:
 
-    PYTHONPATH=. python3 benchmarks/fused_kernel.py [--out fused.json] [--repeats 20] [--dtype float32]
+    PYTHONPATH=. python3 studies/fused_kernel.py [--out fused.json] [--repeats 20] [--dtype float32]
 
 Prints a table and writes the JSON given by --out (no file by default). On a machine without CUDA it
 says so and exits 0. --interpret runs the kernels under Triton's interpreter on CPU (a smoke test of
@@ -57,7 +57,7 @@ def candidates(shape: dict[str, int], batch: int, device: torch.device, dtype: t
     """Forward-only and forward+backward callables of each execution for one layer shape, and the
     largest |fused - sparse| of the output (a sanity check that the timed kernels agree)."""
     # imported here, after main() set TRITON_INTERPRET: the kernels read it when first defined
-    from dgc.kernels import fused_1x1
+    from dgc.kernels.fused_triton import fused_1x1
     from dgc.layers import DGCConv2d, executions
 
     c_in, c_out, heads, size, k = (shape[f] for f in SHAPE_FIELDS)
@@ -125,11 +125,11 @@ def main(argv: list[str] | None = None) -> int:
     elif torch.cuda.is_available():
         device = torch.device("cuda")
     else:
-        print("benchmarks/fused_kernel.py needs a CUDA GPU (or --interpret for a slow CPU smoke test); "
+        print("studies/fused_kernel.py needs a CUDA GPU (or --interpret for a slow CPU smoke test); "
               "nothing measured.")
         return 0
 
-    from dgc.kernels import fused_available
+    from dgc.kernels.fused_triton import fused_available
     from dgc.measure.latency import device_name, median_times
 
     if not fused_available(device):

@@ -5,16 +5,23 @@ count, float sums run in another order and a seed's curve drifts. What must carr
 verdicts of the relation claims and the means within their spread. `crosscheck(a, b)` reads two
 `reports/` folders (metrics/*.json and vs_paper.json) and returns, per model, both means, the
 difference and its standard error over the seeds, whether the difference is within two standard
-errors; per relation, both verdicts and whether they agree. `benchmarks/cross_cpu.sh` runs the
-default profile a second time with one thread and writes the page (reports/cross_cpu.md).
+errors; per relation, both verdicts and whether they agree. `bash benchmarks/cross_cpu.sh` runs the
+default profile a second time with one thread and then this script, which writes the page:
+
+    .venv/bin/python benchmarks/crosscheck.py REPORTS_A REPORTS_B [--labels A B] [--out reports/cross_cpu.md]
+
+(and its JSON beside it).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+from dgc.io import write_json_atomic, write_text_atomic
 from dgc.measure.claims import load_metrics, sample_of
 from dgc.measure.verdict import K_STANDARD_ERRORS, standard_error
 
@@ -91,3 +98,27 @@ def crosscheck_markdown(result: dict[str, Any], label_a: str, label_b: str) -> s
                   f"the same verdicts: {'yes' if result['same_verdicts'] else 'no'}; opposite verdicts: "
                   f"{'none' if result['no_opposite_verdicts'] else 'yes'}.", ""]
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a")
+    parser.add_argument("b")
+    parser.add_argument("--labels", nargs=2, default=("A", "B"), metavar=("LABEL_A", "LABEL_B"))
+    parser.add_argument("--out", default="reports/cross_cpu.md")
+    args = parser.parse_args(argv)
+    for folder in (args.a, args.b):
+        if not (Path(folder) / "vs_paper.json").exists():
+            print(f"crosscheck: error: {folder}/vs_paper.json is missing: give two reports/ folders of finished "
+                  f"`dvc repro` runs", file=sys.stderr)
+            return 2
+    result = crosscheck(args.a, args.b)
+    md = crosscheck_markdown(result, *args.labels)
+    write_json_atomic(Path(args.out).with_suffix(".json"), {**result, "labels": list(args.labels)})
+    write_text_atomic(args.out, md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,15 +6,15 @@ writes reports/repro_time.json in this checkout:
 
     bash benchmarks/repro_time.sh [clone-dir]
 
-(the shell script runs `python -m dgc.bench.repro_time T0 T1 T2 N1 N2 COMMIT CPUS OUT` itself).
-`section_markdown` is its part of the speed section (dgc/bench/registry.py).
+(the shell script runs `python benchmarks/repro_time.py T0 T1 T2 N1 N2 COMMIT CPUS OUT` itself).
+dgc/bench/registry.py renders it in docs/speed.md.
 """
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from dgc.io import write_json_atomic
 from dgc.measure.provenance import provenance
@@ -27,13 +27,6 @@ def record(t0: float, t1: float, t2: float, stages_first: int, stages_second: in
               "stages_first": stages_first, "stages_second": stages_second, "provenance": provenance("CPU")}
     write_json_atomic(out, result)
     return result
-
-
-def section_markdown(r: Mapping[str, Any]) -> str:
-    return (f"Fresh clone at commit {r['commit']}, {r['cpus']} CPU cores, wandb offline, install "
-            f"not counted: first `dvc repro` {r['first_s']:.0f} s ({r['first_s'] / 60:.1f} min, "
-            f"{r['stages_first']} stages); second `dvc repro` with nothing changed {r['second_s']:.1f} s "
-            f"({r['stages_second']} stages run).\n")
 
 
 def main(argv: list[str] | None = None) -> int:

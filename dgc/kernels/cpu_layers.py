@@ -1,0 +1,128 @@
+"""The C++ CPU kernels (dgc/kernels/cpu.py) as executions of the layers, for CPU inference.
+
+`use_cpu_kernels(model)` adds a row per kernel to the execution tables of the model's layers
+(dgc/layers/dispatch.py), tried before the PyTorch executions: `fused_cpu` and `bnrelu_mean` to the DGC
+layers, `fused_group_1x1` and `bnrelu_group_conv` to BNReLUConv2d, `avg_pool2` to AvgPool2x2 (where
+each applies and why: docs/design.md, "CPU kernels"). The kernels are forward-only, so training never
+asks for them: `dgc train` neither runs nor imports this module, and its code (the finished-run check,
+the train stage's deps) holds no kernel. The evaluate stage, `dgc bench` and the benchmarks call it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dgc.kernels import cpu
+from dgc.layers import AvgPool2x2, BNReLUConv2d, DGCConv2d, Execution
+from dgc.layers.executions import (channels_last, fixed_selection, gather_pays, is_1x1, kept_indices, subsample,
+                                   training)
+
+
+# -- DGCConv2d --------------------------------------------------------------------------------
+def fused_cpu(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torch.Tensor | None,
+              kept: torch.Tensor | None) -> torch.Tensor:
+    """The fused 1x1 conv: the kept rows of x read in place inside a register-tiled GEMM."""
+    if keep is None:  # the C++ top-k (_select_topk): every index in `kept` is kept
+        values = saliency.gather(2, kept)
+    else:
+        kept = kept_indices(layer, saliency, keep, kept)
+        values = (saliency * keep).gather(2, kept)
+    x = subsample(layer, x)
+    out = cpu.fused_1x1(x, layer.head_weights().flatten(2), kept, values)
+    return out.contiguous(memory_format=torch.channels_last) if channels_last(x) else out
+
+
+def _select_topk(layer: DGCConv2d, saliency: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """fused_cpu's selection: with n_in > 0 fixed per head, the C++ top-k (the same kept set as
+    `layer.select`, without building the mask: keep is None); otherwise `layer.select`."""
+    n = layer.fixed_inactive
+    if layer.selection == "head" and n:
+        kept, _ = cpu.select_topk(saliency, layer.in_channels - n)
+        return None, kept
+    return layer.select(saliency)
+
+
+def _fused_cpu_applies(layer: DGCConv2d, x: torch.Tensor) -> bool:
+    return is_1x1(layer) and fixed_selection(layer, x) and cpu.cpu_inference(x)
+
+
+def _inference_statistics(layer: nn.Module, x: torch.Tensor) -> bool:
+    """BatchNorm with running statistics in eval mode, on a batch-strided 4-d input at CPU inference."""
+    return (not layer.training and x.dim() == 4 and cpu.batch_strided(x) and layer.norm.running_mean is not None
+            and cpu.cpu_inference(x))
+
+
+FUSED_CPU = Execution(
+    "fused_cpu", fused_cpu, _fused_cpu_applies, "a 1x1 conv without padding, a fixed n_in, float32 CPU input, "
+    "autograd off, and the C++ kernels built", auto=lambda layer, x: gather_pays(layer, x) and not training(layer),
+    fallback="sparse", differentiable=False, select=_select_topk)
+BNRELU_MEAN = Execution(
+    "bnrelu_mean", lambda layer, x: cpu.bnrelu_mean(x, *cpu.bn_affine(layer.norm)),
+    lambda layer, x: x.dim() == 4 and x.shape[2] * x.shape[3] > 0 and _inference_statistics(layer, x),
+    "eval mode, CPU inference of a float32 NCHW input", differentiable=False)
+
+
+# -- BNReLUConv2d -----------------------------------------------------------------------------
+def _direct_conv_fits(layer: BNReLUConv2d, x: torch.Tensor) -> bool:
+    """A grouped conv at stride 1 (zero padding) on a 4-d input: the shapes the two kernels take."""
+    conv = layer.conv
+    return (conv.groups > 1 and conv.stride == (1, 1) and conv.dilation == (1, 1)
+            and isinstance(conv.padding, tuple) and conv.padding_mode == "zeros" and _inference_statistics(layer, x))
+
+
+def fused_group_1x1(layer: BNReLUConv2d, x: torch.Tensor) -> torch.Tensor:
+    """A shuffled 1x1 group conv is a DGC 1x1 conv whose heads keep fixed channels (group g's) at
+    saliency 1, with the same interleaved output: BN-ReLU in one pass, then the DGC layer's fused 1x1
+    kernel (the gather inside the GEMM; faster than the direct conv kernel on 1x1s)."""
+    y, _ = cpu.bnrelu_mean(x, *cpu.bn_affine(layer.norm))
+    b, c = x.shape[:2]
+    groups = layer.conv.groups
+    c_group, c_out = c // groups, layer.conv.out_channels // groups
+    channels = torch.arange(c).view(groups, c_group)  # (G, C/G): group g's input channels
+    weight = x.new_zeros(groups, c_out, c)  # each group's weight placed at its own channels
+    weight.scatter_(2, channels[:, None, :].expand(groups, c_out, c_group),
+                    layer.conv.weight.view(groups, c_out, c_group))
+    idx = channels.expand(b, groups, c_group).contiguous()
+    return cpu.fused_1x1(y, weight, idx, x.new_ones(b, groups, c_group))
+
+
+def bnrelu_group_conv(layer: BNReLUConv2d, x: torch.Tensor) -> torch.Tensor:
+    return cpu.bnrelu_group_conv(x, layer.conv.weight, *cpu.bn_affine(layer.norm), layer.conv.padding,
+                                 layer.conv.groups, layer.shuffle)
+
+
+def _direct_applies(layer: BNReLUConv2d, x: torch.Tensor) -> bool:
+    """Groups of at most 8 output channels and output rows of at least 8 positions: where the direct
+    conv was measured faster than oneDNN's grouped conv (docs/design.md, CPU kernels)."""
+    conv = layer.conv
+    return (_direct_conv_fits(layer, x) and conv.out_channels // conv.groups <= 8
+            and x.shape[-1] + 2 * conv.padding[1] - conv.kernel_size[1] + 1 >= 8)
+
+
+FUSED_GROUP_1X1 = Execution(
+    "fused_group_1x1", fused_group_1x1,
+    lambda layer, x: layer.shuffle and layer.conv.kernel_size == (1, 1) and layer.conv.padding == (0, 0)
+    and _direct_conv_fits(layer, x), "a shuffled 1x1 group conv at CPU inference", differentiable=False)
+BNRELU_GROUP_CONV = Execution(
+    "bnrelu_group_conv", bnrelu_group_conv, _direct_applies,
+    "a group conv of narrow groups and wide rows at CPU inference", differentiable=False)
+
+# -- AvgPool2x2 -------------------------------------------------------------------------------
+AVG_POOL2 = Execution(
+    "avg_pool2", lambda layer, x: cpu.avg_pool2(x),
+    lambda layer, x: x.dim() == 4 and x.is_contiguous() and x.shape[2] >= 2 and x.shape[3] >= 2
+    and cpu.cpu_inference(x), "a contiguous float32 input at CPU inference", differentiable=False)
+
+
+def use_cpu_kernels(model: nn.Module) -> nn.Module:
+    """Give every layer of `model` its CPU kernel executions (see the module docstring); returns it."""
+    for module in model.modules():
+        if isinstance(module, DGCConv2d):
+            module.executions = module.executions.extended(FUSED_CPU)
+            module.preactivations = module.preactivations.extended(BNRELU_MEAN)
+        elif isinstance(module, BNReLUConv2d):
+            module.executions = module.executions.extended(FUSED_GROUP_1X1, BNRELU_GROUP_CONV)
+        elif isinstance(module, AvgPool2x2):
+            module.executions = module.executions.extended(AVG_POOL2)
+    return model
