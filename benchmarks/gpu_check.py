@@ -679,7 +679,9 @@ def _triton_version() -> str | None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=420.0, help="total seconds (default 420)")
-    parser.add_argument("--out-dir", default="reports/gpu", help="where summary.json/.md and logs go")
+    parser.add_argument("--out-dir", default=None,
+                        help="where summary.json/.md and logs go (default reports/gpu; a dry run: build/gpu-dry-run, "
+                             "so that it never replaces a GPU's measurement)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed runs per setting, after warm-up (default 20; 2 dry)")
     parser.add_argument("--batch", type=int, default=None,
@@ -690,6 +692,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.budget <= 0:
         parser.error(f"--budget must be positive, got {args.budget:g}")
+    if args.out_dir is None:
+        args.out_dir = "build/gpu-dry-run" if args.dry_run else "reports/gpu"
     if args.batch is None:
         args.batch = 8 if args.dry_run else 64
     if args.batch < 1:

@@ -84,7 +84,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.history_dir:
         from dgc.stages.train import merge_histories
 
-        merge_histories(args.runs, args.dataset, args.model, seeds, args.history_dir)
+        merge_histories(args.runs, args.dataset, args.model, seeds, args.history_dir,
+                        keep_others=args.seed is not None)
     return 0
 
 
@@ -129,14 +130,13 @@ def cmd_architecture(args: argparse.Namespace) -> int:
 
 
 def cmd_paper_ref(args: argparse.Namespace) -> int:
-    from dgc.commands.paper_ref import TAG, make_paper_ref, make_reference_tags
+    from dgc.commands.paper_ref import TAG, dvc_command, make_paper_ref, make_reference_tags
     from dgc.measure.claims import load_claims, load_references
 
     tags = [(TAG, *make_paper_ref(load_claims(args.claims), args.repo)),
             *make_reference_tags(load_references(args.claims), args.repo)]
-    for tag, commit, changed in tags:
-        print(f"tag {tag} -> {commit[:12]} ({'updated' if changed else 'unchanged'}); "
-              f"now run: dvc metrics diff {tag}")
+    for tag, commit, state in tags:
+        print(f"tag {tag} -> {commit[:12]} ({state}); now run: {dvc_command()} metrics diff {tag} --all")
     return 0
 
 
@@ -273,8 +273,42 @@ def _train_all_arguments(parser: argparse.ArgumentParser) -> None:
 
 # -- the command line: one table row per subcommand ---------------------------------------------
 def arg(*flags: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """One argument of a subcommand: argparse's add_argument(*flags, **options)."""
+    """One argument of a subcommand: argparse's add_argument(*flags, **options); `check="file"`,
+    `"dir"` (must exist) or `"out"` (must be writable) is checked before the command does any work."""
     return flags, options
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """The paths a command was given, before it does any work: inputs exist, outputs can be written."""
+    import os
+
+    for dest, kind, flag in getattr(args, "_checks", ()):
+        value = getattr(args, dest, None)
+        if not value:
+            continue
+        path = Path(value)
+        if kind == "file" and not path.is_file():
+            raise MissingInput(f"{flag} {value}: no such file")
+        if kind == "dir" and not path.is_dir():
+            raise MissingInput(f"{flag} {value}: no such folder")
+        if kind == "out":
+            existing = path.absolute()
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent  # the folder it would be created in
+            folder = existing if existing.is_dir() else existing.parent
+            if not os.access(folder, os.W_OK):
+                raise UsageError(f"{flag} {value}: {folder} cannot be written")
 
 
 @dataclass(frozen=True)
@@ -289,21 +323,22 @@ class Command:
     more: Callable[[argparse.ArgumentParser], None] | None = None  # arguments defined by the command's module
 
 
-PARAMS = (arg("--params", default="params.yaml", help="parameters file (default params.yaml)"),
+PARAMS = (arg("--params", default="params.yaml", check="file", help="parameters file (default params.yaml)"),
           arg("-S", "--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
               help="override a parameter, e.g. -S train.epochs=2 (repeatable)"))
-RUNS = arg("--runs", default="runs", help="runs folder (default runs/)")
-CLAIMS = arg("--claims", default="claims/paper.yaml")
-METRICS = arg("--metrics-dir", default="reports/metrics")
-REPORTS = arg("--reports", default="reports")
+RUNS = arg("--runs", default="runs", check="out", help="runs folder (default runs/)")
+CLAIMS = arg("--claims", default="claims/paper.yaml", check="file")
+METRICS = arg("--metrics-dir", default="reports/metrics", check="dir")
+METRICS_OUT = arg("--metrics-dir", default="reports/metrics", check="out")
+REPORTS = arg("--reports", default="reports", check="out")
 ARCHITECTURE = arg("--architecture", default="reports/architecture.json")
-FROM = arg("--from", dest="from_json", default=None, metavar="FILE",
+FROM = arg("--from", dest="from_json", default=None, metavar="FILE", check="file",
            help="a saved `dvc exp show --json` (e.g. of another clone) instead of this clone's experiments")
 ALL_COMMITS = arg("--all-commits", action="store_true", help="also the experiments of other commits than HEAD")
 SEEDS = arg("--seeds", default="0,1,2", help="seeds of every point (default 0,1,2)")
 DRY_RUN = arg("--dry-run", action="store_true", help="print the `dvc exp run` commands, queue nothing")
-GRID_PARAMS = arg("--params", default="params.yaml", help="the grid's baseline (default params.yaml)")
-STUDY_PARAMS = arg("--params", default="params.yaml", help="the study's models and dataset (default params.yaml)")
+GRID_PARAMS = arg("--params", default="params.yaml", check="file", help="the grid's baseline (default params.yaml)")
+STUDY_PARAMS = arg("--params", default="params.yaml", check="file", help="the study's models and dataset (default params.yaml)")
 BUDGETS = "the budgets to show, in epochs (default 10,30,60)"
 
 COMMANDS: tuple[Command, ...] = (
@@ -320,28 +355,29 @@ COMMANDS: tuple[Command, ...] = (
     Command("train", "train a model on a dataset (resumes an interrupted run)", (
         arg("dataset"), arg("model"), RUNS, arg("--fresh", action="store_true", help="ignore an existing checkpoint"),
         arg("--seed", type=int, default=None, help="train this seed only (default: train.seeds)"),
-        arg("--history-dir", default="reports/history", help="where the seeds' merged history CSV goes ('' to skip)"),
+        arg("--history-dir", default="reports/history", check="out",
+            help="where the seeds' merged history CSV goes ('' to skip)"),
         *PARAMS)),
     Command("train-all", "train every pipeline (dataset, model, seed) as a job of its own, on this host or on "
             "Slurm; then `dvc repro` records them", PARAMS, more=_train_all_arguments),
     Command("evaluate", "accuracy, FLOPs, params and latency of a trained model", (
-        arg("dataset"), arg("model"), arg("--runs", default="runs"), METRICS,
-        arg("--info-dir", default="reports/info"), *PARAMS)),
+        arg("dataset"), arg("model"), arg("--runs", default="runs", check="dir"), METRICS_OUT,
+        arg("--info-dir", default="reports/info", check="out"), *PARAMS)),
     Command("compare", "our metrics against claims/paper.yaml -> reports/vs_paper.{json,md}", (
-        CLAIMS, METRICS, ARCHITECTURE, arg("--out-dir", default="reports"))),
+        CLAIMS, METRICS, ARCHITECTURE, arg("--out-dir", default="reports", check="out"))),
     Command("architecture", "FLOPs/params of the authors' configurations -> reports/architecture.json",
-            (CLAIMS, arg("--out", default="reports/architecture.json"))),
+            (CLAIMS, arg("--out", default="reports/architecture.json", check="out"))),
     Command("paper-ref", "create/update the git tags `paper` (and `mlrc2020`, the earlier reproduction) for "
             "`dvc metrics diff paper`", (CLAIMS, arg("--repo", default="."))),
     Command("plots", "PNG figures (accuracy vs FLOPs, curves, schedule, system) and mean curves", (
-        CLAIMS, METRICS, arg("--history-dir", default="reports/history"), ARCHITECTURE,
-        arg("--out-dir", default="reports/figures"),
-        arg("--curves-dir", default="reports/curves", help="per-run mean curves for `dvc plots show`"), *PARAMS)),
+        CLAIMS, METRICS, arg("--history-dir", default="reports/history", check="dir"), ARCHITECTURE,
+        arg("--out-dir", default="reports/figures", check="out"),
+        arg("--curves-dir", default="reports/curves", check="out", help="per-run mean curves for `dvc plots show`"), *PARAMS)),
     Command("report", "execute notebooks/report.ipynb and render reports/report.html", (
-        arg("--notebook", default="notebooks/report.ipynb"), REPORTS, *PARAMS)),
+        arg("--notebook", default="notebooks/report.ipynb", check="file"), REPORTS, *PARAMS)),
     Command("ablations", "`dvc exp show --json` + reports/experiments.json -> reports/ablations.html; `dgc ablations queue` queues the "
             "ablation grid", (
-                arg("--notebook", default="notebooks/ablations.ipynb"), REPORTS, GRID_PARAMS,
+                arg("--notebook", default="notebooks/ablations.ipynb", check="file"), REPORTS, GRID_PARAMS,
                 arg("--grid", choices=["smoke", "paper"], default=None,
                     help="the grid to show (default: the one of params' profile)"), ALL_COMMITS, FROM),
             actions=(Command("queue", "queue one `dvc exp run --queue` experiment per ablation grid point",
@@ -353,7 +389,7 @@ COMMANDS: tuple[Command, ...] = (
                                  arg("--only", default=None, help=argparse.SUPPRESS))),)),  # points/axes (tests)
     Command("budget", "`dvc exp show --json` + reports/experiments.json -> reports/budget.html; `dgc budget queue` queues the "
             "training-budget study", (
-                arg("--notebook", default="notebooks/budget.ipynb"), REPORTS, STUDY_PARAMS,
+                arg("--notebook", default="notebooks/budget.ipynb", check="file"), REPORTS, STUDY_PARAMS,
                 arg("--budgets", default="10,30,60", help=BUDGETS), ALL_COMMITS, FROM),
             actions=(Command("queue", "queue one `dvc exp run --queue` experiment per family, variant (DGC, DGC "
                              "with g = 1, static group conv, dense) and budget", (
@@ -362,9 +398,10 @@ COMMANDS: tuple[Command, ...] = (
                                  SEEDS, DRY_RUN, STUDY_PARAMS,
                                  arg("--only", default=None, help=argparse.SUPPRESS))),)),  # points/variants (tests)
     Command("bench", "layer and model latency: DGC vs dense vs static group conv", (
-        arg("--device", default="auto"), arg("--repeats", type=int, default=10),
-        arg("--threads", type=int, default=None, help="CPU threads (default: torch's)"),
-        arg("--no-models", action="store_true", help="layers only"), arg("--out", default="reports/bench.json"))),
+        arg("--device", default="auto"), arg("--repeats", type=positive_int, default=10),
+        arg("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)"),
+        arg("--no-models", action="store_true", help="layers only"),
+        arg("--out", default="reports/bench.json", check="out"))),
     Command("readme", "regenerate the generated tables of README.md, docs/results.md and docs/speed.md from "
             "reports/", (
                 arg("--root", default=".", help="the folder holding README.md and docs/"), REPORTS)),
@@ -373,23 +410,36 @@ COMMANDS: tuple[Command, ...] = (
 )
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a bad option in one line (what is wrong, and where the usage is) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
 def _add(sub: argparse._SubParsersAction, command: Command, prefix: str = "cmd") -> None:
     p = sub.add_parser(command.name, help=command.help)
+    checks = []
     for flags, options in command.args:
-        p.add_argument(*flags, **options)
+        options = dict(options)
+        check = options.pop("check", None)
+        action = p.add_argument(*flags, **options)
+        if check:
+            checks.append((action.dest, check, flags[-1]))
+    p.set_defaults(_checks=tuple(checks))
     if command.more:
         command.more(p)
     function = f"{prefix}_{command.name.replace('-', '_')}"
     p.set_defaults(func=function)  # looked up when it runs (main)
     if command.actions:
-        actions = p.add_subparsers(dest="action", required=False)
+        actions = p.add_subparsers(dest="action", required=False, parser_class=Parser)
         for action in command.actions:
             _add(actions, action, function)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dgc", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="dgc", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for command in COMMANDS:
         _add(sub, command)
     return parser
@@ -399,6 +449,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_paths(args)
         return globals()[args.func](args)
     except DGCError as exc:  # expected: one line; anything else is a bug and keeps its traceback
         print(f"dgc: error: {exc}", file=sys.stderr)

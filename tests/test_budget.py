@@ -275,7 +275,7 @@ def test_page_says_how_to_queue_when_no_experiment_ran(tmp_path):
                      {"experiments_json": str(tmp_path / "absent.json")}, "budget", cwd=ROOT)
     text = html.read_text()
     assert "No experiments have been run yet" in text and "dgc budget queue" in text
-    assert "0 experiments in" in text and "36 not queued" in text and 'src="data:image/png' not in text
+    assert "0 experiments recorded" in text and "36 not queued" in text and 'src="data:image/png' not in text
 
 
 def test_source_notebook_is_stripped_and_parameterised():

@@ -39,6 +39,10 @@ def commands_of(path: Path) -> list[str]:
     return commands
 
 
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
+
+
 def subcommands() -> set[str]:
     parser = build_parser()
     action = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
@@ -77,7 +81,7 @@ def relative_links(path: Path) -> list[str]:
 
 
 def test_the_docs_have_commands_and_the_readme_its_own():
-    assert len(commands_of(README)) >= 5
+    assert len(commands_of(README)) >= 5 and python_blocks(README)
     assert sum(len(commands_of(path)) for path in FILES) >= 10
 
 
@@ -182,3 +186,14 @@ def test_dgc_readme_writes_nothing_when_a_block_is_missing(tmp_path):
     with pytest.raises(BadInput, match="speed:start"):
         update_readme(tmp_path, ROOT / "reports")
     assert "stale text" in (tmp_path / "README.md").read_text()  # nothing written before the error
+
+
+@pytest.mark.parametrize("path", FILES, ids=IDS)
+def test_every_python_block_runs_verbatim(path):
+    """What a reader pastes into Python works as printed (in a fresh interpreter, from the project folder)."""
+    import subprocess
+    import sys
+
+    for block in python_blocks(path):
+        proc = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, f"{path.name}: the block\n{block}\nfails: {proc.stderr.strip().splitlines()[-1:]}"

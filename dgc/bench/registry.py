@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from dgc.bench import speed
+from dgc.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,11 @@ def cpu_kernels_section(k: Mapping[str, Any]) -> str:
 
 
 def gpu_section(summary_md: str) -> str:
-    """summary.md as the GPU check (benchmarks/gpu_check.py) wrote it."""
+    """summary.md as the GPU check (benchmarks/gpu_check.py) wrote it; a dry run (CPU, tiny models)
+    is no GPU measurement and is refused."""
+    if "**Dry run**" in summary_md:  # the mark benchmarks/gpu_check_report.py puts on a dry run
+        raise BadInput("reports/gpu/summary.md is a `--dry-run` of the GPU check (CPU, tiny models), not a GPU's "
+                       "measurement: restore it (`git checkout reports/gpu`) or run the check on a GPU")
     return summary_md.strip() + "\n"
 
 

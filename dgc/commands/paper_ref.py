@@ -83,26 +83,26 @@ def _git(args: list[str], repo: Path, env: dict | None = None, input: str | None
     return proc.stdout.strip()
 
 
-def make_paper_ref(claims: list[Claim], repo: str | Path = ".") -> tuple[str, bool]:
-    """Create or move the tag `paper`; returns (commit, whether the tag changed)."""
+def make_paper_ref(claims: list[Claim], repo: str | Path = ".") -> tuple[str, str]:
+    """Create or move the tag `paper`; returns (commit, created / moved / unchanged)."""
     return make_metrics_tag(TAG, paper_metrics(claims), "The paper's numbers (claims/paper.yaml) as "
                             "metrics files, for `dvc metrics diff paper`", repo)
 
 
-def make_reference_tags(references: list[Reference], repo: str | Path = ".") -> list[tuple[str, str, bool]]:
-    """One tag per earlier reproduction: [(tag, commit, whether it changed)]."""
+def make_reference_tags(references: list[Reference], repo: str | Path = ".") -> list[tuple[str, str, str]]:
+    """One tag per earlier reproduction: [(tag, commit, created / moved / unchanged)]."""
     out = []
     for name, files in sorted(reference_metrics(references).items()):
-        commit, changed = make_metrics_tag(name, files, f"The numbers of the earlier reproduction {name} "
-                                           f"(claims/paper.yaml references) as metrics files", repo)
-        out.append((name, commit, changed))
+        commit, state = make_metrics_tag(name, files, f"The numbers of the earlier reproduction {name} "
+                                         f"(claims/paper.yaml references) as metrics files", repo)
+        out.append((name, commit, state))
     return out
 
 
 def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
-                     repo: str | Path = ".") -> tuple[str, bool]:
+                     repo: str | Path = ".") -> tuple[str, str]:
     """Create or move `tag` to a parentless commit of HEAD's tree with reports/metrics/ replaced by
-    `files`; returns (commit, whether the tag changed)."""
+    `files`; returns (commit, what happened to the tag: created, moved or unchanged)."""
     repo = Path(repo)
     try:
         _git(["rev-parse", "--verify", "HEAD"], repo)
@@ -131,6 +131,18 @@ def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
     except GitFailed:
         old = ""
     if old == commit:
-        return commit, False
+        return commit, "unchanged"
     _git(["tag", "-f", tag, commit], repo)
-    return commit, True
+    return commit, "moved" if old else "created"
+
+
+def dvc_command() -> str:
+    """How a new user's shell runs this environment's dvc: its path, relative to the working folder
+    when inside it (`.venv/bin/dvc`), as PATH may hold no dvc at all."""
+    import sys
+
+    dvc = Path(sys.executable).parent / "dvc"
+    try:
+        return str(dvc.relative_to(Path.cwd()))
+    except ValueError:
+        return str(dvc)

@@ -40,8 +40,16 @@ LAYOUTS = {
 def _unpickle(path: Path) -> dict:
     if not path.exists():
         raise DataError(f"{path} is missing: run `dgc data {path.parent.parent.name}` first")
-    with open(path, "rb") as fh:
-        return pickle.load(fh, encoding="bytes")
+    try:
+        with open(path, "rb") as fh:
+            data = pickle.load(fh, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        dataset = path.parent.parent.name
+        raise DataError(f"{path} is damaged ({type(exc).__name__}): delete {path.parent.parent} and run "
+                        f"`dgc data {dataset}` again") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path} is not a batch of the CIFAR format (a {type(data).__name__}, not a dict)")
+    return data
 
 
 def image_size(root: Path, dataset: str) -> int:

@@ -34,7 +34,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickle/zip errors come in many types
-        raise CheckpointError(f"{path} is not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (damaged, or not one of `dgc train`'s): "
+                              f"{_why(exc)}") from None
+
+
+def _why(exc: Exception) -> str:
+    """What went wrong in a few words: the unpickler's own reason, not PyTorch's paragraphs of
+    weights_only advice around it."""
+    import re
+
+    text = str(exc).strip()
+    found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, flags=re.S)
+    reason = (found.group(1) if found else (text.splitlines() or [""])[0]).strip()
+    return f"{type(exc).__name__}: {' '.join(reason.split())[:160]}"
 
 
 def model_payload(model: nn.Module) -> dict[str, Any]:

@@ -16,6 +16,7 @@ of N processes takes batch_size / N images of every batch; only rank 0 writes fi
 from __future__ import annotations
 
 import csv
+import contextlib
 import dataclasses
 import hashlib
 import io
@@ -42,6 +43,7 @@ from dgc.runtime.device import resolve_device
 from dgc.runtime.distributed import DistInfo, all_reduce_sum, barrier, dist_info_from_env, init_distributed, shutdown
 from dgc.runtime.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
 from dgc.runtime.precision import Precision, precision_of
+from dgc.runtime.run_lock import run_lock
 from dgc.runtime.runs import run_dir
 from dgc.runtime.tracking import Tracker
 
@@ -245,6 +247,16 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
     settings = settings_of(dataset, model, params, seed)
     spec = RunSpec(dataset, model_name, params, seed, run_dir(runs_root, dataset, model_name, seed), settings,
                    fingerprint(settings), training_code_hash())
+    # one trainer per run folder (torchrun's other ranks write nothing of their own there)
+    with run_lock(spec.out) if main else contextlib.nullcontext():
+        return _resume_or_train(spec, model, device, fresh, main, say)
+
+
+def _resume_or_train(spec: RunSpec, model: nn.Module, device: torch.device, fresh: bool, main: bool,
+                     say: Callable[[str], None]) -> TrainResult:
+    """The run's stored result when it is complete, else its training, resumed from its checkpoint
+    when that has the same settings."""
+    cfg = spec.params.train
     checkpoint = None
     if spec.checkpoint.exists() and not fresh:
         checkpoint = load_checkpoint(spec.checkpoint)  # on the CPU: resuming copies it to the device
@@ -415,11 +427,18 @@ def _save_epoch(spec: RunSpec, run: Training) -> None:
 
 
 def merge_histories(runs_root: str | Path, dataset: str, model_name: str, seeds: list[int],
-                    out_dir: str | Path = "reports/history") -> Path:
-    """One CSV with every seed's history (a `seed` column first): the DVC plots' source."""
+                    out_dir: str | Path = "reports/history", keep_others: bool = False) -> Path:
+    """One CSV with every seed's history (a `seed` column first): the report's and the plots' source.
+    The rows of `seeds` come from their run folders; with `keep_others` (one seed trained on its own,
+    `dgc train --seed k`) the other seeds' rows already in the CSV stay, so it is merged by seed and
+    never loses a seed."""
+    path = Path(out_dir) / f"{dataset}-{model_name}.csv"
     rows = []
-    for seed in seeds:
-        path = run_dir(runs_root, dataset, model_name, seed) / "history.csv"
+    if keep_others and path.is_file():
         with open(path) as fh:
+            rows = [row for row in csv.DictReader(fh) if row.get("seed") not in {str(s) for s in seeds}]
+    for seed in seeds:
+        with open(run_dir(runs_root, dataset, model_name, seed) / "history.csv") as fh:
             rows += [{"seed": seed, **row} for row in csv.DictReader(fh)]
-    return write_text_atomic(Path(out_dir) / f"{dataset}-{model_name}.csv", history_csv(rows, ("seed", *HISTORY_COLUMNS)))
+    rows.sort(key=lambda r: (int(r["seed"]), int(float(r["epoch"]))))
+    return write_text_atomic(path, history_csv(rows, ("seed", *HISTORY_COLUMNS)))
