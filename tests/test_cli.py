@@ -40,13 +40,17 @@ def test_bad_override_names_the_key(capsys):
     (["flops", "densenet99"], "densenet99"),
     (["flops", "resnet18_dgc", "--set", "heads=abc"], "heads='abc'"),
     (["flops", "resnet18_dgc", "--set", "gate_factor=[1,"], "not valid YAML"),
-    (["train", "digits", "resnet18", "--params", "{missing}", "-S", "train=3"], "train must be a mapping"),
-    (["ablations", "queue", "--grid", "smoke", "--dry-run", "--params", "{missing}"], "does not exist"),
-    (["compare", "--claims", "{missing}"], "does not exist"),
-    (["report", "--notebook", "{missing}", "--params", "{missing}"], "does not exist"),
+    (["train", "digits", "resnet18", "--params", "{empty}", "-S", "train=3"], "train must be a mapping"),
+    (["train", "digits", "resnet18", "--params", "{missing}"], "--params {missing}: no such file"),
+    (["ablations", "queue", "--grid", "smoke", "--dry-run", "--params", "{missing}"], "no such file"),
+    (["compare", "--claims", "{missing}"], "no such file"),
+    (["report", "--notebook", "{missing}", "--params", "{empty}"], "no such file"),
 ])
 def test_expected_errors_exit_2_with_one_line(tmp_path, capsys, argv, word):
-    argv = [a.replace("{missing}", str(tmp_path / "missing")) for a in argv]
+    (tmp_path / "empty.yaml").write_text("")  # every setting at its default
+    argv = [a.replace("{missing}", str(tmp_path / "missing")).replace("{empty}", str(tmp_path / "empty.yaml"))
+            for a in argv]
+    word = word.replace("{missing}", str(tmp_path / "missing"))
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("dgc: error: ") and word in err and len(err.strip().splitlines()) == 1
@@ -64,9 +68,10 @@ def test_a_diverged_run_or_a_failing_notebook_exits_1(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr("dgc.stages.train.train_model", diverge)
     monkeypatch.setattr("dgc.stages.report.render", fail)
-    missing = str(tmp_path / "missing.yaml")  # the default params
-    assert main(["train", "digits", "resnet18", "--params", missing, "--history-dir", ""]) == 1
-    assert main(["report", "--params", missing]) == 1
+    empty = tmp_path / "empty.yaml"  # the default params
+    empty.write_text("")
+    assert main(["train", "digits", "resnet18", "--params", str(empty), "--history-dir", ""]) == 1
+    assert main(["report", "--params", str(empty)]) == 1
     err = capsys.readouterr().err.splitlines()
     assert err == ["dgc: error: training loss became nan in epoch 2; stopped",
                    "dgc: error: notebooks/report.ipynb failed in cell 3: KeyError: 'x'"]

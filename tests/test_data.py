@@ -207,6 +207,6 @@ def test_imagenet_folder_loads_with_the_authors_transforms(tmp_path):
 
 
 def test_data_cli_rejects_unknown_dataset():
-    proc = subprocess.run([sys.executable, "-m", "dgc", "data", "mnist", "--params", "/nonexistent.yaml"],
+    proc = subprocess.run([sys.executable, "-m", "dgc", "data", "mnist", "--params", "params.yaml"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "mnist" in proc.stderr and "Traceback" not in proc.stderr
