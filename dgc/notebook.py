@@ -511,28 +511,46 @@ def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
 
 
 def latency_table(inputs: dict[str, Any]) -> pd.DataFrame:
-    """Median ms per image of each model at each batch size, one column per batch size."""
+    """Median ms per image of each model: per batch size, every runtime timed (eager, compiled, ONNX
+    Runtime: metrics' latency_ms_per_image_by_runtime) side by side, and which was fastest."""
     rows = []
     for run in inputs["runs"]:
-        m = inputs["metrics"][run]
+        m, info = inputs["metrics"][run], inputs["info"][run]
         dataset, model = run.split("-", 1)
         row = {"dataset": dataset, "model": model, "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 3)}
-        for batch, ms in sorted(m["latency_ms_per_image"].items(), key=lambda kv: int(kv[0].split("_")[1])):
-            row[f"ms / image, batch {int(batch.split('_')[1])}"] = round(ms, 3)
+        by_runtime = m.get("latency_ms_per_image_by_runtime") or {"as timed": m["latency_ms_per_image"]}
+        fastest = info.get("latency_runtime") or {}
+        for batch in sorted(m["latency_ms_per_image"], key=_batch_size):
+            for runtime, times in by_runtime.items():
+                if batch in times:
+                    row[f"batch {_batch_size(batch)}: {runtime} (ms)"] = round(times[batch], 3)
+            if fastest.get(batch):
+                row[f"batch {_batch_size(batch)}: fastest"] = fastest[batch]
         rows.append(row)
-    return _drop_constant(pd.DataFrame(rows), keep=("model",))
+    frame = pd.DataFrame(rows)
+    return _drop_constant(frame, keep=("model", *(c for c in frame.columns if c.startswith("batch "))))
+
+
+def _batch_size(key: str) -> int:
+    return int(key.split("_")[1])
 
 
 def latency_note(inputs: dict[str, Any]) -> str:
-    """How the latency was timed: device, torch.compile, repeats and statistic, from reports/info."""
+    """How the latency was timed: device, runtimes, repeats and statistic, from reports/info."""
     infos = list(inputs["info"].values())
     devices = sorted({i.get("latency_device", "-") for i in infos})
     compiles = sorted({i.get("latency_compile", "off") for i in infos})
     repeats = sorted({str(i["latency_repeats"]) for i in infos if "latency_repeats" in i})
-    return (f"Timed on {', '.join(devices)}, torch.compile {', '.join(compiles)}, eval mode on random inputs "
-            f"of the dataset's size, the median of {', '.join(repeats) or 'evaluate.latency_repeats'} timed "
-            f"repeats per batch size after warm-up; the DGC layers run the execution `auto` picks for the "
-            f"device and shape (docs/speed.md).")
+    runtimes = sorted({r for i in infos for r in i.get("latency_runtimes", [])})
+    skipped = sorted({f"{r}: {why}" for i in infos for r, why in (i.get("latency_skipped") or {}).items()})
+    text = (f"Timed on {', '.join(devices)}"
+            + (f" in each of these runtimes: {', '.join(runtimes)} (`evaluate.runtimes`)" if runtimes else "")
+            + f"; torch.compile {', '.join(compiles)}; eval mode on random inputs of the dataset's size, the "
+            f"median of {', '.join(repeats) or 'evaluate.latency_repeats'} timed repeats per batch size after "
+            f"warm-up; the DGC layers run the execution `auto` picks for the device and shape (docs/speed.md).")
+    if skipped:
+        text += " Not timed: " + "; ".join(skipped) + "."
+    return text
 
 
 def layer_usage_table(inputs: dict[str, Any]) -> pd.DataFrame:
@@ -574,8 +592,9 @@ def figure_layer_usage(inputs: dict[str, Any]):
 
 
 def figure_latency(inputs: dict[str, Any]):
-    """Horizontal bars of ms per image, one panel per batch size, one colour per model."""
-    rows = [(run, int(b.split("_")[1]), ms) for run in inputs["runs"]
+    """Horizontal bars of ms per image in the fastest runtime, one panel per batch size, one colour
+    per model."""
+    rows = [(run, _batch_size(b), ms) for run in inputs["runs"]
             for b, ms in inputs["metrics"][run]["latency_ms_per_image"].items()]
     batches = sorted({b for _, b, _ in rows})
     fig, axes = figures.figure(1, len(batches), height=0.35 * len(inputs["runs"]) + 1.6)
@@ -585,7 +604,7 @@ def figure_latency(inputs: dict[str, Any]):
                 color=[colour(r) for r, _ in part])
         ax.invert_yaxis()
         ax.set_title(f"batch {batch}")
-        ax.set_xlabel("milliseconds per image (median)")
+        ax.set_xlabel("milliseconds per image (median, fastest runtime)")
         ax.grid(alpha=0.3, axis="x")
     return fig
 

@@ -157,7 +157,7 @@ def test_tables_read_the_outputs(rendered):
     usage = report.layer_usage_table(inputs)
     assert list(usage["head overlap (Jaccard)"]) == [0.0, 0.1, 0.2]
     latency = report.latency_table(inputs).set_index("model")
-    assert latency.loc["densenet86", "ms / image, batch 64"] == 1.5
+    assert latency.loc["densenet86", "batch 64: as timed (ms)"] == 1.5
     assert "10 timed repeats" in report.latency_note({"info": {"r": {"latency_device": "CPU", "latency_repeats": 10}}})
 
 
@@ -182,3 +182,20 @@ def test_section_numbers_and_references_are_generated_from_one_list(rendered):
             f'<a href="#bench">section {numbers["bench"]}</a>)') in text
     with pytest.raises(KeyError, match="no report section"):
         report.ref("nowhere")
+
+
+def test_latency_shows_every_runtime_side_by_side_and_the_fastest():
+    metrics = {"flops_expected": 1_000_000, "latency_ms_per_image": {"batch_1": 1.5, "batch_64": 0.2},
+               "latency_ms_per_image_by_runtime": {"eager": {"batch_1": 2.0, "batch_64": 0.2},
+                                                   "onnxruntime": {"batch_1": 1.5, "batch_64": 0.3}}}
+    info = {"latency_runtime": {"batch_1": "onnxruntime", "batch_64": "eager"}, "latency_device": "CPU",
+            "latency_runtimes": ["eager", "onnxruntime"], "latency_repeats": 10,
+            "latency_skipped": {"compiled": "evaluate.compile is off"}}
+    inputs = {"runs": ["digits-densenet86_dgc", "digits-densenet86"],
+              "metrics": {"digits-densenet86_dgc": metrics, "digits-densenet86": {**metrics, "flops_expected": 2e6}},
+              "info": {"digits-densenet86_dgc": info, "digits-densenet86": info}}
+    row = report.latency_table(inputs).set_index("model").loc["densenet86_dgc"]
+    assert row["batch 1: eager (ms)"] == 2.0 and row["batch 1: onnxruntime (ms)"] == 1.5
+    assert row["batch 1: fastest"] == "onnxruntime" and row["batch 64: fastest"] == "eager"
+    note = report.latency_note(inputs)
+    assert "eager, onnxruntime" in note and "compiled: evaluate.compile is off" in note
