@@ -253,14 +253,23 @@ class DGCConv2d(nn.Module):
 
 
 def rank_keys(saliency: torch.Tensor) -> torch.Tensor:
-    """Unique int64 keys (..., C) ordered as (saliency, channel index): the float's bits made
-    monotone (negatives flipped, -0.0 as 0.0) above the channel index. Sorting or taking the top-k
-    of them is a stable ranking of the saliencies, without a stable sort. NaN must be replaced first."""
-    bits = (saliency.float() + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes 0.0
-    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: larger magnitude, smaller int
-    channels = saliency.shape[-1]
-    index = torch.arange(channels, device=saliency.device)
-    return (bits.to(torch.int64) << max(1, (channels - 1).bit_length())) | index
+    """Unique float64 keys (..., C) ordered as (saliency, channel index): sorting or taking the top-k
+    of them is a stable ranking of the saliencies, without a stable sort. NaN must be replaced first.
+
+    key = v + |v| * c * 2^-48 + c * 2^-1000 for v = the saliency in float64 (exact; +-inf as
+    +-2^200, above every finite float32) and c = the channel index. Every value v != 0 is moved by
+    less than 2^-28 of itself (c < 2^20), while two distinct float32 values differ by at least 2^-24
+    of the larger one, so the saliency order is kept; at one value the index orders the keys (its
+    steps, 2^-48 of v, are far above float64's rounding, 2^-53); at 0 (and -0.0) the keys are
+    c * 2^-1000, below every positive float32 (>= 2^-149). The same order as the float bits made
+    monotone above the channel index (dgc/kernels/cpu_kernels.cpp, `dgc_select_topk`), in
+    elementwise ops any exporter has (ONNX has no bit-cast)."""
+    v = saliency.double().clamp(-_INF_KEY, _INF_KEY)
+    index = torch.arange(saliency.shape[-1], dtype=torch.float64, device=saliency.device)
+    return v + v.abs() * (index * 2.0 ** -48) + index * 2.0 ** -1000
+
+
+_INF_KEY = 2.0 ** 200  # +-inf's key: above every finite float32 (< 2^128)
 
 
 def head_angle_similarity(saliency: torch.Tensor) -> torch.Tensor:
