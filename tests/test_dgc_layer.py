@@ -300,6 +300,9 @@ def test_rank_keys_order_like_a_stable_sort_of_the_saliencies():
     s[1, 1] = torch.tensor([-0.0, 0.0] * 17 + [1.0, 2.0])  # -0.0 ties with 0.0
     s[2, 2, :10] = -torch.rand(10, generator=gen)  # negatives rank below zero
     s[3, 0, :4] = float("inf")
+    s[3, 1, :6] = torch.tensor([float("inf"), 3.4028234663852886e38] * 3)  # inf above the largest float32
+    s[4, 0, :6] = torch.tensor([1e-45, 0.0, 1e-45, 2e-45, -1e-45, 0.0])  # subnormals around zero
+    s[4, 1, :4] = -float("inf")
     order = rank_keys(s).argsort(dim=2)
     assert torch.equal(order, (s + 0.0).argsort(dim=2, stable=True))
     assert (rank_keys(s).sort(dim=2).values.diff(dim=2) > 0).all()  # unique within every row

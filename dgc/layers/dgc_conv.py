@@ -256,20 +256,20 @@ def rank_keys(saliency: torch.Tensor) -> torch.Tensor:
     """Unique float64 keys (..., C) ordered as (saliency, channel index): sorting or taking the top-k
     of them is a stable ranking of the saliencies, without a stable sort. NaN must be replaced first.
 
-    key = v + |v| * c * 2^-48 + c * 2^-1000 for v = the saliency in float64 (exact; +-inf as
+    key = v + |v| * c * 2^-48 + c * 2^-250 for v = the saliency in float64 (exact; +-inf as
     +-2^200, above every finite float32) and c = the channel index. Every value v != 0 is moved by
     less than 2^-28 of itself (c < 2^20), while two distinct float32 values differ by at least 2^-24
     of the larger one, so the saliency order is kept; at one value the index orders the keys (its
     steps, 2^-48 of v, are far above float64's rounding, 2^-53); at 0 (and -0.0) the keys are
-    c * 2^-1000, below every positive float32 (>= 2^-149). The same order as the float bits made
-    monotone above the channel index (dgc/kernels/cpu_kernels.cpp, `dgc_select_topk`), in
-    elementwise ops any exporter has (ONNX has no bit-cast)."""
-    v = saliency.double().clamp(-_INF_KEY, _INF_KEY)
+    c * 2^-250, below every positive float32 (>= 2^-149). The same order as the float's bits made
+    monotone above the channel index (the C++ selection, dgc/kernels/cpu_kernels.cpp), in
+    elementwise ops that ONNX has (it has no bit-cast). Every constant is a float32 (2^200 and
+    2^-250 are products of two): exporters write a Python scalar as a float32 constant, where 2^200
+    would overflow and 2^-250 vanish."""
+    v = saliency.double()
+    v = torch.where(v.isinf(), v.sign() * 2.0 ** 100 * 2.0 ** 100, v)
     index = torch.arange(saliency.shape[-1], dtype=torch.float64, device=saliency.device)
-    return v + v.abs() * (index * 2.0 ** -48) + index * 2.0 ** -1000
-
-
-_INF_KEY = 2.0 ** 200  # +-inf's key: above every finite float32 (< 2^128)
+    return v + v.abs() * (index * 2.0 ** -48) + index * 2.0 ** -125 * 2.0 ** -125
 
 
 def head_angle_similarity(saliency: torch.Tensor) -> torch.Tensor:
