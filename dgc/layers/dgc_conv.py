@@ -25,6 +25,7 @@ from dgc.layers.gate import SaliencyGenerator
 from dgc.layers.pruning_schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
 
 SELECTIONS = ("head", "global")
+_INF = float("inf")
 
 
 @dataclass(eq=False)
@@ -205,7 +206,7 @@ class DGCConv2d(nn.Module):
         host sync, no data-dependent size); inside the pruning ramp each channel's rank from one
         stable sort is compared with the n_in buffer (a tensor), and no indices are returned.
         """
-        s = saliency.detach().nan_to_num(nan=float("inf"))  # a NaN ranks as most salient
+        s = saliency.detach().nan_to_num(nan=_INF, posinf=_INF, neginf=-_INF)  # a NaN ranks as +inf (as in C++)
         if self.selection == "global":  # DGC-G: one threshold; how many are kept varies per row
             return s >= self.threshold, None
         n = self.fixed_inactive
