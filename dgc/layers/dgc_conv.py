@@ -66,6 +66,12 @@ def _bnrelu(layer: DGCConv2d, x: torch.Tensor) -> tuple[torch.Tensor, None]:
 # A DGC layer's own pre-activation (preact=True): BatchNorm-ReLU; a kernel may add a row that also
 # returns the saliency pooling (dgc/kernels/cpu_layers.py).
 PREACTIVATIONS = Executions(Execution("bnrelu", _bnrelu))
+# The ways to run a whole DGC layer: its steps (`DGCConv2d.steps`: pre-activation, saliency,
+# selection and report, then one execution of `executions`); a kernel may add a row that runs the
+# whole layer in one call (dgc/kernels/cpu_layers.py: `fused_layer_cpu`, where the steps' small ops
+# cost more than their arithmetic).
+STEPS = Execution("steps", lambda layer, x: layer.steps(x))
+FORWARDS = Executions(STEPS)
 
 
 class DGCHead(nn.Module):
@@ -144,6 +150,7 @@ class DGCConv2d(nn.Module):
 
     executions = DGC_EXECUTIONS  # the ways to run the conv (dgc/layers/executions.py)
     preactivations = PREACTIVATIONS
+    forwards = FORWARDS
 
     # -- pruning state ------------------------------------------------------------------------
     @property
@@ -232,6 +239,10 @@ class DGCConv2d(nn.Module):
         return self.preactivations.choose(self, x).run(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forwards.choose(self, x).run(self, x)
+
+    def steps(self, x: torch.Tensor) -> torch.Tensor:
+        """The algorithm step by step: pre-activation, saliency, selection, report, one execution."""
         x, pooled = self.preactivate(x)  # (B, C_in, h, w)
         saliency = self.saliency(x, pooled)  # (B, H, C_in)
         execution = choose(self, x)
@@ -241,9 +252,11 @@ class DGCConv2d(nn.Module):
         return execution.run(self, x, saliency, keep, kept)
 
     def execution_path(self, x: torch.Tensor) -> str:
-        """The name of the execution that runs for input x: `execution`, or for 'auto' the rules of
+        """The name of what runs for input x: a whole-layer forward where one applies (a kernel's,
+        `forwards`), else the execution of the steps: `execution`, or for 'auto' the rules of
         dgc.layers.executions, after any fallback."""
-        return choose(self, x).name
+        whole = self.forwards.choose(self, x)
+        return choose(self, x).name if whole is STEPS else whole.name
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
