@@ -245,6 +245,23 @@ def _raise_on(code: int, what: str) -> None:
         raise ValueError(f"{what}: {_ERRORS.get(code, f'error {code}')}")
 
 
+def _input_and_bn(x: torch.Tensor, bn_scale: torch.Tensor | None,
+                  bn_shift: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """x (B, C, h, w) batch-strided (copied contiguous otherwise) and checked; the per-channel BN
+    affine (C) checked, both given or neither."""
+    if (bn_scale is None) != (bn_shift is None):
+        raise ValueError("give both bn_scale and bn_shift, or neither")
+    if not batch_strided(x):
+        x = x.contiguous()
+    x = _check("x", x, keep_strides=True)
+    if bn_scale is not None:
+        c = x.shape[1]
+        bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
+        if bn_scale.shape != (c,) or bn_shift.shape != (c,):
+            raise ValueError(f"bn_scale and bn_shift must have shape ({c},)")
+    return x, bn_scale, bn_shift
+
+
 def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
               scale: torch.Tensor) -> torch.Tensor:
     """DGC 1x1 conv over the kept channels: x (B, C_in, h, w), weight (H, Co, C_in), idx (B, H, K)
@@ -284,15 +301,8 @@ def bnrelu_group_conv(x: torch.Tensor, weight: torch.Tensor, bn_scale: torch.Ten
     if groups < 1 or c % groups or c_out % groups or c_group * groups != c:
         raise ValueError(f"groups={groups} does not fit x with {c} channels and weight "
                          f"{tuple(weight.shape)}")
-    if (bn_scale is None) != (bn_shift is None):
-        raise ValueError("give both bn_scale and bn_shift, or neither")
-    if not batch_strided(x):
-        x = x.contiguous()
-    x, weight = _check("x", x, keep_strides=True), _check("weight", weight)
-    if bn_scale is not None:
-        bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
-        if bn_scale.shape != (c,) or bn_shift.shape != (c,):
-            raise ValueError(f"bn_scale and bn_shift must have shape ({c},)")
+    x, bn_scale, bn_shift = _input_and_bn(x, bn_scale, bn_shift)
+    weight = _check("weight", weight)
     ph, pw = padding
     ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
     if ho < 1 or wo < 1:
@@ -316,12 +326,9 @@ def bnrelu_mean(x: torch.Tensor, bn_scale: torch.Tensor,
     b, c, h, w = x.shape
     if h * w == 0:
         raise ValueError("x has no spatial positions to average")
-    if not batch_strided(x):
-        x = x.contiguous()
-    x = _check("x", x, keep_strides=True)
-    bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
-    if bn_scale.shape != (c,) or bn_shift.shape != (c,):
-        raise ValueError(f"bn_scale and bn_shift must have shape ({c},)")
+    if bn_scale is None or bn_shift is None:
+        raise ValueError("bnrelu_mean needs bn_scale and bn_shift")
+    x, bn_scale, bn_shift = _input_and_bn(x, bn_scale, bn_shift)
     y = torch.empty((b, c, h, w), dtype=torch.float32)
     means = torch.empty((b, c), dtype=torch.float32)
     code = lib.dgc_bnrelu_mean(_ptr(x), _ptr(bn_scale), _ptr(bn_shift), _ptr(y), _ptr(means),
@@ -368,16 +375,8 @@ def dgc_layer(x: torch.Tensor, bn_scale: torch.Tensor | None, bn_shift: torch.Te
             or not 0 <= keep <= c):
         raise ValueError(f"inconsistent shapes: x {tuple(x.shape)}, w1 {tuple(w1.shape)}, w2 {tuple(w2.shape)}, "
                          f"b2 {tuple(b2.shape)}, wt {tuple(wt.shape)}, keep {keep}")
-    if (bn_scale is None) != (bn_shift is None):
-        raise ValueError("give both bn_scale and bn_shift, or neither")
-    if not batch_strided(x):
-        x = x.contiguous()
-    x = _check("x", x, keep_strides=True)
+    x, bn_scale, bn_shift = _input_and_bn(x, bn_scale, bn_shift)
     w1, w2, b2, wt = _check("w1", w1), _check("w2", w2), _check("b2", b2), _check("wt", wt)
-    if bn_scale is not None:
-        bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
-        if bn_scale.shape != (c,) or bn_shift.shape != (c,):
-            raise ValueError(f"bn_scale and bn_shift must have shape ({c},)")
     (sh, sw), (ph, pw) = stride, padding
     ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
     if ho < 1 or wo < 1:
