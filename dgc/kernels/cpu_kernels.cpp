@@ -204,6 +204,15 @@ inline void conv_channels(const float* buf, int64_t cin, int64_t hp, int64_t wp,
   }
 }
 
+// How many threads a call's parallel region gets: one below kSerialWork multiply-adds (or element
+// passes), where starting and joining the threads (microseconds; on a machine whose cores are
+// busy with other processes, a wait for a descheduled thread: up to a scheduler tick) costs more
+// than the second thread saves; `nthreads` above. Each output is computed by one thread in the
+// same order either way: the result does not depend on it. At batch 1 most layers of the DGC
+// models stay below it (docs/speed.md).
+constexpr int64_t kSerialWork = int64_t{1} << 20;
+inline int threads_for(int64_t work, int nthreads) { return work < kSerialWork ? 1 : nthreads; }
+
 }  // namespace
 
 extern "C" {
@@ -218,7 +227,7 @@ int dgc_fused_1x1(const float* x, const float* w, const int64_t* idx, const floa
   for (int64_t n = 0; n < B * H * K; ++n)
     if (idx[n] < 0 || idx[n] >= C) return -2;
   const int64_t units = B * H;
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(threads_for(B * H * Co * K * P, nthreads))
   {
     std::vector<float> panel(K * Co);
     std::vector<const float*> rows(K);
@@ -245,7 +254,7 @@ int dgc_select_topk(const float* saliency, int64_t rows, int64_t C, int64_t K, i
                     float* values, int nthreads) {
   if (rows < 0 || C < 1 || K < 0 || K > C) return -1;
   const int shift = key_shift(C);
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(threads_for(rows * C * 8, nthreads))
   {
     std::vector<int64_t> keys(C);
 #pragma omp for schedule(static)
@@ -262,7 +271,7 @@ int dgc_select_topk(const float* saliency, int64_t rows, int64_t C, int64_t K, i
 int dgc_avg_pool2(const float* x, float* out, int64_t R, int64_t H, int64_t W, int nthreads) {
   if (R < 0 || H < 2 || W < 2) return -1;
   const int64_t ho = H / 2, wo = W / 2;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(static) num_threads(threads_for(R * H * W, nthreads))
   for (int64_t r = 0; r < R * ho; ++r) {
     const int64_t plane = r / ho, i = r % ho;
     const float* a = x + (plane * H + 2 * i) * W;
@@ -281,7 +290,7 @@ int dgc_bnrelu_mean(const float* x, const float* bn_scale, const float* bn_shift
                     float* means, int64_t B, int64_t C, int64_t P, int64_t x_batch_stride,
                     int nthreads) {
   if (B < 0 || C < 1 || P < 1 || x_batch_stride < C * P) return -1;
-#pragma omp parallel for schedule(static) num_threads(nthreads)
+#pragma omp parallel for schedule(static) num_threads(threads_for(B * C * P, nthreads))
   for (int64_t u = 0; u < B * C; ++u) {
     const int64_t c = u % C;
     const float a = bn_scale[c], s = bn_shift[c];
@@ -324,7 +333,7 @@ int dgc_bnrelu_group_conv(const float* x, const float* bn_scale, const float* bn
   if (ho < 1 || wo < 1) return -1;
   const int64_t cin = C / G, cout = Cout / G, hp = Hi + 2 * PH, wp = Wi + 2 * PW;
   const int64_t units = B * G, kk = KH * KW;
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(threads_for(B * Cout * (C / G) * KH * KW * ho * wo, nthreads))
   {
     std::vector<float> buf(cin * hp * wp);
 #pragma omp for schedule(static)
@@ -396,7 +405,7 @@ int dgc_layer(const float* x, const float* bn_scale, const float* bn_shift, cons
   const int64_t src_stride = bn_scale ? C * P : x_batch_stride;
   std::vector<float> pooled(B * C);
   const int shift = key_shift(C);
-#pragma omp parallel num_threads(nthreads)
+#pragma omp parallel num_threads(threads_for(B * H * Co * K * KK * Po + B * C * P, nthreads))
   {
 #pragma omp for schedule(static)
     for (int64_t u = 0; u < B * C; ++u) {  // pre-activation and pooling
