@@ -63,7 +63,8 @@ def block_rows(batch: int, repeats: int) -> list[dict]:
             return run
 
         fns = {
-            "dgc_1x1 fused_cpu": dgc("auto"),
+            "dgc_1x1 fused_layer_cpu (one call)": dgc("auto"),
+            "dgc_1x1 fused_cpu": dgc("fused_cpu"),
             "dgc_1x1 sparse (PyTorch)": off(dgc("sparse")),
             "dense_1x1 conv NCHW": lambda: F.conv2d(x, dense_1x1),
             "dense_1x1 conv channels_last": lambda: F.conv2d(x_cl, dense_1x1),
@@ -78,7 +79,7 @@ def block_rows(batch: int, repeats: int) -> list[dict]:
             "avg_pool2 PyTorch": lambda: F.avg_pool2d(x, 2),
         }
         with torch.inference_mode():
-            assert layer.execution_path(x) == "fused_cpu"
+            assert layer.execution_path(x) == "fused_layer_cpu"
             times = median_times(fns, torch.device("cpu"), repeats)
         layer.execution = "auto"
         row = {"block": f"{c_in}->{4 * growth} 1x1, {4 * growth}->{growth} 3x3, {size}x{size}",

@@ -106,6 +106,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from dgc.commands.export import export_run
+
+    record = export_run(args.dataset, args.model, _params(args), args.runs, args.out, args.seed, args.checkpoint)
+    print(f"{record['files']['onnx']}\n{record['files']['pt2']}")
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from dgc.measure.claims import load_claims, load_references
     from dgc.stages.compare import compare, write_comparison
@@ -363,6 +371,13 @@ COMMANDS: tuple[Command, ...] = (
     Command("evaluate", "accuracy, FLOPs, params and latency of a trained model", (
         arg("dataset"), arg("model"), arg("--runs", default="runs", check="dir"), METRICS_OUT,
         arg("--info-dir", default="reports/info", check="out"), *PARAMS)),
+    Command("export", "a trained run's model as ONNX and torch.export (.pt2), checked against eager on the test "
+            "set (max |difference|, top-1 agreement; ONNX in ONNX Runtime)", (
+                arg("dataset"), arg("model"), arg("--runs", default="runs", check="dir"),
+                arg("--out", default=None, check="out", help="output folder (default runs/<dataset>-<model>/export)"),
+                arg("--seed", type=int, default=None, help="the run's seed (default: the first of train.seeds)"),
+                arg("--checkpoint", choices=["final", "best"], default="final",
+                    help="checkpoint.pt (final, default) or best.pt"), *PARAMS)),
     Command("compare", "our metrics against claims/paper.yaml -> reports/vs_paper.{json,md}", (
         CLAIMS, METRICS, ARCHITECTURE, arg("--out-dir", default="reports", check="out"))),
     Command("architecture", "FLOPs/params of the authors' configurations -> reports/architecture.json",

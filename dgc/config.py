@@ -23,6 +23,7 @@ PROFILES = ("smoke", "smoke-all", "paper", "custom")
 DATASETS = ("digits", "cifar10", "cifar100", "imagenet")
 NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
 COMPILE_MODES = ("auto", "off", "default", "reduce-overhead", "max-autotune")  # dgc/runtime/compile.py
+RUNTIMES = ("eager", "compiled", "onnxruntime")  # evaluate.runtimes: dgc/measure/runtimes.py
 
 
 def input_size_of(dataset: str, digits_size: int = 32) -> tuple[int, int, int]:
@@ -191,12 +192,18 @@ class EvalConfig:
     latency_batch_sizes: tuple[int, ...] = (1, 64)
     latency_repeats: int = 10
     device: str = "auto"
-    compile: str = "auto"  # as train.compile, for the latency measurement
+    compile: str = "auto"  # the compiled runtime's mode; a mode (or auto, on CUDA) also times it
+    runtimes: tuple[str, ...] = ("eager", "onnxruntime")  # the runtimes the latency is timed in (RUNTIMES)
 
     def validate(self, section: str = "evaluate") -> None:
         if self.latency_repeats < 1 or any(b < 1 for b in self.latency_batch_sizes):
             raise ConfigError(f"{section}.latency_repeats and latency_batch_sizes must be positive")
         check_compile(self.compile, f"{section}.compile")
+        if not self.runtimes or len(set(self.runtimes)) != len(self.runtimes):
+            raise ConfigError(f"{section}.runtimes must be a non-empty list of distinct runtimes")
+        for runtime in self.runtimes:
+            if runtime not in RUNTIMES:
+                raise ConfigError(f"{section}.runtimes: unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
 
 
 @dataclass(frozen=True)

@@ -78,20 +78,101 @@ def test_dgc_layer_picks_the_kernel_at_inference_and_matches_masked(stride):
     x = torch.randn(2, 32, 10, 10)
     layer.report.usage = True
     with torch.no_grad():
-        assert layer.execution_path(x) == "fused_cpu"
-        got = layer(x)
-        kept, active = layer.report.kept, layer.report.active
-        layer.execution = "masked"
-        expected = layer(x)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-    assert torch.equal(kept, layer.report.kept) and torch.equal(active, layer.report.active)
-    assert int(kept.sum()) == 2 * 4 * 8  # K = 32 - 24 per sample and head
+        assert layer.execution_path(x) == "fused_layer_cpu"  # auto: the whole layer in one call
+        got = {"fused_layer_cpu": layer(x)}
+        reports = {"fused_layer_cpu": (layer.report.kept, layer.report.active, layer.report.sparsity)}
+        for name in ("fused_cpu", "masked"):  # the steps, with the kernel's conv and the authors'
+            layer.execution = name
+            assert layer.execution_path(x) == name
+            got[name] = layer(x)
+            reports[name] = (layer.report.kept, layer.report.active, layer.report.sparsity)
+    for name in ("fused_layer_cpu", "fused_cpu"):
+        torch.testing.assert_close(got[name], got["masked"], rtol=1e-5, atol=1e-5)
+        kept, active, sparsity = reports[name]
+        assert torch.equal(kept, reports["masked"][0]) and torch.equal(active, reports["masked"][1])
+        torch.testing.assert_close(sparsity, reports["masked"][2])
+        assert int(kept.sum()) == 2 * 4 * 8  # K = 32 - 24 per sample and head
     layer.execution = "auto"
     # with autograd on, the kernel does not apply: the layer runs 'sparse' and stays differentiable
     assert layer.execution_path(x) == "sparse"
     x.requires_grad_()
     layer(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@needs_kernels
+@pytest.mark.parametrize("c_in,c_out,k,stride,pad,heads,preact,n_in,b,size", [
+    (16, 8, 1, 1, 0, 4, True, 12, 3, 9),      # densenet's DGC 1x1: the kept rows read in place
+    (16, 16, 1, 2, 0, 2, False, 8, 2, 9),     # strided 1x1 without pre-activation (im2col)
+    (32, 32, 3, 1, 1, 4, True, 18, 1, 8),     # resnet's 3x3 at batch 1
+    (32, 32, 3, 2, 1, 4, True, 18, 2, 9),     # strided 3x3
+    (24, 12, 3, 1, 1, 4, True, 0, 2, 5),      # n_in = 0: every channel kept
+    (8, 8, 1, 1, 0, 2, True, 8, 2, 4),        # everything pruned: zeros
+    (48, 64, 5, 1, 2, 4, False, 20, 2, 4),    # 5x5, 16 outputs per head on 16 positions
+    (64, 48, 3, 1, 0, 2, True, 35, 1, 7),     # no padding, odd output size
+])
+def test_the_whole_layer_kernel_matches_masked(c_in, c_out, k, stride, pad, heads, preact, n_in, b, size):
+    torch.manual_seed(3)
+    layer = DGCConv2d(c_in, c_out, k, stride, pad, heads=heads, preact=preact)
+    if preact:
+        _randomise_bn(layer.norm)
+    layer = use_cpu_kernels(layer.eval())
+    layer.set_inactive(n_in)
+    layer.report.usage = True
+    x = torch.randn(b, c_in, size, size)
+    with torch.no_grad():
+        assert layer.execution_path(x) == "fused_layer_cpu"
+        got, kept, sparsity = layer(x), layer.report.kept, layer.report.sparsity
+        layer.execution = "masked"
+        expected = layer(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert torch.equal(kept, layer.report.kept)
+    assert (kept.sum(dim=2) == c_in - n_in).all()
+    torch.testing.assert_close(sparsity, layer.report.sparsity)
+    if n_in == c_in:
+        assert not got.any()
+
+
+@needs_kernels
+def test_the_whole_layer_kernel_follows_its_weights_and_statistics():
+    """Its packed weights are rebuilt when a weight or a BatchNorm statistic changes in place."""
+    torch.manual_seed(4)
+    layer = use_cpu_kernels(DGCConv2d(16, 16, 3, padding=1, heads=4).eval())
+    layer.set_inactive(8)
+    x = torch.randn(2, 16, 6, 6)
+    with torch.no_grad():
+        before = layer(x)
+        layer.heads[1].weight.mul_(2.0)
+        layer.heads[2].gate.fc2.bias.add_(0.5)
+        layer.norm.running_mean.add_(0.1)
+        after = layer(x)
+        layer.execution = "masked"
+        expected = layer(x)
+    assert not torch.allclose(before, after)
+    torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
+def test_the_whole_layer_kernel_applies_at_cpu_inference_only():
+    layer = use_cpu_kernels(DGCConv2d(16, 16, 1, heads=4).eval())
+    x = torch.randn(2, 16, 6, 6)
+    layer.set_progress(0.5)  # inside the pruning ramp: the steps, from the n_in buffer
+    with torch.no_grad():
+        assert layer.execution_path(x) != "fused_layer_cpu"
+    layer.set_progress(1.0)
+    assert layer.execution_path(x) == "sparse"  # autograd on
+    with torch.no_grad():
+        assert layer.execution_path(x) == "fused_layer_cpu"
+        assert layer.execution_path(x.contiguous(memory_format=torch.channels_last)) == "fused_cpu"
+        layer.train()  # batch statistics: the steps
+        assert layer.execution_path(x) == "fused_cpu"
+        layer.eval()
+        layer.execution = "sparse"  # an execution asked for runs in the steps
+        assert layer.execution_path(x) == "sparse"
+        with cpu.kernels_off():
+            layer.execution = "auto"
+            assert layer.execution_path(x) == "sparse"
 
 
 @needs_kernels
@@ -363,6 +444,6 @@ def test_kernel_benchmark_runs_and_records_every_candidate(tmp_path):
     result = json.loads(out.read_text())
     assert len(result["blocks"]) == 3
     for row in result["blocks"]:
-        assert {"dgc_1x1 fused_cpu", "dgc_1x1 sparse (PyTorch)", "group_3x3 kernel (with BN-ReLU)",
+        assert {"dgc_1x1 fused_layer_cpu (one call)", "dgc_1x1 fused_cpu", "dgc_1x1 sparse (PyTorch)", "group_3x3 kernel (with BN-ReLU)",
                 "avg_pool2 kernel"} <= set(row["ms"])
         assert all(v > 0 for v in row["ms"].values())

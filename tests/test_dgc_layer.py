@@ -300,6 +300,9 @@ def test_rank_keys_order_like_a_stable_sort_of_the_saliencies():
     s[1, 1] = torch.tensor([-0.0, 0.0] * 17 + [1.0, 2.0])  # -0.0 ties with 0.0
     s[2, 2, :10] = -torch.rand(10, generator=gen)  # negatives rank below zero
     s[3, 0, :4] = float("inf")
+    s[3, 1, :6] = torch.tensor([float("inf"), 3.4028234663852886e38] * 3)  # inf above the largest float32
+    s[4, 0, :6] = torch.tensor([1e-45, 0.0, 1e-45, 2e-45, -1e-45, 0.0])  # subnormals around zero
+    s[4, 1, :4] = -float("inf")
     order = rank_keys(s).argsort(dim=2)
     assert torch.equal(order, (s + 0.0).argsort(dim=2, stable=True))
     assert (rank_keys(s).sort(dim=2).values.diff(dim=2) > 0).all()  # unique within every row
@@ -330,6 +333,9 @@ def test_every_execution_agrees_with_masked_when_saliencies_tie():
             if execution.applies(layer, x):
                 layer.execution = name
                 outs[name] = layer(x)
+        layer.execution = "auto"  # the whole-layer kernel (its own C++ selection), where it applies
+        if layer.execution_path(x) == "fused_layer_cpu":
+            outs["fused_layer_cpu"] = layer(x)
     assert {"masked", "scaled_weight", "sparse"} <= set(outs)
     for name in outs:
         torch.testing.assert_close(outs[name], outs["masked"], msg=lambda m: f"{name}: {m}")
@@ -354,27 +360,30 @@ def test_auto_execution_uses_the_sparse_path_when_channels_are_pruned():
     assert one.execution_path(x) == "sparse"
 
 
-@pytest.mark.parametrize("k, training, grad, progress, expected", [
-    (1, False, False, 0.0, "scaled_weight"),  # n_in = 0: nothing to skip
-    (3, False, False, 0.0, "scaled_weight"),  # per-sample weights no larger than the H input copies
-    (1, False, False, 1.0, "fused_cpu"),      # CPU inference of a pruned 1x1: the C++ kernel
-    (3, False, False, 1.0, "sparse"),         # ... of a pruned k x k: fused_cpu falls back to sparse
-    (1, False, True, 1.0, "sparse"),          # eval with autograd on: fused_cpu falls back to sparse
-    (1, True, False, 1.0, "fused_cpu"),       # train mode under no_grad is inference
-    (1, True, True, 1.0, "scaled_weight"),    # 1x1 training: one batched matmul
-    (3, True, True, 1.0, "sparse"),           # k x k training keeping a quarter
-    (1, False, False, 0.5, "scaled_weight"),  # inside the pruning ramp: no gather
-    (3, True, True, 0.5, "scaled_weight"),
+# expected: the execution of the steps (`choose`); path: what runs (`execution_path`): at CPU inference
+# with n_in fixed, eval-mode BatchNorm and the kernels built, the whole layer in one C++ call.
+@pytest.mark.parametrize("k, training, grad, progress, expected, path", [
+    (1, False, False, 0.0, "scaled_weight", "fused_layer_cpu"),  # n_in = 0: nothing to skip
+    (3, False, False, 0.0, "scaled_weight", "fused_layer_cpu"),  # per-sample weights no larger than the H copies
+    (1, False, False, 1.0, "fused_cpu", "fused_layer_cpu"),  # CPU inference of a pruned 1x1: the C++ kernel
+    (3, False, False, 1.0, "sparse", "fused_layer_cpu"),     # ... of a pruned k x k: fused_cpu falls back to sparse
+    (1, False, True, 1.0, "sparse", "sparse"),           # eval with autograd on: fused_cpu falls back to sparse
+    (1, True, False, 1.0, "fused_cpu", "fused_cpu"),     # train mode under no_grad is inference (batch statistics)
+    (1, True, True, 1.0, "scaled_weight", "scaled_weight"),  # 1x1 training: one batched matmul
+    (3, True, True, 1.0, "sparse", "sparse"),            # k x k training keeping a quarter
+    (1, False, False, 0.5, "scaled_weight", "scaled_weight"),  # inside the pruning ramp: no gather
+    (3, True, True, 0.5, "scaled_weight", "scaled_weight"),
 ])
-def test_choose_auto_on_cpu_follows_the_documented_rules(k, training, grad, progress, expected):
+def test_choose_auto_on_cpu_follows_the_documented_rules(k, training, grad, progress, expected, path):
     layer = use_cpu_kernels(DGCConv2d(16, 16, k, padding=k // 2)).train(training)
     layer.set_progress(progress)
     x = torch.randn(2, 16, 8, 8)
-    if expected == "fused_cpu" and not cpu.cpu_kernels_available():
-        expected = "sparse"  # no C++ kernels here: fused_cpu falls back
+    if not cpu.cpu_kernels_available():  # no C++ kernels here: fused_cpu falls back, the steps run
+        expected = "sparse" if expected == "fused_cpu" else expected
+        path = expected if path in ("fused_cpu", "fused_layer_cpu") else path
     with torch.set_grad_enabled(grad):
         assert choose(layer, x).name == expected
-        assert layer.execution_path(x) == expected
+        assert layer.execution_path(x) == path
 
 
 def test_choose_auto_without_a_kernel_runs_the_pytorch_executions():

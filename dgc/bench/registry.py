@@ -91,13 +91,18 @@ def train_throughput_section(t: Mapping[str, Any]) -> str:
 
 
 def cpu_inference_section(c: Mapping[str, Any]) -> str:
-    """The settings table (fastest in bold), the compile seconds and the ratios of a result."""
+    """The settings table (fastest in bold), the compile and export seconds and the ratios of a result."""
+    exports = c.get("export_seconds", {})
     lines = [made_by(c),
              f"{c['device']}, torch {c['torch']}, full width, CIFAR stem, median of {c['repeats']}; "
-             "ms per image. \"eager\" runs the C++ CPU kernels where they apply (DGC 1x1 convs, DGC "
-             "pre-activation, BN-ReLU-group convs), \"no kernels\" the same model in PyTorch ops only. "
+             "ms per image. \"eager\" runs the C++ CPU kernels where they apply (a whole DGC layer in one "
+             "call, BN-ReLU-group convs, pooling), \"no kernels\" the same model in PyTorch ops only, "
+             "\"compiled\" torch.compile (inductor) of the PyTorch executions, \"onnxruntime\" the model "
+             "exported to ONNX at that batch size (dgc/runtime/exported.py) in ONNX Runtime's CPU provider. "
              "Compile time (inductor, not in the timings): "
-             + ", ".join(f"{n} {v:.0f} s" for n, v in c["compile_seconds"].items()) + ".", ""]
+             + ", ".join(f"{n} {v:.0f} s" for n, v in c["compile_seconds"].items()) + "."
+             + (" ONNX export time (not in the timings): "
+                + ", ".join(f"{n} {v:.0f} s" for n, v in exports.items()) + "." if exports else ""), ""]
     lines += settings_table(c["ms_per_image"])
     lines += ["", "Ratios (fastest setting of each): " + "; ".join(
         f"{k} {v:.2f}x" for k, v in c["ratios"].items()) + ".", ""]

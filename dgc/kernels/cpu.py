@@ -4,7 +4,8 @@ cached, and called through ctypes (no Python extension build, no ninja: one comp
 `fused_1x1` (the DGC 1x1 conv over the kept channels, the gather inside the GEMM: the CPU counterpart
 of fused_triton.py), `bnrelu_group_conv` (BN-ReLU and a grouped k x k conv at stride 1), `bnrelu_mean`
 (a DGC layer's BN-ReLU and its saliency pooling in one pass), `select_topk` (DGC's selection) and
-`avg_pool2` (the DenseNets' transitions). All are forward-only (they refuse tensors that require grad
+`avg_pool2` (the DenseNets' transitions) and `dgc_layer` (a whole DGC layer in one call: its
+pre-activation, saliency generators, selection and conv, 1x1 or k x k). All are forward-only (they refuse tensors that require grad
 while grad mode is on), float32, for CPU tensors; the layers run them as executions where a model was
 given them and they apply (cpu_layers.py), and otherwise their PyTorch executions, the same maths.
 
@@ -169,6 +170,8 @@ def _declare(lib: ctypes.CDLL) -> None:
     lib.dgc_avg_pool2.restype = c_int
     lib.dgc_bnrelu_mean.argtypes = [p] * 5 + [i64] * 4 + [c_int]
     lib.dgc_bnrelu_mean.restype = c_int
+    lib.dgc_layer.argtypes = [p] * 11 + [i64] * 15 + [c_int]
+    lib.dgc_layer.restype = c_int
 
 
 def _library() -> ctypes.CDLL:
@@ -242,6 +245,23 @@ def _raise_on(code: int, what: str) -> None:
         raise ValueError(f"{what}: {_ERRORS.get(code, f'error {code}')}")
 
 
+def _input_and_bn(x: torch.Tensor, bn_scale: torch.Tensor | None,
+                  bn_shift: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """x (B, C, h, w) batch-strided (copied contiguous otherwise) and checked; the per-channel BN
+    affine (C) checked, both given or neither."""
+    if (bn_scale is None) != (bn_shift is None):
+        raise ValueError("give both bn_scale and bn_shift, or neither")
+    if not batch_strided(x):
+        x = x.contiguous()
+    x = _check("x", x, keep_strides=True)
+    if bn_scale is not None:
+        c = x.shape[1]
+        bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
+        if bn_scale.shape != (c,) or bn_shift.shape != (c,):
+            raise ValueError(f"bn_scale and bn_shift must have shape ({c},)")
+    return x, bn_scale, bn_shift
+
+
 def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
               scale: torch.Tensor) -> torch.Tensor:
     """DGC 1x1 conv over the kept channels: x (B, C_in, h, w), weight (H, Co, C_in), idx (B, H, K)
@@ -281,15 +301,8 @@ def bnrelu_group_conv(x: torch.Tensor, weight: torch.Tensor, bn_scale: torch.Ten
     if groups < 1 or c % groups or c_out % groups or c_group * groups != c:
         raise ValueError(f"groups={groups} does not fit x with {c} channels and weight "
                          f"{tuple(weight.shape)}")
-    if (bn_scale is None) != (bn_shift is None):
-        raise ValueError("give both bn_scale and bn_shift, or neither")
-    if not batch_strided(x):
-        x = x.contiguous()
-    x, weight = _check("x", x, keep_strides=True), _check("weight", weight)
-    if bn_scale is not None:
-        bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
-        if bn_scale.shape != (c,) or bn_shift.shape != (c,):
-            raise ValueError(f"bn_scale and bn_shift must have shape ({c},)")
+    x, bn_scale, bn_shift = _input_and_bn(x, bn_scale, bn_shift)
+    weight = _check("weight", weight)
     ph, pw = padding
     ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
     if ho < 1 or wo < 1:
@@ -313,12 +326,9 @@ def bnrelu_mean(x: torch.Tensor, bn_scale: torch.Tensor,
     b, c, h, w = x.shape
     if h * w == 0:
         raise ValueError("x has no spatial positions to average")
-    if not batch_strided(x):
-        x = x.contiguous()
-    x = _check("x", x, keep_strides=True)
-    bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
-    if bn_scale.shape != (c,) or bn_shift.shape != (c,):
-        raise ValueError(f"bn_scale and bn_shift must have shape ({c},)")
+    if bn_scale is None or bn_shift is None:
+        raise ValueError("bnrelu_mean needs bn_scale and bn_shift")
+    x, bn_scale, bn_shift = _input_and_bn(x, bn_scale, bn_shift)
     y = torch.empty((b, c, h, w), dtype=torch.float32)
     means = torch.empty((b, c), dtype=torch.float32)
     code = lib.dgc_bnrelu_mean(_ptr(x), _ptr(bn_scale), _ptr(bn_shift), _ptr(y), _ptr(means),
@@ -342,6 +352,44 @@ def select_topk(saliency: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.
     code = lib.dgc_select_topk(_ptr(s), rows, c, keep, _ptr(idx), _ptr(values), torch.get_num_threads())
     _raise_on(code, "select_topk")
     return idx, values
+
+
+def dgc_layer(x: torch.Tensor, bn_scale: torch.Tensor | None, bn_shift: torch.Tensor | None,
+              w1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, wt: torch.Tensor, keep: int,
+              stride: tuple[int, int], padding: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A whole DGC layer with head-wise selection at inference, in one call: (out (B, H*Co, h', w')
+    with the heads interleaved, saliency (B, H, C), kept channel indices (B, H, keep)). x (B, C, h, w)
+    (batch-strided); bn_scale/bn_shift (C) its BN-ReLU pre-activation (`bn_affine`), or None for none;
+    w1 (H, S, C), w2 (H, C, S), b2 (H, C) the heads' saliency generators; wt (H, C, kh, kw, Co) the
+    heads' conv weights, output channel last; zero padding, dilation 1. The same maths as the
+    layer's PyTorch forward (dgc/layers/dgc_conv.py), its selection that of `select_topk`."""
+    lib = _library()
+    if x.dim() != 4 or wt.dim() != 5 or w1.dim() != 3 or w2.dim() != 3 or b2.dim() != 2:
+        raise ValueError(f"expected x (B, C, h, w), w1 (H, S, C), w2 (H, C, S), b2 (H, C), wt (H, C, kh, kw, "
+                         f"Co); got {tuple(x.shape)}, {tuple(w1.shape)}, {tuple(w2.shape)}, {tuple(b2.shape)}, "
+                         f"{tuple(wt.shape)}")
+    b, c, h, w = x.shape
+    heads, c_w, kh, kw, co = wt.shape
+    s = w1.shape[1]
+    if (c_w != c or w1.shape != (heads, s, c) or w2.shape != (heads, c, s) or b2.shape != (heads, c)
+            or not 0 <= keep <= c):
+        raise ValueError(f"inconsistent shapes: x {tuple(x.shape)}, w1 {tuple(w1.shape)}, w2 {tuple(w2.shape)}, "
+                         f"b2 {tuple(b2.shape)}, wt {tuple(wt.shape)}, keep {keep}")
+    x, bn_scale, bn_shift = _input_and_bn(x, bn_scale, bn_shift)
+    w1, w2, b2, wt = _check("w1", w1), _check("w2", w2), _check("b2", b2), _check("wt", wt)
+    (sh, sw), (ph, pw) = stride, padding
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"a {kh}x{kw} kernel with padding {padding} does not fit a {h}x{w} input")
+    y = torch.empty((b, c, h * w) if bn_scale is not None else (0,), dtype=torch.float32)
+    out = torch.empty((b, heads * co, ho, wo), dtype=torch.float32)
+    saliency = torch.empty((b, heads, c), dtype=torch.float32)
+    idx = torch.empty((b, heads, keep), dtype=torch.int64)
+    code = lib.dgc_layer(_ptr(x), _ptr(bn_scale), _ptr(bn_shift), _ptr(w1), _ptr(w2), _ptr(b2), _ptr(wt), _ptr(y),
+                         _ptr(out), _ptr(saliency), _ptr(idx), b, c, h, w, x.stride(0) if b else c * h * w,
+                         heads, s, co, kh, kw, sh, sw, ph, pw, keep, torch.get_num_threads())
+    _raise_on(code, "dgc_layer")
+    return out, saliency, idx
 
 
 def avg_pool2(x: torch.Tensor) -> torch.Tensor:

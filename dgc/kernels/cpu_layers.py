@@ -1,8 +1,8 @@
 """The C++ CPU kernels (dgc/kernels/cpu.py) as executions of the layers, for CPU inference.
 
 `use_cpu_kernels(model)` adds a row per kernel to the execution tables of the model's layers
-(dgc/layers/dispatch.py), tried before the PyTorch executions: `fused_cpu` and `bnrelu_mean` to the DGC
-layers, `fused_group_1x1` and `bnrelu_group_conv` to BNReLUConv2d, `avg_pool2` to AvgPool2x2 (where
+(dgc/layers/dispatch.py), tried before the PyTorch executions: `fused_layer_cpu` (the whole layer in
+one call) to the DGC layers' forwards, `fused_cpu` and `bnrelu_mean` to their steps, `fused_group_1x1` and `bnrelu_group_conv` to BNReLUConv2d, `avg_pool2` to AvgPool2x2 (where
 each applies and why: docs/design.md, "CPU kernels"). The kernels are forward-only, so training never
 asks for them: `dgc train` neither runs nor imports this module, and its code (the finished-run check,
 the train stage's deps) holds no kernel. The evaluate stage, `dgc bench` and the benchmarks call it.
@@ -63,6 +63,54 @@ BNRELU_MEAN = Execution(
     "eval mode, CPU inference of a float32 NCHW input", differentiable=False)
 
 
+def _packed(layer: DGCConv2d) -> tuple[torch.Tensor, ...]:
+    """The layer's weights as `cpu.dgc_layer` reads them (the gates stacked, the conv weights output
+    channel last, the BN affine), made once and kept on the layer until a parameter or a BatchNorm
+    statistic changes (a new tensor or an in-place write: its version)."""
+    sources = [p for head in layer.heads for p in (head.gate.fc1.weight, head.gate.fc2.weight,
+                                                   head.gate.fc2.bias, head.weight)]
+    if layer.preact:
+        norm = layer.norm
+        sources += [t for t in (norm.weight, norm.bias, norm.running_mean, norm.running_var) if t is not None]
+    key = tuple((t.data_ptr(), t._version) for t in sources)
+    cached = getattr(layer, "_cpu_packed", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    with torch.no_grad():
+        heads = layer.heads
+        w1 = torch.stack([h.gate.fc1.weight for h in heads]).float().contiguous()  # (H, S, C)
+        w2 = torch.stack([h.gate.fc2.weight for h in heads]).float().contiguous()  # (H, C, S)
+        b2 = torch.stack([h.gate.fc2.bias for h in heads]).float().contiguous()  # (H, C)
+        wt = layer.head_weights().float().permute(0, 2, 3, 4, 1).contiguous()  # (H, C, kh, kw, Co)
+        bn = cpu.bn_affine(layer.norm) if layer.preact else (None, None)
+    packed = (w1, w2, b2, wt, *bn)
+    layer._cpu_packed = (key, packed)
+    return packed
+
+
+def fused_layer_cpu(layer: DGCConv2d, x: torch.Tensor) -> torch.Tensor:
+    """The whole layer in one C++ call (`cpu.dgc_layer`); its report as the steps write it."""
+    w1, w2, b2, wt, bn_scale, bn_shift = _packed(layer)
+    out, saliency, kept = cpu.dgc_layer(x, bn_scale, bn_shift, w1, w2, b2, wt, layer.in_channels - layer.n_inactive,
+                                        layer.stride, layer.padding)
+    layer.report.record(layer, saliency, None, kept)
+    return out
+
+
+def _fused_layer_applies(layer: DGCConv2d, x: torch.Tensor) -> bool:
+    """Head-wise selection with n_in fixed, zero padding and no dilation, on a batch-strided float32
+    NCHW input at CPU inference (eval-mode BatchNorm where the layer has its pre-activation)."""
+    return (layer.selection == "head" and layer.fixed_inactive is not None and layer.dilation == (1, 1)
+            and x.dim() == 4 and cpu.batch_strided(x) and (not layer.preact or _inference_statistics(layer, x))
+            and cpu.cpu_inference(x))
+
+
+FUSED_LAYER_CPU = Execution(
+    "fused_layer_cpu", fused_layer_cpu, _fused_layer_applies, "head-wise selection with a fixed n_in, eval-mode "
+    "BatchNorm, CPU inference of a float32 NCHW input, and the C++ kernels built",
+    auto=lambda layer, x: layer.execution == "auto", differentiable=False)
+
+
 # -- BNReLUConv2d -----------------------------------------------------------------------------
 def _direct_conv_fits(layer: BNReLUConv2d, x: torch.Tensor) -> bool:
     """A grouped conv at stride 1 (zero padding) on a 4-d input: the shapes the two kernels take."""
@@ -119,6 +167,7 @@ def use_cpu_kernels(model: nn.Module) -> nn.Module:
     """Give every layer of `model` its CPU kernel executions (see the module docstring); returns it."""
     for module in model.modules():
         if isinstance(module, DGCConv2d):
+            module.forwards = module.forwards.extended(FUSED_LAYER_CPU)
             module.executions = module.executions.extended(FUSED_CPU)
             module.preactivations = module.preactivations.extended(BNRELU_MEAN)
         elif isinstance(module, BNReLUConv2d):

@@ -25,6 +25,7 @@ from dgc.layers.gate import SaliencyGenerator
 from dgc.layers.pruning_schedule import PRUNE_END, PRUNE_START, check_gate_factor, inactive_channels
 
 SELECTIONS = ("head", "global")
+_INF = float("inf")
 
 
 @dataclass(eq=False)
@@ -65,6 +66,12 @@ def _bnrelu(layer: DGCConv2d, x: torch.Tensor) -> tuple[torch.Tensor, None]:
 # A DGC layer's own pre-activation (preact=True): BatchNorm-ReLU; a kernel may add a row that also
 # returns the saliency pooling (dgc/kernels/cpu_layers.py).
 PREACTIVATIONS = Executions(Execution("bnrelu", _bnrelu))
+# The ways to run a whole DGC layer: its steps (`DGCConv2d.steps`: pre-activation, saliency,
+# selection and report, then one execution of `executions`); a kernel may add a row that runs the
+# whole layer in one call (dgc/kernels/cpu_layers.py: `fused_layer_cpu`, where the steps' small ops
+# cost more than their arithmetic).
+STEPS = Execution("steps", lambda layer, x: layer.steps(x))
+FORWARDS = Executions(STEPS)
 
 
 class DGCHead(nn.Module):
@@ -143,6 +150,7 @@ class DGCConv2d(nn.Module):
 
     executions = DGC_EXECUTIONS  # the ways to run the conv (dgc/layers/executions.py)
     preactivations = PREACTIVATIONS
+    forwards = FORWARDS
 
     # -- pruning state ------------------------------------------------------------------------
     @property
@@ -205,7 +213,7 @@ class DGCConv2d(nn.Module):
         host sync, no data-dependent size); inside the pruning ramp each channel's rank from one
         stable sort is compared with the n_in buffer (a tensor), and no indices are returned.
         """
-        s = saliency.detach().nan_to_num(nan=float("inf"))  # a NaN ranks as most salient
+        s = saliency.detach().nan_to_num(nan=_INF, posinf=_INF, neginf=-_INF)  # a NaN ranks as +inf (as in C++)
         if self.selection == "global":  # DGC-G: one threshold; how many are kept varies per row
             return s >= self.threshold, None
         n = self.fixed_inactive
@@ -231,6 +239,10 @@ class DGCConv2d(nn.Module):
         return self.preactivations.choose(self, x).run(self, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forwards.choose(self, x).run(self, x)
+
+    def steps(self, x: torch.Tensor) -> torch.Tensor:
+        """The algorithm step by step: pre-activation, saliency, selection, report, one execution."""
         x, pooled = self.preactivate(x)  # (B, C_in, h, w)
         saliency = self.saliency(x, pooled)  # (B, H, C_in)
         execution = choose(self, x)
@@ -240,9 +252,11 @@ class DGCConv2d(nn.Module):
         return execution.run(self, x, saliency, keep, kept)
 
     def execution_path(self, x: torch.Tensor) -> str:
-        """The name of the execution that runs for input x: `execution`, or for 'auto' the rules of
+        """The name of what runs for input x: a whole-layer forward where one applies (a kernel's,
+        `forwards`), else the execution of the steps: `execution`, or for 'auto' the rules of
         dgc.layers.executions, after any fallback."""
-        return choose(self, x).name
+        whole = self.forwards.choose(self, x)
+        return choose(self, x).name if whole is STEPS else whole.name
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -253,14 +267,23 @@ class DGCConv2d(nn.Module):
 
 
 def rank_keys(saliency: torch.Tensor) -> torch.Tensor:
-    """Unique int64 keys (..., C) ordered as (saliency, channel index): the float's bits made
-    monotone (negatives flipped, -0.0 as 0.0) above the channel index. Sorting or taking the top-k
-    of them is a stable ranking of the saliencies, without a stable sort. NaN must be replaced first."""
-    bits = (saliency.float() + 0.0).view(torch.int32)  # + 0.0: -0.0 becomes 0.0
-    bits = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # negative floats: larger magnitude, smaller int
-    channels = saliency.shape[-1]
-    index = torch.arange(channels, device=saliency.device)
-    return (bits.to(torch.int64) << max(1, (channels - 1).bit_length())) | index
+    """Unique float64 keys (..., C) ordered as (saliency, channel index): sorting or taking the top-k
+    of them is a stable ranking of the saliencies, without a stable sort. NaN must be replaced first.
+
+    key = v + |v| * c * 2^-48 + c * 2^-250 for v = the saliency in float64 (exact; +-inf as
+    +-2^200, above every finite float32) and c = the channel index. Every value v != 0 is moved by
+    less than 2^-28 of itself (c < 2^20), while two distinct float32 values differ by at least 2^-24
+    of the larger one, so the saliency order is kept; at one value the index orders the keys (its
+    steps, 2^-48 of v, are far above float64's rounding, 2^-53); at 0 (and -0.0) the keys are
+    c * 2^-250, below every positive float32 (>= 2^-149). The same order as the float's bits made
+    monotone above the channel index (the C++ selection, dgc/kernels/cpu_kernels.cpp), in
+    elementwise ops that ONNX has (it has no bit-cast). Every constant is a float32 (2^200 and
+    2^-250 are products of two): exporters write a Python scalar as a float32 constant, where 2^200
+    would overflow and 2^-250 vanish."""
+    v = saliency.double()
+    v = torch.where(v.isinf(), v.sign() * 2.0 ** 100 * 2.0 ** 100, v)
+    index = torch.arange(saliency.shape[-1], dtype=torch.float64, device=saliency.device)
+    return v + v.abs() * (index * 2.0 ** -48) + index * 2.0 ** -125 * 2.0 ** -125
 
 
 def head_angle_similarity(saliency: torch.Tensor) -> torch.Tensor:

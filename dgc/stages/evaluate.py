@@ -7,10 +7,12 @@ checkpoint (mean over seeds, with their standard deviation and per-seed values w
 flops_dense / flops_expected (the paper's convention; for DGC-G, whose pruning is uneven, from the
 fraction of channels each layer selected on the evaluation set) / flops_actual (from the channels the
 DGC layers really used on the evaluation set, per image), params, whether every seed finished
-learning (`plateau`, the criterion of dgc/measure/plateau.py), and inference latency per image
-(through torch.compile per `evaluate.compile`, whose `auto` stays eager on the CPU; the info JSON's
-`latency_compile` says which ran: off or the compile mode). On the CPU the models run the C++
-inference kernels (dgc/kernels/cpu_layers.py).
+learning (`plateau`, the criterion of dgc/measure/plateau.py), and inference latency per image in
+each runtime of `evaluate.runtimes` (eager, compiled, onnxruntime: dgc/measure/runtimes.py;
+`latency_ms_per_image_by_runtime`) and, per batch size, in the fastest of them
+(`latency_ms_per_image`; the info JSON's `latency_runtime` names it, `latency_compile` the compiled
+runtime's mode or off). On the CPU the models run the C++ inference kernels
+(dgc/kernels/cpu_layers.py).
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from dgc.data.batches import make_test_batches
 from dgc.kernels.cpu_layers import use_cpu_kernels
 from dgc.layers import global_layers
 from dgc.measure.flops import actual_flops, count_flops
-from dgc.measure.latency import device_name, inference_latency
+from dgc.measure.latency import device_name
 from dgc.measure.plateau import plateau_of_seeds
+from dgc.measure.runtimes import fastest, latency_by_runtime, runtimes_to_time
 from dgc.measure.usage import measure_usage
 from dgc.runtime.checkpoint import load_model
-from dgc.runtime.compile import Compiled, resolve_compile
 from dgc.runtime.device import resolve_device
 from dgc.runtime.engine import evaluate
 from dgc.runtime.runs import run_dir
@@ -112,11 +114,10 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     plateau, gains = plateau_of_seeds(curves)  # finished learning? (dgc/measure/plateau.py)
     best_mean, best_std = _mean_and_spread(best_rows)
     final_mean, final_std = _mean_and_spread(final_rows)
-    mode = resolve_compile(cfg.compile, device)  # auto: compiled on CUDA, eager on the CPU
-    forward = Compiled(model.eval().to(device), mode, log=log)  # eager again if compiling fails
-    latency = {f"batch_{b}": inference_latency(model, device, b, size, cfg.latency_repeats, forward,
-                                               warmup=2 if mode is None else 5)
-               for b in cfg.latency_batch_sizes}
+    runtimes = runtimes_to_time(cfg.runtimes, cfg.compile, device)  # + compiled where evaluate.compile compiles
+    timed = latency_by_runtime(model, device, runtimes, cfg.compile, cfg.latency_batch_sizes, size,
+                               cfg.latency_repeats, log=log)
+    latency, latency_runtime = fastest(timed["ms"])
     metrics = {
         "best": {**best_mean, "epoch": best_rows[0]["epoch"]},
         "final": {**final_mean, "epoch": final_rows[0]["epoch"]},
@@ -124,7 +125,8 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         "plateau": plateau,
         **flops,
         "flops_actual": actual_flops(model, size, active) if active else flops["flops_expected"],
-        "latency_ms_per_image": latency,
+        "latency_ms_per_image": latency,  # per batch size, in its fastest runtime (info: latency_runtime)
+        "latency_ms_per_image_by_runtime": timed["ms"],
         **{k: v for k, v in comparability(dataset, settings).items() if k != "reason"},
     }
     if len(seeds) > 1:
@@ -134,7 +136,11 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
                                for s, b, f, g in zip(seeds, best_rows, final_rows, gains)}
     info = {"dataset": dataset, "model": model_name, "profile": settings["profile"],
             "latency_device": device_name(device),
-            "latency_compile": forward.mode if forward.compiled else "off",
+            "latency_runtime": latency_runtime,  # per batch size, the runtime of latency_ms_per_image
+            "latency_runtimes": list(timed["ms"]),  # the runtimes timed (metrics: latency_ms_per_image_by_runtime)
+            "latency_skipped": timed["skipped"],  # runtime -> why it was not timed
+            "latency_compile": timed["compile"],  # the compiled runtime's mode; off when it did not run
+            "latency_onnx_max_rel_diff": timed["onnx_max_rel_diff"],  # ONNX Runtime vs eager logits (None: not run)
             "latency_repeats": cfg.latency_repeats,  # the median of this many timed forwards per batch size
             "runtime": final_runtime,
             "comparability": comparability(dataset, settings)["reason"],

@@ -1,0 +1,101 @@
+"""Inference latency per runtime: the same model eager, compiled and in ONNX Runtime, and the fastest.
+
+`evaluate.runtimes` lists the runtimes the evaluate stage times (dgc/config.py RUNTIMES):
+
+    eager        the PyTorch model as loaded (on the CPU with the C++ inference kernels)
+    compiled     torch.compile of it, mode `evaluate.compile` (`auto`/`off`: 'default'); also timed
+                 where `evaluate.compile` itself compiles (a mode, or `auto` on CUDA), as before
+                 runtimes existed
+    onnxruntime  the model exported to ONNX (dgc/runtime/exported.py) at each batch size (a static
+                 batch: the k x k DGC layers keep their gather execution), in ONNX Runtime on the
+                 CPU with torch's thread count; CPU latency only (skipped on another device)
+
+`latency_by_runtime` returns ms per image per runtime and batch size; `fastest` picks, per batch
+size, the runtime a user would deploy with.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from dgc.measure.latency import inference_latency
+
+Forward = Callable[[torch.Tensor], torch.Tensor]
+
+
+def runtimes_to_time(runtimes: tuple[str, ...], compile_setting: str, device: torch.device) -> list[str]:
+    """The runtimes to time: `runtimes`, plus `compiled` where `compile_setting` compiles on `device`."""
+    from dgc.runtime.compile import resolve_compile
+
+    chosen = list(runtimes)
+    if resolve_compile(compile_setting, device) is not None and "compiled" not in chosen:
+        chosen.append("compiled")
+    return chosen
+
+
+def compile_mode(compile_setting: str, device: torch.device) -> str:
+    """The torch.compile mode of the `compiled` runtime: `compile_setting`'s, or 'default'."""
+    from dgc.runtime.compile import resolve_compile
+
+    return resolve_compile(compile_setting, device) or "default"
+
+
+def latency_by_runtime(model: nn.Module, device: torch.device, runtimes: list[str], compile_setting: str,
+                       batch_sizes: tuple[int, ...], input_size: tuple[int, int, int], repeats: int,
+                       log=print) -> dict[str, Any]:
+    """{"ms": {runtime: {"batch_<b>": ms per image}}, "compile": the compiled runtime's mode or 'off'
+    (when it fell back to eager or did not run), "skipped": {runtime: why}, "onnx_max_rel_diff": the
+    largest |logit difference| of ONNX Runtime to eager on the timed inputs, over the largest |eager
+    logit| (None without it)}."""
+    from dgc.runtime.compile import Compiled
+
+    model.eval().to(device)
+    ms: dict[str, dict[str, float]] = {}
+    skipped: dict[str, str] = {}
+    compiled_mode, onnx_diff = "off", None
+    for runtime in runtimes:
+        if runtime == "onnxruntime" and device.type != "cpu":
+            skipped[runtime] = f"ONNX Runtime runs on the CPU here, the latency device is {device.type}"
+            continue
+        row = {}
+        compiled = Compiled(model, compile_mode(compile_setting, device), log=log) if runtime == "compiled" else None
+        for b in batch_sizes:
+            forward: Forward | None = compiled  # None: the model itself
+            if runtime == "onnxruntime":
+                forward, diff = _onnx_forward(model, b, input_size)
+                onnx_diff = diff if onnx_diff is None else max(onnx_diff, diff)
+            row[f"batch_{b}"] = inference_latency(model, device, b, input_size, repeats, forward,
+                                                  warmup=5 if compiled else 2)
+        if compiled is not None and compiled.compiled:
+            compiled_mode = compiled.mode
+        ms[runtime] = row
+    return {"ms": ms, "compile": compiled_mode, "skipped": skipped, "onnx_max_rel_diff": onnx_diff}
+
+
+def _onnx_forward(model: nn.Module, batch: int, input_size: tuple[int, int, int]) -> tuple[Forward, float]:
+    """The model in ONNX Runtime at a static batch, and its largest |logit - eager| on one input over
+    the largest |eager logit|."""
+    from dgc.runtime.exported import onnx_forward
+
+    x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
+    forward = onnx_forward(model, x, dynamic_batch=False)
+    with torch.no_grad():
+        eager = model(x)
+        diff = float((forward(x) - eager).abs().max() / eager.abs().max().clamp_min(1e-30))
+    return forward, diff
+
+
+def fastest(ms: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, str]]:
+    """Per batch size the smallest ms per image over the runtimes, and which runtime gave it (the
+    first listed among equals)."""
+    best: dict[str, float] = {}
+    which: dict[str, str] = {}
+    for runtime, row in ms.items():
+        for batch, value in row.items():
+            if batch not in best or value < best[batch]:
+                best[batch], which[batch] = value, runtime
+    order = sorted(best, key=lambda k: int(k.split("_")[1]))
+    return {k: best[k] for k in order}, {k: which[k] for k in order}

@@ -1,0 +1,128 @@
+"""A model's exported forms: a torch.export program (.pt2) and an ONNX model, which ONNX Runtime runs on
+the CPU.
+
+`export_program(model, example)` traces the model's PyTorch executions (the C++ CPU kernels are opaque
+to tracing and stay off) with a dynamic batch dimension. DGC's selection stays data-dependent: the
+graph computes every sample's saliencies, their rank keys (`rank_keys`, plain arithmetic) and a top-k
+of them, as the eager layer does; nothing is pruned into a static model. Where a layer's execution
+cannot be exported it exports another, the same maths (`export_execution`). `onnx_model(program)` translates the program with
+torch.onnx's dynamo exporter; `ort_session` opens an ONNX model in ONNX Runtime on the CPU and
+`OrtForward` calls it like a model (a float32 tensor in, the logits out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from dgc.layers import DGCConv2d
+from dgc.layers.executions import is_1x1
+
+BATCH = "batch"  # the name of the exported programs' dynamic dimension
+
+
+def export_execution(layer: DGCConv2d, dynamic_batch: bool = True) -> str:
+    """The execution a DGC layer is exported with: its own setting, except where that setting could
+    run something the export cannot hold. A k x k conv's `sparse` and `scaled_weight` are convs
+    grouped over the batch (an ONNX Conv's groups are a constant: not with a dynamic batch), so with
+    a dynamic batch k x k layers export `masked` (groups = heads); a DGC-G layer's gather executions
+    read its varying kept count on the host, so its 1x1 convs export `scaled_weight` (a batched
+    matmul)."""
+    if not is_1x1(layer) and (dynamic_batch or layer.selection == "global"):
+        return "masked"
+    if layer.selection == "global":
+        return "scaled_weight"
+    return layer.execution
+
+
+@contextlib.contextmanager
+def export_executions(model: nn.Module, dynamic_batch: bool = True) -> Iterator[nn.Module]:
+    """Within the block every DGC layer runs the execution it exports with (`export_execution`) and
+    the CPU kernels are off; restored after."""
+    from dgc.kernels.cpu import kernels_off
+
+    layers = [m for m in model.modules() if isinstance(m, DGCConv2d)]
+    saved = [layer.execution for layer in layers]
+    for layer in layers:
+        layer.execution = export_execution(layer, dynamic_batch)
+    try:
+        with kernels_off():
+            yield model
+    finally:
+        for layer, execution in zip(layers, saved):
+            layer.execution = execution
+
+
+def export_program(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = True) -> torch.export.ExportedProgram:
+    """torch.export of the eval-mode `model` for inputs shaped like `example` (N, C, H, W): the batch
+    dimension dynamic (at least 1), or with `dynamic_batch=False` fixed at N (then every execution
+    exports, the k x k gathers too). An example batch of 1 would fix a dynamic batch at 1
+    (torch.export specialises sizes 0 and 1), so it is traced as 2."""
+    model.eval()
+    if dynamic_batch and example.shape[0] < 2:
+        example = example.expand(2, *example.shape[1:]).contiguous()
+    shapes = ({0: torch.export.Dim(BATCH, min=1)},) if dynamic_batch else None
+    with export_executions(model, dynamic_batch), torch.no_grad():
+        return torch.export.export(model, (example,), dynamic_shapes=shapes)
+
+
+def onnx_model(program: torch.export.ExportedProgram):
+    """The program as an ONNX model (torch.onnx's dynamo exporter; an `onnx.ModelProto`), its input
+    named `x`, its output `logits`, the batch dimension dynamic."""
+    import warnings
+
+    with warnings.catch_warnings():  # the exporter's own notes on its translation
+        warnings.simplefilter("ignore")
+        onnx_program = torch.onnx.export(program, input_names=["x"], output_names=["logits"],
+                                         dynamo=True, verbose=False)
+    return onnx_program.model_proto
+
+
+def save_onnx(model_proto, path: str | Path) -> Path:
+    import onnx
+
+    from dgc.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        onnx.save(model_proto, str(tmp))
+    return Path(path)
+
+
+def ort_session(model: str | Path | bytes, threads: int | None = None, spinning: bool = False):
+    """An ONNX Runtime session on the CPU for an ONNX model (a file or its bytes): `threads`
+    intra-op threads (default torch's), one inter-op thread, all graph optimisations. `spinning`:
+    idle threads busy-wait for the next op (faster alone, but they take the cores from whatever runs
+    next in the process: off by default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+class OrtForward:
+    """An ONNX Runtime session called like the model: a float32 CPU tensor (N, C, H, W) in, the
+    logits tensor out."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.input = session.get_inputs()[0].name
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input: array})[0])
+
+
+def onnx_forward(model: nn.Module, example: torch.Tensor, threads: int | None = None,
+                 spinning: bool = False, dynamic_batch: bool = True) -> OrtForward:
+    """`model` exported (export_program, onnx_model) and opened in ONNX Runtime, in memory."""
+    proto = onnx_model(export_program(model, example, dynamic_batch))
+    return OrtForward(ort_session(proto.SerializeToString(), threads, spinning))
