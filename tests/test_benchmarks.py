@@ -79,3 +79,17 @@ def test_gpu_check_report_writes_summary_md_again_from_summary_json(tmp_path, ca
     capsys.readouterr()
     assert gpu_check_report.main([str(tmp_path / "summary.json"), "--out", "-"]) == 0
     assert capsys.readouterr().out == gpu_check_report.markdown(summary)
+
+
+def test_batch1_profile_splits_a_forward_by_layer_kind(tmp_path):
+    """benchmarks/batch1_profile.py: one batch-1 forward of densenet86_dgc, its 42 DGC layers timed
+    as one kind, ATen operators counted, and the JSON written."""
+    import batch1_profile
+
+    out = tmp_path / "profile.json"
+    assert batch1_profile.main(["--models", "densenet86_dgc", "--repeats", "1", "--json", str(out)]) == 0
+    row = json.loads(out.read_text())["models"]["densenet86_dgc"]
+    assert row["kinds"]["DGC layer"]["modules"] == 42
+    assert 0 < row["kinds"]["DGC layer"]["ms"] < row["kinds"]["forward with timers"]["ms"]
+    assert row["ms_per_image"] > 0 and row["op_calls_per_forward"] > 42
+    assert row["top_ops"] and all(op["self_ms"] >= 0 for op in row["top_ops"])

@@ -154,6 +154,24 @@ def test_the_whole_layer_kernel_follows_its_weights_and_statistics():
 
 
 @needs_kernels
+def test_the_whole_layer_kernel_runs_a_layer_built_under_inference_mode():
+    """Inference tensors have no version counter: the kernel packs their weights at every call and
+    still follows an in-place change (it made `Inference tensors do not track version counter`)."""
+    torch.manual_seed(5)
+    with torch.inference_mode():
+        layer = use_cpu_kernels(DGCConv2d(16, 16, 1, heads=4).eval())
+        layer.set_inactive(8)
+        x = torch.randn(2, 16, 6, 6)
+        first = layer(x)
+        layer.heads[0].weight.mul_(3.0)
+        got = layer(x)
+        layer.execution = "masked"
+        expected = layer(x)
+    assert not torch.allclose(first, got)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@needs_kernels
 def test_the_whole_layer_kernel_applies_at_cpu_inference_only():
     layer = use_cpu_kernels(DGCConv2d(16, 16, 1, heads=4).eval())
     x = torch.randn(2, 16, 6, 6)

@@ -66,15 +66,17 @@ BNRELU_MEAN = Execution(
 def _packed(layer: DGCConv2d) -> tuple[torch.Tensor, ...]:
     """The layer's weights as `cpu.dgc_layer` reads them (the gates stacked, the conv weights output
     channel last, the BN affine), made once and kept on the layer until a parameter or a BatchNorm
-    statistic changes (a new tensor or an in-place write: its version)."""
+    statistic changes (a new tensor or an in-place write: its version). Weights made under
+    torch.inference_mode have no version to watch: they are packed again at every call."""
     sources = [p for head in layer.heads for p in (head.gate.fc1.weight, head.gate.fc2.weight,
                                                    head.gate.fc2.bias, head.weight)]
     if layer.preact:
         norm = layer.norm
         sources += [t for t in (norm.weight, norm.bias, norm.running_mean, norm.running_var) if t is not None]
-    key = tuple((t.data_ptr(), t._version) for t in sources)
+    trackable = not any(t.is_inference() for t in sources)
+    key = tuple((t.data_ptr(), t._version) for t in sources) if trackable else None
     cached = getattr(layer, "_cpu_packed", None)
-    if cached is not None and cached[0] == key:
+    if trackable and cached is not None and cached[0] == key:
         return cached[1]
     with torch.no_grad():
         heads = layer.heads
@@ -84,7 +86,7 @@ def _packed(layer: DGCConv2d) -> tuple[torch.Tensor, ...]:
         wt = layer.head_weights().float().permute(0, 2, 3, 4, 1).contiguous()  # (H, C, kh, kw, Co)
         bn = cpu.bn_affine(layer.norm) if layer.preact else (None, None)
     packed = (w1, w2, b2, wt, *bn)
-    layer._cpu_packed = (key, packed)
+    layer._cpu_packed = (key, packed) if trackable else None
     return packed
 
 
