@@ -15,7 +15,6 @@ a little themselves: the shares are what to read, not their sum.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections import defaultdict
@@ -66,15 +65,17 @@ def kind_shares(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> dict[s
     spent: dict[str, float] = defaultdict(float)
     calls: dict[str, int] = defaultdict(int)
     starts: dict[int, float] = {}
+    kinds = {id(module): kind for kind, module in timed_modules(model)}
+
+    def pre(mod: torch.nn.Module, _inp: object) -> None:
+        starts[id(mod)] = time.perf_counter()
+
+    def post(mod: torch.nn.Module, _inp: object, _out: object) -> None:
+        spent[kinds[id(mod)]] += time.perf_counter() - starts[id(mod)]
+        calls[kinds[id(mod)]] += 1
+
     handles = []
-    for kind, module in timed_modules(model):
-        def pre(mod, _inp, key=id(module)):
-            starts[key] = time.perf_counter()
-
-        def post(mod, _inp, _out, key=id(module), kind=kind):
-            spent[kind] += time.perf_counter() - starts[key]
-            calls[kind] += 1
-
+    for _kind, module in timed_modules(model):
         handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
     try:
         model(x)  # warm-up, not counted
