@@ -86,10 +86,14 @@ def test_batch1_profile_splits_a_forward_by_layer_kind(tmp_path):
     as one kind, ATen operators counted, and the JSON written."""
     import batch1_profile
 
-    out = tmp_path / "profile.json"
+    out = tmp_path / "batch1_profile.json"
     assert batch1_profile.main(["--models", "densenet86_dgc", "--repeats", "1", "--json", str(out)]) == 0
     row = json.loads(out.read_text())["models"]["densenet86_dgc"]
     assert row["kinds"]["DGC layer"]["modules"] == 42
     assert 0 < row["kinds"]["DGC layer"]["ms"] < row["kinds"]["forward with timers"]["ms"]
     assert row["ms_per_image"] > 0 and row["op_calls_per_forward"] > 42
     assert row["top_ops"] and all(op["self_ms"] >= 0 for op in row["top_ops"])
+    section = next(s for s in SECTIONS if s.file == "batch1_profile.json")
+    table = [line for line in section.render(section.read(tmp_path)).splitlines()
+             if line.startswith("| densenet86_dgc |")]
+    assert len(table) == 1 and f"{row['kinds']['DGC layer']['ms']:.2f} (42)" in table[0]

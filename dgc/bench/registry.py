@@ -125,6 +125,32 @@ def cpu_kernels_section(k: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PROFILE_KINDS = ("DGC layer", "conv", "BN / ReLU", "pooling", "linear", "outside the modules above")
+
+
+def batch1_profile_section(p: Mapping[str, Any]) -> str:
+    """One row per model: ms/image at batch 1, the ms inside each kind of module, ATen operator calls."""
+    lines = [made_by(p),
+             f"{p['device']}, torch {p['torch']}, batch 1, eager with the C++ kernels, full width, CIFAR stem; "
+             f"ms per forward, {p['repeats']} forwards. The kinds are timed by a timer around each module "
+             "(which costs a little itself: read the shares); \"outside\" is the rest of the timed forward "
+             "(the model's own Python: slicing, concatenation, additions). ATen operators exclude the "
+             "project's C++ kernels (called through ctypes).", "",
+             "| model | ms/image | " + " | ".join(f"in {k} (modules)" for k in PROFILE_KINDS)
+             + " | ATen op calls | ms in ATen ops | top ATen op |",
+             "|---|---|" + "---|" * (len(PROFILE_KINDS) + 3)]
+    for name, row in p["models"].items():
+        kinds = row["kinds"]
+        cells = [f"{kinds[k]['ms']:.2f} ({kinds[k]['modules']})" if k in kinds and kinds[k]["modules"]
+                 else (f"{kinds[k]['ms']:.2f}" if k in kinds else "-") for k in PROFILE_KINDS]
+        top = row["top_ops"][0] if row["top_ops"] else None
+        top_cell = f"{top['op']} {top['self_ms']:.2f} ms ({top['calls_per_forward']:.0f} calls)" if top else "-"
+        lines.append(f"| {name} | {row['ms_per_image']:.2f} | " + " | ".join(cells)
+                     + f" | {row['op_calls_per_forward']:.0f} | {row['ms_in_aten_ops']:.2f} | {top_cell} |")
+    lines.append("")
+    return "\n".join(lines)
+
+
 def gpu_section(summary_md: str) -> str:
     """summary.md as the GPU check (benchmarks/gpu_check.py) wrote it; a dry run (CPU, tiny models)
     is no GPU measurement and is refused."""
@@ -145,5 +171,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("The CPU kernels against the PyTorch ops they replace "
             "(`python benchmarks/cpu_kernels.py --json reports/cpu_kernels.json`)", "cpu_kernels.json",
             cpu_kernels_section),
+    Section("Where batch 1 spends its time (`python benchmarks/batch1_profile.py --json reports/batch1_profile.json`)",
+            "batch1_profile.json", batch1_profile_section),
     Section("On a GPU (`bash benchmarks/gpu_check.sh`)", "gpu/summary.md", gpu_section),
 )
