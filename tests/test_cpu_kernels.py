@@ -135,13 +135,16 @@ def test_the_whole_layer_kernel_matches_masked(c_in, c_out, k, stride, pad, head
 
 
 @needs_kernels
-def test_the_whole_layer_kernel_follows_its_weights_and_statistics():
-    """Its packed weights are rebuilt when a weight or a BatchNorm statistic changes in place."""
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_the_whole_layer_kernel_follows_its_weights_and_statistics(mode):
+    """Its packed weights are rebuilt when a weight or a BatchNorm statistic changes in place; weights
+    made under inference_mode have no version counter and are packed at every call (they made
+    `Inference tensors do not track version counter`)."""
     torch.manual_seed(4)
-    layer = use_cpu_kernels(DGCConv2d(16, 16, 3, padding=1, heads=4).eval())
-    layer.set_inactive(8)
-    x = torch.randn(2, 16, 6, 6)
-    with torch.no_grad():
+    with mode():
+        layer = use_cpu_kernels(DGCConv2d(16, 16, 3, padding=1, heads=4).eval())
+        layer.set_inactive(8)
+        x = torch.randn(2, 16, 6, 6)
         before = layer(x)
         layer.heads[1].weight.mul_(2.0)
         layer.heads[2].gate.fc2.bias.add_(0.5)
@@ -151,24 +154,6 @@ def test_the_whole_layer_kernel_follows_its_weights_and_statistics():
         expected = layer(x)
     assert not torch.allclose(before, after)
     torch.testing.assert_close(after, expected, rtol=1e-5, atol=1e-5)
-
-
-@needs_kernels
-def test_the_whole_layer_kernel_runs_a_layer_built_under_inference_mode():
-    """Inference tensors have no version counter: the kernel packs their weights at every call and
-    still follows an in-place change (it made `Inference tensors do not track version counter`)."""
-    torch.manual_seed(5)
-    with torch.inference_mode():
-        layer = use_cpu_kernels(DGCConv2d(16, 16, 1, heads=4).eval())
-        layer.set_inactive(8)
-        x = torch.randn(2, 16, 6, 6)
-        first = layer(x)
-        layer.heads[0].weight.mul_(3.0)
-        got = layer(x)
-        layer.execution = "masked"
-        expected = layer(x)
-    assert not torch.allclose(first, got)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @needs_kernels
