@@ -168,9 +168,6 @@ SECTIONS: tuple[Section, ...] = (
     Section("Layers and whole models at inference (`dgc bench`)", "bench.json", bench_section),
     Section("Whole models on the CPU (`python benchmarks/cpu_inference.py --json reports/cpu_inference.json`)",
             "cpu_inference.json", cpu_inference_section),
-    Section("Batch 1 with the final kernels (`python benchmarks/cpu_inference.py --batches 1 --no-compile "
-            "--no-channels-last --models densenet86_dgc densenet86 resnet18_dgc resnet18 --repeats 20 "
-            "--json reports/cpu_inference_batch1.json`)", "cpu_inference_batch1.json", cpu_inference_section),
     Section("The CPU kernels against the PyTorch ops they replace "
             "(`python benchmarks/cpu_kernels.py --json reports/cpu_kernels.json`)", "cpu_kernels.json",
             cpu_kernels_section),
