@@ -6,7 +6,8 @@ benchmarks/cpu_inference.py): the median ms of one batch-1 forward; then, from t
 time of every op; the project's C++ kernels are called through ctypes and are not among them) and the
 top operators; then, with a timer around each module of a kind (DGC layers, other convs,
 BatchNorm/ReLU, pooling, linear), the share of the forward spent inside each kind. The timers cost
-a little themselves: the shares are what to read, not their sum.
+a little themselves: the shares are what to read, not their sum. Last, the model exported to ONNX
+at batch 1 in ONNX Runtime with its own profiler: the time inside graph nodes by node type.
 
     .venv/bin/python benchmarks/batch1_profile.py [--models densenet86_dgc densenet86 resnet18_dgc resnet18]
         [--threads 2] [--repeats 30] [--json reports/batch1_profile.json]
@@ -15,9 +16,12 @@ a little themselves: the shares are what to read, not their sum.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 import time
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -29,6 +33,7 @@ from dgc.measure.calibrate import ready_for_timing
 from dgc.measure.latency import device_name, median_times
 from dgc.measure.provenance import provenance
 from dgc.models import create_model
+from dgc.runtime.exported import OrtForward, export_program, onnx_model, ort_session
 
 KINDS = (("DGC layer", (DGCConv2d,)), ("conv", (torch.nn.Conv2d,)),
          ("BN / ReLU", (torch.nn.BatchNorm2d, torch.nn.ReLU, torch.nn.ReLU6)),
@@ -113,11 +118,36 @@ def op_profile(model: torch.nn.Module, x: torch.Tensor, repeats: int, top: int =
                          "self_ms": e.self_cpu_time_total / 1000 / repeats} for e in ranked]}
 
 
+def ort_profile(model: torch.nn.Module, x: torch.Tensor, threads: int, repeats: int, folder: str,
+                top: int = 6) -> dict:
+    """The model exported at batch 1 (a static batch, as benchmarks/cpu_inference.py times it) in ONNX
+    Runtime with its profiler: ms per forward, ms inside graph nodes, node runs per forward, and the
+    node types that take the most time."""
+    session = ort_session(onnx_model(export_program(model, x, dynamic_batch=False)).SerializeToString(),
+                          threads, profile_prefix=str(Path(folder) / "ort"))
+    forward = OrtForward(session)
+    forward(x)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        forward(x)
+    wall = time.perf_counter() - start
+    events = json.loads(Path(session.end_profiling()).read_text())
+    nodes = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    runs = len(nodes) / (repeats + 1)
+    by_type: dict[str, float] = defaultdict(float)
+    for e in nodes:
+        by_type[e.get("args", {}).get("op_name", "?")] += e["dur"] / 1000 / (repeats + 1)
+    ranked = sorted(by_type.items(), key=lambda kv: -kv[1])[:top]
+    return {"ms_per_image_profiled": 1000 * wall / repeats, "ms_in_nodes": sum(by_type.values()),
+            "node_runs_per_forward": runs, "top_node_types": [{"op": k, "ms": v} for k, v in ranked]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["densenet86_dgc", "densenet86", "resnet18_dgc", "resnet18"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime profile")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -134,13 +164,19 @@ def main(argv: list[str] | None = None) -> int:
             ms = 1000 * median_times({name: lambda m=model: m(x)}, device, args.repeats)[name]
             ops = op_profile(model, x, args.repeats)
             kinds = kind_shares(model, x, args.repeats)
-            result["models"][name] = {"ms_per_image": ms, **ops, "kinds": kinds}
-            print(f"{name}: {ms:.2f} ms/image; {ops['op_calls_per_forward']:.0f} ATen op calls per forward, "
-                  f"{ops['ms_in_aten_ops']:.2f} ms inside them (profiled wall {ops['ms_wall_profiled']:.2f})", flush=True)
-            for kind, row in sorted(kinds.items(), key=lambda kv: -kv[1]["ms"]):
-                print(f"    {kind:28s} {row['ms']:7.2f} ms  ({row['modules']} modules)")
-            for op in ops["top_ops"]:
-                print(f"    op {op['op']:40s} {op['self_ms']:7.2f} ms in {op['calls_per_forward']:.0f} calls")
+        row = result["models"][name] = {"ms_per_image": ms, **ops, "kinds": kinds}
+        print(f"{name}: {ms:.2f} ms/image; {ops['op_calls_per_forward']:.0f} ATen op calls per forward, "
+              f"{ops['ms_in_aten_ops']:.2f} ms inside them (profiled wall {ops['ms_wall_profiled']:.2f})", flush=True)
+        for kind, k in sorted(kinds.items(), key=lambda kv: -kv[1]["ms"]):
+            print(f"    {kind:28s} {k['ms']:7.2f} ms  ({k['modules']} modules)")
+        for op in ops["top_ops"]:
+            print(f"    op {op['op']:40s} {op['self_ms']:7.2f} ms in {op['calls_per_forward']:.0f} calls")
+        if not args.no_onnx:
+            with tempfile.TemporaryDirectory() as folder:
+                ort = row["onnxruntime"] = ort_profile(model, x, args.threads, args.repeats, folder)
+            print(f"    ONNX Runtime: {ort['ms_per_image_profiled']:.2f} ms/image (profiled), "
+                  f"{ort['node_runs_per_forward']:.0f} nodes per forward, {ort['ms_in_nodes']:.2f} ms inside them; "
+                  + ", ".join(f"{t['op']} {t['ms']:.2f}" for t in ort["top_node_types"]), flush=True)
     if args.json:
         write_json_atomic(args.json, result)
     return 0

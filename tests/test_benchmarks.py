@@ -87,8 +87,9 @@ def test_batch1_profile_splits_a_forward_by_layer_kind(tmp_path):
     import batch1_profile
 
     out = tmp_path / "batch1_profile.json"
-    assert batch1_profile.main(["--models", "densenet86_dgc", "--repeats", "1", "--json", str(out)]) == 0
+    assert batch1_profile.main(["--models", "densenet86_dgc", "--repeats", "1", "--no-onnx", "--json", str(out)]) == 0
     row = json.loads(out.read_text())["models"]["densenet86_dgc"]
+    assert "onnxruntime" not in row
     assert row["kinds"]["DGC layer"]["modules"] == 42
     assert 0 < row["kinds"]["DGC layer"]["ms"] < row["kinds"]["forward with timers"]["ms"]
     assert row["ms_per_image"] > 0 and row["op_calls_per_forward"] > 42
@@ -97,3 +98,18 @@ def test_batch1_profile_splits_a_forward_by_layer_kind(tmp_path):
     table = [line for line in section.render(section.read(tmp_path)).splitlines()
              if line.startswith("| densenet86_dgc |")]
     assert len(table) == 1 and f"{row['kinds']['DGC layer']['ms']:.2f} (42)" in table[0]
+
+
+def test_batch1_profile_times_the_onnx_graph_by_node_type(tmp_path):
+    """The ONNX Runtime part of benchmarks/batch1_profile.py, on the smallest model (resnet18_gc)."""
+    import batch1_profile
+
+    out = tmp_path / "batch1_profile.json"
+    assert batch1_profile.main(["--models", "resnet18_gc", "--repeats", "2", "--json", str(out)]) == 0
+    ort = json.loads(out.read_text())["models"]["resnet18_gc"]["onnxruntime"]
+    assert ort["node_runs_per_forward"] >= 20  # at least its 20 convs
+    assert 0 < ort["ms_in_nodes"] < ort["ms_per_image_profiled"]
+    assert "Conv" in {t["op"] for t in ort["top_node_types"]}
+    section = next(s for s in SECTIONS if s.file == "batch1_profile.json")
+    row = next(line for line in section.render(section.read(tmp_path)).splitlines() if line.startswith("| resnet18_gc |"))
+    assert f"| {ort['node_runs_per_forward']:.0f} | " in row and "Conv " in row

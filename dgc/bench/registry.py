@@ -135,18 +135,24 @@ def batch1_profile_section(p: Mapping[str, Any]) -> str:
              f"ms per forward, {p['repeats']} forwards. The kinds are timed by a timer around each module "
              "(which costs a little itself: read the shares); \"outside\" is the rest of the timed forward "
              "(the model's own Python: slicing, concatenation, additions). ATen operators exclude the "
-             "project's C++ kernels (called through ctypes).", "",
+             "project's C++ kernels (called through ctypes). ONNX Runtime: the model exported at batch 1, "
+             "its graph nodes run per forward and the node types that take the most time, by ONNX "
+             "Runtime's profiler (whose own cost grows with the number of nodes).", "",
              "| model | ms/image | " + " | ".join(f"in {k} (modules)" for k in PROFILE_KINDS)
-             + " | ATen op calls | ms in ATen ops | top ATen op |",
-             "|---|---|" + "---|" * (len(PROFILE_KINDS) + 3)]
+             + " | ATen op calls | ms in ATen ops | top ATen op | ONNX Runtime nodes | ONNX Runtime: top node types (ms) |",
+             "|---|---|" + "---|" * (len(PROFILE_KINDS) + 5)]
     for name, row in p["models"].items():
         kinds = row["kinds"]
         cells = [f"{kinds[k]['ms']:.2f} ({kinds[k]['modules']})" if k in kinds and kinds[k]["modules"]
                  else (f"{kinds[k]['ms']:.2f}" if k in kinds else "-") for k in PROFILE_KINDS]
         top = row["top_ops"][0] if row["top_ops"] else None
         top_cell = f"{top['op']} {top['self_ms']:.2f} ms ({top['calls_per_forward']:.0f} calls)" if top else "-"
+        ort = row.get("onnxruntime")
+        ort_cells = (f"{ort['node_runs_per_forward']:.0f}", ", ".join(
+            f"{t['op']} {t['ms']:.2f}" for t in ort["top_node_types"][:4])) if ort else ("-", "-")
         lines.append(f"| {name} | {row['ms_per_image']:.2f} | " + " | ".join(cells)
-                     + f" | {row['op_calls_per_forward']:.0f} | {row['ms_in_aten_ops']:.2f} | {top_cell} |")
+                     + f" | {row['op_calls_per_forward']:.0f} | {row['ms_in_aten_ops']:.2f} | {top_cell} | "
+                     + " | ".join(ort_cells) + " |")
     lines.append("")
     return "\n".join(lines)
 

@@ -92,14 +92,19 @@ def save_onnx(model_proto, path: str | Path) -> Path:
     return Path(path)
 
 
-def ort_session(model: str | Path | bytes, threads: int | None = None, spinning: bool = False):
+def ort_session(model: str | Path | bytes, threads: int | None = None, spinning: bool = False,
+                profile_prefix: str | None = None):
     """An ONNX Runtime session on the CPU for an ONNX model (a file or its bytes): `threads`
     intra-op threads (default torch's), one inter-op thread, all graph optimisations. `spinning`:
     idle threads busy-wait for the next op (faster alone, but they take the cores from whatever runs
-    next in the process: off by default)."""
+    next in the process: off by default). `profile_prefix`: ONNX Runtime's own profiler on, its JSON
+    written by `session.end_profiling()` to a file of that prefix."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    if profile_prefix:
+        options.enable_profiling = True
+        options.profile_file_prefix = profile_prefix
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
