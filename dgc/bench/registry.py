@@ -133,12 +133,13 @@ def batch1_profile_section(p: Mapping[str, Any]) -> str:
     lines = [made_by(p),
              f"{p['device']}, torch {p['torch']}, batch 1, eager with the C++ kernels, full width, CIFAR stem; "
              f"ms per forward, {p['repeats']} forwards. The kinds are timed by a timer around each module "
-             "(which costs a little itself: read the shares); \"outside\" is the rest of the timed forward "
+             "(which costs a little itself: read the shares); \"elsewhere\" is the rest of the timed forward "
              "(the model's own Python: slicing, concatenation, additions). ATen operators exclude the "
              "project's C++ kernels (called through ctypes). ONNX Runtime: the model exported at batch 1, "
              "its graph nodes run per forward and the node types that take the most time, by ONNX "
              "Runtime's profiler (whose own cost grows with the number of nodes).", "",
-             "| model | ms/image | " + " | ".join(f"in {k} (modules)" for k in PROFILE_KINDS)
+             "| model | ms/image | " + " | ".join(f"in {k} (modules)" if k != PROFILE_KINDS[-1] else "elsewhere"
+                                              for k in PROFILE_KINDS)
              + " | ATen op calls | ms in ATen ops | top ATen op | ONNX Runtime nodes | ONNX Runtime: top node types (ms) |",
              "|---|---|" + "---|" * (len(PROFILE_KINDS) + 5)]
     for name, row in p["models"].items():
