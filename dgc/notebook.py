@@ -511,24 +511,24 @@ def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
 
 
 def latency_table(inputs: dict[str, Any]) -> pd.DataFrame:
-    """Median ms per image of each model: per batch size, every runtime timed (eager, compiled, ONNX
-    Runtime: metrics' latency_ms_per_image_by_runtime) side by side, and which was fastest."""
+    """Median ms per image of each model, a row per batch size: every runtime timed (eager, compiled,
+    ONNX Runtime: metrics' latency_ms_per_image_by_runtime) side by side, and which was fastest."""
     rows = []
     for run in inputs["runs"]:
         m, info = inputs["metrics"][run], inputs["info"][run]
         dataset, model = run.split("-", 1)
-        row = {"dataset": dataset, "model": model, "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 3)}
         by_runtime = m.get("latency_ms_per_image_by_runtime") or {"as timed": m["latency_ms_per_image"]}
         fastest = info.get("latency_runtime") or {}
         for batch in sorted(m["latency_ms_per_image"], key=_batch_size):
-            for runtime, times in by_runtime.items():
-                if batch in times:
-                    row[f"batch {_batch_size(batch)}: {runtime} (ms)"] = round(times[batch], 3)
+            row = {"dataset": dataset, "model": model, "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 3),
+                   "batch": _batch_size(batch)}
+            row.update({f"{runtime} (ms)": round(times[batch], 3) for runtime, times in by_runtime.items()
+                        if batch in times})
             if fastest.get(batch):
-                row[f"batch {_batch_size(batch)}: fastest"] = fastest[batch]
-        rows.append(row)
+                row["fastest"] = fastest[batch]
+            rows.append(row)
     frame = pd.DataFrame(rows)
-    return _drop_constant(frame, keep=("model", *(c for c in frame.columns if c.startswith("batch "))))
+    return _drop_constant(frame, keep=("model", "batch", *(c for c in frame.columns if c.endswith("(ms)") or c == "fastest")))
 
 
 def _batch_size(key: str) -> int:
