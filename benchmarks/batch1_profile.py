@@ -33,7 +33,7 @@ from dgc.measure.calibrate import ready_for_timing
 from dgc.measure.latency import device_name, median_times
 from dgc.measure.provenance import provenance
 from dgc.models import create_model
-from dgc.runtime.exported import OrtForward, export_program, onnx_model, ort_session
+from dgc.runtime.exported import onnx_forward
 
 KINDS = (("DGC layer", (DGCConv2d,)), ("conv", (torch.nn.Conv2d,)),
          ("BN / ReLU", (torch.nn.BatchNorm2d, torch.nn.ReLU, torch.nn.ReLU6)),
@@ -123,15 +123,13 @@ def ort_profile(model: torch.nn.Module, x: torch.Tensor, threads: int, repeats: 
     """The model exported at batch 1 (a static batch, as benchmarks/cpu_inference.py times it) in ONNX
     Runtime with its profiler: ms per forward, ms inside graph nodes, node runs per forward, and the
     node types that take the most time."""
-    session = ort_session(onnx_model(export_program(model, x, dynamic_batch=False)).SerializeToString(),
-                          threads, profile_prefix=str(Path(folder) / "ort"))
-    forward = OrtForward(session)
+    forward = onnx_forward(model, x, threads, dynamic_batch=False, profile_prefix=str(Path(folder) / "ort"))
     forward(x)
     start = time.perf_counter()
     for _ in range(repeats):
         forward(x)
     wall = time.perf_counter() - start
-    events = json.loads(Path(session.end_profiling()).read_text())
+    events = json.loads(Path(forward.session.end_profiling()).read_text())
     nodes = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
     runs = len(nodes) / (repeats + 1)
     by_type: dict[str, float] = defaultdict(float)

@@ -144,8 +144,7 @@ def batch1_profile_section(p: Mapping[str, Any]) -> str:
              "|---|---|" + "---|" * (len(PROFILE_KINDS) + 5)]
     for name, row in p["models"].items():
         kinds = row["kinds"]
-        cells = [f"{kinds[k]['ms']:.2f} ({kinds[k]['modules']})" if k in kinds and kinds[k]["modules"]
-                 else (f"{kinds[k]['ms']:.2f}" if k in kinds else "-") for k in PROFILE_KINDS]
+        cells = [_kind_cell(kinds.get(k)) for k in PROFILE_KINDS]
         top = row["top_ops"][0] if row["top_ops"] else None
         top_cell = f"{top['op']} {top['self_ms']:.2f} ms ({top['calls_per_forward']:.0f} calls)" if top else "-"
         ort = row.get("onnxruntime")
@@ -156,6 +155,13 @@ def batch1_profile_section(p: Mapping[str, Any]) -> str:
                      + " | ".join(ort_cells) + " |")
     lines.append("")
     return "\n".join(lines)
+
+
+def _kind_cell(kind: Mapping[str, Any] | None) -> str:
+    """'ms (modules)' of one kind of module; the ms alone for the rest of the forward (0 modules)."""
+    if kind is None:
+        return "-"
+    return f"{kind['ms']:.2f} ({kind['modules']})" if kind["modules"] else f"{kind['ms']:.2f}"
 
 
 def gpu_section(summary_md: str) -> str:

@@ -73,10 +73,12 @@ def _packed(layer: DGCConv2d) -> tuple[torch.Tensor, ...]:
     if layer.preact:
         norm = layer.norm
         sources += [t for t in (norm.weight, norm.bias, norm.running_mean, norm.running_var) if t is not None]
-    trackable = not any(t.is_inference() for t in sources)
-    key = tuple((t.data_ptr(), t._version) for t in sources) if trackable else None
+    try:
+        key = tuple((t.data_ptr(), t._version) for t in sources)
+    except RuntimeError:  # an inference tensor: "Inference tensors do not track version counter"
+        key = None
     cached = getattr(layer, "_cpu_packed", None)
-    if trackable and cached is not None and cached[0] == key:
+    if key is not None and cached is not None and cached[0] == key:
         return cached[1]
     with torch.no_grad():
         heads = layer.heads
@@ -86,7 +88,7 @@ def _packed(layer: DGCConv2d) -> tuple[torch.Tensor, ...]:
         wt = layer.head_weights().float().permute(0, 2, 3, 4, 1).contiguous()  # (H, C, kh, kw, Co)
         bn = cpu.bn_affine(layer.norm) if layer.preact else (None, None)
     packed = (w1, w2, b2, wt, *bn)
-    layer._cpu_packed = (key, packed) if trackable else None
+    layer._cpu_packed = (key, packed) if key is not None else None
     return packed
 
 

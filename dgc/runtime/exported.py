@@ -127,7 +127,8 @@ class OrtForward:
 
 
 def onnx_forward(model: nn.Module, example: torch.Tensor, threads: int | None = None,
-                 spinning: bool = False, dynamic_batch: bool = True) -> OrtForward:
-    """`model` exported (export_program, onnx_model) and opened in ONNX Runtime, in memory."""
+                 spinning: bool = False, dynamic_batch: bool = True, profile_prefix: str | None = None) -> OrtForward:
+    """`model` exported (export_program, onnx_model) and opened in ONNX Runtime, in memory (with its
+    profiler on where `profile_prefix` is given: see ort_session)."""
     proto = onnx_model(export_program(model, example, dynamic_batch))
-    return OrtForward(ort_session(proto.SerializeToString(), threads, spinning))
+    return OrtForward(ort_session(proto.SerializeToString(), threads, spinning, profile_prefix))
