@@ -1,8 +1,5 @@
-"""Typed configuration: one frozen dataclass per pipeline stage, built from its params.yaml section.
-
-`from_section(Cls, mapping, section)` rejects an unknown key, a missing required key or a value of
-the wrong type with a ConfigError naming `section.key`, before any work starts.
-"""
+"""Typed configuration: one frozen dataclass per params.yaml section; `from_section` rejects an unknown or
+missing key or a wrongly typed value with a ConfigError naming `section.key`, before any work starts."""
 
 from __future__ import annotations
 
@@ -27,8 +24,7 @@ RUNTIMES = ("eager", "compiled", "onnxruntime")  # evaluate.runtimes: dgc/measur
 
 
 def input_size_of(dataset: str, digits_size: int = 32) -> tuple[int, int, int]:
-    """(C, H, W) of a dataset's images: 224 for ImageNet, 32 for CIFAR, `data.digits_size` for digits
-    (the data stage upscales the 8x8 digits to it)."""
+    """(C, H, W) of a dataset's images: 224 for ImageNet, 32 for CIFAR, `data.digits_size` for digits."""
     if dataset == "imagenet":
         return (3, 224, 224)
     return (3, digits_size, digits_size) if dataset == "digits" else (3, 32, 32)
@@ -52,9 +48,7 @@ def _check_type(value: Any, annotation: Any, key: str) -> Any:
         if value is None and type(None) in args:
             return None
         errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in (a for a in args if a is not type(None)):
             try:
                 return _check_type(value, arg, key)
             except ConfigError as exc:
@@ -162,16 +156,12 @@ class TrainConfig:
     compile: str = "auto"  # torch.compile: auto (on for CUDA) | off | default | reduce-overhead | max-autotune
 
     def validate(self, section: str = "train") -> None:
-        for key in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, key) < 1:
+        for key in ("epochs", "batch_size", "eval_batch_size", "lr", "global_window"):
+            if getattr(self, key) <= 0:
                 raise ConfigError(f"{section}.{key} must be positive, got {getattr(self, key)}")
-        if self.lr <= 0:
-            raise ConfigError(f"{section}.lr must be positive, got {self.lr}")
         for key in ("sparsity_lambda", "angle_lambda"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{section}.{key} must be >= 0, got {getattr(self, key)}")
-        if self.global_window < 1:
-            raise ConfigError(f"{section}.global_window must be positive, got {self.global_window}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError(f"{section}.seeds must be a non-empty list of distinct integers")
         if self.max_batches is not None and self.max_batches < 1:
@@ -208,8 +198,7 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class SlurmConfig:
-    """params.yaml `slurm`: the jobs of `dgc train-all --launcher slurm`, one per (dataset, model,
-    seed); each setting has a train-all flag of its name (`time_limit`: --time-limit)."""
+    """params.yaml `slurm`: the jobs of `dgc train-all --launcher slurm`, each setting a flag (--time-limit)."""
 
     partition: str | None = None  # None: the cluster's default partition
     account: str | None = None
@@ -230,18 +219,13 @@ class SlurmConfig:
             value = getattr(self, key)
             if value is not None and (not value.strip() or any(c.isspace() for c in value)):
                 raise ConfigError(f"{name(key)} must be a name without spaces, got {value!r}")
-        if self.gpus_per_job < 0:
-            raise ConfigError(f"{name('gpus_per_job')} must be >= 0, got {self.gpus_per_job}")
-        if self.cpus_per_job < 1:
-            raise ConfigError(f"{name('cpus_per_job')} must be at least 1, got {self.cpus_per_job}")
-        if self.mem_gb is not None and self.mem_gb <= 0:
-            raise ConfigError(f"{name('mem_gb')} must be positive or null, got {self.mem_gb}")
-        if self.time_limit < 1:
-            raise ConfigError(f"{name('time_limit')} must be at least 1 minute, got {self.time_limit}")
-        if self.max_timeouts < 0:
-            raise ConfigError(f"{name('max_timeouts')} must be >= 0, got {self.max_timeouts}")
-        if self.max_jobs is not None and self.max_jobs < 1:
-            raise ConfigError(f"{name('max_jobs')} must be at least 1 or null, got {self.max_jobs}")
+        # (setting, the bound it must exceed, the rule in words; all but mem_gb are integers); null passes
+        for key, bound, rule in (("gpus_per_job", -1, ">= 0"), ("cpus_per_job", 0, "at least 1"),
+                                 ("mem_gb", 0, "positive or null"), ("time_limit", 0, "at least 1 minute"),
+                                 ("max_timeouts", -1, ">= 0"), ("max_jobs", 0, "at least 1 or null")):
+            value = getattr(self, key)
+            if value is not None and value <= bound:
+                raise ConfigError(f"{name(key)} must be {rule}, got {value}")
         for key, value in self.sbatch.items():
             if not isinstance(key, str) or not key or key.startswith("-") or isinstance(value, (dict, list)):
                 raise ConfigError(f"{section}.sbatch (--sbatch) must map sbatch option names, without "
@@ -300,8 +284,7 @@ def params_from_dict(raw: Mapping[str, Any]) -> Params:
     models = raw.get("models") or {}
     if not isinstance(models, Mapping):
         raise ConfigError("models must be a mapping of model name -> settings")
-    params = Params(profile=str(raw.get("profile", "smoke")), models=dict(models),
-                    **sections)
+    params = Params(profile=str(raw.get("profile", "smoke")), models=dict(models), **sections)
     for name in params.models:
         params.model_overrides(name)
     if params.profile not in PROFILES:
@@ -325,11 +308,8 @@ def apply_override(raw: dict, dotted: str, value: Any) -> dict:
 
 
 class _ParamsLoader(yaml.SafeLoader):
-    """PyYAML's safe loader (YAML 1.1) that also reads YAML 1.2 floats without a dot, `1e-05`.
-
-    `dvc exp run -S train.sparsity_lambda=1e-5` rewrites params.yaml with ruamel (YAML 1.2), which
-    writes 1e-05; YAML 1.1 would read that back as the string '1e-05'.
-    """
+    """PyYAML's safe loader that also reads YAML 1.2 floats without a dot, `1e-05` (as `dvc exp run -S`
+    writes them; YAML 1.1 reads the string '1e-05')."""
 
 
 _ParamsLoader.add_implicit_resolver("tag:yaml.org,2002:float",

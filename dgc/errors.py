@@ -1,10 +1,6 @@
-"""The base class of the errors the `dgc` command expects: bad input, bad settings, a failed run.
-
-`dgc.cli.main` prints a `DGCError` as one line, `dgc: error: <message>`, and exits with its
-`exit_status`: 2 for input or settings the user can fix (the default), 1 for a run that failed
-(a diverged training run, a failing notebook). Every other exception is a bug and keeps its traceback.
-Each subclass also keeps the builtin base its callers catch (e.g. `ConfigError(DGCError, ValueError)`).
-"""
+"""The errors the `dgc` command expects: `dgc.cli.main` prints a `DGCError` as `dgc: error: <message>` and
+exits with its `exit_status` (2: input the user can fix; 1: a failed run); anything else is a bug.
+Subclasses keep the builtin base their callers catch (e.g. `ConfigError(DGCError, ValueError)`)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,7 @@
-"""Which of the package's files a `dgc <subcommand>` runs: its import closure, read from the source.
-
-`import_closure(["dgc.stages.train"])` follows every `dgc.*` import of each reached module (top-level and
-inside functions, absolute and relative; not those under `if TYPE_CHECKING:`) with `ast`, without
-importing anything. Importing `dgc.a.b` runs dgc/__init__.py, dgc/a/__init__.py and dgc/a/b.py, so
-the closure holds every package `__init__.py` on the way, and the files a module reads next to
-itself (`Path(__file__).with_name("x.cpp")`).
-
-`command_closure("train")` is the closure of the modules that `dgc train`'s function in dgc/cli.py
-(`cmd_train`, and the cli helpers it calls, such as `_params`) imports, and of those imported by the
-notebooks the command executes (`dgc report`: notebooks/report.ipynb), less the DRIVER files that
-`bin/dgc` runs for every subcommand (dgc/__init__.py, dgc/__main__.py, dgc/cli.py; what cli.py
-imports outside the cmd_* functions, such as `main()`'s exception classes, is not followed).
-tests/test_stage_deps.py checks that each dvc.yaml stage lists it as deps; dgc/stages/train.py hashes it.
-"""
+"""Which of the package's files a `dgc <subcommand>` runs: its import closure, read with `ast` (importing
+nothing), with every package `__init__.py` on the way and the files a module reads beside itself
+(`Path(__file__).with_name(...)`), less the DRIVER files every subcommand runs; tests/test_stage_deps.py
+checks dvc.yaml's deps against it."""
 
 from __future__ import annotations
 
@@ -36,26 +25,16 @@ def module_file(name: str, root: Path = SOURCE_ROOT) -> Path | None:
     return None
 
 
-def _is_type_checking(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
-        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
-
-
 def _walk(nodes: Iterable[ast.AST]) -> Iterable[ast.AST]:
     """Every node under `nodes`, less the bodies of `if TYPE_CHECKING:` (never run)."""
     stack = list(nodes)
     while stack:
         node = stack.pop()
         yield node
-        if isinstance(node, ast.If) and _is_type_checking(node.test):
+        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
             stack.extend(node.orelse)
             continue
         stack.extend(ast.iter_child_nodes(node))
-
-
-def _package_of(path: Path, root: Path) -> str:
-    """The package a module's relative imports start from (dgc/a/b.py and dgc/a/__init__.py: dgc.a)."""
-    return ".".join(path.relative_to(root).parent.parts)
 
 
 def _imported(nodes: Iterable[ast.AST], package: str, root: Path) -> set[str]:
@@ -97,13 +76,12 @@ def _parse(path: Path) -> ast.Module:
 
 
 @lru_cache(maxsize=256)
-def _parse_version(path: Path, mtime_ns: int, size: int) -> ast.Module:
+def _parse_version(path: Path, mtime_ns: int, size: int) -> ast.Module:  # cached per file version
     return ast.parse(path.read_text(), filename=str(path))
 
 
 def import_closure(entry_modules: Iterable[str], root: Path = SOURCE_ROOT) -> set[Path]:
-    """The files run by importing `entry_modules` (dotted names in the package): every module reached
-    through `dgc.*` imports, the `__init__.py` of each package on the way, and sibling data files."""
+    """The files run by importing `entry_modules` (dotted names): see the module docstring."""
     todo = list(entry_modules)
     seen: set[str] = set()
     files: set[Path] = set()
@@ -120,13 +98,13 @@ def import_closure(entry_modules: Iterable[str], root: Path = SOURCE_ROOT) -> se
         files.add(path)
         tree = _parse(path)
         files |= _sibling_files(tree, path)
-        todo.extend(_imported(tree.body, _package_of(path, root), root))
+        package = ".".join(path.relative_to(root).parent.parts)  # where its relative imports start
+        todo.extend(_imported(tree.body, package, root))
     return files
 
 
 def command_entry_modules(command: str, cli: Path | None = None) -> set[str]:
-    """The modules `dgc <command>` imports in dgc/cli.py: those of its `cmd_<command>` function
-    (dashes as underscores) and of the module-level cli functions it calls (e.g. `_params`)."""
+    """The modules that `cmd_<command>` in dgc/cli.py and the cli functions it calls (e.g. `_params`) import."""
     cli = cli or SOURCE_ROOT / PACKAGE / "cli.py"
     functions = {node.name: node for node in _parse(cli).body if isinstance(node, ast.FunctionDef)}
     start = f"cmd_{command.replace('-', '_')}"
@@ -146,8 +124,7 @@ def command_entry_modules(command: str, cli: Path | None = None) -> set[str]:
 
 
 def notebook_modules(notebook: str | Path, root: Path = SOURCE_ROOT) -> set[str]:
-    """The package modules that the code cells of a Jupyter notebook import (IPython magics and
-    shell lines, `%...` and `!...`, skipped)."""
+    """The package modules a notebook's code cells import (`%` and `!` lines skipped)."""
     modules: set[str] = set()
     for cell in json.loads(Path(notebook).read_text())["cells"]:
         if cell["cell_type"] == "code":
@@ -159,8 +136,7 @@ def notebook_modules(notebook: str | Path, root: Path = SOURCE_ROOT) -> set[str]
 
 
 def command_closure(command: str, root: Path = SOURCE_ROOT, notebooks: Iterable[str | Path] = ()) -> set[Path]:
-    """The package files `dgc <command>` runs beyond the DRIVER (see the module docstring), with those
-    of the `notebooks` it executes (paths relative to `root`)."""
+    """The package files `dgc <command>` and the `notebooks` it executes run, beyond the DRIVER."""
     entry = command_entry_modules(command, root / PACKAGE / "cli.py")
     for notebook in notebooks:
         entry |= notebook_modules(root / notebook, root)
@@ -168,8 +144,7 @@ def command_closure(command: str, root: Path = SOURCE_ROOT, notebooks: Iterable[
 
 
 def code_deps(files: Iterable[Path], root: Path = SOURCE_ROOT) -> list[str]:
-    """`files` of the package as dvc.yaml deps, relative to `root`: a folder where every file below it
-    (sources and the data files beside them) is among `files`, else the files one by one."""
+    """`files` as dvc.yaml deps relative to `root`: a folder where every file below it is among them."""
     wanted = {Path(f).resolve() for f in files}
 
     def below(folder: Path) -> set[Path]:

@@ -1,7 +1,5 @@
-"""Atomic file writes: write to a temporary file in the same folder, then rename over the target.
-
-An interruption (kill -9 included) leaves either the old file or the new one, never a torn file.
-"""
+"""Atomic file writes: a temporary file in the same folder renamed over the target, so an interruption
+(kill -9 included) leaves the old file or the new one, never a torn one."""
 
 from __future__ import annotations
 
@@ -31,20 +29,14 @@ def _umask() -> int:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success it is fsynced and renamed to `path` (with
-    the permissions of a file created the usual way). A folder or file that cannot be written is a
-    one-line NotWritable naming it; the old file is then left as it was."""
-    path = Path(path)
+    """Yield a temporary path next to `path`, on success fsynced and renamed to it (usual permissions); an
+    unwritable place is a one-line NotWritable, the old file left as it was."""
+    path, tmp_path = Path(path), None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        if exc.errno not in WRITE_ERRORS:
-            raise
-        raise NotWritable(f"cannot write {path}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
@@ -55,7 +47,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             raise
         raise NotWritable(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
@@ -76,8 +68,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
 
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield an empty staging folder next to `target`; on success it replaces `target` (all or
-    nothing: a failure leaves neither a half-written `target` nor the staging folder)."""
+    """Yield an empty staging folder next to `target` that replaces it on success (all or nothing)."""
     import shutil
 
     target = Path(target)

@@ -1,10 +1,5 @@
-"""The registered models by name, with the settings each takes: what params.yaml and the command line
-may name, known without building a model. Checking a params file (dgc/config.py) therefore imports no
-model, layer or kernel code, and a stage that only reads params.yaml does not depend on them.
-
-dgc/models/registry.py holds the factories; tests/test_models.py checks that their signatures take
-exactly these settings, in this order.
-"""
+"""The registered models and the settings each takes, known without importing any model code (so checking
+params.yaml does not depend on it); tests/test_models.py checks the factories' signatures match."""
 
 from __future__ import annotations
 
@@ -48,7 +43,7 @@ def model_arguments(name: str) -> list[str]:
 
 
 def family(model: str) -> str:
-    """The convolution family of a registered model: dgc (head-wise DGC), dgcg (DGC-G), gc (static group conv) or dense, from the registry name."""
+    """A registered model's convolution family from its name: dgc, dgcg (DGC-G), gc (static group) or dense."""
     for suffix in ("dgcg", "dgc", "gc"):
         if model.endswith("_" + suffix):
             return suffix

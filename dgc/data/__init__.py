@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dgc.data.archive import DataError, check_md5, md5sum, safe_extract
+from dgc.data.archive import DataError, check_md5, safe_extract
 from dgc.data.cifar import ARCHIVES, fetch_archive, prepare_cifar
 from dgc.data.cifar_format import LAYOUTS, image_size, read_meta, read_split
 from dgc.data.digits import build_digits
 from dgc.data.imagenet import check_imagenet, imagenet_loaders
 from dgc.data.loader import DeviceBatches, cifar_batches, normalization, random_crop_flip
+from dgc.io import write_json_atomic
 
 
 def prepare_dataset(dataset: str, root: str | Path = "data", raw_dir: str | Path | None = None,
@@ -24,8 +25,6 @@ def prepare_dataset(dataset: str, root: str | Path = "data", raw_dir: str | Path
         return prepare_cifar(dataset, target, Path(raw_dir) if raw_dir else root / "raw", download)
     if dataset == "imagenet":
         source = check_imagenet(imagenet_path)
-        from dgc.io import write_json_atomic
-
         classes = sorted(p.name for p in (source / "train").iterdir() if p.is_dir())
         write_json_atomic(target / "source.json", {"path": str(source), "classes": len(classes)})
         return target
@@ -33,7 +32,7 @@ def prepare_dataset(dataset: str, root: str | Path = "data", raw_dir: str | Path
 
 
 __all__ = [
-    "ARCHIVES", "DataError", "DeviceBatches", "LAYOUTS", "build_digits", "check_imagenet",
-    "check_md5", "cifar_batches", "image_size", "fetch_archive", "imagenet_loaders", "md5sum", "normalization",
-    "prepare_cifar", "prepare_dataset", "random_crop_flip", "read_meta", "read_split", "safe_extract",
+    "ARCHIVES", "DataError", "DeviceBatches", "LAYOUTS", "build_digits", "check_imagenet", "check_md5",
+    "cifar_batches", "image_size", "fetch_archive", "imagenet_loaders", "normalization", "prepare_cifar",
+    "prepare_dataset", "random_crop_flip", "read_meta", "read_split", "safe_extract",
 ]

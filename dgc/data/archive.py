@@ -14,16 +14,9 @@ class DataError(DGCError, ValueError):
     """A dataset problem the user can fix (bad archive, missing path); one-line message."""
 
 
-def md5sum(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_md5(path: Path, expected: str) -> None:
-    actual = md5sum(path)
+    with open(path, "rb") as fh:
+        actual = hashlib.file_digest(fh, "md5").hexdigest()
     if actual != expected:
         raise DataError(f"{path} has MD5 {actual}, expected {expected}: the archive is corrupt or "
                         f"truncated; delete it and download it again")
@@ -42,11 +35,7 @@ def _check_member(member: tarfile.TarInfo, target: Path) -> None:
 
 
 def safe_extract(archive: Path, target: Path) -> Path:
-    """Extract `archive` (tar, any compression) into the folder `target`, all or nothing.
-
-    Members that would land outside `target` are refused. Extraction goes to a temporary folder next
-    to `target` that is renamed into place only when complete, so a failure leaves nothing behind.
-    """
+    """Extract `archive` (any tar) into `target`, all or nothing; members landing outside it are refused."""
     with atomic_dir(target) as staging:
         try:
             with tarfile.open(archive) as tar:

@@ -1,6 +1,5 @@
-"""A dataset's batches as the recipe of params.yaml asks for them: CIFAR and digits (tensors on the
-device, augmented there) or ImageNet (a DataLoader), for training (sharded over torchrun processes) and
-for evaluation alone."""
+"""A dataset's batches as params.yaml asks for them: CIFAR and digits (tensors on the device) or ImageNet
+(a DataLoader), for training (sharded over torchrun processes) or evaluation alone."""
 
 from __future__ import annotations
 
@@ -24,9 +23,8 @@ def make_batches(dataset: str, params: Params, device: torch.device, rank: int, 
                 DeviceLoader(test, device, None, None, channels_last))
     from dgc.data import cifar_batches
 
-    return cifar_batches(Path(params.data.root) / dataset, dataset, cfg.batch_size,
-                         cfg.eval_batch_size, device, seed, rank, world, cfg.max_batches,
-                         channels_last)
+    return cifar_batches(Path(params.data.root) / dataset, dataset, cfg.batch_size, cfg.eval_batch_size, device,
+                         seed, rank, world, cfg.max_batches, channels_last)
 
 
 def make_test_batches(dataset: str, params: Params, device: torch.device):
@@ -35,10 +33,8 @@ def make_test_batches(dataset: str, params: Params, device: torch.device):
         from dgc.data.imagenet import DeviceLoader, imagenet_loaders
 
         cfg = params.train
-        _, test, _ = imagenet_loaders(params.data.imagenet_path, cfg.batch_size, cfg.eval_batch_size,
-                                      cfg.workers)
+        _, test, _ = imagenet_loaders(params.data.imagenet_path, cfg.batch_size, cfg.eval_batch_size, cfg.workers)
         return DeviceLoader(test, device)
     from dgc.data.loader import cifar_test_batches
 
-    return cifar_test_batches(Path(params.data.root) / dataset, dataset, params.train.eval_batch_size,
-                              device)
+    return cifar_test_batches(Path(params.data.root) / dataset, dataset, params.train.eval_batch_size, device)

@@ -1,8 +1,5 @@
-"""CIFAR-10 and CIFAR-100 from the official archives, MD5-checked.
-
-The archive is taken from `data/raw/` when a user put it there (machines without internet), else
-downloaded there with torchvision's downloader. Its MD5 is always checked before extraction.
-"""
+"""CIFAR-10 and CIFAR-100 from the official archives: taken from `data/raw/` when a user put one there
+(no internet), else downloaded there by torchvision; the MD5 always checked before extraction."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""The CIFAR "python version" on-disk format, shared by cifar10, cifar100 and the digits set.
-
-A dataset folder holds pickled batches (dicts with b"data": uint8 (N, 3072) rows in CHW order and
-b"labels" or b"fine_labels") plus a meta file. `read_split` returns uint8 tensors (N, 3, S, S) and
-int64 labels, S = 32 (CIFAR) or the meta file's `image_size` (digits may be stored smaller);
-`write_batch` writes the same format (used for digits and for tests).
-"""
+"""The CIFAR "python version" on-disk format, shared by cifar10, cifar100 and the digits set: pickled
+batches (b"data": uint8 rows in CHW order, b"labels" or b"fine_labels") and a meta file whose
+`image_size` gives S (digits; else 32). `write_batch` writes the format (digits, tests)."""
 
 from __future__ import annotations
 
@@ -81,11 +77,11 @@ def read_meta(root: Path, dataset: str) -> dict:
 def write_batch(path: Path, images: np.ndarray, labels: np.ndarray, label_key: bytes = b"labels",
                 **extra) -> None:
     """Write one pickled batch: images uint8 (N, 3, S, S)."""
-    payload = {b"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
-               label_key: [int(v) for v in labels], **{k.encode(): v for k, v in extra.items()}}
-    write_atomic(path, lambda tmp: tmp.write_bytes(pickle.dumps(payload, protocol=4)))
+    write_meta(path, **{"data": np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), -1),
+                        label_key.decode(): [int(v) for v in labels], **extra})
 
 
 def write_meta(path: Path, **fields) -> None:
+    """Write a pickled dict with bytes keys (a meta file, or a batch)."""
     payload = {k.encode(): v for k, v in fields.items()}
     write_atomic(path, lambda tmp: tmp.write_bytes(pickle.dumps(payload, protocol=4)))

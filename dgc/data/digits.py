@@ -1,10 +1,6 @@
-"""The offline default dataset: scikit-learn's 8x8 handwritten digits, as a CIFAR-format set.
-
-The 1,797 images ship with scikit-learn (no download). They are upscaled to `size` x `size` (bilinear;
-`data.digits_size`, 32 = CIFAR's size, 16 = the default profile's, 4x fewer pixels per step), copied to
-3 channels, split train/test with a fixed seed (stratified) and written as pickled CIFAR batches with
-the size in the meta file, so the loader that reads CIFAR-10 reads them too.
-"""
+"""The offline default dataset: scikit-learn's 1,797 8x8 digits (no download), as a CIFAR-format set:
+upscaled bilinearly to `data.digits_size`, copied to 3 channels, split with a fixed seed (stratified) and
+written as pickled CIFAR batches (the size in the meta file), so CIFAR-10's loader reads them."""
 
 from __future__ import annotations
 
@@ -18,22 +14,16 @@ from dgc.data.cifar_format import LAYOUTS, write_batch, write_meta
 from dgc.io import atomic_dir
 
 
-def digits_arrays(size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(images uint8 (N, 3, size, size), labels (N,)) of the whole digits set."""
+def build_digits(target: Path, test_fraction: float = 0.2, seed: int = 0, size: int = 32) -> Path:
+    """Write the digits set at `size` x `size` under `target` (all or nothing); returns `target`."""
     from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
 
     bunch = load_digits()
     small = torch.from_numpy(bunch.images.astype(np.float32) / 16.0)[:, None]  # (N, 1, 8, 8) in [0, 1]
     big = F.interpolate(small, size=(size, size), mode="bilinear", align_corners=False)  # (N, 1, S, S)
-    images = (big.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1)  # (N, 3, S, S)
-    return images.numpy().copy(), bunch.target.astype(np.int64)
-
-
-def build_digits(target: Path, test_fraction: float = 0.2, seed: int = 0, size: int = 32) -> Path:
-    """Write the digits set at `size` x `size` under `target` (all or nothing); returns `target`."""
-    from sklearn.model_selection import train_test_split
-
-    images, labels = digits_arrays(size)
+    images = (big.clamp(0, 1) * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).numpy().copy()  # (N, 3, S, S)
+    labels = bunch.target.astype(np.int64)
     idx_train, idx_test = train_test_split(np.arange(len(labels)), test_size=test_fraction,
                                            random_state=seed, stratify=labels)
     layout = LAYOUTS["digits"]

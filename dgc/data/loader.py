@@ -1,10 +1,5 @@
-"""CIFAR-sized sets held in memory as uint8 tensors on the training device, augmented there in batches.
-
-Random crop (padding 4 at 32x32, an eighth of the side at other sizes) and horizontal flip run as a single gather over the whole batch on the
-device, so the data path costs a few kernel launches per batch and never starves a GPU. Shuffling
-and augmentation draw from a generator seeded by (seed, epoch): an epoch is the same whether the run
-was interrupted or not. Under DDP every process takes its slice of each global batch.
-"""
+"""CIFAR-sized sets as uint8 tensors on the training device, cropped and flipped there in one gather per
+batch; shuffling and augmentation are seeded by (seed, epoch), so a resumed epoch is the same."""
 
 from __future__ import annotations
 
@@ -32,8 +27,7 @@ def normalization(root: Path, dataset: str) -> tuple[tuple[float, ...], tuple[fl
 
 
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, padding: int | None = None) -> torch.Tensor:
-    """Random crop (zero padding `padding`, default H // 8: CIFAR's 4 at 32x32) and horizontal flip
-    of a uint8 batch (B, C, H, W)."""
+    """Random crop (zero padding `padding`, default H // 8: 4 at 32x32) and flip of a uint8 batch (B, C, H, W)."""
     b, c, h, w = images.shape
     padding = max(1, h // 8) if padding is None else padding
     dev = images.device
@@ -69,8 +63,7 @@ class DeviceBatches:
 
     def __len__(self) -> int:
         n = len(self.labels)
-        # Training drops the last incomplete global batch, as the authors' DataLoader does not;
-        # a full batch keeps batch statistics and the lr-per-batch semantics stable under DDP.
+        # Training drops the last incomplete global batch (the authors' DataLoader does not): stable BN under DDP.
         batches = n // self.batch_size if self.train else -(-n // self.batch_size)
         batches = max(batches, 1)
         return min(batches, self.max_batches) if self.max_batches else batches
@@ -80,11 +73,9 @@ class DeviceBatches:
         dev = self.images.device
         order = (torch.randperm(n, generator=generator, device=dev) if self.train
                  else torch.arange(n, device=dev))
-        out = []
-        for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]  # the global batch
-            out.append(idx[self.rank::self.world_size])  # this process's slice
-        return out
+        # each global batch, this process's slice of it
+        return [order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world_size]
+                for i in range(len(self))]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator(device=self.images.device)
@@ -106,11 +97,9 @@ def cifar_batches(root: Path, dataset: str, batch_size: int, eval_batch_size: in
     """(train batches, test batches) of a CIFAR-format dataset under `root`, on `device`."""
     mean, std = normalization(root, dataset)
     train_x, train_y = read_split(root, dataset, "train")
-    train = DeviceBatches(train_x.to(device), train_y.to(device), batch_size, mean, std, True, seed,
-                          rank=rank, world_size=world_size, max_batches=max_batches,
-                          channels_last=channels_last)
-    return train, cifar_test_batches(root, dataset, eval_batch_size, device, rank, world_size,
-                                     channels_last)
+    train = DeviceBatches(train_x.to(device), train_y.to(device), batch_size, mean, std, True, seed, rank=rank,
+                          world_size=world_size, max_batches=max_batches, channels_last=channels_last)
+    return train, cifar_test_batches(root, dataset, eval_batch_size, device, rank, world_size, channels_last)
 
 
 def cifar_test_batches(root: Path, dataset: str, eval_batch_size: int, device: torch.device,

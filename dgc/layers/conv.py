@@ -1,12 +1,5 @@
-"""Plain pre-activation convolutions: the dense and static-group baselines of a DGC layer.
-
-`BNReLUConv2d` has the same interface and the same BatchNorm-ReLU pre-activation as `DGCConv2d`,
-so a model can swap one for the other. With `groups > 1` and `shuffle=True` it is the static group
-convolution of the same cost as DGC at g = 1/groups, with the output channels interleaved the same
-way DGC interleaves its heads (a channel shuffle). Its forward is the plain one; a kernel may add a
-faster execution to a model's layers by the same mechanism as DGC's (dgc/layers/dispatch.py;
-dgc/kernels/cpu_layers.py does at CPU inference).
-"""
+"""The plain layers: the baselines of a DGC layer (`BNReLUConv2d` has `DGCConv2d`'s interface; grouped and
+shuffled it is the static group conv of DGC's cost at g = 1/groups) and the DenseNets' pooling."""
 
 from __future__ import annotations
 
@@ -20,6 +13,11 @@ def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
     """Group-major channels -> interleaved: channel j*G + i <- group i, channel j."""
     b, c, h, w = x.shape
     return x.view(b, groups, c // groups, h, w).transpose(1, 2).reshape(b, c, h, w)
+
+
+def _check_groups(in_channels: int, out_channels: int, groups: int) -> None:
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}")
 
 
 def _plain(layer: BNReLUConv2d, x: torch.Tensor) -> torch.Tensor:
@@ -36,9 +34,7 @@ class BNReLUConv2d(nn.Module):
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                  dilation: int | tuple[int, int] = 1, groups: int = 1, shuffle: bool = False) -> None:
         super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
+        _check_groups(in_channels, out_channels, groups)
         self.norm = nn.BatchNorm2d(in_channels)
         self.relu = nn.ReLU(inplace=True)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation,
@@ -56,11 +52,25 @@ class ShuffledGroupConv2d(nn.Conv2d):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
                  groups: int = 4) -> None:
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} "
-                             f"and out_channels={out_channels}")
-        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups,
-                         bias=False)
+        _check_groups(in_channels, out_channels, groups)
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return channel_shuffle(super().forward(x), self.groups)
+
+
+def _plain_pool(layer: AvgPool2x2, x: torch.Tensor) -> torch.Tensor:
+    return nn.AvgPool2d.forward(layer, x)
+
+
+class AvgPool2x2(nn.AvgPool2d):
+    """nn.AvgPool2d(2) (the same type for hooks and FLOPs), run by its table's execution: PyTorch's, or
+    at CPU inference a C++ kernel where a model's layers were given it (dgc/kernels/cpu_layers.py)."""
+
+    executions = Executions(Execution("plain", _plain_pool))
+
+    def __init__(self) -> None:
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.executions.choose(self, x).run(self, x)

@@ -1,13 +1,5 @@
-"""How a layer picks its execution: one mechanism for every layer with more than one way to run.
-
-A layer type has an `Executions` table (a class attribute `executions`): rows of `Execution`, each
-one function computing the layer's maths one way, where it `applies`, and, when `auto` may pick
-it, the condition for that. `choose(layer, x, asked)` runs the asked execution (following its
-`fallback` while it does not apply) or, for 'auto', the first row whose `auto` and `applies` both
-hold. The layers' tables hold PyTorch executions only; a kernel adds its rows to the tables of one
-model's layers (`Executions.extended`, e.g. dgc.kernels.cpu_layers.use_cpu_kernels), so code that
-never asks for a kernel, training included, neither runs nor imports it.
-"""
+"""How a layer picks its execution: a layer type's `executions` table of `Execution` rows (PyTorch only; a
+kernel adds its rows to one model's layers with `Executions.extended`, so training never imports one)."""
 
 from __future__ import annotations
 
@@ -27,8 +19,7 @@ def always(layer: nn.Module, x: torch.Tensor) -> bool:
 
 @dataclass(frozen=True)
 class Execution:
-    """One way to run a layer: `run(layer, x, ...)`, where it applies (and in words), whether and
-    where `auto` picks it, what runs where it does not apply."""
+    """One way to run a layer: `run(layer, x, ...)`, where it applies, where `auto` picks it, its fallback."""
 
     name: str
     run: Callable[..., Any]
@@ -60,8 +51,7 @@ class Executions(Mapping[str, Execution]):
         return len(self.rows)
 
     def choose(self, layer: nn.Module, x: torch.Tensor, asked: str = "auto") -> Execution:
-        """The execution that runs `layer` on x: for 'auto' the first row whose `auto` and `applies`
-        hold; else `asked`, then, while it does not apply, its fallback."""
+        """For 'auto' the first row whose `auto` and `applies` hold; else `asked` (or its fallbacks)."""
         if asked == "auto":
             for row in self.rows.values():
                 if row.auto is not None and row.auto(layer, x) and row.applies(layer, x):

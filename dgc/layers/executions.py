@@ -1,21 +1,7 @@
-"""The executions of a DGC layer: exact, equivalent ways to compute the same conv over the channels a
-layer's selection keeps (docs/design.md, section 4), and the rule `auto` picks one by.
-
-Every execution is one function `run(layer, x, saliency, keep, kept)` and one row of the layer's
-table (`DGC_EXECUTIONS`, dgc/layers/dispatch.py):
-
-    x         (B, C_in, h, w) the pre-activated input
-    saliency  (B, H, C_in) every head's saliencies (not detached: the conv's gradient reaches the
-              saliency generators through the kept channels' scale)
-    keep      (B, H, C_in) bool, the kept channels; None only after fused_cpu's own selection
-    kept      (B, H, K) the kept channel indices, or None (see `DGCConv2d.select`)
-
-and returns (B, C_out, h', w') with the heads interleaved (channel j*H + i is head i's channel j).
-The table holds the PyTorch executions; the kernels' (`fused`: dgc/kernels/fused_triton.py,
-`fused_cpu`: dgc/kernels/cpu_layers.py) are added to one model's layers by the code that runs them.
-Adding an execution: its function, its row, and its name in tests/test_dgc_layer.py's EXECUTIONS (the
-all-executions test runs every one of them).
-"""
+"""The executions of a DGC layer (docs/design.md, section 4): exact ways to run its conv over the kept
+channels, each `run(layer, x, saliency, keep, kept)` -> (B, C_out, h', w') with the heads interleaved (x
+pre-activated; saliency not detached; keep a bool mask, None only after fused_cpu's own selection; kept
+indices or None), a row of `DGC_EXECUTIONS` and a name in tests/test_dgc_layer.py; and `auto`'s rule."""
 
 from __future__ import annotations
 
@@ -30,7 +16,6 @@ from dgc.layers.dispatch import Execution, Executions
 if TYPE_CHECKING:
     from dgc.layers.dgc_conv import DGCConv2d
 
-# -- the executions -------------------------------------------------------------------------------
 def masked(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torch.Tensor | None,
            kept: torch.Tensor | None) -> torch.Tensor:
     """The authors' execution: H scaled copies of x through one grouped conv (memory H x input)."""
@@ -68,9 +53,8 @@ def scaled_weight(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, kee
 
 def sparse(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torch.Tensor | None,
            kept: torch.Tensor | None) -> torch.Tensor:
-    """Only the kept channels: per sample and head, gather them and the matching weight slices (times
-    their saliency), then one batched matmul (1x1) or one conv grouped over (sample, head) (k x k).
-    Work: K / C_in times the dense conv."""
+    """Only the kept channels and their weight slices (times the saliency), gathered per sample and head,
+    then one batched matmul (1x1) or a conv grouped over (sample, head): K / C_in of the dense work."""
     b, c, h, w = x.shape
     heads, co = layer.num_heads, layer.out_channels // layer.num_heads
     scale = saliency * keep
@@ -81,8 +65,7 @@ def sparse(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torc
         # Nothing kept: zeros, still attached to the graph (every gradient is zero, as masked).
         return x.new_zeros(b, layer.out_channels, ho, wo) + 0.0 * scale.sum()
     values = scale.gather(2, idx)  # (B, H, K)
-    # Rows (head, input channel) of the weight: (H*C_in, C_out/H * kh * kw). The gathers are
-    # index_select on rows of 2-d views (contiguous row copies, faster than advanced indexing).
+    # Weight rows (head, input channel): (H*C_in, C_out/H * kh * kw); index_select on 2-d rows beats indexing.
     weight = layer.head_weights().transpose(1, 2).reshape(heads * c, -1)
     rows = idx + torch.arange(heads, device=x.device)[None, :, None] * c  # (B, H, K) into H*C_in
     w_kept = weight.index_select(0, rows.reshape(-1))
@@ -103,14 +86,10 @@ def sparse(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torc
     return channel_shuffle(out.view(b, layer.out_channels, ho, wo), heads)
 
 
-# -- where each applies, and where `auto` picks it -----------------------------------------------
-# The thresholds of `auto`, measured with `dgc bench` on the 2-core CPU and an H200 (docs/speed.md):
-GATHER_DEVICES = ("cpu",)  # where gathering the kept channels was measured to pay. On CUDA `sparse` ran
-#   slower than `scaled_weight` (H200: inference 72.1 against 39.0 ms), so `auto` never gathers there.
-GATHER_WEIGHT_RATIO = 2  # a gather pays while the per-sample weights it builds (C_out * k * k per kept
-#   channel) are at most this many times the H input copies of `masked` (H * h * w per kept channel).
-SPARSE_TRAINING_KEEP = 0.3  # in training, `sparse` runs k x k convs keeping at most this fraction of
-#   their channels; wider ones, and every 1x1 conv, train faster as `scaled_weight` (a batched matmul).
+# Where each applies and where `auto` picks it (thresholds measured with `dgc bench`, docs/speed.md):
+GATHER_DEVICES = ("cpu",)  # on CUDA `sparse` ran slower than `scaled_weight` (H200: 72.1 vs 39.0 ms)
+GATHER_WEIGHT_RATIO = 2  # a gather pays while its weights (C_out * k * k) are at most this x masked's (H * h * w)
+SPARSE_TRAINING_KEEP = 0.3  # training: `sparse` for k x k convs keeping at most this fraction, else scaled_weight
 
 
 def fixed_selection(layer: DGCConv2d, x: torch.Tensor) -> bool:
@@ -123,8 +102,7 @@ def training(layer: DGCConv2d) -> bool:
 
 
 def gather_pays(layer: DGCConv2d, x: torch.Tensor) -> bool:
-    """`auto`'s condition for a gather execution: per-head selection with n_in fixed and > 0, on a
-    device of GATHER_DEVICES, and per-sample weights within GATHER_WEIGHT_RATIO of the input copies."""
+    """`auto`'s condition for a gather: head-wise, n_in fixed and > 0, on GATHER_DEVICES, weights small."""
     hw = x.shape[-2] * x.shape[-1]
     return (layer.selection == "head" and bool(layer.fixed_inactive) and x.device.type in GATHER_DEVICES
             and layer.out_channels * _area(layer) <= GATHER_WEIGHT_RATIO * layer.num_heads * hw)
@@ -159,18 +137,14 @@ DGC_EXECUTIONS = Executions(
 
 
 def choose(layer: DGCConv2d, x: torch.Tensor) -> Execution:
-    """The execution that runs `layer` on the pre-activated input x: `layer.execution`, or for
-    'auto' the first row of `layer.executions` whose `auto` and `applies` hold (above: a gather where
-    it pays, else `scaled_weight` where its weights are small, else `masked`)."""
+    """The execution that runs `layer` on the pre-activated x: `layer.execution`, or auto's pick."""
     return layer.executions.choose(layer, x, layer.execution)
 
 
-# -- shared pieces --------------------------------------------------------------------------------
 def kept_indices(layer: DGCConv2d, saliency: torch.Tensor, keep: torch.Tensor,
                  kept: torch.Tensor | None) -> torch.Tensor:
-    """The channels the gather executions read, (B, H, K): `kept` where the selection gave it; for
-    DGC-G as many as the fullest row keeps (the padding is scaled by 0: not kept); else (n_in = 0)
-    every channel."""
+    """The channels the gathers read, (B, H, K): `kept` when given; for DGC-G as many as the fullest row
+    keeps (the padding scaled by 0); else (n_in = 0) every channel."""
     if kept is not None:
         return kept
     if layer.selection == "global":

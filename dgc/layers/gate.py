@@ -1,9 +1,5 @@
-"""The saliency generator of one DGC head (Su et al., ECCV 2020, Sec. 3.1).
-
-A squeeze-excitation-like two-layer MLP on the globally pooled input:
-Linear(C -> C/s, no bias) -> ReLU -> Linear(C/s -> C, bias 1.0) -> ReLU. The output is a
-non-negative, unbounded saliency per input channel and sample.
-"""
+"""The saliency generator of one DGC head (Su et al., ECCV 2020, Sec. 3.1): on the pooled input,
+Linear(C -> C/s, no bias) -> ReLU -> Linear(C/s -> C, bias 1.0) -> ReLU, a saliency >= 0 per channel."""
 
 from __future__ import annotations
 

@@ -1,20 +1,6 @@
-"""DGC-G (the paper's Sec. 6.1 variant): one saliency threshold for every DGC layer of a model.
-
-Instead of each head keeping exactly a fraction g of its input channels, all DGC-G layers' saliency
-vectors form one sample G, and a channel is kept wherever its saliency reaches the threshold T at the
-target percentile of G; pruning becomes uneven across samples, heads and layers.
-
-Where the paper is silent, the simplest reading (docs/design.md, "DGC-G"):
-- G is collected over the last `window` training iterations of each epoch (the author's reply), every
-  saliency of every DGC-G layer, detached;
-- at the end of the epoch G is summarised by its quantiles (a table of `resolution` + 1 values), and
-  from then on T = the quantile of G at the schedule's pruned fraction (1 - g) * 1.5 * (p - 1/12)
-  of the current progress p, set every iteration like n_in is for head-wise DGC (no host sync: an
-  index into the table on the device);
-- before the first table exists (the first epoch) T = 0, which keeps everything (saliencies >= 0);
-- T is a buffer of every DGC-G layer, saved with the model: evaluation uses the saved value, as
-  head-wise DGC uses its saved n_in.
-"""
+"""DGC-G (the paper's Sec. 6.1): one saliency threshold T for every DGC layer of a model, the quantile
+of G (the detached saliencies of each epoch's last `window` iterations) at the schedule's pruned fraction,
+set every iteration on the device (docs/design.md, "DGC-G"); T = 0 (keep all) before G's first table."""
 
 from __future__ import annotations
 
@@ -42,8 +28,7 @@ class GlobalThreshold:
         if len(gates) != 1:
             raise ValueError(f"DGC-G layers must share one gate factor, got {sorted(gates)}")
         self.gate_factor = gates.pop()
-        self.window = window
-        self.resolution = resolution
+        self.window, self.resolution = window, resolution
         self.quantiles: torch.Tensor | None = None  # (resolution + 1,) quantiles of G
 
     def before_step(self, progress: float, step_in_epoch: int, steps_in_epoch: int) -> None:

@@ -1,15 +1,8 @@
-"""The inactive-channel schedule of DGC: how many input channels each head prunes at progress p.
-
-Pure functions, no state: the layer stores the result in a buffer, the trainer calls
-`dgc.layers.set_progress(model, p)` every iteration.
-"""
+"""DGC's inactive-channel schedule: how many input channels each head prunes at training progress p."""
 
 from __future__ import annotations
 
-import math
-
-# Pruning starts after the first twelfth of training and reaches its target at three quarters;
-# in between the count grows linearly (slope 1.5 so that it reaches the target exactly at 3/4).
+# Pruning starts after the first twelfth of training and grows linearly (slope 1.5) to its target at 3/4.
 PRUNE_START = 1.0 / 12.0
 PRUNE_END = 3.0 / 4.0
 
@@ -17,7 +10,7 @@ PRUNE_END = 3.0 / 4.0
 def check_progress(progress: float) -> float:
     """Return `progress` as a float, or raise ValueError when it is outside [0, 1]."""
     p = float(progress)
-    if not (0.0 <= p <= 1.0) or math.isnan(p):
+    if not 0.0 <= p <= 1.0:  # NaN too
         raise ValueError(f"progress must be in [0, 1], got {progress!r}")
     return p
 
@@ -25,18 +18,14 @@ def check_progress(progress: float) -> float:
 def check_gate_factor(gate_factor: float) -> float:
     """Return `gate_factor` as a float, or raise ValueError when it is outside (0, 1]."""
     g = float(gate_factor)
-    if not (0.0 < g <= 1.0) or math.isnan(g):
+    if not 0.0 < g <= 1.0:  # NaN too
         raise ValueError(f"gate_factor must be in (0, 1], got {gate_factor!r}")
     return g
 
 
 def inactive_channels(in_channels: int, gate_factor: float, progress: float) -> int:
-    """Number of input channels each head prunes at training progress `progress` in [0, 1].
-
-    p <= 1/12: 0; 1/12 < p < 3/4: round(C_in * (1 - g) * 1.5 * (p - 1/12)); p >= 3/4: round(C_in * (1 - g)).
-    `round` is Python's, as in the authors' code: a half goes to the even integer (4.5 -> 4), and the
-    products are formed in the same order, so float error (10.4999... -> 10) matches theirs too.
-    """
+    """Input channels each head prunes at progress p: 0 up to 1/12, round(C_in * (1 - g) * 1.5 * (p - 1/12)),
+    round(C_in * (1 - g)) from 3/4. Python's round and the authors' product order: their float error too."""
     p = check_progress(progress)
     g = check_gate_factor(gate_factor)
     target = in_channels * (1.0 - g)
@@ -48,8 +37,7 @@ def inactive_channels(in_channels: int, gate_factor: float, progress: float) -> 
 
 
 def pruned_fraction(gate_factor: float, progress: float) -> float:
-    """The schedule as a fraction of channels, unrounded: 0 up to p = 1/12, then
-    (1 - g) * 1.5 * (p - 1/12), reaching 1 - g at p = 3/4. DGC-G's threshold follows it."""
+    """The schedule as an unrounded fraction, (1 - g) * min(1, 1.5 * (p - 1/12)): DGC-G's threshold follows it."""
     p = check_progress(progress)
     g = check_gate_factor(gate_factor)
     if p <= PRUNE_START:

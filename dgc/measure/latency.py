@@ -40,9 +40,7 @@ def inference_latency(model: nn.Module, device: torch.device, batch_size: int,
                       input_size: tuple[int, int, int] = (3, 32, 32), repeats: int = 10,
                       forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                       warmup: int = 2) -> float:
-    """Median milliseconds per image of an eval-mode forward pass at `batch_size`. `forward` runs
-    the pass instead of `model` (e.g. a dgc.runtime.compile.Compiled of it); its first call, which compiles,
-    is not timed."""
+    """Median ms per image of an eval-mode forward at `batch_size` (through `forward` when given; first call untimed)."""
     model.eval().to(device)
     forward = model if forward is None else forward
     x = torch.randn(batch_size, *input_size, device=device)
@@ -54,8 +52,7 @@ def inference_latency(model: nn.Module, device: torch.device, batch_size: int,
 
 def median_times(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int = 10,
                  warmup: int = 2) -> dict[str, float]:
-    """Median seconds of each callable, measured round-robin (one run of each in turn), so that a
-    burst of machine noise hits every candidate alike instead of one of them."""
+    """Median seconds of each callable, timed round-robin so that machine noise hits every one alike."""
     times: dict[str, list[float]] = {name: [] for name in fns}
     for i in range(warmup + repeats):
         for name, fn in fns.items():

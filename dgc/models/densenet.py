@@ -1,10 +1,6 @@
-"""DenseNet-86 / CondenseNet-74 topology with DGC (the authors' "DyDenseNet"), and its baselines.
-
-CondenseNet layout (Huang et al., CVPR 2018): each dense layer is a 1x1 conv C -> 4k (the layer DGC
-replaces) then BN-ReLU-3x3 group conv (4 groups) 4k -> k, concatenated to its input; transitions are
-2x2 average pooling only; growth doubles from block to block. Module names follow the authors'
-checkpoints (features.denseblock_i.denselayer_j.conv_1 ...).
-"""
+"""DenseNet-86 / CondenseNet-74 (Huang et al., CVPR 2018) with DGC (the authors' "DyDenseNet"), and its
+baselines: a dense layer is a 1x1 conv C -> 4k (DGC's place), then BN-ReLU-3x3 4-group conv 4k -> k,
+concatenated; transitions are 2x2 average pooling; module names follow the authors' checkpoints."""
 
 from __future__ import annotations
 
@@ -13,11 +9,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dgc.layers import BNReLUConv2d
+from dgc.layers import AvgPool2x2, BNReLUConv2d
 from dgc.layers.executions import channels_last
-from dgc.layers.pool import AvgPool2x2
-from dgc.models.common import check_stem, init_weights
-from dgc.models.convs import ConvFactory
+from dgc.models.convs import ConvFactory, check_stem, init_weights
 
 
 class DenseLayer(nn.Module):
@@ -36,15 +30,9 @@ class DenseLayer(nn.Module):
 
 
 class DenseBlock(nn.Sequential):
-    """Dense layers, each appending its `growth` new channels to its input.
-
-    With autograd on (training) each layer concatenates, as written in DenseLayer. Without it the
-    block allocates one buffer for all its output channels, copies its input in once, hands each
-    layer a channel slice of it and writes the layer's new channels after it: the same values
-    without copying every earlier feature again at every layer (concatenation copies O(n^2)
-    channels per block; at inference on the 2-core CPU that was the largest item of
-    densenet86_dgc's forward once the DGC convs ran as C++ kernels). Under torch.compile the
-    concatenating forward is traced."""
+    """Dense layers, each appending its `growth` new channels to its input. With autograd on (or compiling)
+    each concatenates; without, the layers write into slices of one preallocated buffer: the same values
+    without the O(n^2) copies (the largest item of densenet86_dgc's CPU inference with the C++ kernels)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled() or torch.compiler.is_compiling():
@@ -77,8 +65,7 @@ class DenseNet(nn.Module):
         for i, (n_layers, k) in enumerate(zip(depth, growth), start=1):
             block = DenseBlock()
             for j in range(1, n_layers + 1):
-                block.add_module(f"denselayer_{j}",
-                                 DenseLayer(channels, k, conv1x1, bottleneck, groups_3x3))
+                block.add_module(f"denselayer_{j}", DenseLayer(channels, k, conv1x1, bottleneck, groups_3x3))
                 channels += k
             self.features.add_module(f"denseblock_{i}", block)
             if i < len(depth):

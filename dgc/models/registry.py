@@ -1,10 +1,5 @@
-"""The model registry: a name -> a factory with the authors' configuration as its defaults.
-
-`create_model(name, num_classes, **overrides)` builds one; overrides change the DGC settings
-(`heads`, `gate_factor`, `squeeze_rate`), the width/depth (`growth`, `depth` for the DenseNets;
-`width`, `blocks` for the ResNets and MobileNetV2s) or the `stem`. Every factory is a few lines over
-three model classes.
-"""
+"""The model registry: a name -> a factory with the authors' configuration as its defaults, built by
+`create_model(name, num_classes, **overrides)` (the settings of dgc/model_names.py)."""
 
 from __future__ import annotations
 
@@ -21,18 +16,15 @@ from dgc.models.mobilenetv2 import DEFAULT_BLOCKS as MOBILENETV2_BLOCKS
 from dgc.models.mobilenetv2 import MobileNetV2, check_pointwise_divisor
 from dgc.models.resnet import ResNet
 
-# DenseNet-86 (CondenseNet-86 topology): 3 blocks of 14 layers, growth 8-16-32.
-DENSENET86_GROWTH = (8, 16, 32)
+DENSENET86_GROWTH = (8, 16, 32)  # DenseNet-86 (CondenseNet-86 topology)
 DENSENET86_DEPTH = (14, 14, 14)
-# CondenseNet-74 (ImageNet): 5 blocks of 4-6-8-10-8 layers, growth 8-16-32-64-128.
 CONDENSENET74_GROWTH = (8, 16, 32, 64, 128)
 CONDENSENET74_DEPTH = (4, 6, 8, 10, 8)
 
 
-def densenet86_dgc(num_classes: int, stem: str = "cifar",
-                   growth: Sequence[int] = DENSENET86_GROWTH, depth: Sequence[int] = DENSENET86_DEPTH,
-                   heads: int = 4, gate_factor: float = 0.25, squeeze_rate: int = 16,
-                   selection: str = "head") -> DenseNet:
+def densenet86_dgc(num_classes: int, stem: str = "cifar", growth: Sequence[int] = DENSENET86_GROWTH,
+                   depth: Sequence[int] = DENSENET86_DEPTH, heads: int = 4, gate_factor: float = 0.25,
+                   squeeze_rate: int = 16, selection: str = "head") -> DenseNet:
     """The paper's CIFAR model: DenseNet-86 with every 1x1 conv a DGC layer (4 heads, g 0.25)."""
     layer = convs.dgc(heads, gate_factor, squeeze_rate, selection=selection)
     return DenseNet(num_classes, layer, growth, depth, stem)
@@ -50,11 +42,9 @@ def densenet86_gc(num_classes: int, stem: str = "cifar", growth: Sequence[int] =
     return DenseNet(num_classes, convs.preact(groups), growth, depth, stem)
 
 
-def condensenet74_dgc(num_classes: int, stem: str = "imagenet",
-                      growth: Sequence[int] = CONDENSENET74_GROWTH,
-                      depth: Sequence[int] = CONDENSENET74_DEPTH, heads: int = 4,
-                      gate_factor: float = 0.25, squeeze_rate: int = 16,
-                      selection: str = "head") -> DenseNet:
+def condensenet74_dgc(num_classes: int, stem: str = "imagenet", growth: Sequence[int] = CONDENSENET74_GROWTH,
+                      depth: Sequence[int] = CONDENSENET74_DEPTH, heads: int = 4, gate_factor: float = 0.25,
+                      squeeze_rate: int = 16, selection: str = "head") -> DenseNet:
     """The paper's ImageNet DenseNet: CondenseNet-74 topology with DGC 1x1 convs."""
     layer = convs.dgc(heads, gate_factor, squeeze_rate, selection=selection)
     return DenseNet(num_classes, layer, growth, depth, stem)
@@ -63,15 +53,13 @@ def condensenet74_dgc(num_classes: int, stem: str = "imagenet",
 def densenet86_dgcg(num_classes: int, stem: str = "cifar",
                     growth: Sequence[int] = DENSENET86_GROWTH, depth: Sequence[int] = DENSENET86_DEPTH,
                     heads: int = 4, gate_factor: float = 0.25, squeeze_rate: int = 16) -> DenseNet:
-    """DGC-G (the paper's "CondenseNet-86 + DGC-G", Sec. 6.1): densenet86_dgc with one global
-    saliency threshold over all DGC layers instead of a fixed fraction per head."""
+    """DGC-G (the paper's Sec. 6.1): densenet86_dgc with one global saliency threshold over all DGC layers."""
     return densenet86_dgc(num_classes, stem, growth, depth, heads, gate_factor, squeeze_rate, "global")
 
 
-def condensenet74_dgcg(num_classes: int, stem: str = "imagenet",
-                       growth: Sequence[int] = CONDENSENET74_GROWTH,
-                       depth: Sequence[int] = CONDENSENET74_DEPTH, heads: int = 4,
-                       gate_factor: float = 0.25, squeeze_rate: int = 16) -> DenseNet:
+def condensenet74_dgcg(num_classes: int, stem: str = "imagenet", growth: Sequence[int] = CONDENSENET74_GROWTH,
+                       depth: Sequence[int] = CONDENSENET74_DEPTH, heads: int = 4, gate_factor: float = 0.25,
+                       squeeze_rate: int = 16) -> DenseNet:
     """DGC-G on ImageNet (the paper's "CondenseNet + DGC-G"): condensenet74_dgc, global threshold."""
     return condensenet74_dgc(num_classes, stem, growth, depth, heads, gate_factor, squeeze_rate, "global")
 
@@ -119,8 +107,7 @@ def mobilenetv2_gc(num_classes: int, stem: str = "imagenet", width: float = 1.0,
     return MobileNetV2(num_classes, layer, layer, blocks, width, stem)
 
 
-# The factories by name; their names and settings are those of dgc/model_names.py (`list_models`,
-# `model_arguments` and `family` come from there).
+# The factories by name; their names and settings are those of dgc/model_names.py.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     f.__name__: f for f in (densenet86_dgc, densenet86_dgcg, densenet86, densenet86_gc,
                             condensenet74_dgc, condensenet74_dgcg,
@@ -141,11 +128,7 @@ def _factory(name: str) -> Callable[..., nn.Module]:
 
 
 def create_model(name: str, num_classes: int, **overrides) -> nn.Module:
-    """Build model `name` for `num_classes` classes; `overrides` replace its default settings.
-
-    The returned model carries `model.model_name` and `model.model_args` (the constructor arguments),
-    which is all a checkpoint needs to rebuild it.
-    """
+    """Build model `name` with `overrides`; it carries `model_name` and `model_args` (all a checkpoint needs)."""
     factory = _factory(name)
     allowed = model_arguments(name)  # the names of dgc/model_names.py: the factory's own parameters
     unknown = sorted(set(overrides) - set(allowed))

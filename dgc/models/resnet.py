@@ -1,9 +1,5 @@
-"""ResNet-18 (He et al., 2016) with DGC in every 3x3 conv and downsample 1x1 conv, and its baselines.
-
-The authors' "DyResNet-18": each DGC layer carries its own BN-ReLU pre-activation and is followed by
-the block's own BN, as in their checkpoints (layerN.M.conv1.norm, layerN.M.bn1, ...). Module names
-follow torchvision and the authors' checkpoints.
-"""
+"""ResNet-18 (He et al., 2016) with DGC in every 3x3 and downsample conv (the authors' "DyResNet-18": each
+with its own BN-ReLU, then the block's BN; names as torchvision's and their checkpoints), and its baselines."""
 
 from __future__ import annotations
 
@@ -12,8 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from dgc.models.common import check_stem, init_weights
-from dgc.models.convs import ConvFactory
+from dgc.models.convs import ConvFactory, check_stem, init_weights
 
 
 class BasicBlock(nn.Module):

@@ -1,12 +1,9 @@
-"""Checkpoints that rebuild their model from the file alone and load with weights_only=True.
-
-A checkpoint holds the model's registry name and constructor arguments (`model.model_args`), its
-state_dict and the resolved settings; `checkpoint.pt` adds what resuming needs (optimizer state,
-history, best result). Writes are atomic (temporary file + rename).
-"""
+"""Checkpoints that rebuild their model from the file alone (registry name, `model_args`, state_dict,
+settings) and load with weights_only=True; `checkpoint.pt` adds what resuming needs. Writes are atomic."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +36,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _why(exc: Exception) -> str:
-    """What went wrong in a few words: the unpickler's own reason, not PyTorch's paragraphs of
-    weights_only advice around it."""
-    import re
-
+    """What went wrong in a few words: the unpickler's reason, without PyTorch's weights_only advice."""
     text = str(exc).strip()
     found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\n\n|$)", text, flags=re.S)
     reason = (found.group(1) if found else (text.splitlines() or [""])[0]).strip()

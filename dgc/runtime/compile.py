@@ -1,17 +1,6 @@
-"""`torch.compile` as a setting (`train.compile`, `evaluate.compile`), timed apart, never fatal.
-
-Modes: off | default | reduce-overhead (CUDA graphs) | max-autotune | auto. `auto` compiles (mode
-'default') on CUDA, where the DGC models are launch-bound, and runs eagerly on CPU (compiling costs
-tens of seconds there for little gain on these models; see docs/speed.md).
-
-The DGC layer is written for compilation: its forward has static shapes and no host sync, and the
-pruning ramp, where n_in changes every few steps, runs from the n_in buffer, so a training run
-compiles a handful of graphs (no pruning, ramp, target; train and eval) instead of one per n_in.
-
-If compiling fails (an unsupported backend, no C compiler, a Triton error), `Compiled.run` prints one
-warning line and the run continues eagerly. `CompileClock` adds up the seconds spent compiling, so
-that step times are reported without them.
-"""
+"""`torch.compile` as a setting (`train.compile`, `evaluate.compile`), timed apart, never fatal: `auto` is
+'default' on CUDA (the DGC models are launch-bound), eager on CPU (docs/speed.md). A failed compile warns
+once and runs eagerly; `CompileClock` times compilation so that step times leave it out."""
 
 from __future__ import annotations
 
@@ -45,8 +34,7 @@ def _is_compile_error(exc: BaseException) -> bool:
 
 
 class CompileClock:
-    """Seconds spent compiling while active (dynamo's compile start/end callbacks), and how many
-    compilations ran. Without the callback API (older torch) both stay 0."""
+    """Seconds spent compiling while active, and how many compilations ran (dynamo's callbacks; 0 without them)."""
 
     def __init__(self) -> None:
         self.seconds = 0.0
@@ -78,30 +66,22 @@ class CompileClock:
 
 
 class Compiled:
-    """`model` through torch.compile(mode) (or eagerly when mode is None), falling back to eager
-    for good, with one warning line, the first time compiling fails."""
+    """`model` through torch.compile(mode) (eager when mode is None), eager for good once compiling fails."""
 
     def __init__(self, model: nn.Module, mode: str | None, log: Callable[[str], None] = print) -> None:
-        self.eager = model
-        self.mode = mode
-        self.log = log
-        self.module: Callable[..., Any] = model
-        if mode is not None:
-            self.module = torch.compile(model, mode=mode)
+        self.eager, self.mode, self.log = model, mode, log
+        self.module: Callable[..., Any] = model if mode is None else torch.compile(model, mode=mode)
 
     @property
     def compiled(self) -> bool:
         return self.module is not self.eager
 
     def run(self, fn: Callable[[Callable[..., Any]], Any]) -> Any:
-        """fn(module): a forward (and backward) through the compiled module; on a compile error,
-        warn once, switch to eager and run fn again (gradients of the failed try are dropped)."""
-        if not self.compiled:
-            return fn(self.module)
+        """fn(module) through the compiled module; on a compile error warn and run it again eagerly, for good."""
         try:
             return fn(self.module)
         except Exception as exc:  # noqa: BLE001 - only compile errors are absorbed, see below
-            if not _is_compile_error(exc):
+            if not self.compiled or not _is_compile_error(exc):
                 raise
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             self.log(f"warning: torch.compile(mode={self.mode!r}) failed ({type(exc).__name__}: "

@@ -8,8 +8,7 @@ from dgc.config import ConfigError
 
 
 def resolve_device(spec: str) -> torch.device:
-    """`auto`: CUDA when available, else the CPU; any other spec as torch names it. Asking for CUDA on a
-    machine without it is a ConfigError."""
+    """`auto`: CUDA when available, else the CPU; else as torch names it (CUDA without one: ConfigError)."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(spec)

@@ -1,8 +1,4 @@
-"""Multi-process training under torchrun: process group set-up and small collective helpers.
-
-`torchrun --nproc_per_node N` sets RANK, LOCAL_RANK and WORLD_SIZE; without them everything here
-is a no-op and the run is single-process.
-"""
+"""Multi-process training under torchrun: process group set-up and collectives (no-ops in one process)."""
 
 from __future__ import annotations
 
@@ -45,17 +41,21 @@ def init_distributed(device_type: str) -> DistInfo:
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
+    if _joined():
         tensor = tensor.clone()
         dist.all_reduce(tensor)
     return tensor
 
 
+def _joined() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if _joined():
         dist.barrier()
 
 
 def shutdown() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if _joined():
         dist.destroy_process_group()

@@ -50,13 +50,8 @@ def _runner(model: nn.Module | Compiled) -> Compiled:
 
 def train_one_epoch(model: nn.Module | Compiled, core: nn.Module, batches: Iterable, ctx: StepContext,
                     first_step: int, show_progress: bool = False, desc: str = "") -> dict[str, float]:
-    """Train one epoch; `core` is the unwrapped model (DDP's .module) whose DGC layers are driven,
-    `model` what the batches go through (DDP, a `Compiled` wrapper, or `core` itself).
-
-    Every iteration sets the pruning progress p = step / total_steps and the cosine lr. Returns the
-    epoch's mean loss, top-1 (%), images seen by all processes, seconds (compilation included),
-    compile_seconds (the part spent compiling) and the last lr / progress.
-    """
+    """Train one epoch of `model` (DDP, `Compiled` or `core`), setting `core`'s progress and the cosine lr
+    every step: the mean loss, top-1 (%), images, seconds (of them compile_seconds), last lr / progress."""
     runner = _runner(model)
     runner.eager.train()
     device = next(core.parameters()).device
@@ -125,9 +120,7 @@ def evaluate(model: nn.Module | Compiled, batches: Iterable, autocast: Callable 
         with autocast():
             logits = runner(x)
         logits = logits.float()
-        k = min(5, logits.shape[1])
-        topk = logits.topk(k, dim=1).indices  # (B, k)
-        hits = topk == y[:, None]
+        hits = logits.topk(min(5, logits.shape[1]), dim=1).indices == y[:, None]  # (B, k): the top-k hits
         totals[0] += F.cross_entropy(logits, y, reduction="sum").double()
         totals[1] += hits[:, 0].sum()
         totals[2] += hits.any(dim=1).sum()

@@ -1,9 +1,6 @@
-"""A training run's precision, chosen once from its device and `train.amp` (docs/design.md, section 7).
-
-On CUDA: bf16 autocast where the GPU supports bf16, else fp16 autocast with a gradient scaler, when
-`train.amp` is on; fp32 otherwise. The fp32 parts of a CUDA run use TF32 tensor cores for matmuls
-too (cuDNN uses them for convs by default; the 1x1 DGC convs are batched matmuls). On the CPU: fp32.
-"""
+"""A training run's precision from its device and `train.amp` (docs/design.md, section 7): on CUDA with
+amp, bf16 autocast (else fp16 with a gradient scaler), else fp32; CUDA's fp32 uses TF32 for matmuls too
+(cuDNN's convs do by default; the 1x1 DGC convs are matmuls). On the CPU: fp32."""
 
 from __future__ import annotations
 

@@ -1,10 +1,6 @@
-"""One trainer per run folder: `dgc train` holds an exclusive lock on runs/<dataset>-<model>/seed<k>/
-while it trains into it, so that two processes never interleave their checkpoints.
-
-The lock is an `fcntl.flock` on the folder's `.lock` file: the kernel drops it when the process ends,
-kill -9 included, so a stale lock never blocks a rerun. The file says who holds it (pid, host, start),
-for the message the second process prints.
-"""
+"""One trainer per run folder: `dgc train` holds an exclusive `fcntl.flock` on the folder's `.lock`
+while it trains (the kernel drops it when the process ends, kill -9 included: never stale); the file
+names its holder (pid, host, start) for the second process's message."""
 
 from __future__ import annotations
 
@@ -28,8 +24,7 @@ class RunLocked(DGCError, RuntimeError):
 
 @contextlib.contextmanager
 def run_lock(folder: str | Path) -> Iterator[Path]:
-    """Hold the lock of run `folder` (created if missing) for the block; RunLocked when another
-    process holds it, naming that process."""
+    """Hold the lock of run `folder` (created if missing) for the block; RunLocked names another holder."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / ".lock"

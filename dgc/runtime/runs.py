@@ -1,5 +1,4 @@
-"""Where a training run's files live: runs/<dataset>-<model>/seed<k>/ (written by the train stage,
-read by the evaluate stage and the benchmarks)."""
+"""Where a training run's files live: runs/<dataset>-<model>/seed<k>/ (train writes, evaluate reads)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""Experiment tracking with wandb: offline by default, online on request, never fatal.
-
-The mode comes from WANDB_MODE when set (tests set `disabled`), else from `train.wandb`. Offline
-runs land in the run folder's wandb/ (runs/<dataset>-<model>/seed<k>/wandb/) and can be uploaded later
-with `wandb sync`. A run folder keeps its wandb run id in `wandb_id`: a resumed training run continues
-its wandb run (offline, each session writes an offline-run-* folder with that id, and `wandb sync`
-uploads them into one run, in order); a run started from scratch gets a new id. Any wandb error is
-reported once and tracking is switched off; training goes on.
-"""
+"""Experiment tracking with wandb, never fatal: the mode is WANDB_MODE, else `train.wandb` (offline runs
+land in the run folder's wandb/); the folder's `wandb_id` lets a resumed run continue its wandb run.
+A wandb error is reported once and switches tracking off; training goes on."""
 
 from __future__ import annotations
 
@@ -22,8 +16,7 @@ RUN_ID_FILE = "wandb_id"
 
 
 def run_id(directory: Path, resume: bool) -> str:
-    """The wandb run id of the run in `directory`: the stored one when resuming, else a new one,
-    stored (atomically) for the runs that resume this one."""
+    """The wandb run id of `directory`: the stored one when resuming, else a new one, stored."""
     path = directory / RUN_ID_FILE
     if resume and path.is_file():
         stored = path.read_text().strip()
@@ -54,20 +47,18 @@ class Tracker:
             self._warn("start", exc)
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        if self.run is None:
-            return
-        try:
-            self.run.log(metrics, step=step)
-        except Exception as exc:
-            self._warn("log", exc)
+        self._call("log", metrics, step=step)
 
     def finish(self) -> None:
+        self._call("finish")
+
+    def _call(self, what: str, *args: Any, **kwargs: Any) -> None:
         if self.run is None:
             return
         try:
-            self.run.finish()
-        except Exception as exc:
-            self._warn("finish", exc)
+            getattr(self.run, what)(*args, **kwargs)
+        except Exception as exc:  # wandb raises many types; none may stop training
+            self._warn(what, exc)
 
     def _warn(self, what: str, exc: Exception) -> None:
         print(f"dgc: warning: wandb could not {what} ({type(exc).__name__}: {exc}); "

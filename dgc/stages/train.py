@@ -1,17 +1,6 @@
-"""The `train` stage: the authors' recipe for one (dataset, model), resumable, tracked, multi-GPU.
-
-`train_model(dataset, model_name, params, seed=k)` writes runs/<dataset>-<model>/seed<k>/:
-  history.csv    one row per epoch (HISTORY_COLUMNS)
-  checkpoint.pt  the last completed epoch: model, optimizer, history, best result (for resuming)
-  best.pt        the epoch with the best test top-1 (the authors' pick)
-  wandb/         the wandb run (offline unless the user logs in)
-Killed at any moment, the same call continues from the last completed epoch; once all epochs are
-done (with unchanged settings and training code) it returns the stored result without training
-(`is_complete` says so beforehand). It trains on the device train.device names; `dgc train-all` gives
-each run its own GPU (CUDA_VISIBLE_DEVICES, dgc/commands/train_all.py). Under torchrun it trains
-with DistributedDataParallel: `train.batch_size` and `train.lr` are the GLOBAL batch and its lr, each
-of N processes takes batch_size / N images of every batch; only rank 0 writes files and logs.
-"""
+"""The `train` stage: the authors' recipe for one (dataset, model), resumable, tracked, multi-GPU (torchrun:
+`train.batch_size` and `train.lr` are the global batch's). `train_model` writes runs/<dataset>-<model>/seed<k>/:
+history.csv, checkpoint.pt (the last epoch, to resume from), best.pt (the best test top-1), wandb/."""
 
 from __future__ import annotations
 
@@ -42,7 +31,7 @@ from dgc.runtime.compile import Compiled, resolve_compile
 from dgc.runtime.device import resolve_device
 from dgc.runtime.distributed import DistInfo, all_reduce_sum, barrier, dist_info_from_env, init_distributed, shutdown
 from dgc.runtime.engine import NonFiniteLoss, StepContext, evaluate, train_one_epoch
-from dgc.runtime.precision import Precision, precision_of
+from dgc.runtime.precision import precision_of
 from dgc.runtime.run_lock import run_lock
 from dgc.runtime.runs import run_dir
 from dgc.runtime.tracking import Tracker
@@ -62,12 +51,13 @@ class TrainingDiverged(DGCError, RuntimeError):
 
 
 class GpuOutOfMemory(DGCError, RuntimeError):
-    """CUDA ran out of memory in an epoch; the message names the setting to change, and the last
-    completed epoch's checkpoint is kept."""
+    """CUDA ran out of memory in an epoch; the message names the setting to change (the checkpoint is kept)."""
 
 
 @dataclass
 class TrainResult:
+    """What `train_model` returns: the run folder, epochs, the epoch it resumed from, best and last rows."""
+
     out_dir: Path
     epochs: int
     resumed_from: int
@@ -85,8 +75,7 @@ def _plain(value: Any) -> Any:
 
 
 def settings_of(dataset: str, model: nn.Module, params: Params, seed: int) -> dict[str, Any]:
-    return _plain({"dataset": dataset, "model_name": model.model_name, "model_args": model.model_args,
-                   "seed": seed,
+    return _plain({"dataset": dataset, "model_name": model.model_name, "model_args": model.model_args, "seed": seed,
                    "train": dataclasses.asdict(params.train), "data": dataclasses.asdict(params.data),
                    "profile": params.profile})
 
@@ -98,10 +87,7 @@ def fingerprint(settings: dict[str, Any]) -> dict[str, Any]:
 
 
 def training_code(root: Path = SOURCE_ROOT) -> list[Path]:
-    """The package files `dgc train` runs: its import closure (dgc/imports.py), which the train stage's
-    deps in dvc.yaml cover (tests/test_stage_deps.py); no kernel, benchmark, study or other stage's
-    code. A finished run is returned as it is only if these are unchanged: when DVC reruns the stage
-    because of a code change, it retrains."""
+    """The package files `dgc train` runs (its import closure): a finished run stands while they are unchanged."""
     return sorted(command_closure("train", root))
 
 
@@ -135,13 +121,6 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def runtime_of(device: torch.device, precision: Precision, channels_last: bool,
-               compile_mode: str | None) -> dict[str, str]:
-    """How a run executes (recorded in its checkpoints; the report says which precision ran)."""
-    return {"device": device_name(device), "precision": precision.name,
-            "layout": "channels_last" if channels_last else "NCHW", "compile": compile_mode or "off"}
-
-
 def build_for_training(dataset: str, model_name: str, params: Params) -> nn.Module:
     """Validate the (dataset, model, settings) triple and build the model; fails before any work."""
     check_dataset(dataset)
@@ -154,8 +133,7 @@ def build_for_training(dataset: str, model_name: str, params: Params) -> nn.Modu
 
 def out_of_memory_message(phase: str, model_name: str, dataset: str, cfg: Any, world: int,
                           epoch: int, kept: str) -> str:
-    """The one line a CUDA out-of-memory error ends a run with: what ran out, with how many images
-    per process, and which setting to change. `phase` is 'training' or 'evaluating'."""
+    """The line a CUDA out-of-memory error in `phase` ends a run with: images per process, the setting to change."""
     procs = f"{world} process" + ("es" if world > 1 else "")
     if phase == "evaluating":
         per = -(-cfg.eval_batch_size // world)
@@ -183,9 +161,8 @@ def _already_complete(checkpoint: dict[str, Any], out: Path, epochs: int, main: 
                       say: Callable[[str], None]) -> TrainResult:
     """The stored result of a finished run (its history.csv rewritten only if it went missing)."""
     history = list(checkpoint["history"])
-    hist_path = out / "history.csv"
-    if main and not hist_path.exists():
-        write_text_atomic(hist_path, history_csv(history))
+    if main and not (out / "history.csv").exists():
+        write_text_atomic(out / "history.csv", history_csv(history))
     say(f"{out}: already complete ({epochs} epochs, best test top-1 "
         f"{checkpoint['best']['test_top1']:.2f}% in epoch {checkpoint['best']['epoch']})")
     return TrainResult(out, epochs, epochs, dict(checkpoint["best"]), history[-1] if history else {})
@@ -193,8 +170,7 @@ def _already_complete(checkpoint: dict[str, Any], out: Path, epochs: int, main: 
 
 def is_complete(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
                 seed: int | None = None) -> bool:
-    """Whether `train_model` with these arguments would return its stored result without training:
-    a readable checkpoint of all train.epochs epochs, with the same settings and training code."""
+    """Whether `train_model` would return a stored result (all epochs, same settings and training code)."""
     seed = params.train.seeds[0] if seed is None else seed
     ckpt_path = run_dir(runs_root, dataset, model_name, seed) / "checkpoint.pt"
     if not ckpt_path.is_file():
@@ -210,8 +186,7 @@ def is_complete(dataset: str, model_name: str, params: Params, runs_root: str | 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What identifies one run and is stored with it: where it writes, its settings and their
-    fingerprint, the training code's digest."""
+    """What identifies one run: its folder, settings and their fingerprint, the training code's digest."""
 
     dataset: str
     model_name: str
@@ -230,12 +205,8 @@ class RunSpec:
 def train_model(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
                 seed: int | None = None, fresh: bool = False,
                 log: Callable[[str], None] = print) -> TrainResult:
-    """Train `model_name` on `dataset` with `params.train` and `seed` (default: the first of
-    train.seeds) into runs_root/<dataset>-<model>/seed<seed>/; see the module docstring.
-
-    A run whose checkpoint already holds all train.epochs epochs with the same settings and the same
-    training code (`training_code()`) returns its stored result at once; under other code it trains
-    again. A CUDA out-of-memory error in an epoch raises GpuOutOfMemory, naming the batch setting."""
+    """Train `model_name` on `dataset` with `params.train` and `seed` (default: the first of train.seeds)
+    into runs_root/<dataset>-<model>/seed<seed>/ (see the module docstring); GpuOutOfMemory names the fix."""
     cfg = params.train
     seed = cfg.seeds[0] if seed is None else seed
     torch.manual_seed(seed)  # the same initialisation in every process and every run
@@ -254,8 +225,7 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
 
 def _resume_or_train(spec: RunSpec, model: nn.Module, device: torch.device, fresh: bool, main: bool,
                      say: Callable[[str], None]) -> TrainResult:
-    """The run's stored result when it is complete, else its training, resumed from its checkpoint
-    when that has the same settings."""
+    """The stored result of a complete run, else its training (resumed from a checkpoint of its settings)."""
     cfg = spec.params.train
     checkpoint = None
     if spec.checkpoint.exists() and not fresh:
@@ -300,7 +270,7 @@ class Training:
     tracker: Tracker
     device: torch.device
     dist_info: DistInfo
-    runtime: dict[str, str]  # runtime_of: how it executes
+    runtime: dict[str, str]  # how it executes (in its checkpoints; the report says which precision ran)
     say: Callable[[str], None]
     start_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -309,8 +279,7 @@ class Training:
 
 def _set_up(spec: RunSpec, model: nn.Module, device: torch.device, dist_info: DistInfo,
             checkpoint: dict[str, Any] | None, say: Callable[[str], None]) -> Training:
-    """The run on `device`: precision, layout, batches, optimizer, DGC-G's threshold, compilation and
-    tracking, resumed from `checkpoint` when given."""
+    """The run set up on `device` (precision, layout, batches, optimizer, DGC-G, ...), resumed from `checkpoint`."""
     cfg = spec.params.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -355,7 +324,9 @@ def _set_up(spec: RunSpec, model: nn.Module, device: torch.device, dist_info: Di
         + (f", torch.compile mode {compile_mode}" if compile_mode else ""))
     return Training(model, runner, runner if wrapped is model else Compiled(model, compile_mode, log=say),
                     train_batches, test_batches, optimizer, ctx, tracker, device, dist_info,
-                    runtime_of(device, precision, channels_last, compile_mode), say, **resumed)
+                    {"device": device_name(device), "precision": precision.name,
+                     "layout": "channels_last" if channels_last else "NCHW", "compile": compile_mode or "off"},
+                    say, **resumed)
 
 
 def _train(spec: RunSpec, run: Training) -> TrainResult:
@@ -375,8 +346,7 @@ def _train(spec: RunSpec, run: Training) -> TrainResult:
 
 
 def _epoch(spec: RunSpec, run: Training, epoch: int) -> dict[str, Any]:
-    """Train epoch `epoch` (0-based) and evaluate; its history row. A diverged loss or a CUDA
-    out-of-memory error ends the run with one line, the last checkpoint kept."""
+    """Train epoch `epoch` (0-based) and evaluate: its history row. Divergence or CUDA OOM ends the run."""
     cfg = spec.params.train
     steps = len(run.train_batches)
     run.train_batches.set_epoch(epoch)
@@ -405,8 +375,7 @@ def _epoch(spec: RunSpec, run: Training, epoch: int) -> dict[str, Any]:
 
 
 def _save_epoch(spec: RunSpec, run: Training) -> None:
-    """The last epoch's checkpoint (and best.pt when its test top-1 is the best yet), the history
-    CSV, the tracker's row and the log line."""
+    """The last epoch's checkpoint (and best.pt when it is the best yet), history CSV, tracker row, log line."""
     row, epochs = run.history[-1], spec.params.train.epochs
     payload = {**model_payload(run.core), "settings": spec.settings, "fingerprint": spec.fingerprint,
                "epoch": row["epoch"], "metrics": row, "runtime": run.runtime}
@@ -428,10 +397,8 @@ def _save_epoch(spec: RunSpec, run: Training) -> None:
 
 def merge_histories(runs_root: str | Path, dataset: str, model_name: str, seeds: list[int],
                     out_dir: str | Path = "reports/history", keep_others: bool = False) -> Path:
-    """One CSV with every seed's history (a `seed` column first): the report's and the plots' source.
-    The rows of `seeds` come from their run folders; with `keep_others` (one seed trained on its own,
-    `dgc train --seed k`) the other seeds' rows already in the CSV stay, so it is merged by seed and
-    never loses a seed."""
+    """One CSV with every seed's history (a `seed` column first), the report's source: `seeds`' rows from
+    their run folders; with `keep_others` (`dgc train --seed k`) the other seeds' rows already there stay."""
     path = Path(out_dir) / f"{dataset}-{model_name}.csv"
     rows = []
     if keep_others and path.is_file():
