@@ -1,15 +1,12 @@
-"""Tables, figures and text of the report notebook. The notebook only calls these; they read the
-pipeline's outputs and compute nothing of their own.
+"""Tables, figures and text of the report notebook: they read the pipeline's outputs and compute nothing.
 
-The notebook runs wherever it is opened: `start()` finds the project root (the folder above the
-working directory that holds dvc.yaml and params.yaml, as Jupyter starts in notebooks/ and
-papermill in the root), works from there, and fills every parameter that was not injected from
-params.yaml. Every loader names the stage that produces a missing input (`ReportInputError`).
+`start()` works from the project root wherever the notebook is opened (Jupyter starts in notebooks/,
+papermill in the root) and fills each parameter not injected from params.yaml; a missing input raises
+`ReportInputError`, which names the stage that writes it.
 """
 
 from __future__ import annotations
 
-import csv
 import html
 import json
 import math
@@ -33,8 +30,7 @@ SIDE_PAGES = {"ablations": ("ablations.html", "the ablation grid (heads, pruning
               "budget": ("budget.html", "the training-budget study (DGC, its gates, the static group conv "
                                         "and the dense model at 10, 30 and 60 epochs)")}
 
-# The report's sections in order: headings, anchors and cross-references are generated from this
-# list, so a new section renumbers every reference.
+# The report's sections in order: headings, anchors and cross-references come from this list.
 SECTIONS = (
     ("summary", "Summary: what reproduced"),
     ("scope", "Scope and set-up"),
@@ -55,10 +51,10 @@ METRIC_NAMES = {"best.top1_err": "best top-1 error (%)", "best.top5_err": "best 
                 "flops_actual": "FLOPs measured", "params": "parameters"}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "digits": "digits"}
 VERDICT_ORDER = ("reproduced", "not reproduced", "inconclusive", "not comparable", "not run", "not verified")
+NUMBER = re.compile(r"[+\-−]?[\d,.]+( ± [\d.]+)?( \(n=\d+\))?")  # a number written as text
 
-# Left-aligned text, right-aligned numbers, no wrapped ids or "±" values, scoped to this project's
-# tables (class dgc) so that a Jupyter session's other outputs keep their look. `!important`: the
-# notebook themes right-align every output table with more specific selectors.
+# Left-aligned text, right-aligned numbers, no wrapped ids or "±" values, only in tables of class dgc;
+# `!important` because the notebook themes right-align every output table with more specific selectors.
 STYLE = """<style>
 table.dgc { border-collapse: collapse; margin: 0.4em 0 1em 0; font-size: 13px; }
 table.dgc th, table.dgc td { text-align: left !important; padding: 3px 10px; vertical-align: top; border: none; }
@@ -93,8 +89,8 @@ def project_root(start: str | Path | None = None) -> Path:
 
 def start(profile: str | None = None, datasets: Sequence[str] | None = None,
           models: Sequence[str] | None = None, reports: str | None = None) -> dict[str, Any]:
-    """Move to the project root and return the notebook's settings: each parameter as injected, or
-    (None) as params.yaml says; `reports` defaults to reports/."""
+    """Move to the project root and return the notebook's settings: each parameter as injected, else
+    (None) from params.yaml; `reports` defaults to reports/."""
     from dgc.config import load_params
 
     root = project_root()
@@ -142,18 +138,12 @@ def _load_json_dir(folder: Path, kind: str, runs: list[str]) -> dict[str, dict]:
     return {run: json.loads(_need(folder / f"{run}.json", kind).read_text()) for run in runs}
 
 
-def run_names(datasets: list[str], models: list[str]) -> list[str]:
-    return [f"{d}-{m}" for d in datasets for m in models]
-
-
 def load_inputs(datasets: list[str], models: list[str], reports: str | Path = "reports") -> dict[str, Any]:
     """Everything the report shows, from the pipeline's outputs under `reports`."""
     reports = Path(reports)
-    runs = run_names(datasets, models)
-    histories = {}
-    for run in runs:
-        with open(_need(reports / "history" / f"{run}.csv", "history")) as fh:
-            histories[run] = pd.DataFrame([{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)])
+    runs = [f"{d}-{m}" for d in datasets for m in models]
+    histories = {run: pd.read_csv(_need(reports / "history" / f"{run}.csv", "history"), dtype=float,
+                                  float_precision="round_trip") for run in runs}
     return {
         "runs": runs,
         "metrics": _load_json_dir(reports / "metrics", "metrics", runs),
@@ -172,8 +162,8 @@ def figure_file(inputs: dict[str, Any], name: str) -> str:
 
 # -- the summary (the first screen) -------------------------------------------------------------------
 def summary_html(inputs: dict[str, Any], profile: str) -> str:
-    """What reproduced, what was not run and why, the relation verdicts with their spread and the
-    earlier reproduction, in a few lines."""
+    """The first screen: what reproduced, what was not run and why, the relation verdicts, the earlier
+    reproduction."""
     rows = inputs["vs_paper"]["claims"]
     by = {v: [r for r in rows if r["verdict"] == v] for v in VERDICT_ORDER}
     runs, metrics = inputs["runs"], inputs["metrics"]
@@ -218,8 +208,7 @@ def summary_html(inputs: dict[str, Any], profile: str) -> str:
 
 
 def bottom_line(vs_paper: dict[str, Any], profile: str) -> str:
-    """The report's answer in one sentence: what reproduced, what was not run, what the relations on
-    our runs say."""
+    """The report's answer in one sentence: what reproduced, what was not run, what our relations say."""
     rows = vs_paper["claims"]
     count = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
     parts = []
@@ -278,31 +267,17 @@ def html_table(df: pd.DataFrame, index: bool = False, nowrap: Sequence[str] = ()
     head = "".join(f'<th{" class=num" if c in numeric else ""}>{html.escape(str(c))}</th>' for c in df.columns)
     body = []
     for _, row in df.iterrows():
-        cells = []
-        for c in df.columns:
-            value = row[c]
-            cls = "num" if c in numeric else "nowrap" if c in nowrap or _has_pm(value) else ""
-            cells.append(f'<td{f" class={cls}" if cls else ""}>{_cell(value)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="dgc"><thead><tr>{head}</tr></thead><tbody>' + "".join(body) + "</tbody></table>")
+        classes = ["num" if c in numeric else "nowrap" if c in nowrap or "±" in str(row[c]) else "" for c in df.columns]
+        body.append("<tr>" + "".join(f'<td{f" class={k}" if k else ""}>{_cell(row[c])}</td>'
+                                     for c, k in zip(df.columns, classes)) + "</tr>")
+    return f'<table class="dgc"><thead><tr>{head}</tr></thead><tbody>' + "".join(body) + "</tbody></table>"
 
 
 def _is_numeric(series: pd.Series) -> bool:
     """Every value is a number, or a number written as text ('3.80 ± 1.05 (n=3)', '+1.76', '1,234')."""
     values = [v for v in series if not _missing(v)]
-    return bool(values) and all(_number_like(v) for v in values)
-
-
-def _number_like(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    return isinstance(value, str) and bool(re.fullmatch(r"[+\-−]?[\d,.]+( ± [\d.]+)?( \(n=\d+\))?", value))
-
-
-def _has_pm(value: Any) -> bool:
-    return isinstance(value, str) and "±" in value
+    return bool(values) and all(NUMBER.fullmatch(v) if isinstance(v, str)
+                                else isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def _missing(value: Any) -> bool:
@@ -310,8 +285,8 @@ def _missing(value: Any) -> bool:
 
 
 def _cell(value: Any) -> str:
-    """A cell's HTML: '-' for nothing, integers with thousands separators, floats as they were rounded,
-    text escaped unless it is markup made here (starts with '<')."""
+    """A cell's HTML: '-' for nothing, integers with thousands separators, floats as rounded, text escaped
+    unless it is markup made here (starts with '<')."""
     if _missing(value):
         return "-"
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
@@ -330,41 +305,31 @@ def summary_table(inputs: dict[str, Any], profile: str) -> pd.DataFrame:
     train_s = sum(h["epoch_seconds"].sum() for h in inputs["history"].values())
     epochs = {int(h["epoch"].max()) for h in inputs["history"].values() if len(h)}
     seeds = sorted({s for i in inputs["info"].values() for s in i.get("seeds", [])})
-    rows = [("profile", profile + (" (offline smoke run: not comparable with the paper)" if profile.startswith("smoke") else "")),
+    runtimes = sorted({", ".join(f"{k} {v}" for k, v in i["runtime"].items())  # device, precision, layout, compile
+                       for i in inputs["info"].values() if i.get("runtime")})
+    smoke = " (offline smoke run: not comparable with the paper)" if profile.startswith("smoke") else ""
+    rows = [("profile", profile + smoke),
             ("models", f"{len(inputs['runs'])}: {', '.join(figures.model_of(r) for r in inputs['runs'])}"),
             ("datasets", ", ".join(sorted({r.split('-', 1)[0] for r in inputs["runs"]}))),
             ("seeds", ", ".join(map(str, seeds)) or "-"),
             ("epochs per run", ", ".join(str(e) for e in sorted(epochs))),
             ("training time, all runs", f"{train_s / 60:.1f} min (sum of epoch times)"),
-            ("training device and precision", training_runtime(inputs)),
+            ("training device and precision", "; ".join(runtimes) or "-"),
             ("evaluation device", info.get("latency_device", "-")),
             ("python / torch", f"{platform.python_version()} / {torch.__version__}"),
             ("git commit", git_commit())]
     return pd.DataFrame(rows, columns=["setting", "value"])
 
 
-def training_runtime(inputs: dict[str, Any]) -> str:
-    """How the runs trained (device, precision, memory layout, torch.compile), from reports/info."""
-    seen = sorted({", ".join(f"{k} {v}" for k, v in info["runtime"].items())
-                   for info in inputs["info"].values() if info.get("runtime")})
-    return "; ".join(seen) or "-"
-
-
 def claims_sections(inputs: dict[str, Any]) -> list[tuple[str, str]]:
-    """The claims grouped by verdict: (title, HTML) per group, in VERDICT_ORDER. Groups with our
-    numbers are tables (claim, quantity, paper, ours, difference); the not-run and not-verified ones
-    are a short list per dataset. A sentence said of every row of a group is said once under it."""
-    rows = inputs["vs_paper"]["claims"]
+    """(title, HTML) per verdict in VERDICT_ORDER: a table per group with our numbers, a short list per
+    dataset for the not-run and not-verified ones; a reason shared by every row is said once under it."""
     out = []
     for verdict in VERDICT_ORDER:
-        group = [r for r in rows if r["verdict"] == verdict]
-        if not group:
-            continue
-        title = f"{verdict.capitalize()} ({len(group)})"
-        if verdict in ("not run", "not verified"):
-            out.append((title, _claims_list(group)))
-        else:
-            out.append((title, _claims_group_table(group)))
+        group = [r for r in inputs["vs_paper"]["claims"] if r["verdict"] == verdict]
+        if group:
+            show = _claims_list if verdict in ("not run", "not verified") else _claims_group_table
+            out.append((f"{verdict.capitalize()} ({len(group)})", show(group)))
     return out
 
 
@@ -399,14 +364,9 @@ def _claims_list(group: list[dict[str, Any]]) -> str:
                  f"{html.escape(METRIC_NAMES.get(r['metric'], r['metric']))} {html.escape(_paper_value(r))}"
                  for r in mine]
         lines.append(f"<li><b>{DATASET_NAMES.get(dataset, dataset)}</b> ({len(mine)}): {'; '.join(parts)}</li>")
-    reasons = sorted({_reason_kind(r) for r in group})
+    reasons = sorted({"this run has no metrics for these datasets (no such training in this profile)"
+                      if r["verdict"] == "not run" else r["reason"] for r in group})
     return "<ul>" + "".join(lines) + "</ul>" + f'<p class="dgc-note">Why: {html.escape("; ".join(reasons))}.</p>'
-
-
-def _reason_kind(row: dict[str, Any]) -> str:
-    if row["verdict"] == "not run":
-        return "this run has no metrics for these datasets (no such training in this profile)"
-    return row["reason"]
 
 
 def _paper_value(r: dict[str, Any]) -> str:
@@ -428,21 +388,16 @@ def _drop_constant(frame: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFram
     return frame[[c for c in frame.columns if c in keep or frame[c].astype(str).nunique() > 1]]
 
 
-def constant_columns(frame: pd.DataFrame) -> dict[str, Any]:
-    """{column: its one value} of the columns that hold one value in every row."""
-    return {c: frame[c].iloc[0] for c in frame.columns if len(frame) and frame[c].astype(str).nunique() == 1}
-
-
 def relations_table(evidence: list[dict[str, Any]], brief: bool = False) -> pd.DataFrame:
-    """The relation verdicts on our runs (reports/vs_paper.json `smoke_evidence`): the relation in
-    words, both means ± std (n seeds), the difference ± its standard error, the verdict, and (unless
-    `brief`) why, in words."""
+    """The relation verdicts on our runs (vs_paper.json `smoke_evidence`): both means ± std (n seeds), the
+    difference ± its standard error, the verdict and (unless `brief`) the claims and why, in words."""
     rows = []
     for r in evidence:
         row = {"relation": r["statement"].split(":")[0], "model": r["model"], "versus": r["versus"],
                "error (%), model": f"{r['ours']:.2f} ± {r['ours_std']:.2f} (n={r['seeds']})",
                "error (%), versus": f"{r['baseline']:.2f} ± {r['baseline_std']:.2f} (n={r['baseline_seeds']})",
-               "difference ± s.e.": _signed(r["delta"], r.get("standard_error")),
+               "difference ± s.e.": f"{r['delta']:+.2f}" + ("" if r.get("standard_error") is None
+                                                             else f" ± {r['standard_error']:.2f}"),
                "verdict": f"<b>{r['verdict']}</b>"}
         if not brief:
             row["claims"] = "<span>" + "<br>".join(html.escape(c) for c in r["claims"]) + "</span>"
@@ -451,13 +406,9 @@ def relations_table(evidence: list[dict[str, Any]], brief: bool = False) -> pd.D
     return pd.DataFrame(rows)
 
 
-def _signed(delta: float, se: float | None) -> str:
-    return f"{delta:+.2f}" + ("" if se is None else f" ± {se:.2f}")
-
-
 def relation_in_words(r: dict[str, Any]) -> str:
-    """'densenet86_dgc's error is 3.15 points above densenet86's; the claim allows 0.5, and the excess
-    of 2.65 is more than two standard errors (1.27)' and the like."""
+    """'densenet86_dgc's error is 3.15 points above densenet86's; the claim allows 0.5, and the excess of
+    2.65 is more than two standard errors (1.27)' and the like."""
     d, se, tol = r["delta"], r.get("standard_error"), r.get("tolerance", 0.0)
     margin = tol - d
     text = f"{r['model']}'s error is {abs(d):.2f} points {'above' if d > 0 else 'below'} {r['versus']}'s"
@@ -480,11 +431,15 @@ def plateau_table(inputs: dict[str, Any]) -> pd.DataFrame:
         gain = p.get("late_gain")
         rows.append({"run": run, "seeds": m.get("seeds", 1),
                      "epochs": int(inputs["history"][run]["epoch"].max()) if run in inputs["history"] else None,
-                     "best top-1 (%), mean ± std": f"{m['best']['top1_acc']:.2f} ± "
-                                                   f"{m.get('best_std', {}).get('top1_acc', 0.0):.2f}",
+                     "best top-1 (%), mean ± std": _mean_std(m, "best", "top1_acc"),
                      "last-quarter gain (points, worst seed)": None if gain is None else round(gain, 2),
                      "finished learning": "yes" if p.get("plateaued") else "no"})
     return pd.DataFrame(rows)
+
+
+def _mean_std(m: dict[str, Any], part: str, key: str) -> str:
+    """'96.20 ± 1.05': metrics' `part` (best, final) value of `key` and its std over the seeds."""
+    return f"{m[part][key]:.2f} ± {m.get(part + '_std', {}).get(key, 0.0):.2f}"
 
 
 def unfinished_runs(inputs: dict[str, Any]) -> list[str]:
@@ -497,12 +452,10 @@ def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
     for run in inputs["runs"]:
         m = inputs["metrics"][run]
         dataset, model = run.split("-", 1)
-        std = m.get("best_std", {})
         rows.append({"dataset": dataset, "model": model, "seeds": m.get("seeds", 1),
-                     "best top-1 (%)": f"{m['best']['top1_acc']:.2f} ± {std.get('top1_acc', 0.0):.2f}",
-                     "best top-5 (%)": f"{m['best']['top5_acc']:.2f} ± {std.get('top5_acc', 0.0):.2f}",
-                     "final top-1 (%)": f"{m['final']['top1_acc']:.2f} ± "
-                                        f"{m.get('final_std', {}).get('top1_acc', 0.0):.2f}",
+                     "best top-1 (%)": _mean_std(m, "best", "top1_acc"),
+                     "best top-5 (%)": _mean_std(m, "best", "top5_acc"),
+                     "final top-1 (%)": _mean_std(m, "final", "top1_acc"),
                      "FLOPs dense (M)": round(m["flops_dense"] / 1e6, 3),
                      "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 3),
                      "FLOPs actual (M)": round(m["flops_actual"] / 1e6, 3),
@@ -511,8 +464,8 @@ def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
 
 
 def latency_table(inputs: dict[str, Any]) -> pd.DataFrame:
-    """Median ms per image of each model, a row per batch size: every runtime timed (eager, compiled,
-    ONNX Runtime: metrics' latency_ms_per_image_by_runtime) side by side, and which was fastest."""
+    """Median ms per image of each model, a row per batch size: every runtime timed (metrics'
+    latency_ms_per_image_by_runtime) side by side, and which was fastest."""
     rows = []
     for run in inputs["runs"]:
         m, info = inputs["metrics"][run], inputs["info"][run]
@@ -528,7 +481,7 @@ def latency_table(inputs: dict[str, Any]) -> pd.DataFrame:
                 row["fastest"] = fastest[batch]
             rows.append(row)
     frame = pd.DataFrame(rows)
-    return _drop_constant(frame, keep=("model", "batch", *(c for c in frame.columns if c.endswith("(ms)") or c == "fastest")))
+    return _drop_constant(frame, keep=("model", "batch", "fastest", *(c for c in frame.columns if c.endswith("(ms)"))))
 
 
 def _batch_size(key: str) -> int:
@@ -592,8 +545,7 @@ def figure_layer_usage(inputs: dict[str, Any]):
 
 
 def figure_latency(inputs: dict[str, Any]):
-    """Horizontal bars of ms per image in the fastest runtime, one panel per batch size, one colour
-    per model."""
+    """Bars of ms per image in the fastest runtime, a panel per batch size, a colour per model."""
     rows = [(run, _batch_size(b), ms) for run in inputs["runs"]
             for b, ms in inputs["metrics"][run]["latency_ms_per_image"].items()]
     batches = sorted({b for _, b, _ in rows})
@@ -609,15 +561,12 @@ def figure_latency(inputs: dict[str, Any]):
     return fig
 
 
-def to_png(fig) -> bytes:
-    """PNG bytes of a figure (no timestamp metadata: the same figure gives the same bytes); closes it."""
-    return figures.png_bytes(fig)
+to_png = figures.png_bytes  # the study notebooks import it from here
 
 
 def bench_table(reports: str | Path = "reports") -> tuple[pd.DataFrame, str] | None:
-    """Layer timings of `dgc bench` (reports/bench.json) with the FLOPs ratio next to the time ratio,
-    and a note with the batch size, repeats, device, commit and what `auto` is; None when the
-    benchmark has not been run."""
+    """Layer timings of `dgc bench` (reports/bench.json) next to the FLOPs ratio, and a note on how they
+    were timed; None when the benchmark has not been run."""
     path = Path(reports) / "bench.json"
     if not path.exists():
         return None
