@@ -96,11 +96,8 @@ def start(profile: str | None = None, datasets: Sequence[str] | None = None,
     root = project_root()
     os.chdir(root)
     params = load_params(root / "params.yaml")
-    return {"root": root,
-            "profile": profile or params.profile,
-            "datasets": list(datasets or params.pipeline.datasets),
-            "models": list(models or params.pipeline.models),
-            "reports": reports or "reports"}
+    return {"root": root, "profile": profile or params.profile, "reports": reports or "reports",
+            "datasets": list(datasets or params.pipeline.datasets), "models": list(models or params.pipeline.models)}
 
 
 # -- sections ------------------------------------------------------------------------------------------
@@ -142,17 +139,13 @@ def load_inputs(datasets: list[str], models: list[str], reports: str | Path = "r
     """Everything the report shows, from the pipeline's outputs under `reports`."""
     reports = Path(reports)
     runs = [f"{d}-{m}" for d in datasets for m in models]
-    histories = {run: pd.read_csv(_need(reports / "history" / f"{run}.csv", "history"), dtype=float,
-                                  float_precision="round_trip") for run in runs}
-    return {
-        "runs": runs,
-        "metrics": _load_json_dir(reports / "metrics", "metrics", runs),
-        "info": _load_json_dir(reports / "info", "info", runs),
-        "history": histories,
-        "vs_paper": json.loads(_need(reports / "vs_paper.json", "vs_paper").read_text()),
-        "figures": reports / "figures",
-        "reports": reports,
-    }
+    return {"runs": runs,  # histories first: a missing one is the first error a fresh folder shows
+            "history": {run: pd.read_csv(_need(reports / "history" / f"{run}.csv", "history"), dtype=float,
+                                         float_precision="round_trip") for run in runs},
+            "metrics": _load_json_dir(reports / "metrics", "metrics", runs),
+            "info": _load_json_dir(reports / "info", "info", runs),
+            "vs_paper": json.loads(_need(reports / "vs_paper.json", "vs_paper").read_text()),
+            "figures": reports / "figures", "reports": reports}
 
 
 def figure_file(inputs: dict[str, Any], name: str) -> str:
@@ -376,16 +369,12 @@ def _paper_value(r: dict[str, Any]) -> str:
 
 
 def _num(value: float, unit: str = "") -> str:
-    if unit == "%" or not float(value).is_integer():
-        return f"{value:.2f}"
-    return f"{int(value):,}"
+    return f"{value:.2f}" if unit == "%" or not float(value).is_integer() else f"{int(value):,}"
 
 
 def _drop_constant(frame: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFrame:
     """Without the columns that hold one value in every row (said elsewhere), but those in `keep`."""
-    if len(frame) < 2:
-        return frame
-    return frame[[c for c in frame.columns if c in keep or frame[c].astype(str).nunique() > 1]]
+    return frame[[c for c in frame.columns if len(frame) < 2 or c in keep or frame[c].astype(str).nunique() > 1]]
 
 
 def relations_table(evidence: list[dict[str, Any]], brief: bool = False) -> pd.DataFrame:
@@ -507,14 +496,12 @@ def latency_note(inputs: dict[str, Any]) -> str:
 
 
 def layer_usage_table(inputs: dict[str, Any]) -> pd.DataFrame:
-    rows = []
-    for run in inputs["runs"]:
-        for layer in inputs["info"][run].get("layers", []):
-            rows.append({"run": run, "layer": layer["name"], "C_in": layer["in_channels"],
-                         "selected": round(layer["kept_fraction"], 3),
-                         "kept (measured)": round(layer["active_fraction"], 3),
-                         "head overlap (Jaccard)": round(layer["head_overlap"], 3)})
-    return pd.DataFrame(rows)
+    """Per DGC layer of each run: input channels, fraction selected and used, head overlap (reports/info)."""
+    return pd.DataFrame([{"run": run, "layer": layer["name"], "C_in": layer["in_channels"],
+                          "selected": round(layer["kept_fraction"], 3),
+                          "kept (measured)": round(layer["active_fraction"], 3),
+                          "head overlap (Jaccard)": round(layer["head_overlap"], 3)}
+                         for run in inputs["runs"] for layer in inputs["info"][run].get("layers", [])])
 
 
 def layer_usage_summary(inputs: dict[str, Any]) -> pd.DataFrame:
@@ -527,17 +514,15 @@ def layer_usage_summary(inputs: dict[str, Any]) -> pd.DataFrame:
 
 
 def figure_layer_usage(inputs: dict[str, Any]):
+    """Per DGC layer in network order, the fraction of input channels used and the heads' overlap."""
     table = layer_usage_table(inputs)
     fig, axes = figures.figure(1, 2, height=3.2)
-    for run, part in table.groupby("run", sort=False):
-        idx = range(1, len(part) + 1)
-        style = dict(marker=figures.marker(run), color=colour(run), label=label(run),
-                     linestyle=figures.linestyle(run))
-        axes[0, 0].plot(idx, part["kept (measured)"], **style)
-        axes[0, 1].plot(idx, part["head overlap (Jaccard)"], **style)
-    axes[0, 0].set_ylabel("input channels used (fraction)")
-    axes[0, 1].set_ylabel("head overlap (mean pairwise Jaccard)")
-    for ax in axes[0]:
+    for ax, (column, text) in zip(axes[0], (("kept (measured)", "input channels used (fraction)"),
+                                            ("head overlap (Jaccard)", "head overlap (mean pairwise Jaccard)"))):
+        for run, part in table.groupby("run", sort=False):
+            ax.plot(range(1, len(part) + 1), part[column], marker=figures.marker(run), color=colour(run),
+                    label=label(run), linestyle=figures.linestyle(run))
+        ax.set_ylabel(text)
         ax.set_xlabel("DGC layer (network order)")
         ax.grid(alpha=0.3)
     figures.legend_below(fig, axes[0], ncol=4)

@@ -15,6 +15,7 @@ from typing import Any
 
 from dgc import figures
 from dgc.figures import colour, label, linestyle, marker, mean_band
+from dgc.io import write_atomic, write_text_atomic
 from dgc.layers.pruning_schedule import inactive_channels
 from dgc.measure.claims import Claim, load_metrics, metric_value
 
@@ -56,20 +57,17 @@ def accuracy_figure(runs: dict[tuple[str, str], dict[str, Any]], points: list[di
     for ax in axes.flat[len(datasets):]:
         ax.set_visible(False)
     for ax, dataset in zip(axes.flat, datasets):
-        for (d, model), m in sorted(runs.items()):
-            if d != dataset:
-                continue
+        for (_, model), m in sorted(r for r in runs.items() if r[0][0] == dataset):
             std = (m.get("best_std") or {}).get("top1_acc")
             seeds = int(m.get("seeds", 1))
             ax.errorbar(m["flops_expected"] / 1e6, metric_value(m, "best.top1_acc"),
                         yerr=std if std is not None and seeds > 1 else None, marker=marker(model),
                         markersize=7, capsize=4, linestyle="none", color=colour(model),
                         label=f"{label(model)}, {seeds} seed{'s' if seeds > 1 else ''}")
-        for p in points:
-            if p["dataset"] == dataset:
-                ax.plot(p["flops"] / 1e6, p["top1_acc"], marker="*", markersize=13, linestyle="none",
-                        color=colour(p["model"]), markeredgecolor="black",
-                        label=f"paper: {p['model']}" + (f" ({100 - p['top1_acc']:.2f} % error)" if cols == 1 else ""))
+        for p in (p for p in points if p["dataset"] == dataset):
+            ax.plot(p["flops"] / 1e6, p["top1_acc"], marker="*", markersize=13, linestyle="none",
+                    color=colour(p["model"]), markeredgecolor="black",
+                    label=f"paper: {p['model']}" + (f" ({100 - p['top1_acc']:.2f} % error)" if cols == 1 else ""))
         smoke = dataset not in PAPER_DATASETS
         ax.set_title(dataset + (" (smoke run: not comparable with the paper)" if smoke else ""))
         ax.set_xlabel("FLOPs (millions of multiply-adds, the paper's convention)")
@@ -145,18 +143,14 @@ def schedule_figure(histories: dict[str, list[dict[str, float]]], gate_factors: 
 def write_curves(history_dir: Path, folder: Path) -> list[Path]:
     """Per run, <folder>/<run>.csv (reports/curves/): per epoch the mean, min and max test top-1
     over the seeds and the mean training loss (the data of `dvc plots show`)."""
-    from dgc.io import write_text_atomic
-
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for run, rows in read_histories(history_dir).items():
         top1 = figures.by_seed(rows, "epoch", "test_top1")
         loss = figures.by_seed(rows, "epoch", "train_loss")
-        lines = [",".join(CURVE_COLUMNS)]
-        for epoch in sorted(top1):
-            v = top1[epoch]
-            lines.append(",".join([f"{int(epoch)}", f"{len(v)}", f"{sum(v) / len(v):.4f}", f"{min(v):.4f}",
-                                   f"{max(v):.4f}", f"{sum(loss[epoch]) / len(loss[epoch]):.6f}"]))
+        lines = [",".join(CURVE_COLUMNS)] + [
+            f"{int(e)},{len(v)},{sum(v) / len(v):.4f},{min(v):.4f},{max(v):.4f},{sum(loss[e]) / len(loss[e]):.6f}"
+            for e, v in sorted(top1.items())]
         paths.append(write_text_atomic(folder / f"{run}.csv", "\n".join(lines) + "\n"))
     return paths
 
@@ -178,6 +172,4 @@ def make_plots(metrics_dir: str | Path, history_dir: str | Path, claims: list[Cl
 
 
 def _save(fig, path: Path) -> Path:
-    from dgc.io import write_atomic
-
     return write_atomic(path, lambda tmp: tmp.write_bytes(figures.png_bytes(fig)))

@@ -51,8 +51,7 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
                              + re.sub(r"\x1b\[[0-9;]*m", "", exc.evalue)) from None  # without ANSI colours
     finally:
         executed = nbformat.read(str(tmp), as_version=4) if tmp.exists() else None
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     nb = normalise(executed)
     write_text_atomic(output, nbformat.writes(nb) + "\n")
     return nb
@@ -77,8 +76,6 @@ def to_html(nb, output: str | Path, title: str) -> Path:
 def render(notebook: str | Path, out_dir: str | Path, parameters: dict[str, Any], title: str,
            cwd: str | Path = ".") -> tuple[Path, Path]:
     """Execute and render; returns (executed .ipynb, .html) under `out_dir`."""
-    name = Path(notebook).stem
-    ipynb, html = Path(out_dir) / f"{name}.ipynb", Path(out_dir) / f"{name}.html"
-    nb = execute(notebook, ipynb, parameters, cwd)
-    to_html(nb, html, title)
+    ipynb, html = (Path(out_dir) / f"{Path(notebook).stem}.{ext}" for ext in ("ipynb", "html"))
+    to_html(execute(notebook, ipynb, parameters, cwd), html, title)
     return ipynb, html
