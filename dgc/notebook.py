@@ -7,6 +7,7 @@ papermill in the root) and fills each parameter not injected from params.yaml; a
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import math
@@ -135,13 +136,17 @@ def _load_json_dir(folder: Path, kind: str, runs: list[str]) -> dict[str, dict]:
     return {run: json.loads(_need(folder / f"{run}.json", kind).read_text()) for run in runs}
 
 
+def _history(path: Path) -> pd.DataFrame:
+    with open(_need(path, "history")) as fh:
+        return pd.DataFrame([{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)])
+
+
 def load_inputs(datasets: list[str], models: list[str], reports: str | Path = "reports") -> dict[str, Any]:
     """Everything the report shows, from the pipeline's outputs under `reports`."""
     reports = Path(reports)
     runs = [f"{d}-{m}" for d in datasets for m in models]
     return {"runs": runs,  # histories first: a missing one is the first error a fresh folder shows
-            "history": {run: pd.read_csv(_need(reports / "history" / f"{run}.csv", "history"), dtype=float,
-                                         float_precision="round_trip") for run in runs},
+            "history": {run: _history(reports / "history" / f"{run}.csv") for run in runs},
             "metrics": _load_json_dir(reports / "metrics", "metrics", runs),
             "info": _load_json_dir(reports / "info", "info", runs),
             "vs_paper": json.loads(_need(reports / "vs_paper.json", "vs_paper").read_text()),
@@ -165,7 +170,7 @@ def summary_html(inputs: dict[str, Any], profile: str) -> str:
     finished = [r for r, m in metrics.items() if m.get("plateau", {}).get("plateaued")]
     datasets = sorted({r.split("-", 1)[0] for r in runs})
     smoke = profile.startswith("smoke")
-    items = [bottom_line(inputs["vs_paper"], profile),
+    items = [bottom_line(inputs["vs_paper"]),
              f"<b>Profile {html.escape(profile)}</b>: {len(runs)} models x {'/'.join(map(str, seeds))} seeds on "
              f"{', '.join(DATASET_NAMES.get(d, d) for d in datasets)}, {'/'.join(map(str, epochs))} epochs"
              + (" (an offline CPU run with narrow models: it tests the code and the paper's FLOPs, not its "
@@ -200,7 +205,7 @@ def summary_html(inputs: dict[str, Any], profile: str) -> str:
     return f'<div class="dgc-summary">{text}</div>'
 
 
-def bottom_line(vs_paper: dict[str, Any], profile: str) -> str:
+def bottom_line(vs_paper: dict[str, Any]) -> str:
     """The report's answer in one sentence: what reproduced, what was not run, what our relations say."""
     rows = vs_paper["claims"]
     count = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
