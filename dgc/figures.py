@@ -90,15 +90,13 @@ def mean_band(ax, rows: Sequence[Mapping[str, float]], x: str, y: str, colour_: 
 
 def legend_below(fig, axes: Iterable[Any], ncol: int = 4, title: str | None = None) -> None:
     """One legend for the whole figure under its panels (outside every axes), each label once."""
-    handles, labels = [], []
+    first: dict[str, Any] = {}  # label -> its first handle
     for ax in axes:
         for h, text in zip(*ax.get_legend_handles_labels()):
-            if text not in labels:
-                handles.append(h)
-                labels.append(text)
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(labels)), frameon=False,
-                   title=title)
+            first.setdefault(text, h)
+    if first:
+        fig.legend(list(first.values()), list(first), loc="outside lower center", ncol=min(ncol, len(first)),
+                   frameon=False, title=title)
 
 
 def legend_right(ax, title: str | None = None) -> None:

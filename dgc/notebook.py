@@ -561,16 +561,12 @@ def bench_table(reports: str | Path = "reports") -> tuple[pd.DataFrame, str] | N
     if not path.exists():
         return None
     bench = json.loads(path.read_text())
-    rows = []
-    for row in bench["layers"]:
-        for mode in ("inference", "train"):
-            t = row[f"{mode}_ms"]
-            rows.append({"layer (C_in->C_out, kernel, size)": row["shape"], "mode": mode,
-                         "dense ms": round(t["dense"], 1), "4-group ms": round(t["group4"], 1),
-                         "DGC authors' (masked) ms": round(t["dgc_masked"], 1),
-                         "DGC ours (auto) ms": round(t["dgc_auto"], 1),
-                         "ours / dense": round(t["dgc_auto"] / t["dense"], 2),
-                         "ours / 4-group": round(t["dgc_auto"] / t["group4"], 2)})
+    rows = [{"layer (C_in->C_out, kernel, size)": row["shape"], "mode": mode,
+             "dense ms": round(t["dense"], 1), "4-group ms": round(t["group4"], 1),
+             "DGC authors' (masked) ms": round(t["dgc_masked"], 1), "DGC ours (auto) ms": round(t["dgc_auto"], 1),
+             "ours / dense": round(t["dgc_auto"] / t["dense"], 2),
+             "ours / 4-group": round(t["dgc_auto"] / t["group4"], 2)}
+            for row in bench["layers"] for mode, t in (("inference", row["inference_ms"]), ("train", row["train_ms"]))]
     prov = bench.get("provenance", {})
     note = (f"Batch {bench.get('batch', '-')}, {bench.get('heads', '-')} heads, gate factor "
             f"{bench.get('gate_factor', '-')} (DGC's FLOPs are {bench.get('gate_factor', '-')} of the dense "
