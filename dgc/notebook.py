@@ -160,8 +160,7 @@ def figure_file(inputs: dict[str, Any], name: str) -> str:
 
 # -- the summary (the first screen) -------------------------------------------------------------------
 def summary_html(inputs: dict[str, Any], profile: str) -> str:
-    """The first screen: what reproduced, what was not run and why, the relation verdicts, the earlier
-    reproduction."""
+    """The first screen: what reproduced, what was not run and why, our relations, the earlier reproduction."""
     rows = inputs["vs_paper"]["claims"]
     by = {v: [r for r in rows if r["verdict"] == v] for v in VERDICT_ORDER}
     runs, metrics = inputs["runs"], inputs["metrics"]
@@ -176,9 +175,8 @@ def summary_html(inputs: dict[str, Any], profile: str) -> str:
              + (" (an offline CPU run with narrow models: it tests the code and the paper's FLOPs, not its "
                 "accuracy)" if smoke else "")
              + f"; {len(finished)} of {len(metrics)} models finished learning in every seed ({href('plateau')})."]
-    for verdict in ("reproduced", "not reproduced", "inconclusive", "not comparable"):
-        if by[verdict]:
-            items.append(f"<b>{len(by[verdict])} {verdict}</b>: {_claims_in_words(by[verdict])}.")
+    items += [f"<b>{len(by[v])} {v}</b>: {_claims_in_words(by[v])}."
+              for v in ("reproduced", "not reproduced", "inconclusive", "not comparable") if by[v]]
     if by["not run"]:
         missing = sorted({r["dataset"] for r in by["not run"]})
         items.append(f"<b>{len(by['not run'])} not run</b>: the accuracy and relation claims on "

@@ -90,11 +90,11 @@ def _epoch_figure(histories: dict[str, list[dict[str, float]]], panels: list[tup
     the seeds' range as a band; the inactive-channel panel shows only the models that prune."""
     fig, axes = figures.figure(rows, len(panels) // rows, height=height)
     for ax, (key, text) in zip(axes.flat, panels):
-        for run, runs in histories.items():
-            if key == "inactive_fraction" and not any(r[key] for r in runs):
+        for run, history in histories.items():
+            if key == "inactive_fraction" and not any(r[key] for r in history):
                 continue
-            n = len({r["seed"] for r in runs})
-            mean_band(ax, runs, "epoch", key, colour(run), f"{label(run)}, {n} seed{'s' if n > 1 else ''}",
+            n = len({r["seed"] for r in history})
+            mean_band(ax, history, "epoch", key, colour(run), f"{label(run)}, {n} seed{'s' if n > 1 else ''}",
                       linestyle=linestyle(run))
         ax.set_xlabel("epoch")
         ax.set_ylabel(text)
