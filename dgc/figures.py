@@ -1,13 +1,11 @@
-"""How every figure of the pages draws (the plots stage, the report, the study pages): one fixed
-colour per model on every page, a mean line with a band over the seeds (never a line that joins
-one seed's last epoch to the next seed's first), legends outside the data and units on every axis.
-
-Figures are at most 11 inches wide at 100 dpi, so a page at 1280 px shows them at their own size
-and a 9-point label stays readable.
+"""How every figure of the pages draws: one colour per model on every page, a mean line with a band
+over the seeds (never joining one seed's last epoch to the next seed's first), legends outside the data.
+Figures are at most 11 inches wide at 100 dpi: a 1280 px page shows them at their own size.
 """
 
 from __future__ import annotations
 
+import io
 from typing import Any, Iterable, Mapping, Sequence
 
 import matplotlib
@@ -63,16 +61,13 @@ def label(run_or_model: str) -> str:
 
 
 def figure(rows: int = 1, cols: int = 1, height: float = 3.4, width: float = PAGE_WIDTH, **kwargs):
-    """A figure of rows x cols panels at page width, laid out by matplotlib's constrained layout (so
-    an outside legend gets its own room)."""
-    fig, axes = plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False,
-                             layout="constrained", **kwargs)
-    return fig, axes
+    """(figure, 2-d axes) of rows x cols panels at page width, in constrained layout (an outside legend
+    gets its own room)."""
+    return plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False, layout="constrained", **kwargs)
 
 
 def by_seed(rows: Sequence[Mapping[str, float]], x: str, y: str) -> dict[float, list[float]]:
-    """{x: [y of each seed]} of history rows (each with a `seed` column); the x values of one seed
-    are never joined to another seed's."""
+    """{x: [y of each seed]} of history rows: one seed's values are never joined to another's."""
     out: dict[float, list[float]] = {}
     for r in rows:
         out.setdefault(r[x], []).append(r[y])
@@ -81,8 +76,7 @@ def by_seed(rows: Sequence[Mapping[str, float]], x: str, y: str) -> dict[float, 
 
 def mean_band(ax, rows: Sequence[Mapping[str, float]], x: str, y: str, colour_: str, label_: str,
               **line) -> None:
-    """The mean over seeds of `y` per `x` as a line, the range of the seeds (min to max) as a band
-    around it; one seed: the line alone."""
+    """The mean over seeds of `y` per `x` as a line, the seeds' range (min to max) as a band around it."""
     points = sorted(by_seed(rows, x, y).items())
     if not points:
         return
@@ -94,21 +88,15 @@ def mean_band(ax, rows: Sequence[Mapping[str, float]], x: str, y: str, colour_: 
                         alpha=0.18, linewidth=0)
 
 
-def seed_count(rows: Iterable[Mapping[str, float]]) -> int:
-    return len({r["seed"] for r in rows})
-
-
 def legend_below(fig, axes: Iterable[Any], ncol: int = 4, title: str | None = None) -> None:
     """One legend for the whole figure under its panels (outside every axes), each label once."""
-    handles, labels = [], []
+    first: dict[str, Any] = {}  # label -> its first handle
     for ax in axes:
         for h, text in zip(*ax.get_legend_handles_labels()):
-            if text not in labels:
-                handles.append(h)
-                labels.append(text)
-    if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(labels)), frameon=False,
-                   title=title)
+            first.setdefault(text, h)
+    if first:
+        fig.legend(list(first.values()), list(first), loc="outside lower center", ncol=min(ncol, len(first)),
+                   frameon=False, title=title)
 
 
 def legend_right(ax, title: str | None = None) -> None:
@@ -119,8 +107,6 @@ def legend_right(ax, title: str | None = None) -> None:
 
 def png_bytes(fig) -> bytes:
     """PNG bytes of a figure (no timestamp metadata: the same figure gives the same bytes); closes it."""
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
     plt.close(fig)

@@ -1,10 +1,8 @@
-"""Tables, figures and text of the report notebook. The notebook only calls these; they read the
-pipeline's outputs and compute nothing of their own.
+"""Tables, figures and text of the report notebook: they read the pipeline's outputs and compute nothing.
 
-The notebook runs wherever it is opened: `start()` finds the project root (the folder above the
-working directory that holds dvc.yaml and params.yaml, as Jupyter starts in notebooks/ and
-papermill in the root), works from there, and fills every parameter that was not injected from
-params.yaml. Every loader names the stage that produces a missing input (`ReportInputError`).
+`start()` works from the project root wherever the notebook is opened (Jupyter starts in notebooks/,
+papermill in the root) and fills each parameter not injected from params.yaml; a missing input raises
+`ReportInputError`, which names the stage that writes it.
 """
 
 from __future__ import annotations
@@ -33,8 +31,7 @@ SIDE_PAGES = {"ablations": ("ablations.html", "the ablation grid (heads, pruning
               "budget": ("budget.html", "the training-budget study (DGC, its gates, the static group conv "
                                         "and the dense model at 10, 30 and 60 epochs)")}
 
-# The report's sections in order: headings, anchors and cross-references are generated from this
-# list, so a new section renumbers every reference.
+# The report's sections in order: headings, anchors and cross-references come from this list.
 SECTIONS = (
     ("summary", "Summary: what reproduced"),
     ("scope", "Scope and set-up"),
@@ -55,10 +52,10 @@ METRIC_NAMES = {"best.top1_err": "best top-1 error (%)", "best.top5_err": "best 
                 "flops_actual": "FLOPs measured", "params": "parameters"}
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagenet": "ImageNet", "digits": "digits"}
 VERDICT_ORDER = ("reproduced", "not reproduced", "inconclusive", "not comparable", "not run", "not verified")
+NUMBER = re.compile(r"[+\-−]?[\d,.]+( ± [\d.]+)?( \(n=\d+\))?")  # a number written as text
 
-# Left-aligned text, right-aligned numbers, no wrapped ids or "±" values, scoped to this project's
-# tables (class dgc) so that a Jupyter session's other outputs keep their look. `!important`: the
-# notebook themes right-align every output table with more specific selectors.
+# Left-aligned text, right-aligned numbers, no wrapped ids or "±" values, only in tables of class dgc;
+# `!important` because the notebook themes right-align every output table with more specific selectors.
 STYLE = """<style>
 table.dgc { border-collapse: collapse; margin: 0.4em 0 1em 0; font-size: 13px; }
 table.dgc th, table.dgc td { text-align: left !important; padding: 3px 10px; vertical-align: top; border: none; }
@@ -93,18 +90,15 @@ def project_root(start: str | Path | None = None) -> Path:
 
 def start(profile: str | None = None, datasets: Sequence[str] | None = None,
           models: Sequence[str] | None = None, reports: str | None = None) -> dict[str, Any]:
-    """Move to the project root and return the notebook's settings: each parameter as injected, or
-    (None) as params.yaml says; `reports` defaults to reports/."""
+    """Move to the project root and return the notebook's settings: each parameter as injected, else
+    (None) from params.yaml; `reports` defaults to reports/."""
     from dgc.config import load_params
 
     root = project_root()
     os.chdir(root)
     params = load_params(root / "params.yaml")
-    return {"root": root,
-            "profile": profile or params.profile,
-            "datasets": list(datasets or params.pipeline.datasets),
-            "models": list(models or params.pipeline.models),
-            "reports": reports or "reports"}
+    return {"root": root, "profile": profile or params.profile, "reports": reports or "reports",
+            "datasets": list(datasets or params.pipeline.datasets), "models": list(models or params.pipeline.models)}
 
 
 # -- sections ------------------------------------------------------------------------------------------
@@ -142,27 +136,21 @@ def _load_json_dir(folder: Path, kind: str, runs: list[str]) -> dict[str, dict]:
     return {run: json.loads(_need(folder / f"{run}.json", kind).read_text()) for run in runs}
 
 
-def run_names(datasets: list[str], models: list[str]) -> list[str]:
-    return [f"{d}-{m}" for d in datasets for m in models]
+def _history(path: Path) -> pd.DataFrame:
+    with open(_need(path, "history")) as fh:
+        return pd.DataFrame([{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)])
 
 
 def load_inputs(datasets: list[str], models: list[str], reports: str | Path = "reports") -> dict[str, Any]:
     """Everything the report shows, from the pipeline's outputs under `reports`."""
     reports = Path(reports)
-    runs = run_names(datasets, models)
-    histories = {}
-    for run in runs:
-        with open(_need(reports / "history" / f"{run}.csv", "history")) as fh:
-            histories[run] = pd.DataFrame([{k: float(v) for k, v in r.items()} for r in csv.DictReader(fh)])
-    return {
-        "runs": runs,
-        "metrics": _load_json_dir(reports / "metrics", "metrics", runs),
-        "info": _load_json_dir(reports / "info", "info", runs),
-        "history": histories,
-        "vs_paper": json.loads(_need(reports / "vs_paper.json", "vs_paper").read_text()),
-        "figures": reports / "figures",
-        "reports": reports,
-    }
+    runs = [f"{d}-{m}" for d in datasets for m in models]
+    return {"runs": runs,  # histories first: a missing one is the first error a fresh folder shows
+            "history": {run: _history(reports / "history" / f"{run}.csv") for run in runs},
+            "metrics": _load_json_dir(reports / "metrics", "metrics", runs),
+            "info": _load_json_dir(reports / "info", "info", runs),
+            "vs_paper": json.loads(_need(reports / "vs_paper.json", "vs_paper").read_text()),
+            "figures": reports / "figures", "reports": reports}
 
 
 def figure_file(inputs: dict[str, Any], name: str) -> str:
@@ -172,8 +160,7 @@ def figure_file(inputs: dict[str, Any], name: str) -> str:
 
 # -- the summary (the first screen) -------------------------------------------------------------------
 def summary_html(inputs: dict[str, Any], profile: str) -> str:
-    """What reproduced, what was not run and why, the relation verdicts with their spread and the
-    earlier reproduction, in a few lines."""
+    """The first screen: what reproduced, what was not run and why, our relations, the earlier reproduction."""
     rows = inputs["vs_paper"]["claims"]
     by = {v: [r for r in rows if r["verdict"] == v] for v in VERDICT_ORDER}
     runs, metrics = inputs["runs"], inputs["metrics"]
@@ -182,15 +169,14 @@ def summary_html(inputs: dict[str, Any], profile: str) -> str:
     finished = [r for r, m in metrics.items() if m.get("plateau", {}).get("plateaued")]
     datasets = sorted({r.split("-", 1)[0] for r in runs})
     smoke = profile.startswith("smoke")
-    items = [bottom_line(inputs["vs_paper"], profile),
+    items = [bottom_line(inputs["vs_paper"]),
              f"<b>Profile {html.escape(profile)}</b>: {len(runs)} models x {'/'.join(map(str, seeds))} seeds on "
              f"{', '.join(DATASET_NAMES.get(d, d) for d in datasets)}, {'/'.join(map(str, epochs))} epochs"
              + (" (an offline CPU run with narrow models: it tests the code and the paper's FLOPs, not its "
                 "accuracy)" if smoke else "")
              + f"; {len(finished)} of {len(metrics)} models finished learning in every seed ({href('plateau')})."]
-    for verdict in ("reproduced", "not reproduced", "inconclusive", "not comparable"):
-        if by[verdict]:
-            items.append(f"<b>{len(by[verdict])} {verdict}</b>: {_claims_in_words(by[verdict])}.")
+    items += [f"<b>{len(by[v])} {v}</b>: {_claims_in_words(by[v])}."
+              for v in ("reproduced", "not reproduced", "inconclusive", "not comparable") if by[v]]
     if by["not run"]:
         missing = sorted({r["dataset"] for r in by["not run"]})
         items.append(f"<b>{len(by['not run'])} not run</b>: the accuracy and relation claims on "
@@ -217,9 +203,8 @@ def summary_html(inputs: dict[str, Any], profile: str) -> str:
     return f'<div class="dgc-summary">{text}</div>'
 
 
-def bottom_line(vs_paper: dict[str, Any], profile: str) -> str:
-    """The report's answer in one sentence: what reproduced, what was not run, what the relations on
-    our runs say."""
+def bottom_line(vs_paper: dict[str, Any]) -> str:
+    """The report's answer in one sentence: what reproduced, what was not run, what our relations say."""
     rows = vs_paper["claims"]
     count = {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
     parts = []
@@ -278,31 +263,17 @@ def html_table(df: pd.DataFrame, index: bool = False, nowrap: Sequence[str] = ()
     head = "".join(f'<th{" class=num" if c in numeric else ""}>{html.escape(str(c))}</th>' for c in df.columns)
     body = []
     for _, row in df.iterrows():
-        cells = []
-        for c in df.columns:
-            value = row[c]
-            cls = "num" if c in numeric else "nowrap" if c in nowrap or _has_pm(value) else ""
-            cells.append(f'<td{f" class={cls}" if cls else ""}>{_cell(value)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table class="dgc"><thead><tr>{head}</tr></thead><tbody>' + "".join(body) + "</tbody></table>")
+        classes = ["num" if c in numeric else "nowrap" if c in nowrap or "±" in str(row[c]) else "" for c in df.columns]
+        body.append("<tr>" + "".join(f'<td{f" class={k}" if k else ""}>{_cell(row[c])}</td>'
+                                     for c, k in zip(df.columns, classes)) + "</tr>")
+    return f'<table class="dgc"><thead><tr>{head}</tr></thead><tbody>' + "".join(body) + "</tbody></table>"
 
 
 def _is_numeric(series: pd.Series) -> bool:
     """Every value is a number, or a number written as text ('3.80 ± 1.05 (n=3)', '+1.76', '1,234')."""
     values = [v for v in series if not _missing(v)]
-    return bool(values) and all(_number_like(v) for v in values)
-
-
-def _number_like(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
-    if isinstance(value, (int, float)):
-        return True
-    return isinstance(value, str) and bool(re.fullmatch(r"[+\-−]?[\d,.]+( ± [\d.]+)?( \(n=\d+\))?", value))
-
-
-def _has_pm(value: Any) -> bool:
-    return isinstance(value, str) and "±" in value
+    return bool(values) and all(NUMBER.fullmatch(v) if isinstance(v, str)
+                                else isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
 def _missing(value: Any) -> bool:
@@ -310,8 +281,8 @@ def _missing(value: Any) -> bool:
 
 
 def _cell(value: Any) -> str:
-    """A cell's HTML: '-' for nothing, integers with thousands separators, floats as they were rounded,
-    text escaped unless it is markup made here (starts with '<')."""
+    """A cell's HTML: '-' for nothing, integers with thousands separators, floats as rounded, text escaped
+    unless it is markup made here (starts with '<')."""
     if _missing(value):
         return "-"
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
@@ -330,41 +301,31 @@ def summary_table(inputs: dict[str, Any], profile: str) -> pd.DataFrame:
     train_s = sum(h["epoch_seconds"].sum() for h in inputs["history"].values())
     epochs = {int(h["epoch"].max()) for h in inputs["history"].values() if len(h)}
     seeds = sorted({s for i in inputs["info"].values() for s in i.get("seeds", [])})
-    rows = [("profile", profile + (" (offline smoke run: not comparable with the paper)" if profile.startswith("smoke") else "")),
+    runtimes = sorted({", ".join(f"{k} {v}" for k, v in i["runtime"].items())  # device, precision, layout, compile
+                       for i in inputs["info"].values() if i.get("runtime")})
+    smoke = " (offline smoke run: not comparable with the paper)" if profile.startswith("smoke") else ""
+    rows = [("profile", profile + smoke),
             ("models", f"{len(inputs['runs'])}: {', '.join(figures.model_of(r) for r in inputs['runs'])}"),
             ("datasets", ", ".join(sorted({r.split('-', 1)[0] for r in inputs["runs"]}))),
             ("seeds", ", ".join(map(str, seeds)) or "-"),
             ("epochs per run", ", ".join(str(e) for e in sorted(epochs))),
             ("training time, all runs", f"{train_s / 60:.1f} min (sum of epoch times)"),
-            ("training device and precision", training_runtime(inputs)),
+            ("training device and precision", "; ".join(runtimes) or "-"),
             ("evaluation device", info.get("latency_device", "-")),
             ("python / torch", f"{platform.python_version()} / {torch.__version__}"),
             ("git commit", git_commit())]
     return pd.DataFrame(rows, columns=["setting", "value"])
 
 
-def training_runtime(inputs: dict[str, Any]) -> str:
-    """How the runs trained (device, precision, memory layout, torch.compile), from reports/info."""
-    seen = sorted({", ".join(f"{k} {v}" for k, v in info["runtime"].items())
-                   for info in inputs["info"].values() if info.get("runtime")})
-    return "; ".join(seen) or "-"
-
-
 def claims_sections(inputs: dict[str, Any]) -> list[tuple[str, str]]:
-    """The claims grouped by verdict: (title, HTML) per group, in VERDICT_ORDER. Groups with our
-    numbers are tables (claim, quantity, paper, ours, difference); the not-run and not-verified ones
-    are a short list per dataset. A sentence said of every row of a group is said once under it."""
-    rows = inputs["vs_paper"]["claims"]
+    """(title, HTML) per verdict in VERDICT_ORDER: a table per group with our numbers, a short list per
+    dataset for the not-run and not-verified ones; a reason shared by every row is said once under it."""
     out = []
     for verdict in VERDICT_ORDER:
-        group = [r for r in rows if r["verdict"] == verdict]
-        if not group:
-            continue
-        title = f"{verdict.capitalize()} ({len(group)})"
-        if verdict in ("not run", "not verified"):
-            out.append((title, _claims_list(group)))
-        else:
-            out.append((title, _claims_group_table(group)))
+        group = [r for r in inputs["vs_paper"]["claims"] if r["verdict"] == verdict]
+        if group:
+            show = _claims_list if verdict in ("not run", "not verified") else _claims_group_table
+            out.append((f"{verdict.capitalize()} ({len(group)})", show(group)))
     return out
 
 
@@ -399,14 +360,9 @@ def _claims_list(group: list[dict[str, Any]]) -> str:
                  f"{html.escape(METRIC_NAMES.get(r['metric'], r['metric']))} {html.escape(_paper_value(r))}"
                  for r in mine]
         lines.append(f"<li><b>{DATASET_NAMES.get(dataset, dataset)}</b> ({len(mine)}): {'; '.join(parts)}</li>")
-    reasons = sorted({_reason_kind(r) for r in group})
+    reasons = sorted({"this run has no metrics for these datasets (no such training in this profile)"
+                      if r["verdict"] == "not run" else r["reason"] for r in group})
     return "<ul>" + "".join(lines) + "</ul>" + f'<p class="dgc-note">Why: {html.escape("; ".join(reasons))}.</p>'
-
-
-def _reason_kind(row: dict[str, Any]) -> str:
-    if row["verdict"] == "not run":
-        return "this run has no metrics for these datasets (no such training in this profile)"
-    return row["reason"]
 
 
 def _paper_value(r: dict[str, Any]) -> str:
@@ -416,33 +372,24 @@ def _paper_value(r: dict[str, Any]) -> str:
 
 
 def _num(value: float, unit: str = "") -> str:
-    if unit == "%" or not float(value).is_integer():
-        return f"{value:.2f}"
-    return f"{int(value):,}"
+    return f"{value:.2f}" if unit == "%" or not float(value).is_integer() else f"{int(value):,}"
 
 
 def _drop_constant(frame: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFrame:
     """Without the columns that hold one value in every row (said elsewhere), but those in `keep`."""
-    if len(frame) < 2:
-        return frame
-    return frame[[c for c in frame.columns if c in keep or frame[c].astype(str).nunique() > 1]]
-
-
-def constant_columns(frame: pd.DataFrame) -> dict[str, Any]:
-    """{column: its one value} of the columns that hold one value in every row."""
-    return {c: frame[c].iloc[0] for c in frame.columns if len(frame) and frame[c].astype(str).nunique() == 1}
+    return frame[[c for c in frame.columns if len(frame) < 2 or c in keep or frame[c].astype(str).nunique() > 1]]
 
 
 def relations_table(evidence: list[dict[str, Any]], brief: bool = False) -> pd.DataFrame:
-    """The relation verdicts on our runs (reports/vs_paper.json `smoke_evidence`): the relation in
-    words, both means ± std (n seeds), the difference ± its standard error, the verdict, and (unless
-    `brief`) why, in words."""
+    """The relation verdicts on our runs (vs_paper.json `smoke_evidence`): both means ± std (n seeds), the
+    difference ± its standard error, the verdict and (unless `brief`) the claims and why, in words."""
     rows = []
     for r in evidence:
         row = {"relation": r["statement"].split(":")[0], "model": r["model"], "versus": r["versus"],
                "error (%), model": f"{r['ours']:.2f} ± {r['ours_std']:.2f} (n={r['seeds']})",
                "error (%), versus": f"{r['baseline']:.2f} ± {r['baseline_std']:.2f} (n={r['baseline_seeds']})",
-               "difference ± s.e.": _signed(r["delta"], r.get("standard_error")),
+               "difference ± s.e.": f"{r['delta']:+.2f}" + ("" if r.get("standard_error") is None
+                                                             else f" ± {r['standard_error']:.2f}"),
                "verdict": f"<b>{r['verdict']}</b>"}
         if not brief:
             row["claims"] = "<span>" + "<br>".join(html.escape(c) for c in r["claims"]) + "</span>"
@@ -451,13 +398,9 @@ def relations_table(evidence: list[dict[str, Any]], brief: bool = False) -> pd.D
     return pd.DataFrame(rows)
 
 
-def _signed(delta: float, se: float | None) -> str:
-    return f"{delta:+.2f}" + ("" if se is None else f" ± {se:.2f}")
-
-
 def relation_in_words(r: dict[str, Any]) -> str:
-    """'densenet86_dgc's error is 3.15 points above densenet86's; the claim allows 0.5, and the excess
-    of 2.65 is more than two standard errors (1.27)' and the like."""
+    """'densenet86_dgc's error is 3.15 points above densenet86's; the claim allows 0.5, and the excess of
+    2.65 is more than two standard errors (1.27)' and the like."""
     d, se, tol = r["delta"], r.get("standard_error"), r.get("tolerance", 0.0)
     margin = tol - d
     text = f"{r['model']}'s error is {abs(d):.2f} points {'above' if d > 0 else 'below'} {r['versus']}'s"
@@ -480,11 +423,15 @@ def plateau_table(inputs: dict[str, Any]) -> pd.DataFrame:
         gain = p.get("late_gain")
         rows.append({"run": run, "seeds": m.get("seeds", 1),
                      "epochs": int(inputs["history"][run]["epoch"].max()) if run in inputs["history"] else None,
-                     "best top-1 (%), mean ± std": f"{m['best']['top1_acc']:.2f} ± "
-                                                   f"{m.get('best_std', {}).get('top1_acc', 0.0):.2f}",
+                     "best top-1 (%), mean ± std": _mean_std(m, "best", "top1_acc"),
                      "last-quarter gain (points, worst seed)": None if gain is None else round(gain, 2),
                      "finished learning": "yes" if p.get("plateaued") else "no"})
     return pd.DataFrame(rows)
+
+
+def _mean_std(m: dict[str, Any], part: str, key: str) -> str:
+    """'96.20 ± 1.05': metrics' `part` (best, final) value of `key` and its std over the seeds."""
+    return f"{m[part][key]:.2f} ± {m.get(part + '_std', {}).get(key, 0.0):.2f}"
 
 
 def unfinished_runs(inputs: dict[str, Any]) -> list[str]:
@@ -497,12 +444,10 @@ def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
     for run in inputs["runs"]:
         m = inputs["metrics"][run]
         dataset, model = run.split("-", 1)
-        std = m.get("best_std", {})
         rows.append({"dataset": dataset, "model": model, "seeds": m.get("seeds", 1),
-                     "best top-1 (%)": f"{m['best']['top1_acc']:.2f} ± {std.get('top1_acc', 0.0):.2f}",
-                     "best top-5 (%)": f"{m['best']['top5_acc']:.2f} ± {std.get('top5_acc', 0.0):.2f}",
-                     "final top-1 (%)": f"{m['final']['top1_acc']:.2f} ± "
-                                        f"{m.get('final_std', {}).get('top1_acc', 0.0):.2f}",
+                     "best top-1 (%)": _mean_std(m, "best", "top1_acc"),
+                     "best top-5 (%)": _mean_std(m, "best", "top5_acc"),
+                     "final top-1 (%)": _mean_std(m, "final", "top1_acc"),
                      "FLOPs dense (M)": round(m["flops_dense"] / 1e6, 3),
                      "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 3),
                      "FLOPs actual (M)": round(m["flops_actual"] / 1e6, 3),
@@ -511,8 +456,8 @@ def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
 
 
 def latency_table(inputs: dict[str, Any]) -> pd.DataFrame:
-    """Median ms per image of each model, a row per batch size: every runtime timed (eager, compiled,
-    ONNX Runtime: metrics' latency_ms_per_image_by_runtime) side by side, and which was fastest."""
+    """Median ms per image of each model, a row per batch size: every runtime timed (metrics'
+    latency_ms_per_image_by_runtime) side by side, and which was fastest."""
     rows = []
     for run in inputs["runs"]:
         m, info = inputs["metrics"][run], inputs["info"][run]
@@ -528,7 +473,7 @@ def latency_table(inputs: dict[str, Any]) -> pd.DataFrame:
                 row["fastest"] = fastest[batch]
             rows.append(row)
     frame = pd.DataFrame(rows)
-    return _drop_constant(frame, keep=("model", "batch", *(c for c in frame.columns if c.endswith("(ms)") or c == "fastest")))
+    return _drop_constant(frame, keep=("model", "batch", "fastest", *(c for c in frame.columns if c.endswith("(ms)"))))
 
 
 def _batch_size(key: str) -> int:
@@ -554,14 +499,12 @@ def latency_note(inputs: dict[str, Any]) -> str:
 
 
 def layer_usage_table(inputs: dict[str, Any]) -> pd.DataFrame:
-    rows = []
-    for run in inputs["runs"]:
-        for layer in inputs["info"][run].get("layers", []):
-            rows.append({"run": run, "layer": layer["name"], "C_in": layer["in_channels"],
-                         "selected": round(layer["kept_fraction"], 3),
-                         "kept (measured)": round(layer["active_fraction"], 3),
-                         "head overlap (Jaccard)": round(layer["head_overlap"], 3)})
-    return pd.DataFrame(rows)
+    """Per DGC layer of each run: input channels, fraction selected and used, head overlap (reports/info)."""
+    return pd.DataFrame([{"run": run, "layer": layer["name"], "C_in": layer["in_channels"],
+                          "selected": round(layer["kept_fraction"], 3),
+                          "kept (measured)": round(layer["active_fraction"], 3),
+                          "head overlap (Jaccard)": round(layer["head_overlap"], 3)}
+                         for run in inputs["runs"] for layer in inputs["info"][run].get("layers", [])])
 
 
 def layer_usage_summary(inputs: dict[str, Any]) -> pd.DataFrame:
@@ -574,17 +517,15 @@ def layer_usage_summary(inputs: dict[str, Any]) -> pd.DataFrame:
 
 
 def figure_layer_usage(inputs: dict[str, Any]):
+    """Per DGC layer in network order, the fraction of input channels used and the heads' overlap."""
     table = layer_usage_table(inputs)
     fig, axes = figures.figure(1, 2, height=3.2)
-    for run, part in table.groupby("run", sort=False):
-        idx = range(1, len(part) + 1)
-        style = dict(marker=figures.marker(run), color=colour(run), label=label(run),
-                     linestyle=figures.linestyle(run))
-        axes[0, 0].plot(idx, part["kept (measured)"], **style)
-        axes[0, 1].plot(idx, part["head overlap (Jaccard)"], **style)
-    axes[0, 0].set_ylabel("input channels used (fraction)")
-    axes[0, 1].set_ylabel("head overlap (mean pairwise Jaccard)")
-    for ax in axes[0]:
+    for ax, (column, text) in zip(axes[0], (("kept (measured)", "input channels used (fraction)"),
+                                            ("head overlap (Jaccard)", "head overlap (mean pairwise Jaccard)"))):
+        for run, part in table.groupby("run", sort=False):
+            ax.plot(range(1, len(part) + 1), part[column], marker=figures.marker(run), color=colour(run),
+                    label=label(run), linestyle=figures.linestyle(run))
+        ax.set_ylabel(text)
         ax.set_xlabel("DGC layer (network order)")
         ax.grid(alpha=0.3)
     figures.legend_below(fig, axes[0], ncol=4)
@@ -592,8 +533,7 @@ def figure_layer_usage(inputs: dict[str, Any]):
 
 
 def figure_latency(inputs: dict[str, Any]):
-    """Horizontal bars of ms per image in the fastest runtime, one panel per batch size, one colour
-    per model."""
+    """Bars of ms per image in the fastest runtime, a panel per batch size, a colour per model."""
     rows = [(run, _batch_size(b), ms) for run in inputs["runs"]
             for b, ms in inputs["metrics"][run]["latency_ms_per_image"].items()]
     batches = sorted({b for _, b, _ in rows})
@@ -609,29 +549,22 @@ def figure_latency(inputs: dict[str, Any]):
     return fig
 
 
-def to_png(fig) -> bytes:
-    """PNG bytes of a figure (no timestamp metadata: the same figure gives the same bytes); closes it."""
-    return figures.png_bytes(fig)
+to_png = figures.png_bytes  # the study notebooks import it from here
 
 
 def bench_table(reports: str | Path = "reports") -> tuple[pd.DataFrame, str] | None:
-    """Layer timings of `dgc bench` (reports/bench.json) with the FLOPs ratio next to the time ratio,
-    and a note with the batch size, repeats, device, commit and what `auto` is; None when the
-    benchmark has not been run."""
+    """Layer timings of `dgc bench` (reports/bench.json) next to the FLOPs ratio, and a note on how they
+    were timed; None when the benchmark has not been run."""
     path = Path(reports) / "bench.json"
     if not path.exists():
         return None
     bench = json.loads(path.read_text())
-    rows = []
-    for row in bench["layers"]:
-        for mode in ("inference", "train"):
-            t = row[f"{mode}_ms"]
-            rows.append({"layer (C_in->C_out, kernel, size)": row["shape"], "mode": mode,
-                         "dense ms": round(t["dense"], 1), "4-group ms": round(t["group4"], 1),
-                         "DGC authors' (masked) ms": round(t["dgc_masked"], 1),
-                         "DGC ours (auto) ms": round(t["dgc_auto"], 1),
-                         "ours / dense": round(t["dgc_auto"] / t["dense"], 2),
-                         "ours / 4-group": round(t["dgc_auto"] / t["group4"], 2)})
+    rows = [{"layer (C_in->C_out, kernel, size)": row["shape"], "mode": mode,
+             "dense ms": round(t["dense"], 1), "4-group ms": round(t["group4"], 1),
+             "DGC authors' (masked) ms": round(t["dgc_masked"], 1), "DGC ours (auto) ms": round(t["dgc_auto"], 1),
+             "ours / dense": round(t["dgc_auto"] / t["dense"], 2),
+             "ours / 4-group": round(t["dgc_auto"] / t["group4"], 2)}
+            for row in bench["layers"] for mode, t in (("inference", row["inference_ms"]), ("train", row["train_ms"]))]
     prov = bench.get("provenance", {})
     note = (f"Batch {bench.get('batch', '-')}, {bench.get('heads', '-')} heads, gate factor "
             f"{bench.get('gate_factor', '-')} (DGC's FLOPs are {bench.get('gate_factor', '-')} of the dense "

@@ -1,8 +1,7 @@
 """The `report` stage: execute a notebook with papermill and render it to self-contained HTML.
 
-Output is deterministic: papermill's timestamps and durations are removed, cell ids are fixed, and
-the HTML embeds its figures (PNG data URIs) and hides the code cells, so re-executing on unchanged
-inputs gives byte-identical .ipynb and .html files and the page needs no network to show anything.
+Without papermill's timestamps and durations, with fixed cell ids, embedded figures and hidden code,
+re-executing on unchanged inputs gives the same .ipynb and .html bytes, and the page needs no network.
 """
 
 from __future__ import annotations
@@ -49,11 +48,10 @@ def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any]
                             cwd=str(cwd), progress_bar=False, log_output=False)
     except pm.PapermillExecutionError as exc:
         raise NotebookFailed(f"{notebook} failed in cell {exc.exec_count}: {exc.ename}: "
-                             f"{_strip_ansi(exc.evalue)}") from None
+                             + re.sub(r"\x1b\[[0-9;]*m", "", exc.evalue)) from None  # without ANSI colours
     finally:
         executed = nbformat.read(str(tmp), as_version=4) if tmp.exists() else None
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     nb = normalise(executed)
     write_text_atomic(output, nbformat.writes(nb) + "\n")
     return nb
@@ -75,15 +73,9 @@ def to_html(nb, output: str | Path, title: str) -> Path:
     return write_text_atomic(output, body)
 
 
-def _strip_ansi(text: str) -> str:
-    return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
 def render(notebook: str | Path, out_dir: str | Path, parameters: dict[str, Any], title: str,
            cwd: str | Path = ".") -> tuple[Path, Path]:
     """Execute and render; returns (executed .ipynb, .html) under `out_dir`."""
-    name = Path(notebook).stem
-    ipynb, html = Path(out_dir) / f"{name}.ipynb", Path(out_dir) / f"{name}.html"
-    nb = execute(notebook, ipynb, parameters, cwd)
-    to_html(nb, html, title)
+    ipynb, html = (Path(out_dir) / f"{Path(notebook).stem}.{ext}" for ext in ("ipynb", "html"))
+    to_html(execute(notebook, ipynb, parameters, cwd), html, title)
     return ipynb, html
