@@ -72,8 +72,7 @@ def train_throughput_section(t: Mapping[str, Any]) -> str:
              "| model | step (ms) | images/s | peak memory of the step (MiB) |", "|---|---|---|---|"]
     for name, row in t.items():
         if isinstance(row, dict) and "step_s" in row:
-            lines.append(f"| {name} | {1000 * row['step_s']:.0f} | {row['images_per_s']:.1f} | "
-                         f"{row['peak_mb']:.0f} |")
+            lines.append(f"| {name} | {1000 * row['step_s']:.0f} | {row['images_per_s']:.1f} | {row['peak_mb']:.0f} |")
     data = t.get("data_path", {})
     if "fraction_of_densenet86_dgc_step" in data:
         lines += ["", f"Data path (load + augment one batch of 64 on the device): "

@@ -1,14 +1,11 @@
-"""The C++ CPU inference kernels of `cpu_kernels.cpp`, built with the system's compiler on first use,
-cached, and called through ctypes: `fused_1x1`, `bnrelu_group_conv`, `bnrelu_mean`, `select_topk`,
-`avg_pool2` and `dgc_layer` (a whole DGC layer in one call). All are forward-only, float32, CPU tensors;
-cpu_layers.py makes them executions of the layers, the same maths as their PyTorch executions.
+"""The C++ CPU inference kernels of `cpu_kernels.cpp` (forward-only, float32, CPU tensors) through ctypes:
+`fused_1x1`, `bnrelu_group_conv`, `bnrelu_mean`, `select_topk`, `avg_pool2` and `dgc_layer` (a whole DGC
+layer); cpu_layers.py makes them executions of the layers, the maths of their PyTorch executions.
 
-The library is compiled with `-O3 -march=native -fopenmp` (then without -march=native, then without
-OpenMP, whichever first builds and loads) into `$DGC_KERNEL_CACHE` (default `~/.cache/dgc-kernels`),
-named by a hash of the source, compiler, flags and, for -march=native, `cpu_identity()` (a shared cache
-never hands a CPU a library it cannot run); written to a temporary file and renamed (concurrent
-processes never load a half-written one). `DGC_CPU_KERNELS=0` turns the kernels off; a failed build
-warns once and leaves them off for the process.
+Built on first use by the system's compiler (`-O3 -march=native -fopenmp`, else without -march=native, else
+without OpenMP) into `$DGC_KERNEL_CACHE` (default `~/.cache/dgc-kernels`), named by a hash of the source,
+compiler, flags and, for -march=native, `cpu_identity()`; written to a temporary file, then renamed.
+`DGC_CPU_KERNELS=0` turns them off; a failed build warns once and leaves them off for the process.
 """
 
 from __future__ import annotations
@@ -22,8 +19,8 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import torch
@@ -38,16 +35,8 @@ _CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "flags", "Featu
                "CPU architecture", "CPU variant", "CPU part", "isa")
 
 
-@dataclass
-class _State:
-    """The process's one attempt at loading the library."""
-
-    library: ctypes.CDLL | None = None
-    reason: str | None = None
-    tried: bool = False
-
-
-_state = _State()
+# The process's one attempt at loading the library: the CDLL (or None), why not, and whether it was tried.
+_state = SimpleNamespace(library=None, reason=None, tried=False)
 
 
 def cache_dir() -> Path:
@@ -98,8 +87,7 @@ def _build(compiler: str, flags: list[str], target: Path) -> str | None:
         os.replace(tmp, target)
         return None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _load() -> None:

@@ -1,16 +1,13 @@
 """Fused 1x1 dynamic group convolution: the channel gather fused into a grouped GEMM (Triton), and the
-DGC layers' `fused` execution over it (`use_fused_kernel(model)`; `fused_cpu` in cpu_layers.py is its
-C++ counterpart). For each sample b and head i, with K kept channels idx[b, i, :], their saliency
-scale[b, i, :] and head weights W (H, Co, C_in):
+DGC layers' `fused` execution over it (`use_fused_kernel(model)`; cpu_layers.py's `fused_cpu` is its C++
+counterpart). With K kept channels idx[b, i, :] of sample b and head i, their saliency scale[b, i, :] and
+head weights W (H, Co, C_in):
 
     out[b, j*H + i, p] = sum_k W[i, j, idx[b,i,k]] * scale[b,i,k] * x[b, idx[b,i,k], p]
 
-(heads interleaved), the `sparse` execution's maths for 1x1 kernels, stride 1, no padding, without
-its gathered input and per-sample weights: each program gathers the kept channels of x while loading
-the GEMM's A operand and scales W[i, :, idx] by the saliency in registers.
-
-Triton is imported lazily; the kernels run compiled on CUDA tensors, or interpreted on CPU tensors when
-TRITON_INTERPRET=1 was set before their first use (slow, for tests).
+the `sparse` execution's maths (1x1, stride 1, no padding) without its gathered copies: the gather happens
+while loading the GEMM's A operand, the scaling of W in registers. Triton is imported lazily; the kernels
+run compiled on CUDA, or interpreted on CPU when TRITON_INTERPRET=1 was set before their first use (tests).
 """
 
 from __future__ import annotations
@@ -40,21 +37,11 @@ class BlockSizes:
     k: int
 
 
-def _interpret_requested() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-
-
-def _triton_importable() -> bool:
+def _unavailable_reason(device: torch.device) -> str | None:
+    """Why the kernels cannot run on `device` in this process, or None when they can."""
     try:
         import triton  # noqa: F401
     except ImportError:
-        return False
-    return True
-
-
-def _unavailable_reason(device: torch.device) -> str | None:
-    """Why the kernels cannot run on `device` in this process, or None when they can."""
-    if not _triton_importable():
         return "triton is not installed"
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -65,7 +52,8 @@ def _unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cpu":
         if _kernels_interpreted is False:
             return "the kernels were already defined without TRITON_INTERPRET=1 in this process"
-        if _kernels_interpreted is None and not _interpret_requested():
+        interpret = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+        if _kernels_interpreted is None and not interpret:
             return "CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before the first call"
         return None
     return f"no Triton backend for {device.type} tensors"
@@ -105,14 +93,6 @@ def default_block_sizes(co: int, k: int, p: int) -> dict[str, BlockSizes]:
     not tuned per GPU: one Co tile per head up to 64 channels, K blocks of 32, 64 positions per tile."""
     fwd = BlockSizes(_clamp_pow2(p, 16, 64), _clamp_pow2(co, 16, 64), _clamp_pow2(k, 16, 32))
     return {"fwd": fwd, "bwd_x": fwd, "bwd_w": BlockSizes(_clamp_pow2(p, 16, 32), fwd.co, _clamp_pow2(k, 16, 64))}
-
-
-def _check_blocks(blocks: dict[str, BlockSizes], device: torch.device) -> None:
-    low = 16 if device.type == "cuda" else 1
-    for name, b in blocks.items():
-        for size in (b.p, b.co, b.k):
-            if size < low or size & (size - 1):
-                raise ValueError(f"block sizes of '{name}' must be powers of two >= {low}, got {b}")
 
 
 def _dot_options(dtype: torch.dtype) -> dict[str, object]:
@@ -236,19 +216,20 @@ def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: t
         x = x.contiguous()  # any strides would do; a dense copy keeps the loads coalesced
     blocks = default_block_sizes(weight.shape[1], idx.shape[2], x.shape[2] * x.shape[3])
     if block_sizes is not None:
-        unknown = set(block_sizes) - set(blocks)
-        if unknown:
+        if unknown := set(block_sizes) - set(blocks):
             raise ValueError(f"unknown kernel names in block_sizes: {sorted(unknown)}; use {sorted(blocks)}")
         blocks.update(block_sizes)
-    _check_blocks(blocks, x.device)
+    low = 16 if x.device.type == "cuda" else 1
+    for name, bs in blocks.items():
+        if any(size < low or size & (size - 1) for size in (bs.p, bs.co, bs.k)):
+            raise ValueError(f"block sizes of '{name}' must be powers of two >= {low}, got {bs}")
     return _Fused1x1.apply(x, weight, idx, scale, blocks)
 
 
 # -- the DGC layers' `fused` execution ------------------------------------------------------------
 def fused(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torch.Tensor | None,
           kept: torch.Tensor | None) -> torch.Tensor:
-    """1x1 convs: the gather of the kept channels inside a grouped GEMM, forward and backward: no
-    gathered copy of x."""
+    """1x1 convs: the kept channels gathered inside a grouped GEMM, forward and backward (no copy of x)."""
     idx = kept_indices(layer, saliency, keep, kept)
     values = (saliency * keep).gather(2, idx)
     return fused_1x1(subsample(layer, x), layer.head_weights().flatten(2), idx, values)
