@@ -27,9 +27,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"])
-_COMMON_FLAGS = ["-std=c++17", "-shared", "-fPIC"]
 _ERRORS = {-1: "invalid sizes", -2: "an index out of range"}
-CPUINFO = Path("/proc/cpuinfo")
 # The /proc/cpuinfo fields of the first processor that fix what -march=native compiles for (x86, ARM).
 _CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU implementer",
                "CPU architecture", "CPU variant", "CPU part", "isa")
@@ -51,7 +49,7 @@ def _compiler() -> str | None:
     return None
 
 
-def cpu_identity(cpuinfo: Path = CPUINFO) -> str:
+def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model and instruction-set extensions (its first processor's _CPU_FIELDS in
     /proc/cpuinfo); where there is no /proc/cpuinfo, platform.processor() and platform.machine()."""
     fields = []
@@ -79,7 +77,7 @@ def _build(compiler: str, flags: list[str], target: Path) -> str | None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp")
     os.close(fd)
     try:
-        proc = subprocess.run([compiler, *flags, *_COMMON_FLAGS, str(SOURCE), "-o", tmp],
+        proc = subprocess.run([compiler, *flags, "-std=c++17", "-shared", "-fPIC", str(SOURCE), "-o", tmp],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
