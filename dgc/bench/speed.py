@@ -61,17 +61,16 @@ def bench_layers(device: torch.device, batch: int = 64, repeats: int = 10, gate:
     for c_in, c_out, k, size in LAYER_SHAPES:
         torch.manual_seed(0)
         x = torch.randn(batch, c_in, size, size, device=device)
-        row: dict[str, Any] = {"shape": f"{c_in}->{c_out}, {k}x{k}, {size}x{size}", "c_in": c_in,
-                               "c_out": c_out, "kernel": k, "size": size, "inference_ms": {}, "train_ms": {}}
         layers = {name: ready_for_timing(m, (c_in, size, size), device)
                   for name, m in _layers(c_in, c_out, k, gate, heads, paths).items()}
         with torch.no_grad():
-            t = median_times({n: (lambda m=m: m(x)) for n, m in layers.items()}, device, repeats)
-        row["inference_ms"] = {n: 1000 * v for n, v in t.items()}
+            inference = median_times({n: (lambda m=m: m(x)) for n, m in layers.items()}, device, repeats)
         for m in layers.values():
             m.train()
-        t = median_times({n: _train_step(m, x) for n, m in layers.items()}, device, repeats)
-        row["train_ms"] = {n: 1000 * v for n, v in t.items()}
+        train = median_times({n: _train_step(m, x) for n, m in layers.items()}, device, repeats)
+        row: dict[str, Any] = {"shape": f"{c_in}->{c_out}, {k}x{k}, {size}x{size}", "c_in": c_in, "c_out": c_out,
+                               "kernel": k, "size": size, "inference_ms": {n: 1000 * v for n, v in inference.items()},
+                               "train_ms": {n: 1000 * v for n, v in train.items()}}
         for kind in ("inference_ms", "train_ms"):
             t = row[kind]
             row[kind.replace("_ms", "_ratio")] = {
