@@ -1,12 +1,10 @@
-"""Triton kernels of the fused 1x1 DGC convolution (the maths: dgc/kernels/fused_triton.py), imported by
-it on first use: triton reads TRITON_INTERPRET when they are decorated, so that use fixes whether they
-are compiled (CUDA) or interpreted (CPU tensors, tests).
-
-Each runs on a 1-D grid, program id = (b * H + i) * tiles + tile: consecutive programs share a sample
-and a head (x rows and idx stay in L2), and B * H escapes CUDA's 65535 limit on the other axes.
-Per sample b and head i: ch[k] = idx[b, i, k] the kept channels, Wk[j, k] = W[i, j, ch[k]] * scale[b, i, k]
-and Xg[k, p] = x[b, ch[k], p] (neither stored), out[b, j*H + i, p] = sum_k Wk[j, k] Xg[k, p]. Positions
-p = row * width + col are addressed through the tensors' strides (NCHW or channels_last read in place).
+"""Triton kernels of the fused 1x1 DGC convolution (the maths: fused_triton.py), imported by it on first
+use, which fixes whether they are compiled (CUDA) or interpreted (TRITON_INTERPRET=1, CPU tensors, tests).
+Each runs on a 1-D grid, program id = (b * H + i) * tiles + tile: consecutive programs share a sample and a
+head (x rows and idx stay in L2), and B * H escapes CUDA's 65535 limit on the other axes. Per sample b, head
+i: ch[k] = idx[b, i, k], Wk[j, k] = W[i, j, ch[k]] * scale[b, i, k], Xg[k, p] = x[b, ch[k], p] (neither
+stored), out[b, j*H + i, p] = sum_k Wk[j, k] Xg[k, p]; positions p = row * width + col go through the
+tensors' strides (NCHW or channels_last read in place).
 """
 
 from __future__ import annotations
