@@ -1,13 +1,7 @@
-"""The benchmarks of the speed section, in its order: for each, its heading, the file under reports/
-it reads and the function that renders that file (`dgc readme`, dgc/commands/readme.py
-`speed_markdown`, shows each benchmark whose file exists).
-
-The benchmarks are scripts outside the package (benchmarks/, each writing the file named here), apart
-from `dgc bench` (dgc/bench/speed.py); their sections are rendered here, by pure functions over the
-file's content (parsed JSON for a .json file, the text otherwise), so that `dgc readme` runs no
-benchmark code. A benchmark joins the section by an entry in SECTIONS and its function. The studies
-(studies/) render their own results (e.g. reports/slow_start.md) and have no entry.
-"""
+"""The benchmarks of docs/speed.md's speed section, in its order: each one's heading, its file under reports/
+and the pure function rendering that file's content (parsed JSON for .json, else text) for `dgc readme`
+(dgc/commands/readme.py `speed_markdown`, which shows each whose file exists), so that it runs no benchmark.
+The studies (studies/) render their own results and have no entry."""
 
 from __future__ import annotations
 
@@ -33,8 +27,7 @@ class Section:
 
 
 def made_by(result: Mapping[str, Any]) -> str:
-    """One line: the commit and machine a benchmark JSON says made it (its `provenance`, written by
-    dgc.measure.provenance.provenance); '' when it has none."""
+    """One line: the commit and machine of a benchmark JSON's `provenance` (dgc.measure.provenance); '' if none."""
     p = result.get("provenance")
     if not p:
         return ""
@@ -79,15 +72,13 @@ def train_throughput_section(t: Mapping[str, Any]) -> str:
              "| model | step (ms) | images/s | peak memory of the step (MiB) |", "|---|---|---|---|"]
     for name, row in t.items():
         if isinstance(row, dict) and "step_s" in row:
-            lines.append(f"| {name} | {1000 * row['step_s']:.0f} | {row['images_per_s']:.1f} | "
-                         f"{row['peak_mb']:.0f} |")
+            lines.append(f"| {name} | {1000 * row['step_s']:.0f} | {row['images_per_s']:.1f} | {row['peak_mb']:.0f} |")
     data = t.get("data_path", {})
     if "fraction_of_densenet86_dgc_step" in data:
         lines += ["", f"Data path (load + augment one batch of 64 on the device): "
                       f"{1000 * data['batch_s']:.2f} ms = "
                       f"{100 * data['fraction_of_densenet86_dgc_step']:.2f}% of a densenet86_dgc step."]
-    lines.append("")
-    return "\n".join(lines)
+    return "\n".join([*lines, ""])
 
 
 def cpu_inference_section(c: Mapping[str, Any]) -> str:
@@ -121,8 +112,7 @@ def cpu_kernels_section(k: Mapping[str, Any]) -> str:
              "|---|" + "---|" * len(blocks)]
     for name in blocks[0]["ms"]:
         lines.append(f"| {name} | " + " | ".join(f"{b['ms'][name]:.2f}" for b in blocks) + " |")
-    lines.append("")
-    return "\n".join(lines)
+    return "\n".join([*lines, ""])
 
 
 PROFILE_KINDS = ("DGC layer", "conv", "BN / ReLU", "pooling", "linear", "outside the modules above")
@@ -140,11 +130,11 @@ def batch1_profile_section(p: Mapping[str, Any]) -> str:
              "Runtime's profiler (whose own cost grows with the number of nodes).", "",
              "| model | ms/image | " + " | ".join(f"in {k} (modules)" if k != PROFILE_KINDS[-1] else "elsewhere"
                                               for k in PROFILE_KINDS)
-             + " | ATen op calls | ms in ATen ops | top ATen op | ONNX Runtime nodes | ONNX Runtime: top node types (ms) |",
+             + " | ATen op calls | ms in ATen ops | top ATen op | ONNX Runtime nodes "
+             "| ONNX Runtime: top node types (ms) |",
              "|---|---|" + "---|" * (len(PROFILE_KINDS) + 5)]
     for name, row in p["models"].items():
-        kinds = row["kinds"]
-        cells = [_kind_cell(kinds.get(k)) for k in PROFILE_KINDS]
+        cells = [_kind_cell(row["kinds"].get(k)) for k in PROFILE_KINDS]
         top = row["top_ops"][0] if row["top_ops"] else None
         top_cell = f"{top['op']} {top['self_ms']:.2f} ms ({top['calls_per_forward']:.0f} calls)" if top else "-"
         ort = row.get("onnxruntime")
@@ -153,8 +143,7 @@ def batch1_profile_section(p: Mapping[str, Any]) -> str:
         lines.append(f"| {name} | {row['ms_per_image']:.2f} | " + " | ".join(cells)
                      + f" | {row['op_calls_per_forward']:.0f} | {row['ms_in_aten_ops']:.2f} | {top_cell} | "
                      + " | ".join(ort_cells) + " |")
-    lines.append("")
-    return "\n".join(lines)
+    return "\n".join([*lines, ""])
 
 
 def _kind_cell(kind: Mapping[str, Any] | None) -> str:

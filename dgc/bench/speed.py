@@ -1,19 +1,15 @@
 """`dgc bench`: wall-clock cost of DGC next to the dense and static group convolutions, in one run.
 
-Layers (batch 64, 4 heads, g 0.25, all layers with their BN-ReLU pre-activation): each of the
-shapes below as DGC (masked = the authors' execution, sparse, scaled-weight, on the CPU the C++
-kernel fused_cpu, and what `auto` picks),
-the dense BN-ReLU-Conv2d and the static 4-group BN-ReLU-Conv2d (same FLOPs as DGC at g 0.25), for
-inference (eval, no grad) and a training step (forward + backward). Whole models: inference at batch
-1 and 64, DGC (pruned to its target) next to its dense counterpart. Median of `repeats` runs, the
-candidates measured round-robin so that machine noise hits them alike. Every module is timed with
-calibrated BatchNorm statistics and only after its outputs were checked finite (dgc/measure/calibrate.py).
+Layers (batch 64, 4 heads, g 0.25, with their BN-ReLU): the shapes below as DGC (masked = the authors',
+sparse, scaled-weight, on the CPU fused_cpu, and `auto`), dense and static 4-group BN-ReLU-Conv2d (DGC's
+FLOPs at g 0.25), at inference and a training step. Models: inference at batch 1 and 64, DGC (pruned) next
+to its dense counterpart. Median of `repeats`, measured round-robin, after BN calibration and a finiteness
+check (dgc/measure/calibrate.py).
 
     .venv/bin/dgc bench [--device auto|cpu|cuda] [--threads 2] [--repeats 10] [--no-models]
         [--out reports/bench.json]
 
-writes reports/bench.json and reports/bench.md (`bench_markdown`); dgc/bench/registry.py renders it in
-docs/speed.md.
+writes reports/bench.json and reports/bench.md (`bench_markdown`), rendered in docs/speed.md by registry.py.
 """
 
 from __future__ import annotations
@@ -30,11 +26,7 @@ from dgc.measure.flops import count_flops
 from dgc.measure.latency import device_name, median_times
 from dgc.measure.provenance import provenance
 
-LAYER_SHAPES = [  # (C_in, C_out, kernel, map size)
-    (256, 128, 1, 16),
-    (128, 128, 3, 16),
-    (64, 64, 3, 32),
-]
+LAYER_SHAPES = [(256, 128, 1, 16), (128, 128, 3, 16), (64, 64, 3, 32)]  # (C_in, C_out, kernel, map size)
 MODEL_PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
 DGC_PATHS = ("masked", "sparse", "scaled_weight", "auto")
 CPU_PATHS = ("fused_cpu",)  # the C++ kernel (1x1 inference; elsewhere it runs 'sparse')
@@ -58,8 +50,7 @@ def _layers(c_in: int, c_out: int, k: int, gate: float, heads: int,
 def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         module.zero_grad(set_to_none=True)
-        xx = x.detach().requires_grad_()
-        module(xx).sum().backward()
+        module(x.detach().requires_grad_()).sum().backward()
     return step
 
 
@@ -70,17 +61,16 @@ def bench_layers(device: torch.device, batch: int = 64, repeats: int = 10, gate:
     for c_in, c_out, k, size in LAYER_SHAPES:
         torch.manual_seed(0)
         x = torch.randn(batch, c_in, size, size, device=device)
-        row: dict[str, Any] = {"shape": f"{c_in}->{c_out}, {k}x{k}, {size}x{size}", "c_in": c_in,
-                               "c_out": c_out, "kernel": k, "size": size, "inference_ms": {}, "train_ms": {}}
         layers = {name: ready_for_timing(m, (c_in, size, size), device)
                   for name, m in _layers(c_in, c_out, k, gate, heads, paths).items()}
         with torch.no_grad():
-            t = median_times({n: (lambda m=m: m(x)) for n, m in layers.items()}, device, repeats)
-        row["inference_ms"] = {n: 1000 * v for n, v in t.items()}
+            inference = median_times({n: (lambda m=m: m(x)) for n, m in layers.items()}, device, repeats)
         for m in layers.values():
             m.train()
-        t = median_times({n: _train_step(m, x) for n, m in layers.items()}, device, repeats)
-        row["train_ms"] = {n: 1000 * v for n, v in t.items()}
+        train = median_times({n: _train_step(m, x) for n, m in layers.items()}, device, repeats)
+        row: dict[str, Any] = {"shape": f"{c_in}->{c_out}, {k}x{k}, {size}x{size}", "c_in": c_in, "c_out": c_out,
+                               "kernel": k, "size": size, "inference_ms": {n: 1000 * v for n, v in inference.items()},
+                               "train_ms": {n: 1000 * v for n, v in train.items()}}
         for kind in ("inference_ms", "train_ms"):
             t = row[kind]
             row[kind.replace("_ms", "_ratio")] = {
@@ -102,9 +92,9 @@ def bench_models(device: torch.device, batches: tuple[int, ...] = (1, 64), repea
         models = {}
         for name in pair:
             torch.manual_seed(0)
-            models[name] = use_cpu_kernels(create_model(name, 10, stem="cifar"))
-            set_progress(models[name], 1.0)
-            ready_for_timing(models[name], (3, 32, 32), device)
+            models[name] = model = use_cpu_kernels(create_model(name, 10, stem="cifar"))
+            set_progress(model, 1.0)
+            ready_for_timing(model, (3, 32, 32), device)
         per_batch = {}
         for b in batches:
             x = torch.randn(b, 3, 32, 32, device=device)

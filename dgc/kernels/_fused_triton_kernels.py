@@ -1,20 +1,10 @@
-"""Triton kernels of the fused 1x1 DGC convolution (see dgc/kernels/fused_triton.py for the maths).
-
-Imported lazily by fused_triton.py on first use, never by `import dgc`: this module needs triton, and
-triton reads TRITON_INTERPRET when the kernels below are decorated, so the first use fixes whether
-they are compiled (CUDA) or interpreted (CPU tensors, for tests).
-
-Each kernel runs on a 1-D grid: program id = (b * H + i) * tiles + tile, so that consecutive
-programs share a sample and a head (their x rows and idx stay in L2), and B * H is not bounded by
-CUDA's 65535 limit on the grid's other axes.
-
-Notation, per sample b and head i:
-    ch[k] = idx[b, i, k]                  the K kept input channels
-    Wk[j, k] = W[i, j, ch[k]] * scale[b, i, k]   the per-sample scaled weight (never stored)
-    Xg[k, p] = x[b, ch[k], p]             the gathered input (never stored)
-    out[b, j*H + i, p] = sum_k Wk[j, k] Xg[k, p]
-Spatial positions p = row * width + col are addressed through x's own strides, so NCHW and
-channels_last (or any strided) tensors are read in place.
+"""Triton kernels of the fused 1x1 DGC convolution (the maths: fused_triton.py), imported by it on first
+use, which fixes whether they are compiled (CUDA) or interpreted (TRITON_INTERPRET=1, CPU tensors, tests).
+Each runs on a 1-D grid, program id = (b * H + i) * tiles + tile: consecutive programs share a sample and a
+head (x rows and idx stay in L2), and B * H escapes CUDA's 65535 limit on the other axes. Per sample b, head
+i: ch[k] = idx[b, i, k], Wk[j, k] = W[i, j, ch[k]] * scale[b, i, k], Xg[k, p] = x[b, ch[k], p] (neither
+stored), out[b, j*H + i, p] = sum_k Wk[j, k] Xg[k, p]; positions p = row * width + col go through the
+tensors' strides (NCHW or channels_last read in place).
 """
 
 from __future__ import annotations
@@ -31,8 +21,8 @@ def _spatial_offsets(offs_p, width, stride_h, stride_w):
 
 @triton.jit
 def _mma(a, b, acc, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
-    """acc + a @ b. UPCAST_DOT multiplies in fp32: only for bf16 under the interpreter, whose
-    tl.dot multiplies bf16's raw bits (exact anyway: a product of two bf16 values fits in fp32)."""
+    """acc + a @ b; UPCAST_DOT (bf16 under the interpreter, whose tl.dot multiplies bf16's raw bits)
+    multiplies in fp32, exact anyway: a product of two bf16 values fits in fp32."""
     if UPCAST_DOT:
         acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee")
     else:
@@ -41,15 +31,10 @@ def _mma(a, b, acc, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
 
 
 @triton.jit
-def fused_fwd_kernel(
-    x_ptr, w_ptr, idx_ptr, scale_ptr, out_ptr,
-    HEADS, CO, K, P, WIDTH,
-    sx_b, sx_c, sx_h, sx_w,
-    sw_h, sw_o, sw_c,
-    so_b, so_c, so_h, so_w,
-    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
-):
+def fused_fwd_kernel(x_ptr, w_ptr, idx_ptr, scale_ptr, out_ptr, HEADS, CO, K, P, WIDTH,
+                     sx_b, sx_c, sx_h, sx_w, sw_h, sw_o, sw_c, so_b, so_c, so_h, so_w,
+                     BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
+                     INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
     """out tile (BLOCK_P positions x BLOCK_CO channels of head i) = Xg^T (gathered A) @ Wk^T (scaled B)."""
     n_co = tl.cdiv(CO, BLOCK_CO)
     n_tiles = tl.cdiv(P, BLOCK_P) * n_co
@@ -91,18 +76,12 @@ def fused_fwd_kernel(
 
 
 @triton.jit
-def fused_bwd_x_kernel(
-    g_ptr, w_ptr, idx_ptr, scale_ptr, gx_ptr,
-    HEADS, CO, K, P, WIDTH,
-    sg_b, sg_c, sg_h, sg_w,
-    sw_h, sw_o, sw_c,
-    sgx_b, sgx_c, sgx_h, sgx_w,
-    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
-):
+def fused_bwd_x_kernel(g_ptr, w_ptr, idx_ptr, scale_ptr, gx_ptr, HEADS, CO, K, P, WIDTH,
+                       sg_b, sg_c, sg_h, sg_w, sw_h, sw_o, sw_c, sgx_b, sgx_c, sgx_h, sgx_w,
+                       BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
+                       INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
     """grad Xg^T tile (BLOCK_P x BLOCK_K) = G_i^T @ Wk, scatter-added into the fp32 grad_x at the kept
-    channels. Atomics because heads of one sample may keep the same channel (rows of idx are
-    distinct, so within one program no two lanes hit the same address)."""
+    channels: atomics, as heads of a sample may keep one channel (within a program, rows of idx are distinct)."""
     n_k = tl.cdiv(K, BLOCK_K)
     n_tiles = tl.cdiv(P, BLOCK_P) * n_k
     bh = tl.program_id(0) // n_tiles
@@ -141,19 +120,13 @@ def fused_bwd_x_kernel(
 
 
 @triton.jit
-def fused_bwd_w_kernel(
-    g_ptr, x_ptr, w_ptr, idx_ptr, scale_ptr, gw_ptr, gs_ptr,
-    HEADS, CO, K, P, WIDTH,
-    sg_b, sg_c, sg_h, sg_w,
-    sx_b, sx_c, sx_h, sx_w,
-    sw_h, sw_o, sw_c,
-    sgw_h, sgw_o, sgw_c,
-    BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
-    INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
-):
-    """grad Wk tile (BLOCK_CO x BLOCK_K) = G_i @ Xg^T (reduced over all positions), then
-    grad_scale[b, i, k] = sum_j gradWk[j, k] W[i, j, ch[k]] (stored: one program owns each k) and
-    grad_W[i, j, ch[k]] += gradWk[j, k] * scale[b, i, k] (atomics: samples share channels)."""
+def fused_bwd_w_kernel(g_ptr, x_ptr, w_ptr, idx_ptr, scale_ptr, gw_ptr, gs_ptr, HEADS, CO, K, P, WIDTH,
+                       sg_b, sg_c, sg_h, sg_w, sx_b, sx_c, sx_h, sx_w, sw_h, sw_o, sw_c, sgw_h, sgw_o, sgw_c,
+                       BLOCK_P: tl.constexpr, BLOCK_CO: tl.constexpr, BLOCK_K: tl.constexpr,
+                       INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
+    """grad Wk tile (BLOCK_CO x BLOCK_K) = G_i @ Xg^T over all positions; then grad_scale[b, i, k] =
+    sum_j gradWk[j, k] W[i, j, ch[k]] (one program owns each k) and grad_W[i, j, ch[k]] += gradWk[j, k] *
+    scale[b, i, k] (atomics: samples share channels)."""
     n_k = tl.cdiv(K, BLOCK_K)
     bh = tl.program_id(0) // n_k
     pid_k = tl.program_id(0) % n_k

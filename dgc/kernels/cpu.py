@@ -1,22 +1,11 @@
-"""The CPU inference kernels of `cpu_kernels.cpp`: built with the system's C++ compiler on first use,
-cached, and called through ctypes (no Python extension build, no ninja: one compiler call).
+"""The C++ CPU inference kernels of `cpu_kernels.cpp` (forward-only, float32, CPU tensors) through ctypes:
+`fused_1x1`, `bnrelu_group_conv`, `bnrelu_mean`, `select_topk`, `avg_pool2` and `dgc_layer` (a whole DGC
+layer); cpu_layers.py makes them executions of the layers, the maths of their PyTorch executions.
 
-`fused_1x1` (the DGC 1x1 conv over the kept channels, the gather inside the GEMM: the CPU counterpart
-of fused_triton.py), `bnrelu_group_conv` (BN-ReLU and a grouped k x k conv at stride 1), `bnrelu_mean`
-(a DGC layer's BN-ReLU and its saliency pooling in one pass), `select_topk` (DGC's selection) and
-`avg_pool2` (the DenseNets' transitions) and `dgc_layer` (a whole DGC layer in one call: its
-pre-activation, saliency generators, selection and conv, 1x1 or k x k). All are forward-only (they refuse tensors that require grad
-while grad mode is on), float32, for CPU tensors; the layers run them as executions where a model was
-given them and they apply (cpu_layers.py), and otherwise their PyTorch executions, the same maths.
-
-The library is compiled with `-O3 -march=native -fopenmp` (then without -march=native, then without
-OpenMP, whichever first builds and loads) into `$DGC_KERNEL_CACHE` (default
-`~/.cache/dgc-kernels`), named by a hash of the source, compiler and flags (and, for -march=native,
-of the CPU's instruction set: `cpu_identity()`, so a cache shared by machines with other CPUs never
-hands one a library it cannot run), written to a temporary file and renamed, so concurrent processes
-never load a half-written library. `DGC_CPU_KERNELS=0`
-turns the kernels off (the layers then use their PyTorch executions). A failed build prints one
-warning line and the kernels stay off for the process.
+Built on first use by the system's compiler (`-O3 -march=native -fopenmp`, else without -march=native, else
+without OpenMP) into `$DGC_KERNEL_CACHE` (default `~/.cache/dgc-kernels`), named by a hash of the source,
+compiler, flags and, for -march=native, `cpu_identity()`; written to a temporary file, then renamed.
+`DGC_CPU_KERNELS=0` turns them off; a failed build warns once and leaves them off for the process.
 """
 
 from __future__ import annotations
@@ -30,43 +19,27 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import torch
 
 SOURCE = Path(__file__).with_name("cpu_kernels.cpp")
 FLAG_SETS = (["-O3", "-march=native", "-fopenmp"], ["-O3", "-fopenmp"], ["-O3"])
-_COMMON_FLAGS = ["-std=c++17", "-shared", "-fPIC"]
 _ERRORS = {-1: "invalid sizes", -2: "an index out of range"}
-CPUINFO = Path("/proc/cpuinfo")
 # The /proc/cpuinfo fields of the first processor that fix what -march=native compiles for (x86, ARM).
 _CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "flags", "Features", "CPU implementer",
                "CPU architecture", "CPU variant", "CPU part", "isa")
 
 
-@dataclass
-class _State:
-    """The process's one attempt at loading the library (None until tried)."""
-
-    library: ctypes.CDLL | None = None
-    reason: str | None = None
-    tried: bool = False
-
-
-_state = _State()
-
-
-def _disabled_by_env() -> bool:
-    return os.environ.get("DGC_CPU_KERNELS", "1").strip().lower() in ("0", "false", "off", "no")
+# The process's one attempt at loading the library: the CDLL (or None), why not, and whether it was tried.
+_state = SimpleNamespace(library=None, reason=None, tried=False)
 
 
 def cache_dir() -> Path:
-    if os.environ.get("DGC_KERNEL_CACHE"):
-        return Path(os.environ["DGC_KERNEL_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "dgc-kernels"
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dgc-kernels"
+    return Path(os.environ.get("DGC_KERNEL_CACHE") or default)
 
 
 def _compiler() -> str | None:
@@ -76,31 +49,25 @@ def _compiler() -> str | None:
     return None
 
 
-def cpu_identity(cpuinfo: Path = CPUINFO) -> str:
+def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model and instruction-set extensions (its first processor's _CPU_FIELDS in
     /proc/cpuinfo); where there is no /proc/cpuinfo, platform.processor() and platform.machine()."""
     fields = []
-    try:
-        with open(cpuinfo) as fh:
-            for line in fh:
-                if not line.strip():  # the end of the first processor's block
-                    break
-                key, _, value = (part.strip() for part in line.partition(":"))
-                if key in _CPU_FIELDS:
-                    fields.append(f"{key}: {' '.join(value.split())}")
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open(cpuinfo) as fh:
+        for line in fh:
+            if not line.strip():  # the end of the first processor's block
+                break
+            key, _, value = (part.strip() for part in line.partition(":"))
+            if key in _CPU_FIELDS:
+                fields.append(f"{key}: {' '.join(value.split())}")
     return "\n".join(fields) or f"{platform.processor()} {platform.machine()}"
 
 
 def _library_path(compiler: str, flags: list[str]) -> Path:
     native = any(flag.endswith("=native") for flag in flags)  # the library runs on this CPU only
-    key = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(),
-                 platform.machine().encode(), platform.system().encode(),
-                 (cpu_identity() if native else "").encode()):
-        key.update(part)
-        key.update(b"\0")
+    parts = (SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(), platform.machine().encode(),
+             platform.system().encode(), (cpu_identity() if native else "").encode())
+    key = hashlib.sha256(b"".join(part + b"\0" for part in parts))
     return cache_dir() / f"cpu_kernels-{key.hexdigest()[:16]}.so"
 
 
@@ -110,7 +77,7 @@ def _build(compiler: str, flags: list[str], target: Path) -> str | None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=target.stem, suffix=".tmp")
     os.close(fd)
     try:
-        proc = subprocess.run([compiler, *flags, *_COMMON_FLAGS, str(SOURCE), "-o", tmp],
+        proc = subprocess.run([compiler, *flags, "-std=c++17", "-shared", "-fPIC", str(SOURCE), "-o", tmp],
                               capture_output=True, text=True)
         if proc.returncode != 0:
             lines = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()]
@@ -118,22 +85,17 @@ def _build(compiler: str, flags: list[str], target: Path) -> str | None:
         os.replace(tmp, target)
         return None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
 
 
 def _load() -> None:
     _state.tried = True
-    if _disabled_by_env():
+    if os.environ.get("DGC_CPU_KERNELS", "1").strip().lower() in ("0", "false", "off", "no"):
         _state.reason = "turned off by DGC_CPU_KERNELS=0"
         return
     compiler = _compiler()
-    if compiler is None:
-        _state.reason = "no C++ compiler found (c++, g++ or clang++; or set CXX)"
-        _warn()
-        return
     reasons = []
-    for flags in FLAG_SETS:
+    for flags in FLAG_SETS if compiler else ():
         path = _library_path(compiler, flags)
         try:
             error = None if path.exists() else _build(compiler, flags, path)
@@ -149,37 +111,22 @@ def _load() -> None:
                 _state.library = lib
                 return
         reasons.append(f"[{' '.join(flags)}] {error}")
-    _state.reason = "build failed: " + "; ".join(reasons)
-    _warn()
-
-
-def _warn() -> None:
+    _state.reason = ("build failed: " + "; ".join(reasons) if compiler
+                     else "no C++ compiler found (c++, g++ or clang++; or set CXX)")
     warnings.warn(f"dgc CPU kernels unavailable, using PyTorch executions ({_state.reason})",
-                  RuntimeWarning, stacklevel=4)
+                  RuntimeWarning, stacklevel=3)
 
 
 def _declare(lib: ctypes.CDLL) -> None:
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.dgc_fused_1x1.argtypes = [p, p, p, p, p] + [i64] * 6 + [c_int]
-    lib.dgc_fused_1x1.restype = c_int
-    lib.dgc_bnrelu_group_conv.argtypes = [p, p, p, p, p] + [i64] * 10 + [c_int, i64, c_int]
-    lib.dgc_bnrelu_group_conv.restype = c_int
-    lib.dgc_select_topk.argtypes = [p] + [i64] * 3 + [p, p, c_int]
-    lib.dgc_select_topk.restype = c_int
-    lib.dgc_avg_pool2.argtypes = [p, p] + [i64] * 3 + [c_int]
-    lib.dgc_avg_pool2.restype = c_int
-    lib.dgc_bnrelu_mean.argtypes = [p] * 5 + [i64] * 4 + [c_int]
-    lib.dgc_bnrelu_mean.restype = c_int
-    lib.dgc_layer.argtypes = [p] * 11 + [i64] * 15 + [c_int]
-    lib.dgc_layer.restype = c_int
-
-
-def _library() -> ctypes.CDLL:
-    if not _state.tried:
-        _load()
-    if _state.library is None:
-        raise RuntimeError(f"the dgc CPU kernels are unavailable: {_state.reason}")
-    return _state.library
+    for name, argtypes in (("fused_1x1", [p] * 5 + [i64] * 6 + [c_int]),
+                           ("bnrelu_group_conv", [p] * 5 + [i64] * 10 + [c_int, i64, c_int]),
+                           ("select_topk", [p] + [i64] * 3 + [p, p, c_int]),
+                           ("avg_pool2", [p, p] + [i64] * 3 + [c_int]),
+                           ("bnrelu_mean", [p] * 5 + [i64] * 4 + [c_int]),
+                           ("layer", [p] * 11 + [i64] * 15 + [c_int])):
+        function = getattr(lib, f"dgc_{name}")
+        function.argtypes, function.restype = argtypes, c_int
 
 
 def cpu_kernels_available() -> bool:
@@ -189,20 +136,27 @@ def cpu_kernels_available() -> bool:
     return _state.library is not None
 
 
+def _call(name: str, *args: torch.Tensor | int | None) -> None:
+    """Run the library's dgc_<name> (name: the Python function's) on tensors (as pointers) and sizes,
+    with torch's thread count; a nonzero return code raises."""
+    if not cpu_kernels_available():
+        raise RuntimeError(f"the dgc CPU kernels are unavailable: {_state.reason}")
+    pointers = [a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args]
+    code = getattr(_state.library, "dgc_" + name.removeprefix("dgc_"))(*pointers, torch.get_num_threads())
+    if code != 0:
+        raise ValueError(f"{name}: {_ERRORS.get(code, f'error {code}')}")
+
+
 def unavailable_reason() -> str | None:
     """Why the kernels cannot run (None when they can); builds them on the first call."""
-    cpu_kernels_available()
-    return _state.reason
+    return None if cpu_kernels_available() else _state.reason
 
 
 def cpu_inference(x: torch.Tensor) -> bool:
     """Whether a forward on x can use the kernels: a float32 CPU tensor, autograd off, outside
-    torch.compile (the kernels are opaque to the compiler: it traces the PyTorch executions), and
-    the kernels built (on the first call)."""
-    if (x.device.type != "cpu" or x.dtype != torch.float32 or torch.is_grad_enabled()
-            or torch.compiler.is_compiling()):
-        return False
-    return cpu_kernels_available()
+    torch.compile (which traces the PyTorch executions instead), and the kernels built."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling() and cpu_kernels_available())
 
 
 @contextlib.contextmanager
@@ -217,19 +171,14 @@ def kernels_off() -> Iterator[None]:
         _state.library, _state.reason = saved
 
 
-def _ptr(t: torch.Tensor | None) -> int | None:
-    return None if t is None else t.data_ptr()
-
-
 def batch_strided(x: torch.Tensor) -> bool:
-    """x (B, C, h, w) is NCHW within each sample, samples any distance apart (>= C*h*w): a plain
-    contiguous tensor, or a channel slice buf[:, :C] of a larger contiguous batch."""
+    """x (B, C, h, w) is NCHW within each sample, samples any distance >= C*h*w apart (e.g. a channel
+    slice buf[:, :C] of a larger contiguous batch)."""
     b, c, h, w = x.shape
     return x.stride()[1:] == (h * w, w, 1) and (b <= 1 or x.stride(0) >= c * h * w)
 
 
-def _check(name: str, t: torch.Tensor, dtype: torch.dtype = torch.float32,
-           keep_strides: bool = False) -> torch.Tensor:
+def _check(name: str, t: torch.Tensor, dtype: torch.dtype = torch.float32, keep_strides: bool = False) -> torch.Tensor:
     if t.device.type != "cpu":
         raise ValueError(f"{name} must be a CPU tensor, got {t.device}")
     if t.dtype != dtype:
@@ -240,35 +189,36 @@ def _check(name: str, t: torch.Tensor, dtype: torch.dtype = torch.float32,
     return t if keep_strides else t.contiguous()
 
 
-def _raise_on(code: int, what: str) -> None:
-    if code != 0:
-        raise ValueError(f"{what}: {_ERRORS.get(code, f'error {code}')}")
+def _batch_stride(x: torch.Tensor) -> int:
+    return x.stride(0) if x.shape[0] else x.shape[1:].numel()
+
+
+def _output_size(h: int, w: int, kh: int, kw: int, padding: tuple[int, int], stride=(1, 1)) -> tuple[int, int]:
+    """A conv's output (h', w'); raises where the kernel does not fit the padded input."""
+    (ph, pw), (sh, sw) = padding, stride
+    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+    if ho < 1 or wo < 1:
+        raise ValueError(f"a {kh}x{kw} kernel with padding {padding} does not fit a {h}x{w} input")
+    return ho, wo
 
 
 def _input_and_bn(x: torch.Tensor, bn_scale: torch.Tensor | None,
                   bn_shift: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
-    """x (B, C, h, w) batch-strided (copied contiguous otherwise) and checked; the per-channel BN
-    affine (C) checked, both given or neither."""
+    """x (B, C, h, w) batch-strided (else copied contiguous) and the BN affine (C, both or neither), checked."""
     if (bn_scale is None) != (bn_shift is None):
         raise ValueError("give both bn_scale and bn_shift, or neither")
-    if not batch_strided(x):
-        x = x.contiguous()
-    x = _check("x", x, keep_strides=True)
+    x = _check("x", x if batch_strided(x) else x.contiguous(), keep_strides=True)
     if bn_scale is not None:
-        c = x.shape[1]
         bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
-        if bn_scale.shape != (c,) or bn_shift.shape != (c,):
-            raise ValueError(f"bn_scale and bn_shift must have shape ({c},)")
+        if bn_scale.shape != (x.shape[1],) or bn_shift.shape != (x.shape[1],):
+            raise ValueError(f"bn_scale and bn_shift must have shape ({x.shape[1]},)")
     return x, bn_scale, bn_shift
 
 
-def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
-              scale: torch.Tensor) -> torch.Tensor:
+def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """DGC 1x1 conv over the kept channels: x (B, C_in, h, w), weight (H, Co, C_in), idx (B, H, K)
     int64 in [0, C_in), scale (B, H, K) -> (B, H*Co, h, w) NCHW, heads interleaved (channel j*H + i
-    is head i's channel j), the same maths as DGCConv2d's other executions (dgc/layers/executions.py).
-    The gather of the kept rows happens inside the GEMM: no gathered copy of x."""
-    lib = _library()
+    is head i's channel j), as DGCConv2d's other executions; the gather happens inside the GEMM."""
     if x.dim() != 4 or weight.dim() != 3 or idx.dim() != 3:
         raise ValueError(f"expected x (B, C, h, w), weight (H, Co, C), idx (B, H, K); got shapes "
                          f"{tuple(x.shape)}, {tuple(weight.shape)}, {tuple(idx.shape)}")
@@ -280,9 +230,7 @@ def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor,
     x, weight, scale = _check("x", x), _check("weight", weight), _check("scale", scale)
     idx = _check("idx", idx, torch.int64)
     out = torch.empty((b, heads * co, h, w), dtype=torch.float32)
-    code = lib.dgc_fused_1x1(_ptr(x), _ptr(weight), _ptr(idx), _ptr(scale), _ptr(out),
-                             b, c, h * w, heads, co, idx.shape[2], torch.get_num_threads())
-    _raise_on(code, "fused_1x1")
+    _call("fused_1x1", x, weight, idx, scale, out, b, c, h * w, heads, co, idx.shape[2])
     return out
 
 
@@ -292,35 +240,24 @@ def bnrelu_group_conv(x: torch.Tensor, weight: torch.Tensor, bn_scale: torch.Ten
     """relu(x * bn_scale + bn_shift) (per channel; skipped when both are None), zero-padded by
     `padding`, convolved with weight (C_out, C_in/groups, kh, kw) at stride 1 -> (B, C_out, h', w')
     NCHW; `shuffle` interleaves the groups' outputs (channel j*groups + g <- group g, channel j)."""
-    lib = _library()
     if x.dim() != 4 or weight.dim() != 4:
         raise ValueError(f"expected x (B, C, h, w) and weight (C_out, C_in/groups, kh, kw); got "
                          f"{tuple(x.shape)}, {tuple(weight.shape)}")
     b, c, h, w = x.shape
     c_out, c_group, kh, kw = weight.shape
     if groups < 1 or c % groups or c_out % groups or c_group * groups != c:
-        raise ValueError(f"groups={groups} does not fit x with {c} channels and weight "
-                         f"{tuple(weight.shape)}")
+        raise ValueError(f"groups={groups} does not fit x with {c} channels and weight {tuple(weight.shape)}")
     x, bn_scale, bn_shift = _input_and_bn(x, bn_scale, bn_shift)
     weight = _check("weight", weight)
-    ph, pw = padding
-    ho, wo = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"a {kh}x{kw} kernel with padding {padding} does not fit a {h}x{w} input")
-    out = torch.empty((b, c_out, ho, wo), dtype=torch.float32)
-    code = lib.dgc_bnrelu_group_conv(_ptr(x), _ptr(bn_scale), _ptr(bn_shift), _ptr(weight),
-                                     _ptr(out), b, c, h, w, c_out, groups, kh, kw, ph, pw,
-                                     int(shuffle), x.stride(0) if b else c * h * w,
-                                     torch.get_num_threads())
-    _raise_on(code, "bnrelu_group_conv")
+    out = torch.empty((b, c_out, *_output_size(h, w, kh, kw, padding)), dtype=torch.float32)
+    _call("bnrelu_group_conv", x, bn_scale, bn_shift, weight, out, b, c, h, w, c_out, groups, kh, kw, *padding,
+          int(shuffle), _batch_stride(x))
     return out
 
 
-def bnrelu_mean(x: torch.Tensor, bn_scale: torch.Tensor,
-                bn_shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def bnrelu_mean(x: torch.Tensor, bn_scale: torch.Tensor, bn_shift: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(relu(x * bn_scale + bn_shift) per channel, its mean over the spatial positions (B, C)) in
     one pass over x (B, C, h, w): a DGC layer's pre-activation and its saliency pooling."""
-    lib = _library()
     if x.dim() != 4:
         raise ValueError(f"x must be (B, C, h, w), got shape {tuple(x.shape)}")
     b, c, h, w = x.shape
@@ -331,9 +268,7 @@ def bnrelu_mean(x: torch.Tensor, bn_scale: torch.Tensor,
     x, bn_scale, bn_shift = _input_and_bn(x, bn_scale, bn_shift)
     y = torch.empty((b, c, h, w), dtype=torch.float32)
     means = torch.empty((b, c), dtype=torch.float32)
-    code = lib.dgc_bnrelu_mean(_ptr(x), _ptr(bn_scale), _ptr(bn_shift), _ptr(y), _ptr(means),
-                               b, c, h * w, x.stride(0) if b else c * h * w, torch.get_num_threads())
-    _raise_on(code, "bnrelu_mean")
+    _call("bnrelu_mean", x, bn_scale, bn_shift, y, means, b, c, h * w, _batch_stride(x))
     return y, means
 
 
@@ -341,29 +276,23 @@ def select_topk(saliency: torch.Tensor, keep: int) -> tuple[torch.Tensor, torch.
     """DGC's per-row selection: (idx, values), the `keep` channels of largest (saliency, channel
     index) of each row of saliency (..., C) (a NaN counts as +inf), the same set as
     `rank_keys(s).topk(keep)` in no particular order, and the saliencies there."""
-    lib = _library()
     s = _check("saliency", saliency)
     c = s.shape[-1]
     if not 0 <= keep <= c:
         raise ValueError(f"keep must be in [0, {c}], got {keep}")
-    rows = s.numel() // c if c else 0
     idx = torch.empty((*s.shape[:-1], keep), dtype=torch.int64)
     values = torch.empty((*s.shape[:-1], keep), dtype=torch.float32)
-    code = lib.dgc_select_topk(_ptr(s), rows, c, keep, _ptr(idx), _ptr(values), torch.get_num_threads())
-    _raise_on(code, "select_topk")
+    _call("select_topk", s, s.numel() // c if c else 0, c, keep, idx, values)
     return idx, values
 
 
 def dgc_layer(x: torch.Tensor, bn_scale: torch.Tensor | None, bn_shift: torch.Tensor | None,
               w1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor, wt: torch.Tensor, keep: int,
               stride: tuple[int, int], padding: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """A whole DGC layer with head-wise selection at inference, in one call: (out (B, H*Co, h', w')
-    with the heads interleaved, saliency (B, H, C), kept channel indices (B, H, keep)). x (B, C, h, w)
-    (batch-strided); bn_scale/bn_shift (C) its BN-ReLU pre-activation (`bn_affine`), or None for none;
-    w1 (H, S, C), w2 (H, C, S), b2 (H, C) the heads' saliency generators; wt (H, C, kh, kw, Co) the
-    heads' conv weights, output channel last; zero padding, dilation 1. The same maths as the
-    layer's PyTorch forward (dgc/layers/dgc_conv.py), its selection that of `select_topk`."""
-    lib = _library()
+    """A whole DGC layer with head-wise selection at inference, as its PyTorch forward: (out (B, H*Co, h', w'),
+    heads interleaved; saliency (B, H, C); kept indices (B, H, keep)). x (B, C, h, w) batch-strided;
+    bn_scale/bn_shift (C) its BN-ReLU (`bn_affine`) or None; w1 (H, S, C), w2 (H, C, S), b2 (H, C) the
+    saliency generators; wt (H, C, kh, kw, Co) the conv weights, output channel last; zero padding."""
     if x.dim() != 4 or wt.dim() != 5 or w1.dim() != 3 or w2.dim() != 3 or b2.dim() != 2:
         raise ValueError(f"expected x (B, C, h, w), w1 (H, S, C), w2 (H, C, S), b2 (H, C), wt (H, C, kh, kw, "
                          f"Co); got {tuple(x.shape)}, {tuple(w1.shape)}, {tuple(w2.shape)}, {tuple(b2.shape)}, "
@@ -377,30 +306,24 @@ def dgc_layer(x: torch.Tensor, bn_scale: torch.Tensor | None, bn_shift: torch.Te
                          f"b2 {tuple(b2.shape)}, wt {tuple(wt.shape)}, keep {keep}")
     x, bn_scale, bn_shift = _input_and_bn(x, bn_scale, bn_shift)
     w1, w2, b2, wt = _check("w1", w1), _check("w2", w2), _check("b2", b2), _check("wt", wt)
-    (sh, sw), (ph, pw) = stride, padding
-    ho, wo = (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
-    if ho < 1 or wo < 1:
-        raise ValueError(f"a {kh}x{kw} kernel with padding {padding} does not fit a {h}x{w} input")
+    ho, wo = _output_size(h, w, kh, kw, padding, stride)
     y = torch.empty((b, c, h * w) if bn_scale is not None else (0,), dtype=torch.float32)
     out = torch.empty((b, heads * co, ho, wo), dtype=torch.float32)
     saliency = torch.empty((b, heads, c), dtype=torch.float32)
     idx = torch.empty((b, heads, keep), dtype=torch.int64)
-    code = lib.dgc_layer(_ptr(x), _ptr(bn_scale), _ptr(bn_shift), _ptr(w1), _ptr(w2), _ptr(b2), _ptr(wt), _ptr(y),
-                         _ptr(out), _ptr(saliency), _ptr(idx), b, c, h, w, x.stride(0) if b else c * h * w,
-                         heads, s, co, kh, kw, sh, sw, ph, pw, keep, torch.get_num_threads())
-    _raise_on(code, "dgc_layer")
+    _call("dgc_layer", x, bn_scale, bn_shift, w1, w2, b2, wt, y, out, saliency, idx, b, c, h, w, _batch_stride(x),
+          heads, s, co, kh, kw, *stride, *padding, keep)
     return out, saliency, idx
 
 
 def avg_pool2(x: torch.Tensor) -> torch.Tensor:
     """2x2 average pooling with stride 2 of x (B, C, h, w), as F.avg_pool2d(x, 2)."""
-    lib = _library()
     if x.dim() != 4 or x.shape[2] < 2 or x.shape[3] < 2:
         raise ValueError(f"x must be (B, C, h, w) with h, w >= 2, got shape {tuple(x.shape)}")
     x = _check("x", x)
     b, c, h, w = x.shape
     out = torch.empty((b, c, h // 2, w // 2), dtype=torch.float32)
-    _raise_on(lib.dgc_avg_pool2(_ptr(x), _ptr(out), b * c, h, w, torch.get_num_threads()), "avg_pool2")
+    _call("avg_pool2", x, out, b * c, h, w)
     return out
 
 

@@ -1,11 +1,8 @@
 """The C++ CPU kernels (dgc/kernels/cpu.py) as executions of the layers, for CPU inference.
 
-`use_cpu_kernels(model)` adds a row per kernel to the execution tables of the model's layers
-(dgc/layers/dispatch.py), tried before the PyTorch executions: `fused_layer_cpu` (the whole layer in
-one call) to the DGC layers' forwards, `fused_cpu` and `bnrelu_mean` to their steps, `fused_group_1x1` and `bnrelu_group_conv` to BNReLUConv2d, `avg_pool2` to AvgPool2x2 (where
-each applies and why: docs/design.md, "CPU kernels"). The kernels are forward-only, so training never
-asks for them: `dgc train` neither runs nor imports this module, and its code (the finished-run check,
-the train stage's deps) holds no kernel. The evaluate stage, `dgc bench` and the benchmarks call it.
+`use_cpu_kernels(model)` adds them to the execution tables of the model's layers (dgc/layers/dispatch.py),
+tried before the PyTorch executions (where each applies and why: docs/design.md, "CPU kernels"). They are
+forward-only: `dgc train` never imports this module; the evaluate stage, `dgc bench` and the benchmarks do.
 """
 
 from __future__ import annotations
@@ -23,28 +20,20 @@ from dgc.layers.executions import (channels_last, fixed_selection, gather_pays, 
 def fused_cpu(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torch.Tensor | None,
               kept: torch.Tensor | None) -> torch.Tensor:
     """The fused 1x1 conv: the kept rows of x read in place inside a register-tiled GEMM."""
-    if keep is None:  # the C++ top-k (_select_topk): every index in `kept` is kept
-        values = saliency.gather(2, kept)
-    else:
+    if keep is not None:  # else the C++ top-k (_select_topk): every index in `kept` is kept
         kept = kept_indices(layer, saliency, keep, kept)
-        values = (saliency * keep).gather(2, kept)
+        saliency = saliency * keep
     x = subsample(layer, x)
-    out = cpu.fused_1x1(x, layer.head_weights().flatten(2), kept, values)
+    out = cpu.fused_1x1(x, layer.head_weights().flatten(2), kept, saliency.gather(2, kept))
     return out.contiguous(memory_format=torch.channels_last) if channels_last(x) else out
 
 
 def _select_topk(layer: DGCConv2d, saliency: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """fused_cpu's selection: with n_in > 0 fixed per head, the C++ top-k (the same kept set as
-    `layer.select`, without building the mask: keep is None); otherwise `layer.select`."""
-    n = layer.fixed_inactive
-    if layer.selection == "head" and n:
-        kept, _ = cpu.select_topk(saliency, layer.in_channels - n)
-        return None, kept
+    """fused_cpu's selection: with n_in > 0 fixed per head, the C++ top-k (`layer.select`'s kept set,
+    without the mask: keep is None); otherwise `layer.select`."""
+    if layer.selection == "head" and layer.fixed_inactive:
+        return None, cpu.select_topk(saliency, layer.in_channels - layer.fixed_inactive)[0]
     return layer.select(saliency)
-
-
-def _fused_cpu_applies(layer: DGCConv2d, x: torch.Tensor) -> bool:
-    return is_1x1(layer) and fixed_selection(layer, x) and cpu.cpu_inference(x)
 
 
 def _inference_statistics(layer: nn.Module, x: torch.Tensor) -> bool:
@@ -54,7 +43,8 @@ def _inference_statistics(layer: nn.Module, x: torch.Tensor) -> bool:
 
 
 FUSED_CPU = Execution(
-    "fused_cpu", fused_cpu, _fused_cpu_applies, "a 1x1 conv without padding, a fixed n_in, float32 CPU input, "
+    "fused_cpu", fused_cpu, lambda layer, x: is_1x1(layer) and fixed_selection(layer, x) and cpu.cpu_inference(x),
+    "a 1x1 conv without padding, a fixed n_in, float32 CPU input, "
     "autograd off, and the C++ kernels built", auto=lambda layer, x: gather_pays(layer, x) and not training(layer),
     fallback="sparse", differentiable=False, select=_select_topk)
 BNRELU_MEAN = Execution(
@@ -64,10 +54,8 @@ BNRELU_MEAN = Execution(
 
 
 def _packed(layer: DGCConv2d) -> tuple[torch.Tensor, ...]:
-    """The layer's weights as `cpu.dgc_layer` reads them (the gates stacked, the conv weights output
-    channel last, the BN affine), made once and kept on the layer until a parameter or a BatchNorm
-    statistic changes (a new tensor or an in-place write: its version). Weights made under
-    torch.inference_mode have no version to watch: they are packed again at every call."""
+    """The layer's weights as `cpu.dgc_layer` reads them, kept on the layer until a parameter or BN
+    statistic changes (its data_ptr or version); inference tensors have no version: packed every call."""
     sources = [p for head in layer.heads for p in (head.gate.fc1.weight, head.gate.fc2.weight,
                                                    head.gate.fc2.bias, head.weight)]
     if layer.preact:
@@ -77,17 +65,15 @@ def _packed(layer: DGCConv2d) -> tuple[torch.Tensor, ...]:
         key = tuple((t.data_ptr(), t._version) for t in sources)
     except RuntimeError:  # an inference tensor: "Inference tensors do not track version counter"
         key = None
-    cached = getattr(layer, "_cpu_packed", None)
-    if key is not None and cached is not None and cached[0] == key:
+    if key is not None and (cached := getattr(layer, "_cpu_packed", None)) and cached[0] == key:
         return cached[1]
     with torch.no_grad():
         heads = layer.heads
-        w1 = torch.stack([h.gate.fc1.weight for h in heads]).float().contiguous()  # (H, S, C)
-        w2 = torch.stack([h.gate.fc2.weight for h in heads]).float().contiguous()  # (H, C, S)
-        b2 = torch.stack([h.gate.fc2.bias for h in heads]).float().contiguous()  # (H, C)
-        wt = layer.head_weights().float().permute(0, 2, 3, 4, 1).contiguous()  # (H, C, kh, kw, Co)
-        bn = cpu.bn_affine(layer.norm) if layer.preact else (None, None)
-    packed = (w1, w2, b2, wt, *bn)
+        packed = (torch.stack([h.gate.fc1.weight for h in heads]).float().contiguous(),  # w1 (H, S, C)
+                  torch.stack([h.gate.fc2.weight for h in heads]).float().contiguous(),  # w2 (H, C, S)
+                  torch.stack([h.gate.fc2.bias for h in heads]).float().contiguous(),  # b2 (H, C)
+                  layer.head_weights().float().permute(0, 2, 3, 4, 1).contiguous(),  # wt (H, C, kh, kw, Co)
+                  *(cpu.bn_affine(layer.norm) if layer.preact else (None, None)))
     layer._cpu_packed = (key, packed) if key is not None else None
     return packed
 
@@ -124,9 +110,8 @@ def _direct_conv_fits(layer: BNReLUConv2d, x: torch.Tensor) -> bool:
 
 
 def fused_group_1x1(layer: BNReLUConv2d, x: torch.Tensor) -> torch.Tensor:
-    """A shuffled 1x1 group conv is a DGC 1x1 conv whose heads keep fixed channels (group g's) at
-    saliency 1, with the same interleaved output: BN-ReLU in one pass, then the DGC layer's fused 1x1
-    kernel (the gather inside the GEMM; faster than the direct conv kernel on 1x1s)."""
+    """A shuffled 1x1 group conv as a DGC 1x1 conv whose heads keep group g's channels at saliency 1
+    (the same interleaved output): BN-ReLU, then the fused 1x1 kernel (faster on 1x1s than the direct conv)."""
     y, _ = cpu.bnrelu_mean(x, *cpu.bn_affine(layer.norm))
     b, c = x.shape[:2]
     groups = layer.conv.groups
@@ -137,11 +122,6 @@ def fused_group_1x1(layer: BNReLUConv2d, x: torch.Tensor) -> torch.Tensor:
                     layer.conv.weight.view(groups, c_out, c_group))
     idx = channels.expand(b, groups, c_group).contiguous()
     return cpu.fused_1x1(y, weight, idx, x.new_ones(b, groups, c_group))
-
-
-def bnrelu_group_conv(layer: BNReLUConv2d, x: torch.Tensor) -> torch.Tensor:
-    return cpu.bnrelu_group_conv(x, layer.conv.weight, *cpu.bn_affine(layer.norm), layer.conv.padding,
-                                 layer.conv.groups, layer.shuffle)
 
 
 def _direct_applies(layer: BNReLUConv2d, x: torch.Tensor) -> bool:
@@ -157,8 +137,9 @@ FUSED_GROUP_1X1 = Execution(
     lambda layer, x: layer.shuffle and layer.conv.kernel_size == (1, 1) and layer.conv.padding == (0, 0)
     and _direct_conv_fits(layer, x), "a shuffled 1x1 group conv at CPU inference", differentiable=False)
 BNRELU_GROUP_CONV = Execution(
-    "bnrelu_group_conv", bnrelu_group_conv, _direct_applies,
-    "a group conv of narrow groups and wide rows at CPU inference", differentiable=False)
+    "bnrelu_group_conv", lambda layer, x: cpu.bnrelu_group_conv(
+        x, layer.conv.weight, *cpu.bn_affine(layer.norm), layer.conv.padding, layer.conv.groups, layer.shuffle),
+    _direct_applies, "a group conv of narrow groups and wide rows at CPU inference", differentiable=False)
 
 # -- AvgPool2x2 -------------------------------------------------------------------------------
 AVG_POOL2 = Execution(

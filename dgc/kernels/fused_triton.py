@@ -1,21 +1,13 @@
 """Fused 1x1 dynamic group convolution: the channel gather fused into a grouped GEMM (Triton), and the
-DGC layers' `fused` execution over it (`use_fused_kernel(model)` adds it to a model's layers;
-`fused_cpu` is its C++ counterpart, cpu_layers.py).
-
-For each sample b and head i the DGC 1x1 conv keeps K input channels idx[b, i, :] scaled by their
-saliency scale[b, i, :]; with head weights W (H, Co, C_in) it computes
+DGC layers' `fused` execution over it (`use_fused_kernel(model)`; cpu_layers.py's `fused_cpu` is its C++
+counterpart). With K kept channels idx[b, i, :] of sample b and head i, their saliency scale[b, i, :] and
+head weights W (H, Co, C_in):
 
     out[b, j*H + i, p] = sum_k W[i, j, idx[b,i,k]] * scale[b,i,k] * x[b, idx[b,i,k], p]
 
-(heads interleaved: output channel j*H + i is head i's channel j), the same maths as the `sparse`
-execution for 1x1 kernels, stride 1, no padding. `sparse` materialises the gathered input
-(B, H*K, h, w) and the per-sample weights (B, H, K, Co) before one batched matmul; the kernels here
-read x and W in place: one program per (sample, head, output tile) gathers the kept channels of x
-while loading the GEMM's A operand and scales W[i, :, idx] by the saliency in registers.
-
-Triton is imported lazily (`import dgc` never needs it). The kernels run compiled on CUDA tensors,
-or under Triton's interpreter on CPU tensors when TRITON_INTERPRET=1 was set before their first use
-(a slow path, for tests).
+the `sparse` execution's maths (1x1, stride 1, no padding) without its gathered copies: the gather happens
+while loading the GEMM's A operand, the scaling of W in registers. Triton is imported lazily; the kernels
+run compiled on CUDA, or interpreted on CPU when TRITON_INTERPRET=1 was set before their first use (tests).
 """
 
 from __future__ import annotations
@@ -37,31 +29,19 @@ _kernels_interpreted: bool | None = None  # TRITON_INTERPRET as it was when the 
 
 @dataclass(frozen=True)
 class BlockSizes:
-    """Tile sizes of one kernel: spatial positions, output channels of a head, kept channels.
-
-    Powers of two; compiled (CUDA) kernels need each >= 16 (tl.dot's minimum), the interpreter
-    accepts smaller ones (tests use them to run several K / Co / position blocks on tiny shapes)."""
+    """Tile sizes of one kernel (spatial positions, a head's output channels, kept channels): powers of
+    two, >= 16 when compiled (tl.dot's minimum); the interpreter takes smaller ones (tests)."""
 
     p: int
     co: int
     k: int
 
 
-def _interpret_requested() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-
-
-def _triton_importable() -> bool:
+def _unavailable_reason(device: torch.device) -> str | None:
+    """Why the kernels cannot run on `device` in this process, or None when they can."""
     try:
         import triton  # noqa: F401
     except ImportError:
-        return False
-    return True
-
-
-def _unavailable_reason(device: torch.device) -> str | None:
-    """Why the kernels cannot run on `device` in this process, or None when they can."""
-    if not _triton_importable():
         return "triton is not installed"
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -72,7 +52,8 @@ def _unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cpu":
         if _kernels_interpreted is False:
             return "the kernels were already defined without TRITON_INTERPRET=1 in this process"
-        if _kernels_interpreted is None and not _interpret_requested():
+        interpret = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
+        if _kernels_interpreted is None and not interpret:
             return "CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before the first call"
         return None
     return f"no Triton backend for {device.type} tensors"
@@ -102,38 +83,21 @@ def _load_kernels(device: torch.device) -> ModuleType:
     return _kernels
 
 
-def _next_pow2(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
-
-
 def _clamp_pow2(n: int, low: int, high: int) -> int:
-    return min(max(_next_pow2(n), low), high)
+    """The power of two >= n, clamped to [low, high]."""
+    return min(max(1 << max(n - 1, 0).bit_length(), low), high)
 
 
 def default_block_sizes(co: int, k: int, p: int) -> dict[str, BlockSizes]:
-    """Tiles for each kernel ('fwd', 'bwd_x', 'bwd_w') from the head's output width Co, the kept
-    channels K and the positions P. Heuristic, not tuned per GPU: one Co tile covers a whole head
-    up to 64 channels (DenseNet-86's heads have 8-32), K blocks of 32, 64 positions per tile."""
-    co_blk = _clamp_pow2(co, 16, 64)
-    k_blk = _clamp_pow2(k, 16, 32)
-    p_blk = _clamp_pow2(p, 16, 64)
-    return {"fwd": BlockSizes(p_blk, co_blk, k_blk),
-            "bwd_x": BlockSizes(p_blk, co_blk, k_blk),
-            "bwd_w": BlockSizes(_clamp_pow2(p, 16, 32), co_blk, _clamp_pow2(k, 16, 64))}
-
-
-def _check_blocks(blocks: dict[str, BlockSizes], device: torch.device) -> None:
-    low = 16 if device.type == "cuda" else 1
-    for name, b in blocks.items():
-        for size in (b.p, b.co, b.k):
-            if size < low or size & (size - 1):
-                raise ValueError(f"block sizes of '{name}' must be powers of two >= {low}, got {b}")
+    """Tiles for 'fwd', 'bwd_x' and 'bwd_w' from a head's Co, the kept K and the positions P; a heuristic
+    not tuned per GPU: one Co tile per head up to 64 channels, K blocks of 32, 64 positions per tile."""
+    fwd = BlockSizes(_clamp_pow2(p, 16, 64), _clamp_pow2(co, 16, 64), _clamp_pow2(k, 16, 32))
+    return {"fwd": fwd, "bwd_x": fwd, "bwd_w": BlockSizes(_clamp_pow2(p, 16, 32), fwd.co, _clamp_pow2(k, 16, 64))}
 
 
 def _dot_options(dtype: torch.dtype) -> dict[str, object]:
-    """tl.dot's options for operands of `dtype`: fp32 uses TF32 exactly when torch's matmuls may
-    (torch.backends.cuda.matmul.allow_tf32); bf16 under the interpreter multiplies in fp32 (its
-    tl.dot mishandles bf16)."""
+    """tl.dot's options: fp32 uses TF32 exactly when torch.backends.cuda.matmul.allow_tf32; bf16 under
+    the interpreter multiplies in fp32 (its tl.dot mishandles bf16)."""
     tf32 = dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32
     return {"INPUT_PRECISION": "tf32" if tf32 else "ieee",
             "UPCAST_DOT": bool(_kernels_interpreted) and dtype == torch.bfloat16}
@@ -145,24 +109,19 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 def _validate(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor) -> None:
-    if x.dim() != 4:
-        raise ValueError(f"x must be (B, C_in, h, w), got shape {tuple(x.shape)}")
-    if weight.dim() != 3:
-        raise ValueError(f"weight must be (H, Co, C_in), got shape {tuple(weight.shape)}")
-    if idx.dim() != 3:
-        raise ValueError(f"idx must be (B, H, K), got shape {tuple(idx.shape)}")
-    b, c, _, _ = x.shape
-    heads, _, c_w = weight.shape
-    if c_w != c:
-        raise ValueError(f"weight has {c_w} input channels but x has {c}")
-    if idx.shape[:2] != (b, heads):
-        raise ValueError(f"idx shape {tuple(idx.shape)} must start with (B, H) = {(b, heads)}")
-    if idx.shape[2] > c:
-        raise ValueError(f"idx keeps K={idx.shape[2]} channels but x has only {c}")
-    if scale.shape != idx.shape:
-        raise ValueError(f"scale shape {tuple(scale.shape)} must equal idx shape {tuple(idx.shape)}")
-    if idx.dtype != torch.int64:
-        raise ValueError(f"idx must be int64, got {idx.dtype}")
+    for name, t, shape in (("x", x, "(B, C_in, h, w)"), ("weight", weight, "(H, Co, C_in)"), ("idx", idx, "(B, H, K)")):
+        if t.dim() != shape.count(",") + 1:
+            raise ValueError(f"{name} must be {shape}, got shape {tuple(t.shape)}")
+    b, c = x.shape[:2]
+    heads, c_w = weight.shape[0], weight.shape[2]
+    shape, k = tuple(idx.shape), idx.shape[2]
+    for bad, message in ((c_w != c, f"weight has {c_w} input channels but x has {c}"),
+                         (shape[:2] != (b, heads), f"idx shape {shape} must start with (B, H) = {(b, heads)}"),
+                         (k > c, f"idx keeps K={k} channels but x has only {c}"),
+                         (scale.shape != idx.shape, f"scale shape {tuple(scale.shape)} must equal idx shape {shape}"),
+                         (idx.dtype != torch.int64, f"idx must be int64, got {idx.dtype}")):
+        if bad:
+            raise ValueError(message)
     for name, t in (("x", x), ("weight", weight), ("scale", scale)):
         if t.dtype not in _FLOAT_DTYPES:
             raise ValueError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")
@@ -171,47 +130,43 @@ def _validate(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: t
         raise ValueError(f"x, weight, idx and scale must be on one device, got {sorted(map(str, devices))}")
 
 
-def _strides4(t: torch.Tensor) -> tuple[int, int, int, int]:
-    return tuple(t.stride())  # type: ignore[return-value]
+def _cdiv(a: int, b: int) -> int:
+    """Ceil division for grid sizes (triton.cdiv without importing triton)."""
+    return -(-a // b)
+
+
+def _launch(kernel, programs: int, tensors: tuple, sizes: tuple[int, ...], strided: tuple[torch.Tensor, ...],
+            bs: BlockSizes, dot: dict[str, object]) -> None:
+    """Run `kernel` on a 1-D grid of `programs`: its tensors, sizes (H, Co, K, P, width), then the strides
+    of `strided`, the tile sizes and tl.dot's options."""
+    kernel[(programs,)](*tensors, *sizes, *(n for t in strided for n in t.stride()),
+                        BLOCK_P=bs.p, BLOCK_CO=bs.co, BLOCK_K=bs.k, **dot)
 
 
 class _Fused1x1(torch.autograd.Function):
-    """Forward and backward all in Triton kernels; PyTorch only allocates the outputs, zero-fills the
-    fp32 gradient buffers and casts them to the inputs' dtypes.
-
-    Backward (exact, same maths as autograd through the `sparse` execution), per sample b and head i:
+    """Forward and backward in Triton kernels; PyTorch only allocates, zero-fills the fp32 gradients and
+    casts them. Backward, exact (autograd through `sparse`'s maths), per sample b and head i:
       grad Xg = Wk^T @ G_i              -> scatter-added into grad_x at idx (atomics across heads)
-      grad Wk = G_i @ Xg^T (over all p) -> grad_scale[b,i,k] = sum_j grad Wk[j,k] W[i,j,idx_k]
-                                           grad_W[i,:,idx_k] += grad Wk[:,k] scale[b,i,k] (atomics
-                                           across samples)
-    The atomic float adds make grad_x and grad_W reproducible only up to summation order (at most H
-    terms per grad_x entry, B per grad_W entry); they accumulate in fp32 and are cast at the end.
+      grad Wk = G_i @ Xg^T (over all p) -> grad_scale[b,i,k] = sum_j grad Wk[j,k] W[i,j,idx_k],
+                                           grad_W[i,:,idx_k] += grad Wk[:,k] scale[b,i,k] (atomics across samples)
+    The atomics make grad_x and grad_W reproducible only up to summation order (fp32, cast at the end).
     """
 
     @staticmethod
     def forward(ctx, x, weight, idx, scale, blocks):  # type: ignore[override]
         kern = _load_kernels(x.device)
-        b, c, h, w = x.shape
+        b, _, h, w = x.shape
         heads, co, _ = weight.shape
-        k = idx.shape[2]
-        p = h * w
-        fmt = _memory_format(x)
-        idx = idx.contiguous()
-        scale = scale.contiguous()
-        out = torch.empty((b, heads * co, h, w), dtype=x.dtype, device=x.device, memory_format=fmt)
+        idx, scale = idx.contiguous(), scale.contiguous()
+        out = torch.empty((b, heads * co, h, w), dtype=x.dtype, device=x.device, memory_format=_memory_format(x))
         ctx.save_for_backward(x, weight, idx, scale)
         ctx.blocks = blocks
-        if out.numel() == 0:
-            return out
-        if k == 0:
+        k = idx.shape[2]
+        if out.numel() == 0 or k == 0:
             return out.zero_()
         bs = blocks["fwd"]
-        grid = (b * heads * _cdiv(p, bs.p) * _cdiv(co, bs.co),)
-        kern.fused_fwd_kernel[grid](
-            x, weight, idx, scale, out,
-            heads, co, k, p, w,
-            *_strides4(x), *weight.stride(), *_strides4(out),
-            BLOCK_P=bs.p, BLOCK_CO=bs.co, BLOCK_K=bs.k, **_dot_options(x.dtype))
+        _launch(kern.fused_fwd_kernel, b * heads * _cdiv(h * w, bs.p) * _cdiv(co, bs.co),
+                (x, weight, idx, scale, out), (heads, co, k, h * w, w), (x, weight, out), bs, _dot_options(x.dtype))
         return out
 
     @staticmethod
@@ -221,9 +176,8 @@ class _Fused1x1(torch.autograd.Function):
         b, c, h, w = x.shape
         heads, co, _ = weight.shape
         k = idx.shape[2]
-        p = h * w
+        sizes = (heads, co, k, h * w, w)
         kern = _load_kernels(x.device)
-        blocks = ctx.blocks
         grad_x = grad_w = grad_s = None
         run = grad_out.numel() > 0 and k > 0
         dot = _dot_options(grad_out.dtype)
@@ -231,70 +185,51 @@ class _Fused1x1(torch.autograd.Function):
             gx = torch.empty((b, c, h, w), dtype=torch.float32, device=x.device,
                              memory_format=_memory_format(x)).zero_()
             if run:
-                bs = blocks["bwd_x"]
-                grid = (b * heads * _cdiv(p, bs.p) * _cdiv(k, bs.k),)
-                kern.fused_bwd_x_kernel[grid](
-                    grad_out, weight, idx, scale, gx,
-                    heads, co, k, p, w,
-                    *_strides4(grad_out), *weight.stride(), *_strides4(gx),
-                    BLOCK_P=bs.p, BLOCK_CO=bs.co, BLOCK_K=bs.k, **dot)
+                bs = ctx.blocks["bwd_x"]
+                _launch(kern.fused_bwd_x_kernel, b * heads * _cdiv(h * w, bs.p) * _cdiv(k, bs.k),
+                        (grad_out, weight, idx, scale, gx), sizes, (grad_out, weight, gx), bs, dot)
             grad_x = gx.to(x.dtype)
         if need_w or need_s:
             gw = torch.zeros((heads, co, c), dtype=torch.float32, device=x.device)
             gs = torch.zeros((b, heads, k), dtype=torch.float32, device=x.device)
             if run:
-                bs = blocks["bwd_w"]
-                grid = (b * heads * _cdiv(k, bs.k),)
-                kern.fused_bwd_w_kernel[grid](
-                    grad_out, x, weight, idx, scale, gw, gs,
-                    heads, co, k, p, w,
-                    *_strides4(grad_out), *_strides4(x), *weight.stride(), *gw.stride(),
-                    BLOCK_P=bs.p, BLOCK_CO=bs.co, BLOCK_K=bs.k, **dot)
+                bs = ctx.blocks["bwd_w"]
+                _launch(kern.fused_bwd_w_kernel, b * heads * _cdiv(k, bs.k), (grad_out, x, weight, idx, scale, gw, gs),
+                        sizes, (grad_out, x, weight, gw), bs, dot)
             grad_w = gw.to(weight.dtype) if need_w else None
             grad_s = gs.to(scale.dtype) if need_s else None
         return grad_x, grad_w, None, grad_s, None
 
 
-def _cdiv(a: int, b: int) -> int:
-    """Ceil division for grid sizes (triton.cdiv without importing triton)."""
-    return -(-a // b)
-
-
 def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor,
-                  *, block_sizes: dict[str, BlockSizes] | None = None) -> torch.Tensor:
+              *, block_sizes: dict[str, BlockSizes] | None = None) -> torch.Tensor:
     """1x1 DGC convolution with the gather fused into the GEMM; differentiable in x, weight and scale.
 
-    Args:
-        x: (B, C_in, h, w) float32/float16/bfloat16, NCHW or channels_last (read in place).
-        weight: (H, Co, C_in), head i's dense weight at [i] (the heads' (Co, C_in, 1, 1) stacked).
-        idx: (B, H, K) int64, the kept input channels of each sample and head; every entry must be in
-            [0, C_in) and distinct within a row, as DGC's are (not checked: that would cost a
-            device sync).
-        scale: (B, H, K), the saliency of each kept channel.
-        block_sizes: tile sizes per kernel ('fwd', 'bwd_x', 'bwd_w'), default `default_block_sizes`.
-    Returns:
-        (B, H*Co, h, w) in x's dtype and memory format, heads interleaved (channel j*H + i is head
-        i's channel j), accumulated in fp32. fp32 products use TF32 exactly when
-        torch.backends.cuda.matmul.allow_tf32 is set.
+    x (B, C_in, h, w) float32/16 or bfloat16, NCHW or channels_last (read in place); weight (H, Co, C_in);
+    idx (B, H, K) int64, the kept channels, in [0, C_in) and distinct within a row (not checked: a device
+    sync); scale (B, H, K) their saliency; block_sizes per kernel, default `default_block_sizes`.
+    Returns (B, H*Co, h, w) in x's dtype and memory format, heads interleaved, accumulated in fp32 (fp32
+    products in TF32 exactly when torch.backends.cuda.matmul.allow_tf32).
     """
     _validate(x, weight, idx, scale)
     if not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last):
         x = x.contiguous()  # any strides would do; a dense copy keeps the loads coalesced
     blocks = default_block_sizes(weight.shape[1], idx.shape[2], x.shape[2] * x.shape[3])
     if block_sizes is not None:
-        unknown = set(block_sizes) - set(blocks)
-        if unknown:
+        if unknown := set(block_sizes) - set(blocks):
             raise ValueError(f"unknown kernel names in block_sizes: {sorted(unknown)}; use {sorted(blocks)}")
         blocks.update(block_sizes)
-    _check_blocks(blocks, x.device)
+    low = 16 if x.device.type == "cuda" else 1
+    for name, bs in blocks.items():
+        if any(size < low or size & (size - 1) for size in (bs.p, bs.co, bs.k)):
+            raise ValueError(f"block sizes of '{name}' must be powers of two >= {low}, got {bs}")
     return _Fused1x1.apply(x, weight, idx, scale, blocks)
 
 
 # -- the DGC layers' `fused` execution ------------------------------------------------------------
 def fused(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torch.Tensor | None,
           kept: torch.Tensor | None) -> torch.Tensor:
-    """1x1 convs: the gather of the kept channels inside a grouped GEMM, forward and backward: no
-    gathered copy of x."""
+    """1x1 convs: the kept channels gathered inside a grouped GEMM, forward and backward (no copy of x)."""
     idx = kept_indices(layer, saliency, keep, kept)
     values = (saliency * keep).gather(2, idx)
     return fused_1x1(subsample(layer, x), layer.head_weights().flatten(2), idx, values)
