@@ -31,10 +31,8 @@ def settings_of(params: Mapping[str, Any], models: Sequence[str]) -> dict[str, s
     pipeline, train, data = section(params, "pipeline"), section(params, "train"), section(params, "data")
     datasets = list(pipeline.get("datasets") or [])
     size = {"digits": data.get("digits_size", 32), "imagenet": 224}.get(datasets[0] if datasets else "", 32)
-    out = {"dataset": ", ".join(datasets) or "-",
-           "input size": f"{size}x{size}",
-           "epochs": str(train.get("epochs", "-")),
-           "seeds": ", ".join(map(str, train.get("seeds") or [])) or "-"}
+    out = {"dataset": ", ".join(datasets) or "-", "input size": f"{size}x{size}",
+           "epochs": str(train.get("epochs", "-")), "seeds": ", ".join(map(str, train.get("seeds") or [])) or "-"}
     for model in models:
         width = section(params, "models").get(model) or {}
         out[f"width of {model}"] = (", ".join(f"{k} {_short(width[k])}" for k in WIDTH_KEYS if k in width)

@@ -18,21 +18,9 @@ import pandas as pd
 from dgc import figures
 from dgc.experiments import about
 from dgc.experiments.about import mean_std, mflops_cell, missing, row_result
-from dgc.experiments.grid import (
-    DEFAULT_SEEDS,
-    AblationError,
-    GridPoint,
-    Matched,
-    build_point,
-    check_distinct,
-    check_seeds,
-    match_experiments,
-    one_torch_thread,
-    parse_ints,
-    point_state,
-    section,
-    select_specs,
-)
+from dgc.experiments.grid import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, build_point, check_distinct,
+                                  check_seeds, match_experiments, one_torch_thread, parse_ints, point_state, section,
+                                  select_specs)
 from dgc.experiments.queue import read_inputs
 
 FAMILIES = {"DenseNet-86": "densenet86", "ResNet-18": "resnet18", "MobileNetV2": "mobilenetv2"}

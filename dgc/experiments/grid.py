@@ -31,7 +31,7 @@ AXES = ("heads", "pruning", "lambda", "squeeze")  # the DGC panels, in page orde
 AXIS_LABEL = {"baseline": "baseline", "heads": "heads", "pruning": "pruning rate (1 - g)",
               "lambda": "sparsity weight λ", "squeeze": "saliency squeeze rate",
               "static_gc": "static group conv at DGC's FLOPs (pruning rate; groups = 1/g)"}
-# The knob each DGC axis sets (dotted params key) and the name prefix of its points.
+# The knob (dotted params key) each DGC axis sets.
 AXIS_KEY = {"heads": f"models.{DGC_MODEL}.heads", "pruning": f"models.{DGC_MODEL}.gate_factor",
             "lambda": "train.sparsity_lambda", "squeeze": f"models.{DGC_MODEL}.squeeze_rate"}
 # Besides the model's settings, dataset, model and seeds: what makes two experiments the same recipe.
@@ -141,8 +141,17 @@ def one_torch_thread():
 
 def build_point(params: Mapping[str, Any], point: GridPoint) -> GridPoint:
     """`point` with its expected FLOPs when its model builds under its params, else the builder's message."""
-    reason, flops = _buildable(point_params(params, point), point.model, point.dataset)
-    return replace(point, reason=reason, flops=flops)
+    from dgc.config import NUM_CLASSES, input_size_of
+    from dgc.measure.flops import count_flops
+    from dgc.models import create_model
+
+    raw = point_params(params, point)
+    try:
+        net = create_model(point.model, NUM_CLASSES[point.dataset], **(section(raw, "models").get(point.model) or {}))
+    except ValueError as exc:
+        return replace(point, reason=str(exc), flops=None)
+    size = input_size_of(point.dataset, int(section(raw, "data").get("digits_size", 32)))
+    return replace(point, reason=None, flops=count_flops(net, size)["flops_expected"])
 
 
 def _build_point(params: Mapping[str, Any], dataset: str, name: str, axis: str, value: float | None,
@@ -157,21 +166,6 @@ def _build_point(params: Mapping[str, Any], dataset: str, name: str, axis: str, 
         reason = f"1/g = {1 / gate:.3g} is not a whole number of groups"
     return replace(point, reason=None if reason is None else
                    f"no group count gives DGC's FLOPs at pruning rate {value:g}: {reason}")
-
-
-def _buildable(params: Mapping[str, Any], model: str, dataset: str) -> tuple[str | None, int | None]:
-    """(None, expected FLOPs) when the model of `params` builds, else (the builder's message, None)."""
-    from dgc.config import NUM_CLASSES, input_size_of
-    from dgc.measure.flops import count_flops
-    from dgc.models import create_model
-
-    settings = dict(section(params, "models").get(model) or {})
-    try:
-        net = create_model(model, NUM_CLASSES[dataset], **settings)
-    except ValueError as exc:
-        return str(exc), None
-    size = input_size_of(dataset, int(section(params, "data").get("digits_size", 32)))
-    return None, count_flops(net, size)["flops_expected"]
 
 
 def point_params(params: Mapping[str, Any], point: GridPoint) -> dict[str, Any]:
@@ -278,8 +272,7 @@ def result_of(exp: Experiment, model: str, dataset: str) -> Result | None:
 
 @dataclass(frozen=True)
 class Matched:
-    """Experiments sorted onto the grid: per point name its experiments (best first), and the others with what
-    they change."""
+    """Experiments sorted onto the grid: per point name its experiments (best first); the others, what they change."""
 
     points: list[GridPoint]
     by_point: dict[str, list[Experiment]]
@@ -374,11 +367,10 @@ def _normalised(value: Any) -> Any:
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in params.items():
-        dotted = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, dotted + "."))
+            out.update(_flatten(value, f"{prefix}{key}."))
         else:
-            out[dotted] = value
+            out[f"{prefix}{key}"] = value
     return out
 
 

@@ -16,20 +16,8 @@ import pandas as pd  # noqa: E402
 
 from dgc.experiments import about  # noqa: E402
 from dgc.experiments.about import flops_m, mean_std, mflops_cell, missing, row_result  # noqa: E402
-from dgc.experiments.grid import (  # noqa: E402
-    AXES,
-    AXIS_LABEL,
-    DGC_MODEL,
-    Experiment,
-    GridPoint,
-    Matched,
-    grid_of_profile,
-    grid_points,
-    match_experiments,
-    point_state,
-    result_of,
-    section,
-)
+from dgc.experiments.grid import (AXES, AXIS_LABEL, DGC_MODEL, Experiment, GridPoint, Matched,  # noqa: E402
+                                  grid_of_profile, grid_points, match_experiments, point_state, result_of, section)
 from dgc.experiments.queue import read_inputs  # noqa: E402
 
 NO_EXPERIMENTS = ("**No experiments have been run yet.** Queue the grid with "
@@ -39,8 +27,7 @@ NO_EXPERIMENTS = ("**No experiments have been run yet.** Queue the grid with "
 
 def load_page(experiments_json: str | Path, params_path: str | Path = "params.yaml",
               grid: str | None = None) -> Matched:
-    """The grid of params_path (its profile's unless `grid`) with the experiments of the saved
-    `dvc exp show --json` (absent or empty: none) sorted onto it."""
+    """The grid of params_path (its profile's unless `grid`) with the saved experiments sorted onto it."""
     params, experiments = read_inputs(experiments_json, params_path)
     return match_experiments(grid_points(params, grid or grid_of_profile(params)), experiments, params)
 
@@ -52,17 +39,12 @@ def experiments_table(matched: Matched) -> pd.DataFrame:
     for point in matched.points:
         for exp in matched.by_point[point.name] or [None]:
             result = result_of(exp, point.model, point.dataset) if exp else None
-            seeds = len(section(exp.params, "train").get("seeds") or []) if exp else None
-            rows.append({"experiment": exp.name if exp else point.name,
-                         "knob": AXIS_LABEL[point.axis],
-                         "value": _value_label(point),
-                         "model": point.model,
-                         "seeds": "-" if seeds is None else str(seeds),
-                         "best top-1 (%)": mean_std(result),
-                         "FLOPs expected (M)": mflops_cell(flops_m(result.flops if result and result.flops
-                                                                   else point.flops)),
-                         "state": exp.state if exp else point_state(point, []),
-                         "why": point.reason or ""})
+            seeds = str(len(section(exp.params, "train").get("seeds") or [])) if exp else "-"
+            flops = result.flops if result and result.flops else point.flops
+            rows.append({"experiment": exp.name if exp else point.name, "knob": AXIS_LABEL[point.axis],
+                         "value": _value_label(point), "model": point.model, "seeds": seeds,
+                         "best top-1 (%)": mean_std(result), "FLOPs expected (M)": mflops_cell(flops_m(flops)),
+                         "state": exp.state if exp else point_state(point, []), "why": point.reason or ""})
     return pd.DataFrame(rows)
 
 
@@ -90,8 +72,7 @@ def axis_panel(matched: Matched, axis: str) -> pd.DataFrame:
 def static_gc_panel(matched: Matched) -> pd.DataFrame:
     """Per pruning rate: DGC (the baseline or the pruning point) next to the static group conv."""
     rows = []
-    dgc = {p.knobs["pruning"]: p for p in matched.points
-           if p.model == DGC_MODEL and p.axis in ("baseline", "pruning")}
+    dgc = {p.knobs["pruning"]: p for p in matched.points if p.model == DGC_MODEL and p.axis in ("baseline", "pruning")}
     for point in (p for p in matched.points if p.axis == "static_gc"):
         for kind, p in (("DGC", dgc.get(point.value)), ("static group conv", point)):
             if p is not None:

@@ -27,14 +27,9 @@ def parse_experiments(exp_show: Any) -> list[Experiment]:
     State is the executor's, else success unless DVC recorded an error; metrics are kept for successful
     experiments only (a failed one shows its baseline commit's metrics, which must not pass for results)."""
     found = []
-    for commit in exp_show or []:
-        if not isinstance(commit, dict):
-            continue
-        for group in commit.get("experiments") or []:
-            revs = group.get("revs") or []
-            if not revs:
-                continue
-            rev = revs[0]
+    for commit in (c for c in exp_show or [] if isinstance(c, dict)):
+        for group in (g for g in commit.get("experiments") or [] if g.get("revs")):
+            rev = group["revs"][0]
             data = rev.get("data") or {}
             executor = group.get("executor") or {}
             state = executor.get("state") or ("failed" if rev.get("error") else "success")
