@@ -110,8 +110,19 @@ def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEF
         pruning, groups = _complement(gate), round(1 / gate)
         specs.append((f"gc-groups-{groups}", "static_gc", pruning, GC_MODEL,
                       {f"models.{GC_MODEL}.groups": groups}, {"pruning": pruning, "groups": groups}))
+    points = []
     with one_torch_thread():
-        return [_build_point(params, dataset, *spec, common) for spec in select_specs(specs, only)]
+        for name, axis, value, model, knob, knobs in select_specs(specs, only):
+            point = build_point(params, GridPoint(f"abl-{name}", axis, value, model, dataset,
+                                                  {**common, "pipeline.models": [model], **knob}, knobs))
+            if axis == "static_gc":
+                reason, gate = point.reason, 1 - value
+                if not math.isclose(1 / gate, round(1 / gate), rel_tol=1e-9):
+                    reason = f"1/g = {1 / gate:.3g} is not a whole number of groups"
+                point = replace(point, reason=None if reason is None else
+                                f"no group count gives DGC's FLOPs at pruning rate {value:g}: {reason}")
+            points.append(point)
+    return points
 
 
 def select_specs(specs: list[tuple], only: Sequence[str] | None) -> list[tuple]:
@@ -152,20 +163,6 @@ def build_point(params: Mapping[str, Any], point: GridPoint) -> GridPoint:
         return replace(point, reason=str(exc), flops=None)
     size = input_size_of(point.dataset, int(section(raw, "data").get("digits_size", 32)))
     return replace(point, reason=None, flops=count_flops(net, size)["flops_expected"])
-
-
-def _build_point(params: Mapping[str, Any], dataset: str, name: str, axis: str, value: float | None,
-                 model: str, knob: dict[str, Any], knobs: dict[str, float],
-                 common: dict[str, Any]) -> GridPoint:
-    overrides = {**common, "pipeline.models": [model], **knob}
-    point = build_point(params, GridPoint(f"abl-{name}", axis, value, model, dataset, overrides, knobs))
-    if axis != "static_gc":
-        return point
-    reason, gate = point.reason, 1 - value
-    if not math.isclose(1 / gate, round(1 / gate), rel_tol=1e-9):
-        reason = f"1/g = {1 / gate:.3g} is not a whole number of groups"
-    return replace(point, reason=None if reason is None else
-                   f"no group count gives DGC's FLOPs at pruning rate {value:g}: {reason}")
 
 
 def point_params(params: Mapping[str, Any], point: GridPoint) -> dict[str, Any]:

@@ -149,14 +149,9 @@ def figure_panel(panel: pd.DataFrame, axis: str):
     axis; categorical x so that λ = 0 sits next to 1e-5. Points without a result are named by state."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     _plot_series(ax, panel, "C0", "DGC (densenet86_dgc)")
-    xs = list(range(len(panel)))
-    ax.set_xticks(xs, [_tick(v, s, b) for v, s, b in zip(panel["value"], panel["state"], panel["baseline"])],
-                  fontsize=8)
-    ax.set_xlim(-0.5, len(panel) - 0.5)  # every point has its place, results or not
-    ax.set_xlabel(AXIS_LABEL[axis])
-    _legend(ax, _flops_axis(ax, [(xs, panel["flops_m"], "C7", "FLOPs expected (right axis)")]))
-    fig.tight_layout()
-    return fig
+    ticks = [_tick(v, s, b) for v, s, b in zip(panel["value"], panel["state"], panel["baseline"])]
+    flops = [(list(range(len(panel))), panel["flops_m"], "C7", "FLOPs expected (right axis)")]
+    return _finish(fig, ax, ticks, AXIS_LABEL[axis], flops, fontsize=8)
 
 
 def figure_static_gc(panel: pd.DataFrame):
@@ -170,12 +165,8 @@ def figure_static_gc(panel: pd.DataFrame):
         xs = [position[v] for v in part["value"]]
         _plot_series(ax, part, colour, kind, x=xs)
         series.append((xs, part["flops_m"], colour, f"{kind}: FLOPs expected (right axis)"))
-    ax.set_xticks(list(range(len(rates))), [f"{v:g}" for v in rates])
-    ax.set_xlim(-0.5, len(rates) - 0.5)
-    ax.set_xlabel("pruning rate (1 - g); static group conv: groups = 1/g")
-    _legend(ax, _flops_axis(ax, series))
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, [f"{v:g}" for v in rates], "pruning rate (1 - g); static group conv: groups = 1/g",
+                   series)
 
 
 def _plot_series(ax, panel: pd.DataFrame, colour: str, label: str, x=None) -> None:
@@ -192,8 +183,12 @@ def _plot_series(ax, panel: pd.DataFrame, colour: str, label: str, x=None) -> No
     ax.grid(alpha=0.3)
 
 
-def _flops_axis(ax, series: list[tuple[list[int], Any, str, str]]):
-    """FLOPs (M) of each (x, flops, colour, label) series as open squares on a right-hand axis, returned."""
+def _finish(fig, ax, ticks: list[str], xlabel: str, series: list[tuple[list[int], Any, str, str]], **tick):
+    """The x axis (one place per tick); FLOPs (M) of each (x, flops, colour, label) series as open squares on a
+    right-hand axis; every marker of both axes in one legend under the axes, so that it hides no point."""
+    ax.set_xticks(list(range(len(ticks))), ticks, **tick)
+    ax.set_xlim(-0.5, len(ticks) - 0.5)  # every point has its place, results or not
+    ax.set_xlabel(xlabel)
     right = ax.twinx()
     for xs, flops, colour, label in series:
         pts = [(x, f) for x, f in zip(xs, flops) if not missing(f)]
@@ -201,16 +196,13 @@ def _flops_axis(ax, series: list[tuple[list[int], Any, str, str]]):
                    linestyle="--", color=colour, alpha=0.7, label=label)
     right.set_ylabel("FLOPs expected (M), squares", color="C7")
     right.set_ylim(0, 1.15 * max((f for _, flops, _, _ in series for f in flops if not missing(f)), default=1.0))
-    return right
-
-
-def _legend(ax, right) -> None:
-    """Every marker of both axes in one legend, under the axes, so that it hides no point."""
     handles, labels = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
     if handles + more[0]:
         ax.legend(handles + more[0], labels + more[1], fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.28),
                   ncol=2, frameon=False)
+    fig.tight_layout()
+    return fig
 
 
 def _tick(value: float, state: str, baseline: bool) -> str:

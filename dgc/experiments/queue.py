@@ -13,8 +13,10 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from dgc.config import load_params, read_params_yaml
 from dgc.errors import DGCError, MissingInput
 from dgc.experiments.grid import Experiment, GridPoint, format_value, point_params, signature
+from dgc.io import write_json_atomic
 
 
 class QueueError(DGCError, ValueError):
@@ -45,8 +47,6 @@ def parse_experiments(exp_show: Any) -> list[Experiment]:
 def read_inputs(experiments_json: str | Path, params_path: str | Path) -> tuple[dict[str, Any], list[Experiment]]:
     """params_path as a mapping and the experiments of `experiments_json` (a record or a saved
     `dvc exp show --json`; an absent or empty file: none)."""
-    from dgc.config import read_params_yaml
-
     if not Path(params_path).exists():
         raise MissingInput(f"{params_path} does not exist: the grid's baseline comes from it")
     return read_params_yaml(params_path), read_experiments(experiments_json)
@@ -92,8 +92,6 @@ def _trimmed(exp: Experiment) -> Experiment:
 
 def record_experiments(record: str | Path, live: Sequence[Experiment]) -> list[Experiment]:
     """Merge `live` into the record file (written atomically) and return what it now holds."""
-    from dgc.io import write_json_atomic
-
     merged = merge_experiments(read_experiments(record), [_trimmed(e) for e in live])
     write_json_atomic(record, {"note": RECORD_NOTE, "experiments": [asdict(e) for e in merged]})
     return merged
@@ -190,8 +188,6 @@ def live_experiments(all_commits: bool = False) -> list[Experiment]:
 
 def read_queue_params(params_path: str | Path, dry_run: bool) -> dict:
     """params.yaml of a `queue` command as a mapping, checked here (not in every experiment)."""
-    from dgc.config import load_params, read_params_yaml
-
     if not dry_run and Path(params_path).resolve() != Path("params.yaml").resolve():
         raise QueueError("`dvc exp run` reads params.yaml: --params names another file, use it with --dry-run only")
     if not Path(params_path).is_file():
