@@ -17,13 +17,12 @@ from dgc.experiments.grid import Experiment, GridPoint, Result, point_result, po
 from dgc.measure.verdict import K_STANDARD_ERRORS, Sample, standard_error
 
 WIDTH_KEYS = ("growth", "depth", "width", "blocks")
-BACK_LINK = ('<p><a href="report.html">Back to the report</a> (reports/report.html) · the other study: '
-             '<a href="{other}">reports/{other}</a></p>')
 
 
 def back_link(other: str) -> str:
     """Links to the report and to the other study page (`other`: its file name)."""
-    return BACK_LINK.format(other=other)
+    return ('<p><a href="report.html">Back to the report</a> (reports/report.html) · the other study: '
+            f'<a href="{other}">reports/{other}</a></p>')
 
 
 def settings_of(params: Mapping[str, Any], models: Sequence[str]) -> dict[str, str]:

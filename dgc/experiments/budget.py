@@ -1,9 +1,7 @@
 """The training-budget study (`dgc budget`, reports/budget.html): is DGC's gap to the static group conv and
-to the dense model a matter of training budget? Each family (DenseNet-86, ResNet-18, MobileNetV2, at
-params.yaml's widths) is trained as DGC, DGC with `gate_factor: 1.0` (the gates' cost apart from pruning's),
-static group conv and dense, per budget of epochs and every seed, on params' first dataset. The points are
-grid points (dgc.experiments.grid), queued and read with dgc.experiments.queue; an ablation experiment with
-the same settings stands for its budget point.
+the dense model a matter of training budget? Each family at params.yaml's widths is trained as DGC, DGC with
+`gate_factor: 1.0` (the gates' cost apart from pruning's), static group conv and dense, per budget and seed,
+on params' first dataset; its points are grid points (dgc.experiments.grid), queued with dgc.experiments.queue.
 """
 
 from __future__ import annotations
@@ -94,7 +92,8 @@ def describe(point: GridPoint) -> str:
 
 def load_page(experiments_json: str | Path, params_path: str | Path = "params.yaml",
               budgets: Sequence[int] = DEFAULT_BUDGETS) -> Matched:
-    """The study of params_path with the experiments of the saved `dvc exp show --json` sorted onto it."""
+    """The study of params_path with the saved experiments sorted onto it (an ablation experiment with a
+    point's settings counts for it)."""
     params, experiments = read_inputs(experiments_json, params_path)
     return match_experiments(budget_points(params, budgets), experiments, params)
 
