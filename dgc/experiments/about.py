@@ -1,28 +1,28 @@
-"""What a study page says of its experiments before any figure: the settings they trained with,
-the commit they ran at, how they differ from the report's runs, and the comparison of two results
-in words by the verdict rule (a difference counts only beyond two standard errors of the seeds).
-
-Shared by reports/ablations.html (dgc.experiments.page) and reports/budget.html
-(dgc.experiments.budget); pure functions of recorded experiments and params mappings.
+"""What a study page (reports/ablations.html, reports/budget.html) says of its experiments: their
+settings and commit against the report's runs, the cell formats, and two results compared in words
+by the verdict rule (a difference counts only beyond two standard errors of the seeds).
 """
 
 from __future__ import annotations
 
+import json
+import math
+from collections import Counter
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from dgc.experiments.grid import Experiment, Result, section
+from dgc.experiments.grid import Experiment, GridPoint, Result, point_result, point_state, section
 from dgc.measure.verdict import K_STANDARD_ERRORS, Sample, standard_error
 
 WIDTH_KEYS = ("growth", "depth", "width", "blocks")
-BACK_LINK = ('<p><a href="report.html">Back to the report</a> (reports/report.html) · the other study: '
-             '<a href="{other}">reports/{other}</a></p>')
 
 
 def back_link(other: str) -> str:
     """Links to the report and to the other study page (`other`: its file name)."""
-    return BACK_LINK.format(other=other)
+    return ('<p><a href="report.html">Back to the report</a> (reports/report.html) · the other study: '
+            f'<a href="{other}">reports/{other}</a></p>')
 
 
 def settings_of(params: Mapping[str, Any], models: Sequence[str]) -> dict[str, str]:
@@ -30,10 +30,8 @@ def settings_of(params: Mapping[str, Any], models: Sequence[str]) -> dict[str, s
     pipeline, train, data = section(params, "pipeline"), section(params, "train"), section(params, "data")
     datasets = list(pipeline.get("datasets") or [])
     size = {"digits": data.get("digits_size", 32), "imagenet": 224}.get(datasets[0] if datasets else "", 32)
-    out = {"dataset": ", ".join(datasets) or "-",
-           "input size": f"{size}x{size}",
-           "epochs": str(train.get("epochs", "-")),
-           "seeds": ", ".join(map(str, train.get("seeds") or [])) or "-"}
+    out = {"dataset": ", ".join(datasets) or "-", "input size": f"{size}x{size}",
+           "epochs": str(train.get("epochs", "-")), "seeds": ", ".join(map(str, train.get("seeds") or [])) or "-"}
     for model in models:
         width = section(params, "models").get(model) or {}
         out[f"width of {model}"] = (", ".join(f"{k} {_short(width[k])}" for k in WIDTH_KEYS if k in width)
@@ -51,25 +49,13 @@ def settings_table(experiments: Sequence[Experiment], params: Mapping[str, Any],
         for key, value in settings_of(exp.params, mine).items():
             if value not in seen.setdefault(key, []):
                 seen[key].append(value)
-    report = settings_of(params, models)
     rows = [{"setting": key, "this study's experiments": " / ".join(_sorted(seen.get(key, ["-"]))),
-             "the report's runs (params.yaml)": value} for key, value in report.items()]
+             "the report's runs (params.yaml)": value} for key, value in settings_of(params, models).items()]
     return pd.DataFrame(rows)
-
-
-def differences_from_report(experiments: Sequence[Experiment], params: Mapping[str, Any],
-                            models: Sequence[str]) -> list[str]:
-    """The settings in which the study's experiments differ from the report's runs, in words."""
-    table = settings_table(experiments, params, models)
-    study, report = table.columns[1], table.columns[2]
-    return [f"{r['setting']} {r[study]} (the report: {r[report]})" for _, r in table.iterrows() if r[study] != r[report]]
 
 
 def report_result(reports: str, dataset: str, model: str) -> Result | None:
     """The report's best top-1 of dataset-model (reports/metrics), to set a study's point beside it."""
-    import json
-    from pathlib import Path
-
     path = Path(reports) / "metrics" / f"{dataset}-{model}.json"
     if not path.exists():
         return None
@@ -82,10 +68,12 @@ def report_result(reports: str, dataset: str, model: str) -> Result | None:
 def baseline_words(experiments: Sequence[Experiment], params: Mapping[str, Any], model: str,
                    baseline: Result | None, report: Result | None) -> str:
     """Why the study's `model` differs from the report's (or that it does not), with both numbers."""
-    diffs = differences_from_report(experiments, params, [model])
+    table = settings_table(experiments, params, [model])
+    study, ours = table.columns[1], table.columns[2]
+    diffs = [f"{r['setting']} {r[study]} (the report: {r[ours]})" for _, r in table.iterrows() if r[study] != r[ours]]
     numbers = ""
     if baseline is not None and report is not None:
-        numbers = (f" Here: {_mean_std(baseline)} against the report's {_mean_std(report)} "
+        numbers = (f" Here: {mean_std(baseline)} against the report's {mean_std(report)} "
                    f"(best top-1 %, mean ± std over seeds).")
     if diffs:
         return (f"Its {model} is not the report's run of it: " + "; ".join(diffs)
@@ -95,19 +83,11 @@ def baseline_words(experiments: Sequence[Experiment], params: Mapping[str, Any],
             f"of CPU (other CPUs give other digits, docs/results.md)." + numbers)
 
 
-def _mean_std(r: Result) -> str:
-    return f"{r.mean:.2f}" + (f" ± {r.std:.2f}" if r.std is not None else " (1 seed)")
-
-
 def commits_line(experiments: Sequence[Experiment], rendered_at: str = "") -> str:
     """'The 11 experiments ran at commit abc1234; this page was rendered at commit def5678.'"""
-    by_commit: dict[str, int] = {}
-    for exp in experiments:
-        by_commit[exp.baseline[:7] or "unknown"] = by_commit.get(exp.baseline[:7] or "unknown", 0) + 1
+    by_commit = Counter(exp.baseline[:7] or "unknown" for exp in experiments)
     ran = ", ".join(f"`{c}` ({n})" if len(by_commit) > 1 else f"`{c}`" for c, n in sorted(by_commit.items()))
-    states: dict[str, int] = {}
-    for exp in experiments:
-        states[exp.state] = states.get(exp.state, 0) + 1
+    states = Counter(exp.state for exp in experiments)
     counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items(), key=lambda kv: -kv[1]))
     text = (f"The {len(experiments)} experiments ({counts}) were queued at commit {ran}, the code they train with"
             if experiments else "No experiment has run")
@@ -136,20 +116,57 @@ def compare(a: Result | None, b: Result | None) -> tuple[float, float | None] | 
 
 
 def difference_in_words(diff: tuple[float, float | None] | None, what: str = "points") -> str:
-    """'+1.76 ± 0.65 points, beyond two standard errors' / '... within two standard errors' /
-    '... (one seed: no spread)'."""
+    """'+1.76 ± 0.65 points, beyond two standard errors' (or within; or one seed: no spread)."""
     if diff is None:
         return "not measured"
     gap, se = diff
     if se is None:
         return f"{gap:+.2f} {what} (one seed: no spread, inconclusive)"
-    beyond = abs(gap) > K_STANDARD_ERRORS * se
-    return f"{gap:+.2f} ± {se:.2f} {what}, {'beyond' if beyond else 'within'} two standard errors"
+    return f"{gap:+.2f} ± {se:.2f} {what}, {'beyond' if beyond(diff) else 'within'} two standard errors"
 
 
 def beyond(diff: tuple[float, float | None] | None) -> bool:
     """The difference clears two standard errors (with a spread on both sides)."""
     return diff is not None and diff[1] is not None and abs(diff[0]) > K_STANDARD_ERRORS * diff[1]
+
+
+# -- rows and cell formats ------------------------------------------------------------------------
+def point_row(point: GridPoint, exps: Sequence[Experiment]) -> dict[str, Any]:
+    """A point's row: the experiment standing for it, state, best top-1 mean, std, seeds, FLOPs (M), reason."""
+    experiment, result = point_result(point, exps)
+    return {"point": point.name, "experiment": experiment, "state": point_state(point, exps),
+            "mean": result.mean if result else None, "std": result.std if result else None,
+            "seeds": result.seeds if result else None,
+            "flops_m": flops_m(result.flops if result and result.flops else point.flops), "reason": point.reason or ""}
+
+
+def row_result(mean: Any, std: Any, seeds: Any = None) -> Result | None:
+    """A table row's mean, std and seeds (None or NaN where missing) as a Result; None without a mean."""
+    if missing(mean):
+        return None
+    return Result(float(mean), None if missing(std) else float(std), 0 if missing(seeds) else int(seeds), None)
+
+
+def mean_std(result: Result | None) -> str:
+    """A result's best top-1 as 'mean ± std', 'mean (1 seed)' without spread, '-' without result."""
+    if result is None:
+        return "-"
+    return f"{result.mean:.2f}" + (" (1 seed)" if result.std is None else f" ± {result.std:.2f}")
+
+
+def flops_m(flops: int | None) -> float | None:
+    """FLOPs in millions (None for none)."""
+    return flops / 1e6 if flops else None
+
+
+def mflops_cell(mflops: Any) -> str:
+    """FLOPs in millions as a table cell ('-' for none)."""
+    return "-" if missing(mflops) or not mflops else f"{mflops:.2f}"
+
+
+def missing(value: Any) -> bool:
+    """No value in a table's cell: None, or NaN (what pandas makes of None in a float column)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _short(value: Any) -> str:

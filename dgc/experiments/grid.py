@@ -1,22 +1,8 @@
-"""The paper's ablations of densenet86_dgc as grid points, the records of the experiments that run
-them and of their results, and the matching of experiments to points.
-
-Every grid point changes ONE knob of the baseline in params.yaml (the profile's densenet86_dgc):
-heads, pruning rate (= 1 - models.densenet86_dgc.gate_factor), the sparsity weight
-train.sparsity_lambda or the saliency squeeze rate; the static group conv densenet86_gc with
-groups = 1/g stands at DGC's FLOPs for each pruning rate; the baseline itself is a point too. Each
-point is one experiment that trains its one model on one dataset (digits for the smoke grid, cifar10
-for the paper grid) for every seed, so its metrics carry the mean and spread over seeds.
-
-A point whose model cannot be built (heads must divide every DGC layer's channels, groups every
-1x1 conv's) is listed with the builder's reason and never queued. Experiments are told apart by
-their params, not their names: an experiment is a grid point when the keys of `signature` equal the
-point's (the seeds apart, when matching), so a point that is queued, running or done is not queued
-again (dgc.experiments.queue) and an experiment queued by hand with the same settings counts as well.
-
-Everything here is a pure function of a params mapping and of experiments already read; the
-training-budget study (dgc.experiments.budget) builds its points and matches its experiments with
-the same functions.
+"""The paper's ablations of densenet86_dgc as grid points, the experiments that run them, their results, and
+the matching of experiments to points. Each point changes ONE knob of params.yaml's baseline (heads, pruning
+rate = 1 - gate_factor, sparsity weight, squeeze rate), or is the static group conv densenet86_gc at DGC's
+FLOPs (groups = 1/g), or the baseline itself; it trains one model on one dataset for every seed. Experiments
+are told apart by their params (`signature`), not their names. The budget study reuses these functions.
 """
 
 from __future__ import annotations
@@ -45,11 +31,10 @@ AXES = ("heads", "pruning", "lambda", "squeeze")  # the DGC panels, in page orde
 AXIS_LABEL = {"baseline": "baseline", "heads": "heads", "pruning": "pruning rate (1 - g)",
               "lambda": "sparsity weight λ", "squeeze": "saliency squeeze rate",
               "static_gc": "static group conv at DGC's FLOPs (pruning rate; groups = 1/g)"}
-# The knob each DGC axis sets (dotted params key) and the name prefix of its points.
+# The knob (dotted params key) each DGC axis sets.
 AXIS_KEY = {"heads": f"models.{DGC_MODEL}.heads", "pruning": f"models.{DGC_MODEL}.gate_factor",
             "lambda": "train.sparsity_lambda", "squeeze": f"models.{DGC_MODEL}.squeeze_rate"}
-# Besides the model's settings, the dataset, the model and the seeds: what makes two experiments
-# the same training recipe.
+# Besides the model's settings, dataset, model and seeds: what makes two experiments the same recipe.
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "max_batches", "sparsity_lambda")
 STATE_ORDER = ("success", "running", "queued", "failed")  # which experiment stands for a point
 
@@ -60,9 +45,8 @@ class AblationError(DGCError, ValueError):
 
 @dataclass(frozen=True)
 class GridPoint:
-    """One experiment of the grid. `overrides` are the dotted params keys it sets (`-S`), `knobs`
-    its values of every knob (heads, pruning, lambda, squeeze; groups for the static group conv),
-    `reason` why it cannot run (None: it can), `flops` its expected FLOPs (None when not buildable)."""
+    """One experiment of the grid: `overrides` the dotted params keys it sets (`-S`), `knobs` its value of
+    every knob, `reason` why it cannot run (None: it can), `flops` its expected FLOPs (None: not buildable)."""
 
     name: str
     axis: str
@@ -76,6 +60,7 @@ class GridPoint:
 
     @property
     def runnable(self) -> bool:
+        """The point's model builds."""
         return self.reason is None
 
 
@@ -98,61 +83,63 @@ def baseline_knobs(params: Mapping[str, Any]) -> dict[str, float]:
 
     settings = {**model_defaults(DGC_MODEL), **(section(params, "models").get(DGC_MODEL) or {})}
     lam = section(params, "train").get("sparsity_lambda", 1e-5)
-    return {"heads": settings["heads"], "pruning": _pruning(settings["gate_factor"]),
+    return {"heads": settings["heads"], "pruning": _complement(settings["gate_factor"]),
             "lambda": float(lam), "squeeze": settings["squeeze_rate"]}
 
 
 def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEFAULT_SEEDS,
                 only: Sequence[str] | None = None) -> list[GridPoint]:
-    """The points of the `grid` ('smoke': digits, 'paper': cifar10) around params' baseline.
-
-    `only` keeps the points whose axis or name (without `abl-`) is listed, e.g. ['baseline',
-    'heads-2'] (for tests and partial reruns). Each point is built with dgc.models.create_model to
-    find the ones that cannot run.
-    """
+    """The points of the `grid` ('smoke': digits, 'paper': cifar10) around params' baseline, each built to
+    find the ones that cannot run; `only` keeps the listed axes or names (without `abl-`, e.g. 'heads-2')."""
     if grid not in GRID_DATASET:
         raise AblationError(f"unknown grid {grid!r}; choose one of: {', '.join(GRID_DATASET)}")
     seeds = check_seeds(seeds)
     dataset = GRID_DATASET[grid]
     base = baseline_knobs(params)
     common = {"train.seeds": list(seeds), "pipeline.datasets": [dataset]}
-    specs: list[tuple[str, str, float | None, str, dict[str, Any], dict[str, float]]] = []
-    specs.append(("baseline", "baseline", None, DGC_MODEL, {}, base))
-    values = {"heads": HEADS, "pruning": [_pruning(g) for g in GATE_FACTORS], "lambda": SPARSITY_LAMBDAS,
+    specs: list[tuple[str, str, float | None, str, dict[str, Any], dict[str, float]]] = [
+        ("baseline", "baseline", None, DGC_MODEL, {}, base)]
+    values = {"heads": HEADS, "pruning": [_complement(g) for g in GATE_FACTORS], "lambda": SPARSITY_LAMBDAS,
               "squeeze": SQUEEZE_RATES}
     for axis in AXES:
-        for value in values[axis]:
-            if value == base[axis]:
-                continue  # the baseline point
-            setting = _gate_factor(value) if axis == "pruning" else value
-            specs.append((f"{axis}-{_token(value)}", axis, value, DGC_MODEL, {AXIS_KEY[axis]: setting},
+        for value in (v for v in values[axis] if v != base[axis]):  # the baseline's value: the baseline point
+            setting = _complement(value) if axis == "pruning" else value
+            specs.append((f"{axis}-{value:g}", axis, value, DGC_MODEL, {AXIS_KEY[axis]: setting},
                           {**base, axis: value}))
     for gate in GATE_FACTORS:
-        pruning = _pruning(gate)
-        groups = round(1 / gate)
+        pruning, groups = _complement(gate), round(1 / gate)
         specs.append((f"gc-groups-{groups}", "static_gc", pruning, GC_MODEL,
                       {f"models.{GC_MODEL}.groups": groups}, {"pruning": pruning, "groups": groups}))
+    points = []
     with one_torch_thread():
-        return [_build_point(params, dataset, *spec, common) for spec in select_specs(specs, only)]
+        for name, axis, value, model, knob, knobs in select_specs(specs, only):
+            point = build_point(params, GridPoint(f"abl-{name}", axis, value, model, dataset,
+                                                  {**common, "pipeline.models": [model], **knob}, knobs))
+            if axis == "static_gc":
+                reason, gate = point.reason, 1 - value
+                if not math.isclose(1 / gate, round(1 / gate), rel_tol=1e-9):
+                    reason = f"1/g = {1 / gate:.3g} is not a whole number of groups"
+                point = replace(point, reason=None if reason is None else
+                                f"no group count gives DGC's FLOPs at pruning rate {value:g}: {reason}")
+            points.append(point)
+    return points
 
 
 def select_specs(specs: list[tuple], only: Sequence[str] | None) -> list[tuple]:
-    """The specs (name, axis, ...) whose name or axis is listed in `only` (all of them when `only` is
-    empty); an entry that names none is an AblationError listing the known ones."""
+    """The specs (name, axis, ...) whose name or axis is in `only` (all when empty); an unknown entry is an
+    AblationError listing the known ones."""
     if not only:
         return specs
     wanted = set(only)
     known = {spec[0] for spec in specs} | {spec[1] for spec in specs}
-    unknown = sorted(wanted - known)
-    if unknown:
+    if unknown := sorted(wanted - known):
         raise AblationError(f"no grid point or axis {unknown[0]!r}; choose from: {', '.join(sorted(known))}")
     return [spec for spec in specs if spec[0] in wanted or spec[1] in wanted]
 
 
 @contextmanager
 def one_torch_thread():
-    """One torch thread while points are built and counted: tiny one-image counts, on a shared CPU
-    more threads only contend."""
+    """One torch thread while points are built and counted (tiny counts: more threads only contend)."""
     import torch
 
     threads = torch.get_num_threads()
@@ -164,40 +151,18 @@ def one_torch_thread():
 
 
 def build_point(params: Mapping[str, Any], point: GridPoint) -> GridPoint:
-    """`point` with the builder's verdict on its model under the point's params: its expected FLOPs
-    when the model builds, else the builder's message as `reason`."""
-    reason, flops = _buildable(point_params(params, point), point.model, point.dataset)
-    return replace(point, reason=reason, flops=flops)
-
-
-def _build_point(params: Mapping[str, Any], dataset: str, name: str, axis: str, value: float | None,
-                 model: str, knob: dict[str, Any], knobs: dict[str, float],
-                 common: dict[str, Any]) -> GridPoint:
-    overrides = {**common, "pipeline.models": [model], **knob}
-    point = build_point(params, GridPoint(f"abl-{name}", axis, value, model, dataset, overrides, knobs))
-    reason = point.reason
-    if axis == "static_gc":
-        gate = 1 - value
-        if not math.isclose(1 / gate, round(1 / gate), rel_tol=1e-9):
-            reason = f"1/g = {1 / gate:.3g} is not a whole number of groups"
-        if reason is not None:
-            reason = f"no group count gives DGC's FLOPs at pruning rate {value:g}: {reason}"
-    return replace(point, reason=reason)
-
-
-def _buildable(params: Mapping[str, Any], model: str, dataset: str) -> tuple[str | None, int | None]:
-    """(None, expected FLOPs) when the model of `params` builds, else (the builder's message, None)."""
+    """`point` with its expected FLOPs when its model builds under its params, else the builder's message."""
     from dgc.config import NUM_CLASSES, input_size_of
     from dgc.measure.flops import count_flops
     from dgc.models import create_model
 
-    settings = dict(section(params, "models").get(model) or {})
+    raw = point_params(params, point)
     try:
-        net = create_model(model, NUM_CLASSES[dataset], **settings)
+        net = create_model(point.model, NUM_CLASSES[point.dataset], **(section(raw, "models").get(point.model) or {}))
     except ValueError as exc:
-        return str(exc), None
-    size = input_size_of(dataset, int(section(params, "data").get("digits_size", 32)))
-    return None, count_flops(net, size)["flops_expected"]
+        return replace(point, reason=str(exc), flops=None)
+    size = input_size_of(point.dataset, int(section(raw, "data").get("digits_size", 32)))
+    return replace(point, reason=None, flops=count_flops(net, size)["flops_expected"])
 
 
 def point_params(params: Mapping[str, Any], point: GridPoint) -> dict[str, Any]:
@@ -211,9 +176,8 @@ def point_params(params: Mapping[str, Any], point: GridPoint) -> dict[str, Any]:
 
 
 def signature(params: Mapping[str, Any], with_seeds: bool = True) -> tuple | None:
-    """What identifies a grid experiment: profile, its one dataset and one model, that model's
-    settings (defaults filled in), the recipe keys of `train` and (`with_seeds`) the seeds.
-    None when params train several datasets or models (not a grid experiment)."""
+    """What identifies a grid experiment: profile, its one dataset and model, the model's settings (defaults
+    filled in), the recipe keys of `train` and (`with_seeds`) the seeds; None for several datasets or models."""
     from dgc.models import list_models, model_defaults
 
     pipeline = section(params, "pipeline")
@@ -232,8 +196,7 @@ def signature(params: Mapping[str, Any], with_seeds: bool = True) -> tuple | Non
 
 def describe(point: GridPoint) -> str:
     """What a queued point is, for `dgc ablations queue`."""
-    return (f"{AXIS_LABEL[point.axis]}{'' if point.value is None else f' = {point.value:g}'} "
-            f"({point.model})")
+    return f"{AXIS_LABEL[point.axis]}{'' if point.value is None else f' = {point.value:g}'} ({point.model})"
 
 
 def grid_of_profile(params: Mapping[str, Any]) -> str:
@@ -245,8 +208,7 @@ def grid_of_profile(params: Mapping[str, Any]) -> str:
 
 
 def check_profile(params: Mapping[str, Any], grid: str) -> None:
-    """The smoke grid is for the smoke profile and the paper grid for the paper profile (a custom
-    profile may take either): the other way round trains the wrong recipe."""
+    """The smoke grid is for the smoke profile, the paper grid for the paper profile (a custom one takes either)."""
     profile = params.get("profile", "smoke")
     if profile in GRID_DATASET and profile != grid:
         raise AblationError(f"params.yaml holds the {profile!r} profile but the {grid!r} grid was asked for; "
@@ -255,10 +217,15 @@ def check_profile(params: Mapping[str, Any], grid: str) -> None:
 
 def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
     """`seeds` as a tuple; an AblationError unless they are distinct non-negative integers."""
-    seeds = tuple(seeds)
-    if not seeds or len(set(seeds)) != len(seeds) or not all(isinstance(s, int) and s >= 0 for s in seeds):
-        raise AblationError(f"seeds must be distinct non-negative integers, got {list(seeds)}")
-    return seeds
+    return check_distinct(seeds, 0, "seeds must be distinct non-negative integers")
+
+
+def check_distinct(values: Sequence[int], minimum: int, what: str) -> tuple[int, ...]:
+    """`values` as a tuple; an AblationError ('`what`, got [...]') unless distinct integers >= minimum."""
+    values = tuple(values)
+    if not values or len(set(values)) != len(values) or not all(isinstance(v, int) and v >= minimum for v in values):
+        raise AblationError(f"{what}, got {list(values)}")
+    return values
 
 
 def parse_seeds(text: str) -> tuple[int, ...]:
@@ -267,8 +234,7 @@ def parse_seeds(text: str) -> tuple[int, ...]:
 
 
 def parse_ints(text: str, option: str, example: str) -> tuple[int, ...]:
-    """Comma-separated integers of a command-line `option` (unchecked), with a one-line error for
-    anything else."""
+    """Comma-separated integers of a command-line `option` (unchecked), with a one-line error for anything else."""
     try:
         return tuple(int(s) for s in text.split(",") if s.strip() != "")
     except ValueError:
@@ -287,8 +253,8 @@ class Result:
 
 
 def result_of(exp: Experiment, model: str, dataset: str) -> Result | None:
-    """The experiment's result for `dataset`-`model` (None unless it succeeded with that metrics file).
-    The spread is the metrics' best_std, else the standard deviation of per_seed, else None (1 seed)."""
+    """The experiment's result for `dataset`-`model` (None unless it succeeded with that metrics file); the
+    spread is the metrics' best_std, else the standard deviation of per_seed, else None (1 seed)."""
     m = exp.metrics.get(f"reports/metrics/{dataset}-{model}.json")
     if exp.state != "success" or not m or "top1_acc" not in (m.get("best") or {}):
         return None
@@ -303,8 +269,7 @@ def result_of(exp: Experiment, model: str, dataset: str) -> Result | None:
 
 @dataclass(frozen=True)
 class Matched:
-    """Experiments sorted onto the grid: per point name its experiments (best first), and the
-    experiments that are no grid point with what they change."""
+    """Experiments sorted onto the grid: per point name its experiments (best first); the others, what they change."""
 
     points: list[GridPoint]
     by_point: dict[str, list[Experiment]]
@@ -314,8 +279,8 @@ class Matched:
 
 def match_experiments(points: Sequence[GridPoint], experiments: Sequence[Experiment],
                       params: Mapping[str, Any]) -> Matched:
-    """Each experiment to the grid point of the same signature (seeds aside); per point the
-    experiments are ordered success, running, queued, failed, then more seeds, then newest."""
+    """Each experiment to the point of the same signature (seeds aside); per point ordered success, running,
+    queued, failed, then more seeds, then newest."""
     index = {signature(point_params(params, p), with_seeds=False): p.name for p in points}
     by_point: dict[str, list[Experiment]] = {p.name: [] for p in points}
     others = []
@@ -342,8 +307,7 @@ def describe_difference(exp_params: Mapping[str, Any], params: Mapping[str, Any]
                   if k != "train.seeds" and _normalised(reference.get(k)) != _normalised(mine.get(k))
                   and (k.split(".")[0] in ("profile", "pipeline", "train", "data", "models")))
     diffs = [f"{k}: {_short(reference.get(k))} → {_short(mine.get(k))}" for k in keys]
-    if len(diffs) > limit:
-        diffs = diffs[:limit] + [f"(+{len(diffs) - limit} more)"]
+    diffs = diffs[:limit] + ([f"(+{len(diffs) - limit} more)"] if len(diffs) > limit else [])
     return "; ".join(diffs) or "same settings as the baseline in another form"
 
 
@@ -355,8 +319,7 @@ def point_state(point: GridPoint, experiments: Sequence[Experiment]) -> str:
 
 
 def point_result(point: GridPoint, exps: Sequence[Experiment]) -> tuple[str, Result | None]:
-    """The experiment that stands for a point (the first with a result, else the first; '-' when
-    none) and its result."""
+    """The experiment that stands for a point (the first with a result, else the first; '-': none), its result."""
     for exp in exps:
         result = result_of(exp, point.model, point.dataset)
         if result:
@@ -371,16 +334,9 @@ def section(params: Mapping[str, Any] | None, name: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-def _pruning(gate_factor: float) -> float:
-    return round(1.0 - float(gate_factor), 6)  # 1 - 0.1 is 0.8999999999999999 in floats
-
-
-def _gate_factor(pruning: float) -> float:
-    return round(1.0 - float(pruning), 6)
-
-
-def _token(value: float) -> str:
-    return f"{value:g}"
+def _complement(value: float) -> float:
+    """1 - value: a pruning rate of a gate factor and back (rounded: 1 - 0.1 is 0.8999999999999999)."""
+    return round(1.0 - float(value), 6)
 
 
 def format_value(value: Any) -> str:
@@ -408,11 +364,10 @@ def _normalised(value: Any) -> Any:
 def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in params.items():
-        dotted = f"{prefix}{key}"
         if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, dotted + "."))
+            out.update(_flatten(value, f"{prefix}{key}."))
         else:
-            out[dotted] = value
+            out[f"{prefix}{key}"] = value
     return out
 
 

@@ -1,22 +1,22 @@
-"""Everything about `dvc exp`: running DVC, reading `dvc exp show --json` (live or saved), planning
-which points to queue and queueing them as `dvc exp run --queue` experiments.
-
-A point is queued unless a queued, running or successful experiment with its settings exists
-(dgc.experiments.grid.signature, seeds included); a failed one is queued again under a new name. The
-parsing and the plan are pure functions of the parsed JSON; `run_dvc`, `live_experiments` and
-`queue_points` run DVC (the interpreter's own, `python -m dvc`) for `dgc ablations [queue]` and
-`dgc budget [queue]`.
+"""Everything about `dvc exp` (the interpreter's own DVC): reading `dvc exp show --json`, live or saved, the
+record of experiments the pages show, planning which points to queue (a failed one is queued again under a
+new name) and queueing them as `dvc exp run --queue` experiments.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import os
+import subprocess
+import sys
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from dgc.config import load_params, read_params_yaml
 from dgc.errors import DGCError, MissingInput
 from dgc.experiments.grid import Experiment, GridPoint, format_value, point_params, signature
+from dgc.io import write_json_atomic
 
 
 class QueueError(DGCError, ValueError):
@@ -25,31 +25,19 @@ class QueueError(DGCError, ValueError):
 
 # -- dvc exp show --json -------------------------------------------------------------------------
 def parse_experiments(exp_show: Any) -> list[Experiment]:
-    """The experiments of `dvc exp show --json` (DVC 3), newest first as DVC lists them; the
-    workspace and the commits they hang from are not experiments.
-
-    State is the executor's (queued, running, success, failed); an experiment without executor
-    (run with a plain `dvc exp run`) is success unless DVC recorded an error. Metrics are kept only
-    for successful experiments: a failed experiment shows its baseline commit's metrics files and a
-    running one errors, which must not pass for results.
-    """
+    """The experiments of `dvc exp show --json` (DVC 3), newest first; the workspace and commits are none.
+    State is the executor's, else success unless DVC recorded an error; metrics are kept for successful
+    experiments only (a failed one shows its baseline commit's metrics, which must not pass for results)."""
     found = []
-    for commit in exp_show or []:
-        if not isinstance(commit, dict):
-            continue
-        for group in commit.get("experiments") or []:
-            revs = group.get("revs") or []
-            if not revs:
-                continue
-            rev = revs[0]
+    for commit in (c for c in exp_show or [] if isinstance(c, dict)):
+        for group in (g for g in commit.get("experiments") or [] if g.get("revs")):
+            rev = group["revs"][0]
             data = rev.get("data") or {}
             executor = group.get("executor") or {}
             state = executor.get("state") or ("failed" if rev.get("error") else "success")
             params = ((data.get("params") or {}).get("params.yaml") or {}).get("data") or {}
-            metrics = {}
-            if state == "success":
-                metrics = {path: m["data"] for path, m in (data.get("metrics") or {}).items()
-                           if isinstance(m, dict) and "data" in m}
+            metrics = {path: m["data"] for path, m in (data.get("metrics") or {}).items()
+                       if state == "success" and isinstance(m, dict) and "data" in m}
             found.append(Experiment(name=group.get("name") or rev.get("name") or rev.get("rev", "?")[:7],
                                     rev=rev.get("rev", ""), baseline=commit.get("rev", ""), state=state,
                                     params=params, metrics=metrics))
@@ -57,19 +45,16 @@ def parse_experiments(exp_show: Any) -> list[Experiment]:
 
 
 def read_inputs(experiments_json: str | Path, params_path: str | Path) -> tuple[dict[str, Any], list[Experiment]]:
-    """params_path as a mapping and the experiments of `experiments_json`: the record of
-    `record_experiments` or a saved `dvc exp show --json` (an absent or empty file: none)."""
-    from dgc.config import read_params_yaml
-
+    """params_path as a mapping and the experiments of `experiments_json` (a record or a saved
+    `dvc exp show --json`; an absent or empty file: none)."""
     if not Path(params_path).exists():
         raise MissingInput(f"{params_path} does not exist: the grid's baseline comes from it")
     return read_params_yaml(params_path), read_experiments(experiments_json)
 
 
 # -- the record: the experiments a page shows, kept in git ----------------------------------------------
-# `dvc exp` keeps experiments as git refs of the clone that ran them: a new clone, or a later commit
-# without `--all-commits`, sees none. The pages are rendered from this record instead, which
-# `dgc ablations` and `dgc budget` update from `dvc exp show` and never shrink.
+# `dvc exp` keeps experiments as git refs of the clone that ran them (a new clone sees none): the pages are
+# rendered from this record, which `dgc ablations` and `dgc budget` update from `dvc exp show`, never shrink.
 RECORD = "reports/experiments.json"
 RECORD_NOTE = ("The dvc exp experiments that reports/ablations.html and reports/budget.html show, recorded by "
                "`dgc ablations` / `dgc budget` from `dvc exp show --json` (baseline: the commit each ran at).")
@@ -88,9 +73,8 @@ def read_experiments(path: str | Path) -> list[Experiment]:
 
 
 def merge_experiments(recorded: Sequence[Experiment], live: Sequence[Experiment]) -> list[Experiment]:
-    """The record updated by what `dvc exp show` lists now: an experiment is known by its name; a
-    live one replaces the recorded one unless that succeeded and the live one did not (a re-queued
-    copy must not hide a result). Recorded experiments that DVC no longer lists are kept."""
+    """The record updated by the live experiments, by name: a live one replaces the recorded one unless that
+    succeeded and the live one did not (a re-queued copy must not hide a result); the rest are kept."""
     merged = {e.name: e for e in recorded}
     for exp in live:
         old = merged.get(exp.name)
@@ -101,8 +85,6 @@ def merge_experiments(recorded: Sequence[Experiment], live: Sequence[Experiment]
 
 def _trimmed(exp: Experiment) -> Experiment:
     """Only the metrics files of the experiment's own runs (DVC also lists the commit's others)."""
-    from dataclasses import replace
-
     pipeline = exp.params.get("pipeline") if isinstance(exp.params.get("pipeline"), dict) else {}
     own = {f"reports/metrics/{d}-{m}.json" for d in pipeline.get("datasets") or [] for m in pipeline.get("models") or []}
     return replace(exp, metrics={k: v for k, v in exp.metrics.items() if k in own})
@@ -110,10 +92,6 @@ def _trimmed(exp: Experiment) -> Experiment:
 
 def record_experiments(record: str | Path, live: Sequence[Experiment]) -> list[Experiment]:
     """Merge `live` into the record file (written atomically) and return what it now holds."""
-    from dataclasses import asdict
-
-    from dgc.io import write_json_atomic
-
     merged = merge_experiments(read_experiments(record), [_trimmed(e) for e in live])
     write_json_atomic(record, {"note": RECORD_NOTE, "experiments": [asdict(e) for e in merged]})
     return merged
@@ -122,8 +100,7 @@ def record_experiments(record: str | Path, live: Sequence[Experiment]) -> list[E
 # -- the plan --------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class QueuePlan:
-    """What `dgc ablations queue` does: points to queue (with their experiment names) and the
-    points it leaves, each with why."""
+    """What `dgc ablations queue` does: points to queue (with experiment names), points it leaves (with why)."""
 
     queue: list[tuple[GridPoint, str]]
     skipped: list[tuple[GridPoint, str]]
@@ -131,8 +108,8 @@ class QueuePlan:
 
 def plan_queue(points: Iterable[GridPoint], experiments: Sequence[Experiment],
                params: Mapping[str, Any]) -> QueuePlan:
-    """Queue every runnable point that no queued, running or successful experiment already covers
-    (same signature, seeds included); a failed one is queued again, under a new name."""
+    """Queue every runnable point that no queued, running or successful experiment of its signature (seeds
+    included) covers; a failed one is queued again, under a new name."""
     queue, skipped = [], []
     taken = {e.name for e in experiments}
     by_signature: dict[tuple, list[Experiment]] = {}
@@ -145,8 +122,7 @@ def plan_queue(points: Iterable[GridPoint], experiments: Sequence[Experiment],
             skipped.append((point, f"not runnable: {point.reason}"))
             continue
         same = by_signature.get(signature(point_params(params, point)), [])
-        live = [e for e in same if e.state != "failed"]
-        if live:
+        if live := [e for e in same if e.state != "failed"]:
             skipped.append((point, f"already {live[0].state} as {live[0].name}"))
             continue
         name = point.name
@@ -160,16 +136,11 @@ def plan_queue(points: Iterable[GridPoint], experiments: Sequence[Experiment],
 
 
 def queue_args(point: GridPoint, name: str, params: Mapping[str, Any]) -> list[str]:
-    """The arguments after `dvc` that queue `point` as experiment `name`.
-
-    A key absent from params.yaml is set with Hydra's `+key=value`. The target `evaluate` runs the
-    data, train and evaluate stages of the point's one dataset and model only: the compare, plots and
-    report stages read the whole pipeline and would only cost time in every experiment.
-    """
+    """The arguments after `dvc` that queue `point` as experiment `name`: a key absent from params.yaml is
+    set with Hydra's `+key=value`; the target `evaluate` skips the compare, plots and report stages."""
     args = ["exp", "run", "--queue", "--name", name]
     for dotted, value in point.overrides.items():
-        prefix = "" if _has_key(params, dotted) else "+"
-        args += ["-S", f"{prefix}{dotted}={format_value(value)}"]
+        args += ["-S", f"{'' if _has_key(params, dotted) else '+'}{dotted}={format_value(value)}"]
     return args + ["evaluate"]
 
 
@@ -183,14 +154,8 @@ def _has_key(params: Mapping[str, Any], dotted: str) -> bool:
 
 
 def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations") -> list[str]:
-    """How to run the queue and render it (`dgc <page>`), with the interpreter's own dvc and dgc.
-
-    `dvc queue start` starts its workers as `dvc exp queue-worker` looked up on PATH: without the
-    environment's bin folder on PATH they fail to start and the queue stays queued, so the command
-    puts it there when it is missing.
-    """
-    import os
-
+    """How to run the queue and render it (`dgc <page>`), with the interpreter's own dvc and dgc; the
+    environment's bin folder is put on PATH where missing (queue workers are looked up there)."""
     bindir = os.path.dirname(python)
     shown = os.path.relpath(bindir, cwd) if bindir.startswith(cwd.rstrip(os.sep) + os.sep) else bindir
     on_path = any(os.path.normpath(d) == os.path.normpath(bindir) for d in path_env.split(os.pathsep) if d)
@@ -202,11 +167,8 @@ def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations")
 
 # -- running DVC -----------------------------------------------------------------------------------
 def run_dvc(*args: str) -> str:
-    """Run `python -m dvc ARGS` (the interpreter's own DVC: a user's PATH may have none); its stdout,
-    or a one-line QueueError with DVC's last error line."""
-    import subprocess
-    import sys
-
+    """Run `python -m dvc ARGS` (a user's PATH may have no DVC): its stdout, or a QueueError with DVC's last
+    error line."""
     try:
         proc = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:
@@ -225,10 +187,7 @@ def live_experiments(all_commits: bool = False) -> list[Experiment]:
 
 
 def read_queue_params(params_path: str | Path, dry_run: bool) -> dict:
-    """params.yaml of a `queue` command as a mapping, checked: `dvc exp run` reads params.yaml, and
-    a broken file fails here, not in every experiment."""
-    from dgc.config import load_params, read_params_yaml
-
+    """params.yaml of a `queue` command as a mapping, checked here (not in every experiment)."""
     if not dry_run and Path(params_path).resolve() != Path("params.yaml").resolve():
         raise QueueError("`dvc exp run` reads params.yaml: --params names another file, use it with --dry-run only")
     if not Path(params_path).is_file():
@@ -239,15 +198,9 @@ def read_queue_params(params_path: str | Path, dry_run: bool) -> dict:
 
 def queue_points(points: Sequence[GridPoint], params: Mapping[str, Any], seeds: int, dry_run: bool, page: str,
                  describe: Callable[[GridPoint], str]) -> int:
-    """Queue (or with `dry_run` print) one `dvc exp run --queue` per point that no experiment covers
-    yet (`plan_queue`), list the skipped ones, then how to run the queue and render
-    `reports/<page>.html`. `describe(point)` says what a queued point is; `seeds` (how many) counts
-    the training runs. Returns the exit status, 0."""
-    import os
-    import sys
-
-    experiments = parse_experiments(json.loads(run_dvc("exp", "show", "--json") or "[]"))
-    plan = plan_queue(points, experiments, params)
+    """Queue (or with `dry_run` print) one `dvc exp run --queue` per point of `plan_queue`, list the skipped
+    ones and how to go on; `describe(point)` says what a point is, `seeds` counts the runs. Returns 0."""
+    plan = plan_queue(points, live_experiments(), params)
     width = max([22, *(len(name) for _, name in plan.queue), *(len(p.name) for p, _ in plan.skipped)])
     for point, name in plan.queue:
         command = ["dvc", *queue_args(point, name, params)]
