@@ -76,8 +76,7 @@ class LocalLauncher:
             raise LauncherError(f"-j must be at least 1, got {jobs}")
         self.gpus = list(gpus or [])
         count = jobs if jobs is not None else max(1, len(self.gpus))
-        self.slots: list[Any] = [self.gpus[k % len(self.gpus)] for k in range(count)] if self.gpus else \
-            [None] * count
+        self.slots: list[Any] = [self.gpus[k % len(self.gpus)] if self.gpus else None for k in range(count)]
         self.busy: list[Any] = []
 
     @classmethod
@@ -142,10 +141,8 @@ class LocalLauncher:
 
         for h in handles:
             h.job.cancel(check=False)  # SIGINT to the job's controller, which stops its task
-        for h in handles:
-            process = getattr(h.job, "_process", None)  # None for a job of an earlier train-all
-            if process is None:
-                continue
+        # a job of an earlier train-all has no process of ours
+        for process in filter(None, (getattr(h.job, "_process", None) for h in handles)):
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -48,7 +48,6 @@ def _module_flops(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tu
     if isinstance(module, nn.Linear):
         return "linear", linear_flops(module) * (inp[0].numel() // inp.shape[-1])
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
-        # Every window element of every output: output elements x kernel area.
         k = _pair(module.kernel_size)
         return "pool", out[0].numel() * k[0] * k[1]
     if isinstance(module, nn.AdaptiveAvgPool2d):
@@ -67,11 +66,10 @@ def breakdown(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict
 def actual_flops(model: nn.Module, input_size: Sequence[int], active_fraction: dict[str, float]) -> int:
     """FLOPs with each DGC conv at the fraction of input channels it actually used (by layer name)."""
     kinds, per_layer = _count(model, input_size)
-    fixed = _fixed(kinds)
     missing = sorted(set(per_layer) - set(active_fraction))
     if missing:
         raise ValueError(f"no measured channel fraction for DGC layer {missing[0]!r}")
-    return int(round(fixed + sum(cost * active_fraction[n] for n, cost in per_layer.items())))
+    return int(round(_fixed(kinds) + sum(cost * active_fraction[n] for n, cost in per_layer.items())))
 
 
 def _fixed(kinds: dict[str, float]) -> float:
@@ -123,8 +121,6 @@ def count_flops(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> di
     conv at full cost, at its gate factor g (the paper's number), and every parameter (none pruned)."""
     kinds = breakdown(model, input_size)
     fixed = _fixed(kinds)
-    return {
-        "flops_dense": int(fixed + kinds["dgc_conv_dense"]),
-        "flops_expected": int(round(fixed + kinds["dgc_conv_expected"])),
-        "params": sum(p.numel() for p in model.parameters()),
-    }
+    return {"flops_dense": int(fixed + kinds["dgc_conv_dense"]),
+            "flops_expected": int(round(fixed + kinds["dgc_conv_expected"])),
+            "params": sum(p.numel() for p in model.parameters())}

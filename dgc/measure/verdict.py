@@ -53,7 +53,8 @@ def judge_relation(model: Sample, baseline: Sample, tolerance: float,
         return RelationVerdict("inconclusive", delta, margin, None,
                                f"{min(model.n, baseline.n)} seed(s) on a side: no spread to judge by")
     if margin > k * se:
-        return RelationVerdict("holds", delta, margin, se, f"margin {margin:+.2f} > {k * se:+.2f} ({k:g} standard errors)")
+        return RelationVerdict("holds", delta, margin, se,
+                               f"margin {margin:+.2f} > {k * se:+.2f} ({k:g} standard errors)")
     if margin < -k * se:
         return RelationVerdict("does not hold", delta, margin, se,
                                f"margin {margin:+.2f} < {-k * se:+.2f} ({k:g} standard errors)")

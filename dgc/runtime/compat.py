@@ -20,7 +20,6 @@ _DGC_KEY_RULES = (
     (re.compile(r"^(?P<p>(.*\.)?)headconv_(?P<i>\d+)\.conv\.weight$"), r"\g<p>heads.\g<i>.weight"),
     (re.compile(r"^(?P<p>(.*\.)?)headconv_(?P<i>\d+)\.(?P<fc>fc[12])\.(?P<t>weight|bias)$"),
      r"\g<p>heads.\g<i>.gate.\g<fc>.\g<t>"),
-    # Their ResNet wraps the downsample BatchNorm in a module of its own (downsample.1.norm).
     (re.compile(r"^(?P<p>.*\.downsample\.1)\.norm\.(?P<t>.*)$"), r"\g<p>.\g<t>"),
 )
 
@@ -40,8 +39,7 @@ def unwrap_checkpoint(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
 
 def translate_key(key: str) -> str:
     """Their key -> ours (the `module.` prefix removed)."""
-    if key.startswith("module."):
-        key = key[len("module."):]
+    key = key.removeprefix("module.")
     for pattern, template in _DGC_KEY_RULES:
         if pattern.match(key):
             return pattern.sub(template, key)

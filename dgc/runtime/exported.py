@@ -25,9 +25,7 @@ def export_execution(layer: DGCConv2d, dynamic_batch: bool = True) -> str:
     DGC-G layers, whose gathers read the kept count on the host, `masked` (k x k) or `scaled_weight` (1x1)."""
     if not is_1x1(layer) and (dynamic_batch or layer.selection == "global"):
         return "masked"
-    if layer.selection == "global":
-        return "scaled_weight"
-    return layer.execution
+    return "scaled_weight" if layer.selection == "global" else layer.execution
 
 
 @contextlib.contextmanager

@@ -33,9 +33,8 @@ def _row(claim: Claim, **values: Any) -> dict[str, Any]:
 
 def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
           architectures: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The verdict row of one claim. Architecture claims fall back on `architectures` (the counter
-    run on the authors' configuration, reports/architecture.json) when no trained run of the
-    paper's architecture exists."""
+    """The verdict row of one claim. Architecture claims fall back on `architectures` (reports/architecture.json)
+    when no trained run of the paper's architecture exists."""
     run = runs.get((claim.dataset, claim.model))
     if claim.kind == "unverified":
         ours = metric_value(run, claim.metric) if run else None
@@ -85,9 +84,8 @@ def compare(claims: list[Claim], metrics_dir: str | Path = "reports/metrics",
             architecture_json: str | Path | None = None,
             references: list[Reference] | None = None) -> dict[str, Any]:
     runs = load_metrics(metrics_dir)
-    architectures = {}
-    if architecture_json and Path(architecture_json).exists():
-        architectures = json.loads(Path(architecture_json).read_text())
+    found = architecture_json and Path(architecture_json).exists()
+    architectures = json.loads(Path(architecture_json).read_text()) if found else {}
     earlier = {(r.dataset, r.model, r.metric): r for r in references or []}
     rows = []
     for claim in claims:
@@ -109,15 +107,11 @@ def reference_rows(references: list[Reference], claims: list[Claim],
                    runs: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
     """paper | earlier reproduction | ours, for every number of an earlier reproduction."""
     paper = {(c.dataset, c.model, c.metric): c.value for c in claims if c.kind == "accuracy"}
-    out = []
-    for r in references:
-        run = runs.get((r.dataset, r.model))
-        out.append({"reference": r.reference, "dataset": r.dataset, "model": r.model, "metric": r.metric,
-                    "unit": r.unit, "paper": paper.get((r.dataset, r.model, r.metric)), "earlier": r.value,
-                    "approximate": r.approximate,
-                    "ours": metric_value(run, r.metric) if run and run.get("recipe_matches_paper") else None,
-                    "source": r.source})
-    return out
+    ours = {key: run for key, run in runs.items() if run.get("recipe_matches_paper")}
+    return [{"reference": r.reference, "dataset": r.dataset, "model": r.model, "metric": r.metric, "unit": r.unit,
+             "paper": paper.get((r.dataset, r.model, r.metric)), "earlier": r.value, "approximate": r.approximate,
+             "ours": metric_value(ours[(r.dataset, r.model)], r.metric) if (r.dataset, r.model) in ours else None,
+             "source": r.source} for r in references]
 
 
 def smoke_evidence(claims: list[Claim], runs: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -153,7 +147,7 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{int(value):,}"
 
 
-def _table(header: str, rows: list[list[Any]]) -> list[str]:
+def markdown_table(header: str, rows: list[list[Any]]) -> list[str]:
     """A Markdown table: its `header` ("a | b | c") and one line per row of cells."""
     return [f"| {header} |", "|" + "---|" * len(header.split(" | "))] + \
         ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
@@ -169,15 +163,14 @@ def to_markdown(result: dict[str, Any]) -> str:
             ours += f" ± {r['spread']:.2f} ({r['seeds']} seeds)"
         rows.append([f"{r['claim']} ({r['id']})", r["dataset"], r["model"], r["metric"], paper,
                      _fmt(r.get("earlier"), r["unit"]), ours, _fmt(r["delta"], r["unit"]), r["verdict"], r["reason"]])
-    lines = ["# Our results against the paper's claims", ""]
-    lines += _table("claim | dataset | model | metric | paper | earlier reproduction | ours | delta | verdict | why",
-                    rows)
+    header = "claim | dataset | model | metric | paper | earlier reproduction | ours | delta | verdict | why"
+    lines = ["# Our results against the paper's claims", "", *markdown_table(header, rows)]
     lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in result["summary"].items()), ""]
     if result.get("smoke_evidence"):
         lines += ["## Smoke evidence for the relation claims (digits, narrow models: not the paper's claim)",
                   "", "Mean ± standard deviation over seeds (n); the verdict needs the difference of the "
                   "means to clear two standard errors (dgc/measure/verdict.py), else it is inconclusive.", ""]
-        lines += _table("claims | model | versus | metric | model's | baseline's | delta ± s.e. | verdict", [
+        lines += markdown_table("claims | model | versus | metric | model's | baseline's | delta ± s.e. | verdict", [
             [", ".join(r["claims"]), r["model"], r["versus"], r["metric"],
              f"{r['ours']:.2f} ± {r['ours_std']:.2f} (n={r['seeds']})",
              f"{r['baseline']:.2f} ± {r['baseline_std']:.2f} (n={r['baseline_seeds']})",
@@ -187,13 +180,13 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += ["## The paper, the earlier reproduction and ours",
                   "", "`ours` only for a run of the paper's recipe (never a smoke run); ≈: the source "
                   "gives the number approximately.", ""]
-        lines += _table("reference | dataset | model | metric | paper | earlier reproduction | ours | source", [
+        lines += markdown_table("reference | dataset | model | metric | paper | earlier reproduction | ours | source", [
             [r["reference"], r["dataset"], r["model"], r["metric"], _fmt(r["paper"], r["unit"]),
              ("≈ " if r["approximate"] else "") + _fmt(r["earlier"], r["unit"]), _fmt(r["ours"], r["unit"]),
              r["source"]] for r in result["references"]]) + [""]
     if result["other_runs"]:
         lines += ["## Runs no claim refers to (e.g. the offline smoke profile: never compared with the paper)", ""]
-        lines += _table("dataset | model | best top-1 err (%) | FLOPs expected | FLOPs actual | params", [
+        lines += markdown_table("dataset | model | best top-1 err (%) | FLOPs expected | FLOPs actual | params", [
             [r["dataset"], r["model"], _fmt(r["best_top1_err"], "%"), _fmt(r["flops_expected"]),
              _fmt(r["flops_actual"]), _fmt(r["params"])] for r in result["other_runs"]])
     return "\n".join(lines) + "\n"

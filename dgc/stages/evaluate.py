@@ -73,9 +73,8 @@ def _mean_and_spread(per_seed: list[dict[str, float]]) -> tuple[dict, dict]:
 def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
                  log=print) -> dict[str, Any]:
     check_dataset(dataset)
-    cfg = params.evaluate
+    cfg, seeds = params.evaluate, list(params.train.seeds)
     device = resolve_device(cfg.device)
-    seeds = list(params.train.seeds)
     best_rows, final_rows, curves, usage, model, settings = [], [], [], None, None, None
     test = make_test_batches(dataset, params, device)  # the same for every seed
     for seed in seeds:
