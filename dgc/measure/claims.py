@@ -74,8 +74,7 @@ def load_claims(path: str | Path = "claims/paper.yaml") -> list[Claim]:
             raise ConfigError(f"{where}: a relation claim needs `versus`, an unverified claim no "
                               f"`value`, the others a `value`")
         claims.append(claim)
-    ids = [c.id for c in claims]
-    if len(set(ids)) != len(ids):
+    if len({c.id for c in claims}) != len(claims):
         raise ConfigError(f"{path}: claim ids must be unique")
     return claims
 
@@ -132,8 +131,5 @@ def sample_of(metrics: dict[str, Any], dotted: str) -> Sample | None:
 
 def load_metrics(metrics_dir: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
     """{(dataset, model): metrics} from reports/metrics/<dataset>-<model>.json."""
-    out = {}
-    for path in sorted(Path(metrics_dir).glob("*.json")):
-        dataset, _, model = path.stem.partition("-")
-        out[(dataset, model)] = json.loads(path.read_text())
-    return out
+    paths = sorted(Path(metrics_dir).glob("*.json"))
+    return {(p.stem.partition("-")[0], p.stem.partition("-")[2]): json.loads(p.read_text()) for p in paths}
