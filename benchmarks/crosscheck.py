@@ -24,6 +24,7 @@ from typing import Any
 from dgc.io import write_json_atomic, write_text_atomic
 from dgc.measure.claims import load_metrics, sample_of
 from dgc.measure.verdict import K_STANDARD_ERRORS, standard_error
+from dgc.stages.compare import markdown_table
 
 METRIC = "best.top1_acc"
 
@@ -81,21 +82,17 @@ def _yes(flag: bool | None) -> str:
 def crosscheck_markdown(result: dict[str, Any], label_a: str, label_b: str) -> str:
     lines = [f"# The same pipeline twice: {label_a} (A) and {label_b} (B)", "",
              f"Best test top-1 (%), mean ± std over seeds. *within spread*: |B - A| <= "
-             f"{K_STANDARD_ERRORS:g} standard errors of the difference of the means.", "",
-             "| run | A | B | B - A | s.e. | within spread | finished learning (A / B) |",
-             "|---|---|---|---|---|---|---|"]
-    for m in result["models"]:
-        se = "-" if m["standard_error"] is None else f"{m['standard_error']:.2f}"
-        lines.append(f"| {m['run']} | {m['a']:.2f} ± {m['a_std']:.2f} | {m['b']:.2f} ± {m['b_std']:.2f} "
-                     f"(n={m['n']}) | {m['diff']:+.2f} | {se} | {'yes' if m['within_spread'] else 'no'} | "
-                     f"{_yes(m['a_plateaued'])} / {_yes(m['b_plateaued'])} |")
-    lines += ["", "| relation | verdict A | verdict B | delta A | delta B | agreement |",
-              "|---|---|---|---|---|---|"]
-    for r in result["relations"]:
-        lines.append(f"| {r['relation']} | {r['a']} | {r['b']} | {r['a_delta']:+.2f} | {r['b_delta']:+.2f} | "
-                     f"{r['agreement']} |")
-    lines += ["", f"Every mean within its spread: {'yes' if result['all_within_spread'] else 'no'}; "
-                  f"the same verdicts: {'yes' if result['same_verdicts'] else 'no'}; opposite verdicts: "
+             f"{K_STANDARD_ERRORS:g} standard errors of the difference of the means.", ""]
+    lines += markdown_table("run | A | B | B - A | s.e. | within spread | finished learning (A / B)", [
+        [m["run"], f"{m['a']:.2f} ± {m['a_std']:.2f}", f"{m['b']:.2f} ± {m['b_std']:.2f} (n={m['n']})",
+         f"{m['diff']:+.2f}", "-" if m["standard_error"] is None else f"{m['standard_error']:.2f}",
+         _yes(m["within_spread"]), f"{_yes(m['a_plateaued'])} / {_yes(m['b_plateaued'])}"]
+        for m in result["models"]])
+    lines += [""] + markdown_table("relation | verdict A | verdict B | delta A | delta B | agreement", [
+        [r["relation"], r["a"], r["b"], f"{r['a_delta']:+.2f}", f"{r['b_delta']:+.2f}", r["agreement"]]
+        for r in result["relations"]])
+    lines += ["", f"Every mean within its spread: {_yes(result['all_within_spread'])}; "
+                  f"the same verdicts: {_yes(result['same_verdicts'])}; opposite verdicts: "
                   f"{'none' if result['no_opposite_verdicts'] else 'yes'}.", ""]
     return "\n".join(lines)
 

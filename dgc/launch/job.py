@@ -1,11 +1,7 @@
 """What one `dgc train-all` job runs: one training run, `train_model(dataset, model, params, runs, seed)`.
 
-`TrainJob` is a submitit `Checkpointable`: when Slurm preempts the job or its time limit nears,
-submitit calls `checkpoint`, which resubmits the same call, and requeues the job. The requeued call
-resumes from the run folder's checkpoint.pt (the last completed epoch; the train stage's own
-resumption), so nothing but the epoch in progress is redone. A job that is cancelled or dies resumes
-the same way when `dgc train-all` submits the run again. The params travel with the job (pickled), so
-editing params.yaml while jobs wait in the queue changes nothing they train.
+Preempted or at its time limit, the job is requeued (`checkpoint`) and resumes from the run's checkpoint.pt.
+The params travel pickled with the job: editing params.yaml changes nothing a queued job trains.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""What both launchers share: the record of a run's job, the handle of a job being watched, and how it ended.
+"""What both launchers share: a run's job record, the handle of a watched job, and how a job ended.
 
-Each run's jobs live in its job folder, runs/<dataset>-<model>/seed<k>/job/: submitit's files of every
-job that trained it (`<job id>_0_log.out`, the job's output, stdout and stderr together;
-`<job id>_submitted.pkl`, the call; `<job id>_0_result.pkl`, its result or traceback) and
-`submitted.json`, the launcher and id of the latest job, by which a later `dgc train-all` re-attaches
-to a job still queued or running instead of submitting the run twice.
+A run's jobs live in runs/<dataset>-<model>/seed<k>/job/ (submitit's files and `submitted.json`, the latest
+job's launcher and id, by which a later `dgc train-all` re-attaches to a job still queued or running).
 """
 
 from __future__ import annotations
@@ -47,19 +44,20 @@ def write_record(folder: Path, launcher: str, job_id: str) -> None:
             timespec="seconds"), "submitted_at": time.time()}) + "\n")
 
 
-def read_record(folder: Path) -> dict[str, Any] | None:
-    """The latest job's record, or None when there is none (or it cannot be read)."""
+def read_record(folder: Path, launcher: str) -> dict[str, Any] | None:
+    """The latest job's record if `launcher` submitted it, or None (also when it cannot be read)."""
     try:
         record = json.loads((folder / RECORD).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and {"launcher", "job_id"} <= set(record) else None
+    ok = isinstance(record, dict) and {"launcher", "job_id"} <= set(record) and record["launcher"] == launcher
+    return record if ok else None
 
 
 @dataclass
 class Handle:
-    """A job being watched: its run, the submitit job, the launcher slot it holds (the GPU of a
-    local job), when it was submitted (wall clock) and the last state seen."""
+    """A job being watched: its run, submitit job, launcher slot (a local job's GPU), submission time
+    (wall clock) and last state seen."""
 
     run: RunSpec
     job: Any  # a submitit Job, or local.py's PidJob for a local job of an earlier train-all
@@ -80,9 +78,8 @@ class Handle:
 
 @dataclass(frozen=True)
 class Ending:
-    """How a job ended: `done` (the run trained), `failed` (it raised: `tail` is the end of its
-    traceback) or `interrupted` (cancelled, killed, out of time or memory, with no result: `tail` is
-    the end of its log); `state` is the scheduler's last word (e.g. `CANCELLED by 0`)."""
+    """How a job ended: `done`, `failed` (it raised: `tail` ends its traceback) or `interrupted` (no result:
+    `tail` ends its log); `state` is the scheduler's last word (e.g. `CANCELLED by 0`)."""
 
     status: str
     state: str
@@ -91,13 +88,13 @@ class Ending:
 
 
 def last_lines(text: str, count: int = 3) -> tuple[str, ...]:
-    """The last `count` lines of `text` that say something (a progress bar's line is its last redraw;
-    a traceback's `^^^^` markers are left out)."""
+    """The last `count` lines of `text` that say something (a progress bar's last redraw; no `^^^^` markers)."""
     lines = [line.rsplit("\r", 1)[-1].rstrip() for line in text.splitlines()]
     return tuple([line for line in lines if line.strip(" ^~")][-count:])
 
 
 def log_tail(path: Path, count: int = 3) -> tuple[str, ...]:
+    """`last_lines` of the end of the file at `path` (nothing when it cannot be read)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(max(0, fh.seek(0, 2) - 16384))
@@ -106,16 +103,21 @@ def log_tail(path: Path, count: int = 3) -> tuple[str, ...]:
         return ()
 
 
+def has_result(handle: Handle) -> bool:
+    """Whether the job wrote its result file after its submission (a local job's id, a pid, is reused)."""
+    result = Path(handle.job.paths.result_pickle)
+    return result.exists() and result.stat().st_mtime >= handle.submitted_at - 1
+
+
 def ending_of(handle: Handle, state: str) -> Ending:
-    """How the finished job of `handle` ended, read from its result file (only one written after the
-    job was submitted counts: a local job's id is a process id, which the system reuses)."""
+    """How the finished job of `handle` ended, from its result file (see `has_result`)."""
     from submitit.core.utils import pickle_load
 
     result = Path(handle.job.paths.result_pickle)
     deadline = time.monotonic() + (10 if state.startswith(("COMPLETED", "FAILED")) else 0)
     while not result.exists() and time.monotonic() < deadline:  # a shared file system may lag
         time.sleep(0.5)
-    if result.exists() and result.stat().st_mtime >= handle.submitted_at - 1:
+    if has_result(handle):
         outcome, payload = pickle_load(result)  # the scheduler may not have seen the job end yet
         if outcome == "success":
             return Ending("done", "COMPLETED", (), payload)

@@ -1,10 +1,5 @@
-"""`dgc train-all --launcher local`: the runs as submitit jobs on this host, one per slot.
-
-A slot is a GPU (every visible one, `-j N` of them) or, without CUDA, a place for one CPU run (`-j N`,
-default 1). Each job runs under submitit's LocalExecutor with CUDA_VISIBLE_DEVICES set to its slot's
-GPU, so it sees that GPU alone as cuda:0 and no two runs share one; when a job ends, its slot takes
-the next run. A local job has no time limit. A job started by an earlier `dgc train-all` that still
-runs (its process alive) is waited for, not started twice.
+"""`dgc train-all --launcher local`: the runs as submitit jobs on this host, one per slot (a GPU, which
+the job sees alone, or a CPU run); no time limit. A live job of an earlier train-all is waited for.
 """
 
 from __future__ import annotations
@@ -36,8 +31,7 @@ def visible_gpus(cuda_visible_devices: str | None, count: int) -> list[int]:
 
 
 def job_python() -> str:
-    """The interpreter command of a job: this Python, importing the dgc package of this checkout
-    (the code that submitted the job) whatever its working folder and the dgc the venv installed."""
+    """The interpreter command of a job: this Python, importing this checkout's dgc (the submitting code)."""
     import sys
 
     from dgc.imports import SOURCE_ROOT
@@ -76,14 +70,13 @@ class LocalLauncher:
     name = "local"
 
     def __init__(self, jobs: int | None, gpus: Sequence[int] | None = None) -> None:
-        """`gpus`: the GPU ids to run on (None: CPU-only); `jobs`: runs at a time (default: one per
-        GPU, 1 without GPUs; more runs than GPUs share them round-robin)."""
+        """`gpus`: the GPU ids (None: CPU-only); `jobs`: runs at a time (default one per GPU, or 1; more
+        runs than GPUs share them round-robin)."""
         if jobs is not None and jobs < 1:
             raise LauncherError(f"-j must be at least 1, got {jobs}")
         self.gpus = list(gpus or [])
         count = jobs if jobs is not None else max(1, len(self.gpus))
-        self.slots: list[Any] = [self.gpus[k % len(self.gpus)] for k in range(count)] if self.gpus else \
-            [None] * count
+        self.slots: list[Any] = [self.gpus[k % len(self.gpus)] if self.gpus else None for k in range(count)]
         self.busy: list[Any] = []
 
     @classmethod
@@ -127,8 +120,8 @@ class LocalLauncher:
 
     def attach(self, run: RunSpec, runs_root: Path) -> Handle | None:
         folder = job_folder(run, runs_root)
-        record = read_record(folder)
-        if not record or record["launcher"] != self.name:
+        record = read_record(folder, self.name)
+        if not record:
             return None
         job = PidJob(folder, str(record["job_id"]))
         if not job.alive():
@@ -148,10 +141,8 @@ class LocalLauncher:
 
         for h in handles:
             h.job.cancel(check=False)  # SIGINT to the job's controller, which stops its task
-        for h in handles:
-            process = getattr(h.job, "_process", None)  # None for a job of an earlier train-all
-            if process is None:
-                continue
+        # a job of an earlier train-all has no process of ours
+        for process in filter(None, (getattr(h.job, "_process", None) for h in handles)):
             try:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:

@@ -1,13 +1,7 @@
-"""`dgc train-all --launcher slurm`: the runs as Slurm jobs, one sbatch job per run, through submitit.
-
-The params.yaml `slurm` section (dgc/config.py `SlurmConfig`, each setting overridable by a train-all
-flag) gives the jobs' partition, account, GPUs, CPUs, memory, time limit and further sbatch options.
-Every run is submitted at once (`slurm.max_jobs` / `-j N`: at most N jobs in the queue, the next
-submitted as one ends) and Slurm schedules them. A job is watched through `sacct` (one call per poll
-for all jobs, submitit's watcher). At its time limit or when preempted, submitit's signal handler
-requeues it (`TrainJob.checkpoint`, up to `slurm.max_timeouts` time-outs) and it resumes from the
-run's checkpoint; a cancelled job is reported, and `dgc train-all` resubmits it the next time. Jobs
-outlive the `dgc train-all` that submitted them: run it again and it re-attaches to them.
+"""`dgc train-all --launcher slurm`: one sbatch job per run through submitit, settings from params.yaml
+`slurm` (dgc/config.py `SlurmConfig`) or train-all flags; at most `slurm.max_jobs` queued at once. Jobs are
+watched with one `sacct` per poll, requeued at their time limit (`TrainJob.checkpoint`) and outlive the
+`dgc train-all` that submitted them, which re-attaches to them.
 """
 
 from __future__ import annotations
@@ -19,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dgc.config import SlurmConfig
-from dgc.launch.jobs import Handle, RunSpec, job_folder, last_lines, read_record, write_record
+from dgc.launch.jobs import Handle, RunSpec, has_result, job_folder, last_lines, read_record, write_record
 from dgc.launch.local import LauncherError, job_python
 
 # sacct's states of a job that has not ended (a requeued job passes through REQUEUED and PENDING).
@@ -64,28 +58,16 @@ class SlurmLauncher:
         cfg = self.cfg
         params: dict[str, Any] = {"time": cfg.time_limit, "cpus_per_task": cfg.cpus_per_job,
                                   "signal_delay_s": min(90, cfg.time_limit * 15), "stderr_to_stdout": True}
-        if cfg.partition:
-            params["partition"] = cfg.partition
-        if cfg.account:
-            params["account"] = cfg.account
-        if cfg.gpus_per_job:
-            params["gpus_per_node"] = cfg.gpus_per_job
-        if cfg.mem_gb is not None:
-            params["mem"] = f"{round(cfg.mem_gb * 1024)}M"
-        if cfg.setup:
-            params["setup"] = list(cfg.setup)
-        if cfg.sbatch:
-            params["additional_parameters"] = dict(cfg.sbatch)
-        return params
+        optional = {"partition": cfg.partition, "account": cfg.account, "gpus_per_node": cfg.gpus_per_job,
+                    "mem": None if cfg.mem_gb is None else f"{round(cfg.mem_gb * 1024)}M",
+                    "setup": list(cfg.setup), "additional_parameters": dict(cfg.sbatch)}
+        return {**params, **{k: v for k, v in optional.items() if v}}
 
     def describe(self) -> str:
         p = self.sbatch_parameters()
-        flags = [f"--partition={p['partition']}" if "partition" in p else "(the default partition)",
-                 f"--time={p['time']}", f"--cpus-per-task={p['cpus_per_task']}"]
-        flags += [f"--gpus-per-node={p['gpus_per_node']}"] if "gpus_per_node" in p else []
-        flags += [f"--account={p['account']}"] if "account" in p else []
-        flags += [f"--mem={p['mem']}"] if "mem" in p else []
-        flags += [f"--{k.replace('_', '-')}={v}" for k, v in p.get("additional_parameters", {}).items()]
+        flags = [f"--partition={p['partition']}" if "partition" in p else "(the default partition)"]
+        shown = [(k, p[k]) for k in ("time", "cpus_per_task", "gpus_per_node", "account", "mem") if k in p]
+        flags += [f"--{k.replace('_', '-')}={v}" for k, v in shown + list(p.get("additional_parameters", {}).items())]
         at_once = "every run at once" if self.max_jobs is None else f"at most {self.max_jobs} jobs at once"
         return f"slurm: one sbatch job per run, {' '.join(flags)}; {at_once}"
 
@@ -131,8 +113,8 @@ class SlurmLauncher:
         import submitit
 
         folder = job_folder(run, runs_root)
-        record = read_record(folder)
-        if not record or record["launcher"] != self.name:
+        record = read_record(folder, self.name)
+        if not record:
             return None
         job = submitit.SlurmJob(folder=folder, job_id=str(record["job_id"]))
         state = job.watcher.get_state(job.job_id, mode="force")
@@ -149,10 +131,7 @@ class SlurmLauncher:
             h.state = watcher.get_state(h.job_id, mode="cache")
 
     def finished(self, handle: Handle) -> bool:
-        result = Path(handle.job.paths.result_pickle)
-        if result.exists() and result.stat().st_mtime >= handle.submitted_at - 1:
-            return True
-        return handle.state.split()[0] not in ACTIVE
+        return has_result(handle) or handle.state.split()[0] not in ACTIVE
 
     def interrupt(self, handles: Sequence[Handle]) -> list[str]:
         """Ctrl-C: the jobs stay in Slurm's hands."""

@@ -1,3 +1,1 @@
-"""Measurement: FLOPs, latency, BatchNorm calibration, channel usage, the plateau criterion,
-verdicts, claims and metrics loading, and provenance of every measured number.
-"""
+"""Measurement: FLOPs, latency, calibration, channel usage, plateau, verdicts, claims and provenance."""

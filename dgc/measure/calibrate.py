@@ -1,11 +1,6 @@
-"""BatchNorm calibration: give an untrained model meaningful running statistics before timing it.
-
-An untrained DGC model in eval mode normalises with BatchNorm's initial running statistics (mean 0,
-variance 1), which do not describe its activations; the saliency gains then compound over some 40
-layers and densenet86_dgc / resnet18_dgc overflow to inf/NaN (the authors' model does the same).
-Timings of such a model are timings of NaN arithmetic. `calibrate_batchnorm` runs a few forward
-passes in training mode (no gradients) with BatchNorm averaging over them, then returns the model in
-eval mode; `check_finite` says whether what is timed produces finite outputs.
+"""BatchNorm calibration before timing: with BatchNorm's initial statistics an untrained DGC model's
+saliency gains compound and densenet86_dgc / resnet18_dgc overflow to inf/NaN in eval mode (the authors'
+model too), so timings would be of NaN arithmetic.
 """
 
 from __future__ import annotations
@@ -20,9 +15,8 @@ from torch import nn
 def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor] | None = None,
                         input_size: Sequence[int] = (3, 32, 32), steps: int = 4, batch_size: int = 32,
                         device: torch.device | None = None) -> nn.Module:
-    """Reset every BatchNorm's running statistics and re-estimate them (a cumulative average) from
-    `batches` (input tensors), or from `steps` batches of standard-normal images of `input_size`
-    (the scale of normalised image data). Returns `model` in eval mode."""
+    """Re-estimate every BatchNorm's running statistics (a cumulative average) from `batches`, or from `steps`
+    batches of standard-normal images of `input_size`. Returns `model` in eval mode."""
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     device = device or next((p.device for p in model.parameters()), torch.device("cpu"))
     saved = [(m, m.momentum) for m in norms]
@@ -53,9 +47,8 @@ def check_finite(model: nn.Module, x: torch.Tensor) -> bool:
 
 def ready_for_timing(model: nn.Module, input_size: Sequence[int], device: torch.device,
                      calibrate: bool = True) -> nn.Module:
-    """`model` on `device` in eval mode, its BatchNorm statistics calibrated (unless `calibrate` is
-    False: a trained checkpoint has its own), checked to give finite outputs; a model that does
-    not raises ValueError instead of being timed."""
+    """`model` on `device` in eval mode, calibrated (unless `calibrate` is False: a trained checkpoint
+    has its statistics); ValueError when its outputs are not finite."""
     model.to(device)
     if calibrate:
         calibrate_batchnorm(model, input_size=input_size, device=device)

@@ -21,6 +21,8 @@ KINDS = ("accuracy", "architecture", "relation", "unverified")
 
 @dataclass(frozen=True)
 class Claim:
+    """One claim of the paper (`claims:` of the claims file)."""
+
     id: str
     claim: int
     kind: str
@@ -48,8 +50,7 @@ def _read_claims_file(path: str | Path) -> dict[str, Any]:
 
 
 def _record(cls: type, entry: dict[str, Any], where: str):
-    """`cls(**entry)` (Claim or Reference), with a ConfigError naming `where` for an unknown or
-    missing key and for an unknown dataset."""
+    """`cls(**entry)` (Claim or Reference); a ConfigError naming `where` for a bad key or dataset."""
     unknown = sorted(set(entry) - {f.name for f in fields(cls)})
     if unknown:
         raise ConfigError(f"{where} has unknown key {unknown[0]!r}")
@@ -62,9 +63,8 @@ def _record(cls: type, entry: dict[str, Any], where: str):
 
 
 def load_claims(path: str | Path = "claims/paper.yaml") -> list[Claim]:
-    raw = _read_claims_file(path)
     claims = []
-    for i, entry in enumerate(raw.get("claims", [])):
+    for i, entry in enumerate(_read_claims_file(path).get("claims", [])):
         claim = _record(Claim, entry, f"{path}: claim {entry.get('id', i)}")
         where = f"{path}: claim {claim.id}"
         if claim.kind not in KINDS:
@@ -74,16 +74,14 @@ def load_claims(path: str | Path = "claims/paper.yaml") -> list[Claim]:
             raise ConfigError(f"{where}: a relation claim needs `versus`, an unverified claim no "
                               f"`value`, the others a `value`")
         claims.append(claim)
-    ids = [c.id for c in claims]
-    if len(set(ids)) != len(ids):
+    if len({c.id for c in claims}) != len(claims):
         raise ConfigError(f"{path}: claim ids must be unique")
     return claims
 
 
 @dataclass(frozen=True)
 class Reference:
-    """A number of an earlier reproduction (`references:` of the claims file), shown beside the
-    paper's; never a claim."""
+    """A number of an earlier reproduction (`references:` of the claims file): shown, never a claim."""
 
     reference: str  # its name, also the git tag `dgc paper-ref` makes for it
     dataset: str
@@ -96,9 +94,8 @@ class Reference:
 
 
 def load_references(path: str | Path = "claims/paper.yaml") -> list[Reference]:
-    raw = _read_claims_file(path)
     out = []
-    for i, entry in enumerate(raw.get("references") or []):
+    for i, entry in enumerate(_read_claims_file(path).get("references") or []):
         where = f"{path}: reference {i}"
         ref = _record(Reference, entry, where)
         if not ref.reference.replace("-", "").replace("_", "").isalnum():
@@ -108,6 +105,7 @@ def load_references(path: str | Path = "claims/paper.yaml") -> list[Reference]:
 
 
 def metric_value(metrics: dict[str, Any], dotted: str) -> float | None:
+    """The number at `dotted` ("best.top1_err") of a metrics dict, or None."""
     node: Any = metrics
     for key in dotted.split("."):
         if not isinstance(node, dict) or key not in node:
@@ -133,8 +131,5 @@ def sample_of(metrics: dict[str, Any], dotted: str) -> Sample | None:
 
 def load_metrics(metrics_dir: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
     """{(dataset, model): metrics} from reports/metrics/<dataset>-<model>.json."""
-    out = {}
-    for path in sorted(Path(metrics_dir).glob("*.json")):
-        dataset, _, model = path.stem.partition("-")
-        out[(dataset, model)] = json.loads(path.read_text())
-    return out
+    paths = sorted(Path(metrics_dir).glob("*.json"))
+    return {(p.stem.partition("-")[0], p.stem.partition("-")[2]): json.loads(p.read_text()) for p in paths}

@@ -1,15 +1,7 @@
-"""FLOPs in the paper's convention: multiply-adds counted analytically at batch 1.
-
-Rules (docs/design.md, section 3): conv = C_in * C_out * k * k * H_out * W_out / groups; linear = weights + biases;
-ReLU, ReLU6 and global pooling = input elements; windowed pooling = output elements x kernel area
-(the authors' counter: it matters for ResNet's 3x3 max-pool); BatchNorm = 0. A DGC layer counts its
-pre-activation ReLU (when it has one, preact=True), its global pool, every head's saliency generator
-and its channel scaling, and its convolution at the dense cost times the gate factor g. Stock
-counters (thop, ptflops, fvcore, torch's FlopCounterMode) miss or over-count the masked convolution,
-hence this counter.
-
-`count_flops(model, input_size)` returns `flops_dense` (every DGC conv at full cost), `flops_expected`
-(at g, the paper's number) and `params` (every parameter, nothing removed).
+"""FLOPs in the paper's convention: multiply-adds counted analytically at batch 1 (rules: docs/design.md,
+section 3). Windowed pooling counts output elements x kernel area (the authors' counter), BatchNorm 0; a
+DGC layer its ReLU, pool, saliency generators and scaling, and its conv at the dense cost times the gate
+factor g. Stock counters (thop, fvcore, ...) miss or over-count the masked convolution.
 """
 
 from __future__ import annotations
@@ -35,12 +27,8 @@ def linear_flops(layer: nn.Linear) -> int:
 
 
 def dgc_flops(layer: DGCConv2d, in_hw: Sequence[int], out_hw: Sequence[int]) -> tuple[int, int]:
-    """(overhead, dense conv) multiply-adds of a DGC layer at batch 1.
-
-    overhead = pre-activation ReLU (only when the layer has one) + global pool + per head
-    (saliency generator + channel scaling); the conv costs `dense conv` at g = 1 and
-    `dense conv * g` in expectation.
-    """
+    """(overhead, dense conv) multiply-adds of a DGC layer at batch 1: overhead is its ReLU, pool, saliency
+    generators and scaling; the conv costs `dense conv` at g = 1 and `dense conv * g` in expectation."""
     c, hw = layer.in_channels, in_hw[0] * in_hw[1]
     overhead = (2 if layer.preact else 1) * c * hw  # ReLU and global average pool over (C_in, h, w)
     for head in layer.heads:
@@ -60,7 +48,6 @@ def _module_flops(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tu
     if isinstance(module, nn.Linear):
         return "linear", linear_flops(module) * (inp[0].numel() // inp.shape[-1])
     if isinstance(module, (nn.AvgPool2d, nn.MaxPool2d)):
-        # Every window element of every output: output elements x kernel area.
         k = _pair(module.kernel_size)
         return "pool", out[0].numel() * k[0] * k[1]
     if isinstance(module, nn.AdaptiveAvgPool2d):
@@ -71,23 +58,23 @@ def _module_flops(module: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> tu
 
 
 def breakdown(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict[str, float]:
-    """Multiply-adds of one image of `input_size` (C, H, W), by kind.
-
-    Kinds: conv, linear, relu, pool (plain layers), dgc_overhead (pre-activation, pool, saliency
-    generators and scaling of DGC layers), dgc_conv_dense and dgc_conv_expected (their convs at
-    g = 1 and at g). The model's mode is left as it was.
-    """
+    """Multiply-adds of one image of `input_size` (C, H, W) by kind: conv, linear, relu, pool, dgc_overhead,
+    dgc_conv_dense and dgc_conv_expected (DGC convs at g = 1 and at g). The model's mode is kept."""
     return _count(model, input_size)[0]
 
 
 def actual_flops(model: nn.Module, input_size: Sequence[int], active_fraction: dict[str, float]) -> int:
     """FLOPs with each DGC conv at the fraction of input channels it actually used (by layer name)."""
     kinds, per_layer = _count(model, input_size)
-    fixed = kinds["conv"] + kinds["linear"] + kinds["relu"] + kinds["pool"] + kinds["dgc_overhead"]
     missing = sorted(set(per_layer) - set(active_fraction))
     if missing:
         raise ValueError(f"no measured channel fraction for DGC layer {missing[0]!r}")
-    return int(round(fixed + sum(cost * active_fraction[n] for n, cost in per_layer.items())))
+    return int(round(_fixed(kinds) + sum(cost * active_fraction[n] for n, cost in per_layer.items())))
+
+
+def _fixed(kinds: dict[str, float]) -> float:
+    """Every multiply-add but the DGC convolutions'."""
+    return kinds["conv"] + kinds["linear"] + kinds["relu"] + kinds["pool"] + kinds["dgc_overhead"]
 
 
 def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float], dict[str, int]]:
@@ -118,8 +105,7 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
     try:
         model.eval()
         device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        # With autograd on the layers run PyTorch's executions, never a forward-only kernel (which
-        # would skip the leaf modules whose hooks count here), whatever executions they were given.
+        # with autograd on, never a forward-only kernel (which would skip the leaf modules counted here)
         with torch.enable_grad():
             model(torch.zeros(1, *(int(s) for s in input_size), device=device))
     finally:
@@ -131,15 +117,10 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
 
 
 def count_flops(model: nn.Module, input_size: Sequence[int] = (3, 32, 32)) -> dict[str, int]:
-    """Count `model`'s multiply-adds on one image of `input_size` (C, H, W), the paper's way.
-
-    Returns {"flops_dense", "flops_expected", "params"}: every DGC conv at full cost, at its gate
-    factor g (the paper's number), and every parameter (nothing is removed by pruning).
-    """
+    """{"flops_dense", "flops_expected", "params"} of `model` on one image of `input_size` (C, H, W): every DGC
+    conv at full cost, at its gate factor g (the paper's number), and every parameter (none pruned)."""
     kinds = breakdown(model, input_size)
-    fixed = kinds["conv"] + kinds["linear"] + kinds["relu"] + kinds["pool"] + kinds["dgc_overhead"]
-    return {
-        "flops_dense": int(fixed + kinds["dgc_conv_dense"]),
-        "flops_expected": int(round(fixed + kinds["dgc_conv_expected"])),
-        "params": sum(p.numel() for p in model.parameters()),
-    }
+    fixed = _fixed(kinds)
+    return {"flops_dense": int(fixed + kinds["dgc_conv_dense"]),
+            "flops_expected": int(round(fixed + kinds["dgc_conv_expected"])),
+            "params": sum(p.numel() for p in model.parameters())}

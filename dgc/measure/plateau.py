@@ -1,16 +1,6 @@
-"""Has a run finished learning? The plateau criterion the evaluate stage applies to every seed.
-
-A run has reached its plateau when the last quarter of its epochs raised its best test top-1 by at
-most PLATEAU_POINTS points: best(all epochs) - best(first three quarters) <= 1.0. A curve still rising
-at the end fails it (its best is in the last quarter and above the earlier best by more than a
-point); a curve that flattened passes whatever its last epochs do. (The simpler "the last epochs' best
-is within a point of the run's best" passes every rising curve, whose best is in its last epochs.) A
-run of fewer than 4 epochs has no last quarter and never passes.
-
-Why a quarter (docs/design.md, "Measuring honestly"): the first version used the last third, and the
-default run's dense DenseNet seed 0 failed it by 0.11 points (98.3 -> 99.4: four test images) while its
-last 8 epochs were flat at 99.4-99.7. Under the cosine schedule the last third still holds learning
-rates of up to a quarter of the peak, whose annealing gain is not unfinished learning.
+"""Has a run finished learning? The plateau criterion the evaluate stage applies to every seed: the last
+quarter of the epochs raised the best test top-1 by at most PLATEAU_POINTS (docs/design.md, "Measuring
+honestly", says why a quarter). A run of under 4 epochs never passes.
 """
 
 from __future__ import annotations

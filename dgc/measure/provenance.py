@@ -1,8 +1,5 @@
-"""Where a measurement comes from: the commit and the machine, recorded in every benchmark's JSON.
-
-Benchmark outputs (reports/bench.json, reports/train_throughput.json, reports/repro_time.json,
-reports/gpu/) are not pipeline stages: `dvc repro` does not make them, so each says itself which
-commit of the code and which machine produced it.
+"""Where a measurement comes from: the commit and the machine, recorded in every benchmark's JSON
+(benchmarks are not pipeline stages, so each output says which code and machine produced it).
 """
 
 from __future__ import annotations

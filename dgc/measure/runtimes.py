@@ -1,17 +1,6 @@
-"""Inference latency per runtime: the same model eager, compiled and in ONNX Runtime, and the fastest.
-
-`evaluate.runtimes` lists the runtimes the evaluate stage times (dgc/config.py RUNTIMES):
-
-    eager        the PyTorch model as loaded (on the CPU with the C++ inference kernels)
-    compiled     torch.compile of it, mode `evaluate.compile` (`auto`/`off`: 'default'); also timed
-                 where `evaluate.compile` itself compiles (a mode, or `auto` on CUDA), as before
-                 runtimes existed
-    onnxruntime  the model exported to ONNX (dgc/runtime/exported.py) at each batch size (a static
-                 batch: the k x k DGC layers keep their gather execution), in ONNX Runtime on the
-                 CPU with torch's thread count; CPU latency only (skipped on another device)
-
-`latency_by_runtime` returns ms per image per runtime and batch size; `fastest` picks, per batch
-size, the runtime a user would deploy with.
+"""Inference latency per runtime of `evaluate.runtimes` (dgc/config.py RUNTIMES), and the fastest:
+`eager` (the model as loaded: on the CPU the C++ kernels), `compiled` (torch.compile; also timed where
+`evaluate.compile` compiles) and `onnxruntime` (ONNX at each static batch size, on the CPU only).
 """
 
 from __future__ import annotations
@@ -30,10 +19,8 @@ def runtimes_to_time(runtimes: tuple[str, ...], compile_setting: str, device: to
     """The runtimes to time: `runtimes`, plus `compiled` where `compile_setting` compiles on `device`."""
     from dgc.runtime.compile import resolve_compile
 
-    chosen = list(runtimes)
-    if resolve_compile(compile_setting, device) is not None and "compiled" not in chosen:
-        chosen.append("compiled")
-    return chosen
+    compiles = resolve_compile(compile_setting, device) is not None and "compiled" not in runtimes
+    return list(runtimes) + (["compiled"] if compiles else [])
 
 
 def compile_mode(compile_setting: str, device: torch.device) -> str:
@@ -46,10 +33,8 @@ def compile_mode(compile_setting: str, device: torch.device) -> str:
 def latency_by_runtime(model: nn.Module, device: torch.device, runtimes: list[str], compile_setting: str,
                        batch_sizes: tuple[int, ...], input_size: tuple[int, int, int], repeats: int,
                        log=print) -> dict[str, Any]:
-    """{"ms": {runtime: {"batch_<b>": ms per image}}, "compile": the compiled runtime's mode or 'off'
-    (when it fell back to eager or did not run), "skipped": {runtime: why}, "onnx_max_rel_diff": the
-    largest |logit difference| of ONNX Runtime to eager on the timed inputs, over the largest |eager
-    logit| (None without it)}."""
+    """{"ms": {runtime: {"batch_<b>": ms per image}}, "compile": the compiled runtime's mode ('off' when
+    it fell back or did not run), "skipped": {runtime: why}, "onnx_max_rel_diff": see _onnx_forward}."""
     from dgc.runtime.compile import Compiled
 
     model.eval().to(device)
@@ -76,8 +61,7 @@ def latency_by_runtime(model: nn.Module, device: torch.device, runtimes: list[st
 
 
 def _onnx_forward(model: nn.Module, batch: int, input_size: tuple[int, int, int]) -> tuple[Forward, float]:
-    """The model in ONNX Runtime at a static batch, and its largest |logit - eager| on one input over
-    the largest |eager logit|."""
+    """The model in ONNX Runtime at a static batch, and max |logit - eager| / max |eager logit| on one input."""
     from dgc.runtime.exported import onnx_forward
 
     x = torch.randn(batch, *input_size, generator=torch.Generator().manual_seed(0))
@@ -89,13 +73,7 @@ def _onnx_forward(model: nn.Module, batch: int, input_size: tuple[int, int, int]
 
 
 def fastest(ms: dict[str, dict[str, float]]) -> tuple[dict[str, float], dict[str, str]]:
-    """Per batch size the smallest ms per image over the runtimes, and which runtime gave it (the
-    first listed among equals)."""
-    best: dict[str, float] = {}
-    which: dict[str, str] = {}
-    for runtime, row in ms.items():
-        for batch, value in row.items():
-            if batch not in best or value < best[batch]:
-                best[batch], which[batch] = value, runtime
-    order = sorted(best, key=lambda k: int(k.split("_")[1]))
-    return {k: best[k] for k in order}, {k: which[k] for k in order}
+    """Per batch size the smallest ms per image and the runtime that gave it (the first among equals)."""
+    order = sorted({batch for row in ms.values() for batch in row}, key=lambda k: int(k.split("_")[1]))
+    which = {b: min((r for r in ms if b in ms[r]), key=lambda r: ms[r][b]) for b in order}
+    return {b: ms[which[b]][b] for b in order}, which

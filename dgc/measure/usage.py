@@ -1,8 +1,5 @@
 """What DGC layers actually do on real data: channels kept per head, FLOPs actually spent, and how
 different the heads' choices are (the paper's analysis of heads).
-
-`measure_usage(model, batches)` runs the model over `batches` with every DGC layer recording the
-channels that reached its convolution (kept AND with a saliency > 0).
 """
 
 from __future__ import annotations
@@ -18,6 +15,7 @@ from dgc.layers import DGCConv2d, dgc_layers
 
 @contextlib.contextmanager
 def recording(model: nn.Module) -> Iterator[list[DGCConv2d]]:
+    """Within the block every DGC layer of `model` records its kept and active channels (`layer.report`)."""
     layers = dgc_layers(model)
     for layer in layers:
         layer.report.usage = True
@@ -44,31 +42,24 @@ def head_overlap(active: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def measure_usage(model: nn.Module, batches: Iterable) -> dict:
-    """Per DGC layer: fraction of input channels actually used, and head overlap, averaged per image.
-
-    Returns {"images": N, "layers": [{"name", "in_channels", "kept_fraction", "active_fraction",
-    "head_overlap"}...], "conv_fraction": FLOPs-weighted active fraction (None without DGC layers)}.
-    """
+    """Per DGC layer, averaged per image over `batches`: the fractions of input channels kept and actually
+    used (kept AND saliency > 0), and the heads' overlap. {"images": N, "layers": [{...}, ...]}."""
     model.eval()
     names = {m: n for n, m in model.named_modules()}
     with recording(model) as layers:
-        sums = {id(l): torch.zeros(3, dtype=torch.float64) for l in layers}
+        sums = {id(layer): torch.zeros(3, dtype=torch.float64) for layer in layers}  # active, overlap, kept
         images = 0
         for x, _ in batches:
             model(x)
             images += len(x)
             for layer in layers:
                 active = layer.report.active  # (B, H, C)
-                sums[id(layer)][0] += active.float().mean(dim=(1, 2)).sum().cpu().double()
-                sums[id(layer)][1] += head_overlap(active).sum().cpu().double()
-                sums[id(layer)][2] += layer.report.kept.float().mean(dim=(1, 2)).sum().cpu().double()
-    rows = []
-    for layer in layers:
-        # Selected channels per image: 1 - n_in / C_in for head-wise DGC, uneven for DGC-G.
-        kept = float(sums[id(layer)][2]) / max(images, 1)
-        rows.append({"name": names[layer], "in_channels": layer.in_channels,
-                     "out_channels": layer.out_channels, "kernel": layer.kernel_size[0],
-                     "selection": layer.selection, "kept_fraction": kept,
-                     "active_fraction": float(sums[id(layer)][0]) / max(images, 1),
-                     "head_overlap": float(sums[id(layer)][1]) / max(images, 1)})
-    return {"images": images, "layers": rows}
+                sums[id(layer)] += torch.stack([active.float().mean(dim=(1, 2)).sum(), head_overlap(active).sum(),
+                                                layer.report.kept.float().mean(dim=(1, 2)).sum()]).cpu().double()
+    # kept: 1 - n_in / C_in per image for head-wise DGC, uneven for DGC-G
+    return {"images": images, "layers": [
+        {"name": names[layer], "in_channels": layer.in_channels, "out_channels": layer.out_channels,
+         "kernel": layer.kernel_size[0], "selection": layer.selection,
+         "kept_fraction": float(sums[id(layer)][2]) / max(images, 1),
+         "active_fraction": float(sums[id(layer)][0]) / max(images, 1),
+         "head_overlap": float(sums[id(layer)][1]) / max(images, 1)} for layer in layers]}

@@ -1,15 +1,9 @@
-"""The rule that turns two sets of seeds into a verdict on a relation claim.
+"""The rule that turns two sets of seeds into a verdict on a relation claim `model <= baseline + tolerance`.
 
-A relation claim says `metric(model) <= metric(baseline) + tolerance` (errors: lower is better). With
-n_a and n_b seeds, means m_a, m_b and standard deviations s_a, s_b, the difference of the means
-d = m_a - m_b has the standard error se = sqrt(s_a^2 / n_a + s_b^2 / n_b), and the claim's margin is
-tolerance - d (positive: the claim holds by that much). With K = 2 standard errors:
-
-- "holds"          margin >  K * se   (the data show the claim beyond the seeds' spread)
-- "does not hold"  margin < -K * se   (the data contradict it beyond the spread)
-- "inconclusive"   otherwise, and always when either side has fewer than 2 seeds (no spread known)
-
-The same rule serves the smoke evidence and the paper profile's relation verdicts (dgc/stages/compare.py).
+With seeds' means m_a, m_b, standard deviations s_a, s_b and counts n_a, n_b: d = m_a - m_b has the
+standard error se = sqrt(s_a^2 / n_a + s_b^2 / n_b), and margin = tolerance - d. With K = 2: "holds" when
+margin > K * se, "does not hold" when margin < -K * se, else (and with under 2 seeds a side) "inconclusive".
+Used for the paper profile's relation verdicts and the smoke evidence (dgc/stages/compare.py).
 """
 
 from __future__ import annotations
@@ -33,6 +27,8 @@ class Sample:
 
 @dataclass(frozen=True)
 class RelationVerdict:
+    """The verdict on a relation claim, with the numbers behind it."""
+
     outcome: str  # one of OUTCOMES
     delta: float  # mean(model) - mean(baseline)
     margin: float  # tolerance - delta: how far inside the claim the means are
@@ -41,8 +37,7 @@ class RelationVerdict:
 
 
 def standard_error(a: Sample, b: Sample) -> float | None:
-    """Of the difference of the two means, sqrt(s_a^2/n_a + s_b^2/n_b); None with fewer than
-    MIN_SEEDS seeds on a side (no spread known)."""
+    """Of the difference of the two means; None with fewer than MIN_SEEDS seeds on a side."""
     if min(a.n, b.n) < MIN_SEEDS:
         return None
     return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
@@ -58,12 +53,10 @@ def judge_relation(model: Sample, baseline: Sample, tolerance: float,
         return RelationVerdict("inconclusive", delta, margin, None,
                                f"{min(model.n, baseline.n)} seed(s) on a side: no spread to judge by")
     if margin > k * se:
-        outcome, cmp = "holds", ">"
-    elif margin < -k * se:
-        outcome, cmp = "does not hold", "<"
-    else:
-        return RelationVerdict("inconclusive", delta, margin, se,
-                               f"margin {margin:+.2f} within {k:g} standard errors ({k * se:.2f})")
-    bound = k * se if outcome == "holds" else -k * se
-    return RelationVerdict(outcome, delta, margin, se,
-                           f"margin {margin:+.2f} {cmp} {bound:+.2f} ({k:g} standard errors)")
+        return RelationVerdict("holds", delta, margin, se,
+                               f"margin {margin:+.2f} > {k * se:+.2f} ({k:g} standard errors)")
+    if margin < -k * se:
+        return RelationVerdict("does not hold", delta, margin, se,
+                               f"margin {margin:+.2f} < {-k * se:+.2f} ({k:g} standard errors)")
+    return RelationVerdict("inconclusive", delta, margin, se,
+                           f"margin {margin:+.2f} within {k:g} standard errors ({k * se:.2f})")

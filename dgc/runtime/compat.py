@@ -1,9 +1,7 @@
 """Load checkpoints saved by the authors' code (zhuogege1943/dgc) into this project's models.
 
-Their DGC layer stores `_inactive_channels` (shape (1,)), `norm.*` and per head
-`headconv_<i>.conv.weight`, `headconv_<i>.fc1.weight`, `headconv_<i>.fc2.{weight,bias}`; everything
-else (DenseNet `features.*`, `bn_last`, `classifier`; ResNet `conv1`, `layerN.M.*`, `fc`) already has
-our names, but for their ResNet's downsample BatchNorm (`downsample.1.norm.*` -> `downsample.1.*`). Checkpoints saved under DataParallel prefix every key with `module.`.
+Their DGC layer's keys (`_inactive_channels`, `headconv_<i>.{conv,fc1,fc2}.*`) and ResNet downsample BatchNorm
+(`downsample.1.norm.*`) are renamed; every other key already has our name. A DataParallel `module.` is dropped.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ _DGC_KEY_RULES = (
     (re.compile(r"^(?P<p>(.*\.)?)headconv_(?P<i>\d+)\.conv\.weight$"), r"\g<p>heads.\g<i>.weight"),
     (re.compile(r"^(?P<p>(.*\.)?)headconv_(?P<i>\d+)\.(?P<fc>fc[12])\.(?P<t>weight|bias)$"),
      r"\g<p>heads.\g<i>.gate.\g<fc>.\g<t>"),
-    # Their ResNet wraps the downsample BatchNorm in a module of its own (downsample.1.norm).
     (re.compile(r"^(?P<p>.*\.downsample\.1)\.norm\.(?P<t>.*)$"), r"\g<p>.\g<t>"),
 )
 
@@ -42,8 +39,7 @@ def unwrap_checkpoint(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
 
 def translate_key(key: str) -> str:
     """Their key -> ours (the `module.` prefix removed)."""
-    if key.startswith("module."):
-        key = key[len("module."):]
+    key = key.removeprefix("module.")
     for pattern, template in _DGC_KEY_RULES:
         if pattern.match(key):
             return pattern.sub(template, key)
@@ -51,11 +47,8 @@ def translate_key(key: str) -> str:
 
 
 def load_official_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
-    """Load the authors' `state_dict` into `model` (densenet86_dgc, condensenet74_dgc, resnet18_dgc).
-
-    Raises OfficialCheckpointError naming the first key that is unknown, missing or of the wrong shape.
-    Returns the model, with every DGC layer's inactive-channel count taken from the checkpoint.
-    """
+    """Load the authors' `state_dict` into `model` (densenet86_dgc, condensenet74_dgc, resnet18_dgc) and return
+    it; OfficialCheckpointError names the first key that is unknown, missing or of the wrong shape."""
     ours = model.state_dict()
     translated: dict[str, torch.Tensor] = {}
     for key, value in unwrap_checkpoint(state_dict).items():

@@ -1,13 +1,7 @@
-"""A model's exported forms: a torch.export program (.pt2) and an ONNX model, which ONNX Runtime runs on
-the CPU.
+"""A model's exported forms: a torch.export program (.pt2) and an ONNX model, which ONNX Runtime runs on the CPU.
 
-`export_program(model, example)` traces the model's PyTorch executions (the C++ CPU kernels are opaque
-to tracing and stay off) with a dynamic batch dimension. DGC's selection stays data-dependent: the
-graph computes every sample's saliencies, their rank keys (`rank_keys`, plain arithmetic) and a top-k
-of them, as the eager layer does; nothing is pruned into a static model. Where a layer's execution
-cannot be exported it exports another, the same maths (`export_execution`). `onnx_model(program)` translates the program with
-torch.onnx's dynamo exporter; `ort_session` opens an ONNX model in ONNX Runtime on the CPU and
-`OrtForward` calls it like a model (a float32 tensor in, the logits out).
+DGC's selection stays data-dependent (every sample's saliencies, rank keys and top-k in the graph, as in the
+eager layer); nothing is pruned into a static model. The C++ CPU kernels stay off.
 """
 
 from __future__ import annotations
@@ -26,23 +20,17 @@ BATCH = "batch"  # the name of the exported programs' dynamic dimension
 
 
 def export_execution(layer: DGCConv2d, dynamic_batch: bool = True) -> str:
-    """The execution a DGC layer is exported with: its own setting, except where that setting could
-    run something the export cannot hold. A k x k conv's `sparse` and `scaled_weight` are convs
-    grouped over the batch (an ONNX Conv's groups are a constant: not with a dynamic batch), so with
-    a dynamic batch k x k layers export `masked` (groups = heads); a DGC-G layer's gather executions
-    read its varying kept count on the host, so its 1x1 convs export `scaled_weight` (a batched
-    matmul)."""
+    """The execution a DGC layer exports with: its own, except that k x k layers export `masked` with a
+    dynamic batch (their gathers group a conv over the batch, and an ONNX Conv's groups are a constant) and
+    DGC-G layers, whose gathers read the kept count on the host, `masked` (k x k) or `scaled_weight` (1x1)."""
     if not is_1x1(layer) and (dynamic_batch or layer.selection == "global"):
         return "masked"
-    if layer.selection == "global":
-        return "scaled_weight"
-    return layer.execution
+    return "scaled_weight" if layer.selection == "global" else layer.execution
 
 
 @contextlib.contextmanager
 def export_executions(model: nn.Module, dynamic_batch: bool = True) -> Iterator[nn.Module]:
-    """Within the block every DGC layer runs the execution it exports with (`export_execution`) and
-    the CPU kernels are off; restored after."""
+    """Within the block every DGC layer runs its `export_execution` and the CPU kernels are off."""
     from dgc.kernels.cpu import kernels_off
 
     layers = [m for m in model.modules() if isinstance(m, DGCConv2d)]
@@ -58,10 +46,8 @@ def export_executions(model: nn.Module, dynamic_batch: bool = True) -> Iterator[
 
 
 def export_program(model: nn.Module, example: torch.Tensor, dynamic_batch: bool = True) -> torch.export.ExportedProgram:
-    """torch.export of the eval-mode `model` for inputs shaped like `example` (N, C, H, W): the batch
-    dimension dynamic (at least 1), or with `dynamic_batch=False` fixed at N (then every execution
-    exports, the k x k gathers too). An example batch of 1 would fix a dynamic batch at 1
-    (torch.export specialises sizes 0 and 1), so it is traced as 2."""
+    """torch.export of the eval-mode `model` for inputs like `example` (N, C, H, W), the batch dynamic or, with
+    `dynamic_batch=False`, fixed at N. A batch of 1 is traced as 2 (torch.export specialises sizes 0 and 1)."""
     model.eval()
     if dynamic_batch and example.shape[0] < 2:
         example = example.expand(2, *example.shape[1:]).contiguous()
@@ -71,8 +57,7 @@ def export_program(model: nn.Module, example: torch.Tensor, dynamic_batch: bool 
 
 
 def onnx_model(program: torch.export.ExportedProgram):
-    """The program as an ONNX model (torch.onnx's dynamo exporter; an `onnx.ModelProto`), its input
-    named `x`, its output `logits`, the batch dimension dynamic."""
+    """The program as an `onnx.ModelProto` (torch.onnx's dynamo exporter), input `x`, output `logits`."""
     import warnings
 
     with warnings.catch_warnings():  # the exporter's own notes on its translation
@@ -83,6 +68,7 @@ def onnx_model(program: torch.export.ExportedProgram):
 
 
 def save_onnx(model_proto, path: str | Path) -> Path:
+    """Write an ONNX model to `path` atomically."""
     import onnx
 
     from dgc.io import atomic_path
@@ -94,11 +80,9 @@ def save_onnx(model_proto, path: str | Path) -> Path:
 
 def ort_session(model: str | Path | bytes, threads: int | None = None, spinning: bool = False,
                 profile_prefix: str | None = None):
-    """An ONNX Runtime session on the CPU for an ONNX model (a file or its bytes): `threads`
-    intra-op threads (default torch's), one inter-op thread, all graph optimisations. `spinning`:
-    idle threads busy-wait for the next op (faster alone, but they take the cores from whatever runs
-    next in the process: off by default). `profile_prefix`: ONNX Runtime's own profiler on, its JSON
-    written by `session.end_profiling()` to a file of that prefix."""
+    """An ONNX Runtime CPU session for an ONNX model (a file or its bytes), `threads` intra-op threads (default
+    torch's), all graph optimisations. `spinning`: idle threads busy-wait (faster alone, but they take the cores
+    from what runs next). `profile_prefix`: ORT's profiler on, `session.end_profiling()` writing its JSON."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -114,8 +98,7 @@ def ort_session(model: str | Path | bytes, threads: int | None = None, spinning:
 
 
 class OrtForward:
-    """An ONNX Runtime session called like the model: a float32 CPU tensor (N, C, H, W) in, the
-    logits tensor out."""
+    """An ONNX Runtime session called like the model: a tensor (N, C, H, W) in, the logits out."""
 
     def __init__(self, session) -> None:
         self.session = session
@@ -128,7 +111,6 @@ class OrtForward:
 
 def onnx_forward(model: nn.Module, example: torch.Tensor, threads: int | None = None,
                  spinning: bool = False, dynamic_batch: bool = True, profile_prefix: str | None = None) -> OrtForward:
-    """`model` exported (export_program, onnx_model) and opened in ONNX Runtime, in memory (with its
-    profiler on where `profile_prefix` is given: see ort_session)."""
+    """`model` exported (export_program, onnx_model) and opened in ONNX Runtime in memory (see ort_session)."""
     proto = onnx_model(export_program(model, example, dynamic_batch))
     return OrtForward(ort_session(proto.SerializeToString(), threads, spinning, profile_prefix))

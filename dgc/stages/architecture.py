@@ -1,9 +1,5 @@
-"""The `architecture` stage: FLOPs and parameters of the authors' configurations, no training needed.
-
-For every (dataset, model) that a claim of claims/paper.yaml names, the model is built with its
-registry defaults (the authors' configuration) for that dataset's classes and input size, and counted
-with `dgc.measure.flops.count_flops`. So the FLOPs and parameter claims get a verdict offline, in the smoke
-profile too, and every claimed model's full-size cost is on record. Written to
+"""The `architecture` stage: FLOPs and parameters of the authors' configurations, no training needed, for
+every (dataset, model) a claim names; so those claims get a verdict offline. Written to
 reports/architecture.json, keyed "<dataset>-<model>".
 """
 

@@ -1,22 +1,12 @@
 """The `compare` stage: every claim of claims/paper.yaml against our metrics, with a verdict.
 
-Verdicts: "reproduced" (within the claim's tolerance), "not reproduced", "inconclusive" (a relation
-claim whose seeds' spread decides neither way, dgc/measure/verdict.py), "not run" (no metrics for
-that dataset and model), "not comparable" (the run exists but is not the paper's architecture or
-recipe, e.g. narrowed or shortened; a smoke run on digits is never held against a CIFAR number),
-"not verified" (the paper makes the claim but its number is not known here: kind `unverified`, never
-an invented value; our own run's number is shown next to it when there is one).
-Accuracy claims need the paper's recipe, architecture claims (FLOPs, params) only its architecture,
-relation claims (DGC vs a baseline) two runs of the paper's recipe, judged by the rule of
-dgc/measure/verdict.py: the difference of the means must clear two standard errors over the seeds.
-
-Smoke evidence: each relation claim is also evaluated on the runs of the offline smoke set (digits,
-narrow models) when both exist, in a separate list labelled as such, by the same rule ("holds", "does
-not hold", "inconclusive"); it says what the relation is on digits, and nothing about the paper's
-CIFAR claim, whose verdict stays "not run".
-
-The earlier reproduction (`references:` of the claims file, e.g. the MLRC 2020 report on the authors'
-code) is shown beside the paper's numbers: a second reference, never a claim of the paper.
+Verdicts: "reproduced" (within tolerance), "not reproduced", "inconclusive" (a relation claim the seeds'
+spread decides neither way), "not run" (no metrics), "not comparable" (not the paper's architecture or
+recipe, e.g. a smoke run) and "not verified" (kind `unverified`: the paper's number is not known here).
+Accuracy claims need the paper's recipe, architecture claims only its architecture, relation claims two
+runs of the recipe judged by dgc/measure/verdict.py. Each relation is also measured on the smoke set's
+runs (digits), listed apart as smoke evidence: it says nothing of the CIFAR claim, which stays "not run".
+Earlier reproductions (`references:` of the claims file) are shown beside the paper's numbers.
 """
 
 from __future__ import annotations
@@ -43,20 +33,16 @@ def _row(claim: Claim, **values: Any) -> dict[str, Any]:
 
 def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
           architectures: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The verdict row of one claim. Architecture claims fall back on `architectures` (the counter
-    run on the authors' configuration, reports/architecture.json) when no trained run of the
-    paper's architecture exists."""
+    """The verdict row of one claim. Architecture claims fall back on `architectures` (reports/architecture.json)
+    when no trained run of the paper's architecture exists."""
     run = runs.get((claim.dataset, claim.model))
     if claim.kind == "unverified":
         ours = metric_value(run, claim.metric) if run else None
         return _row(claim, ours=ours, verdict="not verified", reason=claim.source)
     counted = (architectures or {}).get(f"{claim.dataset}-{claim.model}")
     if claim.kind == "architecture" and counted and not (run and run.get("architecture_matches_paper")):
-        ours = metric_value(counted, claim.metric)
-        delta = ours - claim.value
-        ok = abs(delta) <= claim.tolerance + 1e-9
-        return _row(claim, ours=ours, delta=delta, verdict="reproduced" if ok else "not reproduced",
-                    reason="counted on the authors' configuration (reports/architecture.json)")
+        return _against_value(claim, metric_value(counted, claim.metric),
+                              "counted on the authors' configuration (reports/architecture.json)")
     needed = [claim.model] + ([claim.versus] if claim.versus else [])
     missing = [m for m in needed if (claim.dataset, m) not in runs]
     if missing:
@@ -83,20 +69,23 @@ def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
         return _row(claim, ours=ours, delta=rel.delta, spread=spread, seeds=seeds, baseline=base.mean,
                     baseline_spread=base.std if base.n > 1 else None, standard_error=rel.standard_error,
                     verdict=verdict, reason=f"{claim.model} {ours:.2f} vs {claim.versus} {base.mean:.2f}: {rel.why}")
+    return _against_value(claim, ours, None, spread=spread, seeds=seeds)
+
+
+def _against_value(claim: Claim, ours: float, reason: str | None, **values: Any) -> dict[str, Any]:
+    """The row of `ours` against the claim's value: reproduced when within its tolerance."""
     delta = ours - claim.value
     ok = abs(delta) <= claim.tolerance + 1e-9
-    return _row(claim, ours=ours, delta=delta, spread=spread, seeds=seeds,
-                verdict="reproduced" if ok else "not reproduced",
-                reason=f"|delta| {'<=' if ok else '>'} tolerance {claim.tolerance:g}")
+    return _row(claim, ours=ours, delta=delta, verdict="reproduced" if ok else "not reproduced",
+                reason=reason or f"|delta| {'<=' if ok else '>'} tolerance {claim.tolerance:g}", **values)
 
 
 def compare(claims: list[Claim], metrics_dir: str | Path = "reports/metrics",
             architecture_json: str | Path | None = None,
             references: list[Reference] | None = None) -> dict[str, Any]:
     runs = load_metrics(metrics_dir)
-    architectures = {}
-    if architecture_json and Path(architecture_json).exists():
-        architectures = json.loads(Path(architecture_json).read_text())
+    found = architecture_json and Path(architecture_json).exists()
+    architectures = json.loads(Path(architecture_json).read_text()) if found else {}
     earlier = {(r.dataset, r.model, r.metric): r for r in references or []}
     rows = []
     for claim in claims:
@@ -118,15 +107,11 @@ def reference_rows(references: list[Reference], claims: list[Claim],
                    runs: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
     """paper | earlier reproduction | ours, for every number of an earlier reproduction."""
     paper = {(c.dataset, c.model, c.metric): c.value for c in claims if c.kind == "accuracy"}
-    out = []
-    for r in references:
-        run = runs.get((r.dataset, r.model))
-        out.append({"reference": r.reference, "dataset": r.dataset, "model": r.model, "metric": r.metric,
-                    "unit": r.unit, "paper": paper.get((r.dataset, r.model, r.metric)), "earlier": r.value,
-                    "approximate": r.approximate,
-                    "ours": metric_value(run, r.metric) if run and run.get("recipe_matches_paper") else None,
-                    "source": r.source})
-    return out
+    ours = {key: run for key, run in runs.items() if run.get("recipe_matches_paper")}
+    return [{"reference": r.reference, "dataset": r.dataset, "model": r.model, "metric": r.metric, "unit": r.unit,
+             "paper": paper.get((r.dataset, r.model, r.metric)), "earlier": r.value, "approximate": r.approximate,
+             "ours": metric_value(ours[(r.dataset, r.model)], r.metric) if (r.dataset, r.model) in ours else None,
+             "source": r.source} for r in references]
 
 
 def smoke_evidence(claims: list[Claim], runs: dict[tuple[str, str], dict[str, Any]]) -> list[dict[str, Any]]:
@@ -162,52 +147,48 @@ def _fmt(value: Any, unit: str = "") -> str:
     return f"{int(value):,}"
 
 
+def markdown_table(header: str, rows: list[list[Any]]) -> list[str]:
+    """A Markdown table: its `header` ("a | b | c") and one line per row of cells."""
+    return [f"| {header} |", "|" + "---|" * len(header.split(" | "))] + \
+        ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+
+
 def to_markdown(result: dict[str, Any]) -> str:
-    lines = ["# Our results against the paper's claims", "",
-             "| claim | dataset | model | metric | paper | earlier reproduction | ours | delta | verdict | why |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for r in result["claims"]:
         paper = (_fmt(r["paper"], r["unit"]) if r["paper"] is not None
                  else f"<= {r['versus']}" if r["versus"] else "unknown")
         ours = _fmt(r["ours"], r["unit"])
         if r["spread"] is not None:
             ours += f" ± {r['spread']:.2f} ({r['seeds']} seeds)"
-        lines.append(f"| {r['claim']} ({r['id']}) | {r['dataset']} | {r['model']} | {r['metric']} | "
-                     f"{paper} | {_fmt(r.get('earlier'), r['unit'])} | {ours} | {_fmt(r['delta'], r['unit'])} | "
-                     f"{r['verdict']} | {r['reason']} |")
-    s = result["summary"]
-    lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in s.items()), ""]
+        rows.append([f"{r['claim']} ({r['id']})", r["dataset"], r["model"], r["metric"], paper,
+                     _fmt(r.get("earlier"), r["unit"]), ours, _fmt(r["delta"], r["unit"]), r["verdict"], r["reason"]])
+    header = "claim | dataset | model | metric | paper | earlier reproduction | ours | delta | verdict | why"
+    lines = ["# Our results against the paper's claims", "", *markdown_table(header, rows)]
+    lines += ["", "Verdicts: " + ", ".join(f"{n} {k}" for k, n in result["summary"].items()), ""]
     if result.get("smoke_evidence"):
         lines += ["## Smoke evidence for the relation claims (digits, narrow models: not the paper's claim)",
                   "", "Mean ± standard deviation over seeds (n); the verdict needs the difference of the "
-                  "means to clear two standard errors (dgc/measure/verdict.py), else it is inconclusive.", "",
-                  "| claims | model | versus | metric | model's | baseline's | delta ± s.e. | verdict |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in result["smoke_evidence"]:
-            se = "" if r["standard_error"] is None else f" ± {r['standard_error']:.2f}"
-            lines.append(f"| {', '.join(r['claims'])} | {r['model']} | {r['versus']} | {r['metric']} | "
-                         f"{r['ours']:.2f} ± {r['ours_std']:.2f} (n={r['seeds']}) | "
-                         f"{r['baseline']:.2f} ± {r['baseline_std']:.2f} (n={r['baseline_seeds']}) | "
-                         f"{r['delta']:+.2f}{se} | {r['verdict']} |")
-        lines.append("")
+                  "means to clear two standard errors (dgc/measure/verdict.py), else it is inconclusive.", ""]
+        lines += markdown_table("claims | model | versus | metric | model's | baseline's | delta ± s.e. | verdict", [
+            [", ".join(r["claims"]), r["model"], r["versus"], r["metric"],
+             f"{r['ours']:.2f} ± {r['ours_std']:.2f} (n={r['seeds']})",
+             f"{r['baseline']:.2f} ± {r['baseline_std']:.2f} (n={r['baseline_seeds']})",
+             f"{r['delta']:+.2f}" + ("" if r["standard_error"] is None else f" ± {r['standard_error']:.2f}"),
+             r["verdict"]] for r in result["smoke_evidence"]]) + [""]
     if result.get("references"):
         lines += ["## The paper, the earlier reproduction and ours",
                   "", "`ours` only for a run of the paper's recipe (never a smoke run); ≈: the source "
-                  "gives the number approximately.", "",
-                  "| reference | dataset | model | metric | paper | earlier reproduction | ours | source |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in result["references"]:
-            lines.append(f"| {r['reference']} | {r['dataset']} | {r['model']} | {r['metric']} | "
-                         f"{_fmt(r['paper'], r['unit'])} | {'≈ ' if r['approximate'] else ''}"
-                         f"{_fmt(r['earlier'], r['unit'])} | {_fmt(r['ours'], r['unit'])} | {r['source']} |")
-        lines.append("")
+                  "gives the number approximately.", ""]
+        lines += markdown_table("reference | dataset | model | metric | paper | earlier reproduction | ours | source", [
+            [r["reference"], r["dataset"], r["model"], r["metric"], _fmt(r["paper"], r["unit"]),
+             ("≈ " if r["approximate"] else "") + _fmt(r["earlier"], r["unit"]), _fmt(r["ours"], r["unit"]),
+             r["source"]] for r in result["references"]]) + [""]
     if result["other_runs"]:
-        lines += ["## Runs no claim refers to (e.g. the offline smoke profile: never compared with the paper)",
-                  "", "| dataset | model | best top-1 err (%) | FLOPs expected | FLOPs actual | params |",
-                  "|---|---|---|---|---|---|"]
-        for r in result["other_runs"]:
-            lines.append(f"| {r['dataset']} | {r['model']} | {_fmt(r['best_top1_err'], '%')} | "
-                         f"{_fmt(r['flops_expected'])} | {_fmt(r['flops_actual'])} | {_fmt(r['params'])} |")
+        lines += ["## Runs no claim refers to (e.g. the offline smoke profile: never compared with the paper)", ""]
+        lines += markdown_table("dataset | model | best top-1 err (%) | FLOPs expected | FLOPs actual | params", [
+            [r["dataset"], r["model"], _fmt(r["best_top1_err"], "%"), _fmt(r["flops_expected"]),
+             _fmt(r["flops_actual"]), _fmt(r["params"])] for r in result["other_runs"]])
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,5 @@
-"""The `data` stage: one dataset made ready under `data.root` (params.yaml's `data:` section).
-
-The datasets themselves (download and checksums, the digits set, ImageNet's folder check, loading)
-are dgc/data/; this stage applies the params to them.
-"""
+"""The `data` stage: one dataset made ready under `data.root` as params.yaml's `data:` section says
+(the datasets themselves are dgc/data/)."""
 
 from __future__ import annotations
 

@@ -1,18 +1,10 @@
 """The `evaluate` stage: accuracy, FLOPs three ways, parameters and latency of one trained model.
 
-`evaluate_run(dataset, model_name, params)` reads runs/<dataset>-<model>/seed<k>/{best,checkpoint}.pt
-for every seed of `train.seeds` and returns the metrics that `dgc evaluate` writes to
-reports/metrics/<dataset>-<model>.json: top-1/top-5 accuracy and error of the best and the final
-checkpoint (mean over seeds, with their standard deviation and per-seed values when several ran),
-flops_dense / flops_expected (the paper's convention; for DGC-G, whose pruning is uneven, from the
-fraction of channels each layer selected on the evaluation set) / flops_actual (from the channels the
-DGC layers really used on the evaluation set, per image), params, whether every seed finished
-learning (`plateau`, the criterion of dgc/measure/plateau.py), and inference latency per image in
-each runtime of `evaluate.runtimes` (eager, compiled, onnxruntime: dgc/measure/runtimes.py;
-`latency_ms_per_image_by_runtime`) and, per batch size, in the fastest of them
-(`latency_ms_per_image`; the info JSON's `latency_runtime` names it, `latency_compile` the compiled
-runtime's mode or off). On the CPU the models run the C++ inference kernels
-(dgc/kernels/cpu_layers.py).
+`evaluate_run` reads every seed's runs/<dataset>-<model>/seed<k>/{best,checkpoint}.pt and returns the
+metrics of reports/metrics/<dataset>-<model>.json: top-1/top-5 of the best and final checkpoints (mean,
+spread and per-seed values over the seeds), flops_dense / flops_expected (the paper's convention; DGC-G's
+from the fractions its layers selected) / flops_actual (from the channels really used), params, `plateau`
+(dgc/measure/plateau.py) and ms per image per runtime (dgc/measure/runtimes.py) and in the fastest.
 """
 
 from __future__ import annotations
@@ -52,16 +44,12 @@ def comparability(dataset: str, settings: dict[str, Any]) -> dict[str, Any]:
         return list(a) == list(b) if isinstance(a, (list, tuple)) else a == b
 
     arch_changes = sorted(k for k in args if k in ARCHITECTURE_KEYS and not same(args[k], defaults[k]))
-    reasons = []
-    if dataset not in PAPER_RECIPE:
-        reasons.append(f"{dataset} is not a dataset of the paper (smoke run)")
+    reasons = [f"{dataset} is not a dataset of the paper (smoke run)"] if dataset not in PAPER_RECIPE else []
     if arch_changes:
         reasons.append(f"architecture changed ({', '.join(arch_changes)})")
-    recipe = PAPER_RECIPE.get(dataset, {})
     train = settings["train"]
-    for key, value in recipe.items():
-        if train[key] != value:
-            reasons.append(f"train.{key} is {train[key]}, the paper's is {value}")
+    reasons += [f"train.{key} is {train[key]}, the paper's is {value}"
+                for key, value in PAPER_RECIPE.get(dataset, {}).items() if train[key] != value]
     if train.get("max_batches"):
         reasons.append("train.max_batches caps the epochs")
     return {"architecture_matches_paper": int(not arch_changes),
@@ -75,21 +63,18 @@ def _accuracy(result: dict[str, float], epoch: int) -> dict[str, float]:
 
 
 def _mean_and_spread(per_seed: list[dict[str, float]]) -> tuple[dict, dict]:
-    keys = [k for k in per_seed[0] if k != "epoch"]
+    keys, n = [k for k in per_seed[0] if k != "epoch"], len(per_seed)
     mean = {k: statistics.fmean(r[k] for r in per_seed) for k in keys}
     # by hand: statistics.stdev fails on a nan (a diverged seed's loss) instead of returning nan
-    n = len(per_seed)
-    std = {k: (math.sqrt(sum((r[k] - mean[k]) ** 2 for r in per_seed) / (n - 1)) if n > 1 else 0.0)
-           for k in keys}
-    return mean, std
+    return mean, {k: math.sqrt(sum((r[k] - mean[k]) ** 2 for r in per_seed) / (n - 1)) if n > 1 else 0.0
+                  for k in keys}
 
 
 def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
                  log=print) -> dict[str, Any]:
     check_dataset(dataset)
-    cfg = params.evaluate
+    cfg, seeds = params.evaluate, list(params.train.seeds)
     device = resolve_device(cfg.device)
-    seeds = list(params.train.seeds)
     best_rows, final_rows, curves, usage, model, settings = [], [], [], None, None, None
     test = make_test_batches(dataset, params, device)  # the same for every seed
     for seed in seeds:
@@ -118,6 +103,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     timed = latency_by_runtime(model, device, runtimes, cfg.compile, cfg.latency_batch_sizes, size,
                                cfg.latency_repeats, log=log)
     latency, latency_runtime = fastest(timed["ms"])
+    comparable = comparability(dataset, settings)
     metrics = {
         "best": {**best_mean, "epoch": best_rows[0]["epoch"]},
         "final": {**final_mean, "epoch": final_rows[0]["epoch"]},
@@ -127,7 +113,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         "flops_actual": actual_flops(model, size, active) if active else flops["flops_expected"],
         "latency_ms_per_image": latency,  # per batch size, in its fastest runtime (info: latency_runtime)
         "latency_ms_per_image_by_runtime": timed["ms"],
-        **{k: v for k, v in comparability(dataset, settings).items() if k != "reason"},
+        **{k: v for k, v in comparable.items() if k != "reason"},
     }
     if len(seeds) > 1:
         metrics["best_std"], metrics["final_std"] = best_std, final_std
@@ -143,7 +129,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
             "latency_onnx_max_rel_diff": timed["onnx_max_rel_diff"],  # ONNX Runtime vs eager logits (None: not run)
             "latency_repeats": cfg.latency_repeats,  # the median of this many timed forwards per batch size
             "runtime": final_runtime,
-            "comparability": comparability(dataset, settings)["reason"],
+            "comparability": comparable["reason"],
             "seeds": seeds, "model_args": settings["model_args"], "layers": usage["layers"],
             "usage_images": usage["images"]}
     return {"metrics": metrics, "info": info}
@@ -151,8 +137,7 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
 
 def write_evaluation(result: dict[str, Any], metrics_dir: str | Path = "reports/metrics",
                      info_dir: str | Path = "reports/info") -> tuple[Path, Path]:
-    """reports/metrics/<dataset>-<model>.json (numbers only, for `dvc metrics`) and
-    reports/info/<dataset>-<model>.json (device, comparability, per-layer channel usage)."""
+    """reports/metrics/<dataset>-<model>.json (numbers only, for `dvc metrics`) and reports/info/ (the rest)."""
     from dgc.io import write_json_atomic
 
     name = f"{result['info']['dataset']}-{result['info']['model']}.json"
