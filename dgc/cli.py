@@ -79,7 +79,7 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dgc.stages.train import train_model
+    from dgc.stages.train import merge_histories, train_model
 
     params = _params(args)
     seeds = [args.seed] if args.seed is not None else list(params.train.seeds)
@@ -89,8 +89,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"done: best test top-1 {result.best['test_top1']:.2f}% (epoch {result.best['epoch']}), "
                   f"final {result.final['test_top1']:.2f}%; outputs in {result.out_dir}")
     if args.history_dir:
-        from dgc.stages.train import merge_histories
-
         merge_histories(args.runs, args.dataset, args.model, seeds, args.history_dir,
                         keep_others=args.seed is not None)
     return 0

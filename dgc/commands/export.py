@@ -1,12 +1,9 @@
 """`dgc export DATASET MODEL`: a trained run's model as ONNX and torch.export, checked against eager.
 
-`export_run` loads runs/<dataset>-<model>/seed<k>/checkpoint.pt (or best.pt) as evaluate does, exports
-it (dgc.runtime.exported: dynamic batch, DGC's per-sample selection kept) and writes into the output
-folder (default runs/<dataset>-<model>/export/, kept out of the train stage's output by .dvcignore):
-model.pt2 (torch.export.load(path).module() runs it), model.onnx (input `x` (N, C, H, W) float32,
-output `logits`) and export.json: per form, on the whole test set, the largest absolute logit
-difference to eager, the fraction of images whose top-1 class agrees and its top-1 accuracy (ONNX
-run in ONNX Runtime on the CPU).
+`export_run` loads a run's checkpoint as evaluate does, exports it (dgc.runtime.exported: dynamic batch,
+DGC's per-sample selection kept) into runs/<dataset>-<model>/export/ (kept out of the train stage's output
+by .dvcignore): model.pt2, model.onnx (input `x` (N, C, H, W) float32, output `logits`) and export.json,
+each form's max |logit - eager|, top-1 agreement and accuracy on the test set (ONNX in ONNX Runtime, CPU).
 """
 
 from __future__ import annotations

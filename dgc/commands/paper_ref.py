@@ -1,11 +1,9 @@
 """`dgc paper-ref`: the git tag `paper`, whose metrics files hold the paper's numbers, and one tag per
 earlier reproduction of `references:` in the claims file (e.g. `mlrc2020`), built the same way.
 
-A tag points to a parentless commit of HEAD's tree with reports/metrics/ replaced by one JSON file per
-claimed (dataset, model), at the paths and keys of our own metrics files (the architecture claims also
-in reports/architecture.json), and a dvc.yaml declaring only those: `dvc metrics diff paper` prints the
-paper's value, ours and the change of every claimed number, offline. A fixed author and date make the
-command idempotent: the same claims and HEAD tree give the same commit.
+A tag is a parentless commit of HEAD's tree with reports/metrics/ (and reports/architecture.json) holding
+the claimed numbers at our metrics files' paths and keys, so `dvc metrics diff paper` compares them
+offline; a fixed author and date make it idempotent (same claims and HEAD tree, same commit).
 """
 
 from __future__ import annotations

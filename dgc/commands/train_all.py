@@ -1,12 +1,9 @@
 """`dgc train-all`: every training run of the pipeline as a submitit job, on this host or on Slurm.
 
-`dvc repro` trains one run at a time on one machine. `train_all` plans every (dataset, model, seed)
-(`plan_runs`), skips the complete runs (`dgc.stages.train.is_complete`), re-attaches to the jobs an
-earlier train-all left queued or running and submits the others, one job per run (dgc/launch/job.py),
-through the `local` launcher (one run per GPU, or `-j N` CPU runs) or `slurm` (sbatch jobs with the
-params.yaml `slurm` settings). A failed job is reported with its log and traceback's end while the
-others go on; an interrupted one resumes from its checkpoint on the next train-all. A later `dvc repro`
-finds every run complete, merges the seeds' histories and records the outputs.
+`dvc repro` trains one run at a time on one machine. `train_all` skips the complete runs, re-attaches to
+the jobs an earlier train-all left queued or running and submits the others (dgc/launch/job.py) through
+the `local` launcher (one run per GPU, or `-j N` CPU runs) or `slurm`; a failed job is reported and the
+others go on, an interrupted one resumes on the next train-all. `dvc repro` then finds every run complete.
 """
 
 from __future__ import annotations
