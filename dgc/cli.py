@@ -12,7 +12,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from dgc.errors import DGCError, MissingInput
 
@@ -35,44 +35,51 @@ def _parse_override(text: str) -> tuple[str, object]:
                          f"({str(exc).splitlines()[0]})") from None
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    return dict(_parse_override(o) for o in args.set)
+
+
 def _params(args: argparse.Namespace):
     from dgc.config import load_params
 
-    return load_params(args.params, dict(_parse_override(o) for o in args.set))
+    return load_params(args.params, _overrides(args))
+
+
+def _done(*lines: object) -> int:
+    """Print the command's result lines (none: nothing); exit status 0."""
+    if lines:
+        print(*lines, sep="\n")
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     from dgc.models import list_models, model_arguments
 
-    for name in list_models():
-        print(f"{name:20s} settings: {', '.join(model_arguments(name))}")
-    return 0
+    return _done(*(f"{name:20s} settings: {', '.join(model_arguments(name))}" for name in list_models()))
 
 
 def cmd_flops(args: argparse.Namespace) -> int:
     from dgc.measure.flops import count_flops
     from dgc.models import create_model
 
-    overrides = dict(_parse_override(o) for o in args.set)
+    overrides = _overrides(args)
     if min(args.input_size) < 1:
         raise UsageError(f"--input-size must be three positive numbers, got {list(args.input_size)}")
     model = create_model(args.model, args.num_classes, **overrides)
     result = {"model": args.model, "num_classes": args.num_classes, "overrides": overrides,
               "input_size": list(args.input_size), **count_flops(model, args.input_size)}
-    print(json.dumps(result, indent=2))
-    return 0
+    return _done(json.dumps(result, indent=2))
 
 
 def cmd_data(args: argparse.Namespace) -> int:
     from dgc.stages.data import prepare
 
     path = prepare(args.dataset, _params(args), args.raw_dir, download=not args.no_download)
-    print(f"{args.dataset}: ready in {path}")
-    return 0
+    return _done(f"{args.dataset}: ready in {path}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from dgc.stages.train import train_model
+    from dgc.stages.train import merge_histories, train_model
 
     params = _params(args)
     seeds = [args.seed] if args.seed is not None else list(params.train.seeds)
@@ -82,8 +89,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             print(f"done: best test top-1 {result.best['test_top1']:.2f}% (epoch {result.best['epoch']}), "
                   f"final {result.final['test_top1']:.2f}%; outputs in {result.out_dir}")
     if args.history_dir:
-        from dgc.stages.train import merge_histories
-
         merge_histories(args.runs, args.dataset, args.model, seeds, args.history_dir,
                         keep_others=args.seed is not None)
     return 0
@@ -101,17 +106,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate_run(args.dataset, args.model, _params(args), args.runs)
     metrics_path, info_path = write_evaluation(result, args.metrics_dir, args.info_dir)
     m = result["metrics"]
-    print(f"{metrics_path}: best top-1 err {m['best']['top1_err']:.2f}%, FLOPs expected "
-          f"{m['flops_expected']:,} actual {m['flops_actual']:,}, params {m['params']:,}")
-    return 0
+    return _done(f"{metrics_path}: best top-1 err {m['best']['top1_err']:.2f}%, FLOPs expected "
+                 f"{m['flops_expected']:,} actual {m['flops_actual']:,}, params {m['params']:,}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from dgc.commands.export import export_run
 
     record = export_run(args.dataset, args.model, _params(args), args.runs, args.out, args.seed, args.checkpoint)
-    print(f"{record['files']['onnx']}\n{record['files']['pt2']}")
-    return 0
+    return _done(record["files"]["onnx"], record["files"]["pt2"])
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -121,8 +124,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     result = compare(load_claims(args.claims), args.metrics_dir, args.architecture,
                      load_references(args.claims))
     json_path, md_path = write_comparison(result, args.out_dir)
-    print(", ".join(f"{n} {k}" for k, n in result["summary"].items()) + f" -> {md_path}")
-    return 0
+    return _done(", ".join(f"{n} {k}" for k, n in result["summary"].items()) + f" -> {md_path}")
 
 
 def cmd_architecture(args: argparse.Namespace) -> int:
@@ -132,9 +134,8 @@ def cmd_architecture(args: argparse.Namespace) -> int:
 
     counts = count_architectures(load_claims(args.claims))
     write_json_atomic(args.out, counts)
-    for run, c in counts.items():
-        print(f"{run:28s} FLOPs {c['flops_expected']:>13,} (dense {c['flops_dense']:,})  params {c['params']:,}")
-    return 0
+    return _done(*(f"{run:28s} FLOPs {c['flops_expected']:>13,} (dense {c['flops_dense']:,})  params {c['params']:,}"
+                   for run, c in counts.items()))
 
 
 def cmd_paper_ref(args: argparse.Namespace) -> int:
@@ -143,9 +144,8 @@ def cmd_paper_ref(args: argparse.Namespace) -> int:
 
     tags = [(TAG, *make_paper_ref(load_claims(args.claims), args.repo)),
             *make_reference_tags(load_references(args.claims), args.repo)]
-    for tag, commit, state in tags:
-        print(f"tag {tag} -> {commit[:12]} ({state}); now run: {dvc_command()} metrics diff {tag} --all")
-    return 0
+    return _done(*(f"tag {tag} -> {commit[:12]} ({state}); now run: {dvc_command()} metrics diff {tag} --all"
+                   for tag, commit, state in tags))
 
 
 def cmd_plots(args: argparse.Namespace) -> int:
@@ -157,18 +157,15 @@ def cmd_plots(args: argparse.Namespace) -> int:
     settings = {n: {**model_defaults(n), **params.model_overrides(n)} for n in params.pipeline.models}
     gates = {n: s["gate_factor"] for n, s in settings.items() if "gate_factor" in s}
     architectures = json.loads(Path(args.architecture).read_text()) if Path(args.architecture).exists() else {}
-    for path in make_plots(args.metrics_dir, args.history_dir, load_claims(args.claims), args.out_dir, gates,
-                           architectures, args.curves_dir):
-        print(path)
-    return 0
+    return _done(*make_plots(args.metrics_dir, args.history_dir, load_claims(args.claims), args.out_dir, gates,
+                             architectures, args.curves_dir))
 
 
 def cmd_use_profile(args: argparse.Namespace) -> int:
     from dgc.commands.profiles import use_profile
 
     path = use_profile(args.profile, args.params)
-    print(f"{path} now holds the {args.profile!r} profile; run `dvc repro` (or `make repro`)")
-    return 0
+    return _done(f"{path} now holds the {args.profile!r} profile; run `dvc repro` (or `make repro`)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -177,22 +174,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     params = _params(args)
     parameters = {"profile": params.profile, "datasets": list(params.pipeline.datasets),
                   "models": list(params.pipeline.models), "reports": args.reports}
-    ipynb, html = render(args.notebook, args.reports, parameters,
-                         "DGC reproducibility report", cwd=".")
-    print(f"{ipynb}\n{html}")
-    return 0
+    return _done(*render(args.notebook, args.reports, parameters, "DGC reproducibility report", cwd="."))
 
 
 def cmd_ablations(args: argparse.Namespace) -> int:
-    from dgc.measure.provenance import git_commit
-
-    return _render_experiments(args, {"grid": args.grid or "", "commit": git_commit()}, "DGC ablations")
+    return _render_experiments(args, {"grid": args.grid or ""}, "DGC ablations")
 
 
 def _render_experiments(args: argparse.Namespace, parameters: dict, title: str) -> int:
-    """Merge the experiments `dvc exp show` lists (or the saved listing of --from) into the record
-    reports/experiments.json, which never loses an experiment, and render args.notebook from it."""
+    """Merge `dvc exp show`'s experiments (or --from's) into reports/experiments.json, which never loses
+    one, and render args.notebook from it."""
     from dgc.experiments.queue import live_experiments, read_experiments, record_experiments
+    from dgc.measure.provenance import git_commit
     from dgc.stages.report import render
 
     if args.from_json and not Path(args.from_json).is_file():
@@ -204,19 +197,15 @@ def _render_experiments(args: argparse.Namespace, parameters: dict, title: str) 
         raise MissingInput(f"no experiment in `dvc exp show` nor in {record}: {page} is kept; queue and run the "
                            f"study first (docs/ablations.md)")
     record_experiments(record, live)
-    parameters = {"experiments_json": str(record), "params_path": args.params, **parameters}
-    ipynb, html = render(args.notebook, args.reports, parameters, title)
-    print(f"{ipynb}\n{html}")
-    return 0
+    parameters = {"experiments_json": str(record), "params_path": args.params, **parameters, "commit": git_commit()}
+    return _done(*render(args.notebook, args.reports, parameters, title))
 
 
 def cmd_budget(args: argparse.Namespace) -> int:
     from dgc.experiments.budget import parse_budgets
-    from dgc.measure.provenance import git_commit
 
     budgets = parse_budgets(args.budgets)  # a bad list fails here, not in the notebook
-    return _render_experiments(args, {"budgets": ",".join(map(str, budgets)), "commit": git_commit()},
-                               "DGC training-budget study")
+    return _render_experiments(args, {"budgets": ",".join(map(str, budgets))}, "DGC training-budget study")
 
 
 def cmd_budget_queue(args: argparse.Namespace) -> int:
@@ -261,28 +250,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     write_json_atomic(args.out, result)
     md = bench_markdown(result)
     write_text_atomic(str(args.out).rsplit(".", 1)[0] + ".md", md)
-    print(md)
-    return 0
+    return _done(md)
 
 
 def cmd_readme(args: argparse.Namespace) -> int:
     from dgc.commands.readme import update_readme
 
-    for path in update_readme(args.root, args.reports):
-        print(path)
-    return 0
-
-
-def _train_all_arguments(parser: argparse.ArgumentParser) -> None:
-    from dgc.commands.train_all import add_arguments
-
-    add_arguments(parser)
+    return _done(*update_readme(args.root, args.reports))
 
 
 # -- the command line: one table row per subcommand ---------------------------------------------
 def arg(*flags: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """One argument of a subcommand: argparse's add_argument(*flags, **options); `check="file"`,
-    `"dir"` (must exist) or `"out"` (must be writable) is checked before the command does any work."""
+    """One argument of a subcommand: argparse's add_argument(*flags, **options); `check="file"`, `"dir"`
+    (must exist) or `"out"` (must be writable) is checked before the command runs; `group=` titles its group."""
     return flags, options
 
 
@@ -303,15 +283,12 @@ def check_paths(args: argparse.Namespace) -> None:
 
     for dest, kind, flag in getattr(args, "_checks", ()):
         value = getattr(args, dest, None)
-        if not value:
-            continue
-        path = Path(value)
-        if kind == "file" and not path.is_file():
+        if value and kind == "file" and not Path(value).is_file():
             raise MissingInput(f"{flag} {value}: no such file")
-        if kind == "dir" and not path.is_dir():
+        if value and kind == "dir" and not Path(value).is_dir():
             raise MissingInput(f"{flag} {value}: no such folder")
-        if kind == "out":
-            existing = path.absolute()
+        if value and kind == "out":
+            existing = Path(value).absolute()
             while not existing.exists() and existing != existing.parent:
                 existing = existing.parent  # the folder it would be created in
             folder = existing if existing.is_dir() else existing.parent
@@ -328,7 +305,6 @@ class Command:
     help: str
     args: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = ()
     actions: tuple[Command, ...] = ()  # sub-subcommands (`dgc ablations queue`)
-    more: Callable[[argparse.ArgumentParser], None] | None = None  # arguments defined by the command's module
 
 
 PARAMS = (arg("--params", default="params.yaml", check="file", help="parameters file (default params.yaml)"),
@@ -348,6 +324,8 @@ DRY_RUN = arg("--dry-run", action="store_true", help="print the `dvc exp run` co
 GRID_PARAMS = arg("--params", default="params.yaml", check="file", help="the grid's baseline (default params.yaml)")
 STUDY_PARAMS = arg("--params", default="params.yaml", check="file", help="the study's models and dataset (default params.yaml)")
 BUDGETS = "the budgets to show, in epochs (default 10,30,60)"
+ONLY = arg("--only", default=None, help=argparse.SUPPRESS)  # the points/axes/variants to queue (tests)
+SLURM = "slurm (each overrides its params.yaml `slurm` setting)"
 
 COMMANDS: tuple[Command, ...] = (
     Command("models", "list the registered models and their settings"),
@@ -367,7 +345,24 @@ COMMANDS: tuple[Command, ...] = (
             help="where the seeds' merged history CSV goes ('' to skip)"),
         *PARAMS)),
     Command("train-all", "train every pipeline (dataset, model, seed) as a job of its own, on this host or on "
-            "Slurm; then `dvc repro` records them", PARAMS, more=_train_all_arguments),
+            "Slurm; then `dvc repro` records them", (
+                *PARAMS, arg("--launcher", choices=("local", "slurm"), default="local",
+                             help="local: this host, one run per GPU (or -j N CPU runs); slurm: one sbatch job "
+                                  "per run with the params.yaml `slurm` settings (default local)"),
+                arg("-j", "--jobs", type=int, default=None,
+                    help="runs at a time: local default one per visible GPU, 1 without CUDA; slurm default "
+                         "slurm.max_jobs (null: every run at once)"),
+                arg("--runs", default="runs", help="runs folder (default runs/)"),
+                arg("--dry-run", action="store_true", help="print the jobs it would submit, submit nothing"),
+                arg("--poll", type=float, default=None, help="seconds between job-state checks (default 2 local, 15 slurm)"),
+                arg("--progress", type=float, default=300,
+                    help="seconds between progress lines while jobs run (default 300)"),
+                *(arg(f"--{flag}", type=kind, default=None, group=SLURM, metavar=metavar) for flag, kind, metavar in (
+                    ("partition", str, None), ("account", str, None), ("gpus-per-job", int, None),
+                    ("cpus-per-job", int, None), ("mem-gb", float, None), ("time-limit", int, "MINUTES"),
+                    ("max-timeouts", int, None))),
+                arg("--sbatch", action="append", default=[], metavar="OPTION=VALUE", group=SLURM,
+                    help="one more sbatch option, e.g. --sbatch qos=high (repeatable; added to slurm.sbatch)"))),
     Command("evaluate", "accuracy, FLOPs, params and latency of a trained model", (
         arg("dataset"), arg("model"), arg("--runs", default="runs", check="dir"), METRICS_OUT,
         arg("--info-dir", default="reports/info", check="out"), *PARAMS)),
@@ -395,23 +390,18 @@ COMMANDS: tuple[Command, ...] = (
                 arg("--notebook", default="notebooks/ablations.ipynb", check="file"), REPORTS, GRID_PARAMS,
                 arg("--grid", choices=["smoke", "paper"], default=None,
                     help="the grid to show (default: the one of params' profile)"), ALL_COMMITS, FROM),
-            actions=(Command("queue", "queue one `dvc exp run --queue` experiment per ablation grid point",
-                             (
-                                 arg("--grid", choices=["smoke", "paper"], required=True,
-                                     help="smoke: digits (smoke profile); paper: cifar10 (after `dgc use-profile "
-                                          "paper`)"),
-                                 SEEDS, DRY_RUN, GRID_PARAMS,
-                                 arg("--only", default=None, help=argparse.SUPPRESS))),)),  # points/axes (tests)
+            actions=(Command("queue", "queue one `dvc exp run --queue` experiment per ablation grid point", (
+                arg("--grid", choices=["smoke", "paper"], required=True,
+                    help="smoke: digits (smoke profile); paper: cifar10 (after `dgc use-profile paper`)"),
+                SEEDS, DRY_RUN, GRID_PARAMS, ONLY)),)),
     Command("budget", "`dvc exp show --json` + reports/experiments.json -> reports/budget.html; `dgc budget queue` queues the "
             "training-budget study", (
                 arg("--notebook", default="notebooks/budget.ipynb", check="file"), REPORTS, STUDY_PARAMS,
                 arg("--budgets", default="10,30,60", help=BUDGETS), ALL_COMMITS, FROM),
             actions=(Command("queue", "queue one `dvc exp run --queue` experiment per family, variant (DGC, DGC "
                              "with g = 1, static group conv, dense) and budget", (
-                                 arg("--budgets", default="10,30,60",
-                                     help="training epochs of every point (default 10,30,60)"),
-                                 SEEDS, DRY_RUN, STUDY_PARAMS,
-                                 arg("--only", default=None, help=argparse.SUPPRESS))),)),  # points/variants (tests)
+                arg("--budgets", default="10,30,60", help="training epochs of every point (default 10,30,60)"),
+                SEEDS, DRY_RUN, STUDY_PARAMS, ONLY)),)),
     Command("bench", "layer and model latency: DGC vs dense vs static group conv", (
         arg("--device", default="auto"), arg("--repeats", type=positive_int, default=10),
         arg("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)"),
@@ -434,18 +424,17 @@ class Parser(argparse.ArgumentParser):
 
 def _add(sub: argparse._SubParsersAction, command: Command, prefix: str = "cmd") -> None:
     p = sub.add_parser(command.name, help=command.help)
-    checks = []
+    checks, groups = [], {}
     for flags, options in command.args:
         options = dict(options)
-        check = options.pop("check", None)
-        action = p.add_argument(*flags, **options)
+        check, group = options.pop("check", None), options.pop("group", None)
+        if group and group not in groups:
+            groups[group] = p.add_argument_group(group)
+        action = groups.get(group, p).add_argument(*flags, **options)
         if check:
             checks.append((action.dest, check, flags[-1]))
-    p.set_defaults(_checks=tuple(checks))
-    if command.more:
-        command.more(p)
     function = f"{prefix}_{command.name.replace('-', '_')}"
-    p.set_defaults(func=function)  # looked up when it runs (main)
+    p.set_defaults(_checks=tuple(checks), func=function)  # func: looked up when it runs (main)
     if command.actions:
         actions = p.add_subparsers(dest="action", required=False, parser_class=Parser)
         for action in command.actions:

@@ -1,21 +1,14 @@
-"""`dgc export DATASET MODEL`: a trained run's model as ONNX and as a torch.export program, checked
-against the eager model on the test set.
+"""`dgc export DATASET MODEL`: a trained run's model as ONNX and torch.export, checked against eager.
 
-`export_run` reads runs/<dataset>-<model>/seed<k>/checkpoint.pt (or best.pt), rebuilds the model as
-the evaluate stage does (dgc.runtime.checkpoint.load_model), exports it (dgc.runtime.exported: a
-dynamic batch, DGC's per-sample selection kept) and writes into the output folder (default
-runs/<dataset>-<model>/export/, which .dvcignore keeps out of the train stage's output):
-
-    model.pt2    the torch.export program (torch.export.load(path).module() runs it)
-    model.onnx   the ONNX model (input `x` (N, C, H, W) float32, output `logits`)
-    export.json  what was exported and how well each form agrees with the eager model on the whole
-                 test set: the largest absolute difference of the logits, the fraction of images
-                 whose top-1 class agrees, and each form's top-1 accuracy; the ONNX model run in
-                 ONNX Runtime on the CPU
+`export_run` loads a run's checkpoint as evaluate does, exports it (dgc.runtime.exported: dynamic batch,
+DGC's per-sample selection kept) into runs/<dataset>-<model>/export/ (kept out of the train stage's output
+by .dvcignore): model.pt2, model.onnx (input `x` (N, C, H, W) float32, output `logits`) and export.json,
+each form's max |logit - eager|, top-1 agreement and accuracy on the test set (ONNX in ONNX Runtime, CPU).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -34,10 +27,9 @@ EXPORT_DIR = "export"  # under runs/<dataset>-<model>/
 def agreement(reference: Callable[[torch.Tensor], torch.Tensor],
               forms: dict[str, Callable[[torch.Tensor], torch.Tensor]],
               batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
-    """Run `reference` and every form over the batches (images, labels): per form the largest
-    absolute logit difference to the reference, the fraction of images with the same top-1 class
-    and its top-1 accuracy (%); the reference's accuracy, its largest absolute logit (the scale of
-    the differences) and the image count."""
+    """Per form over the (images, labels) batches: the largest absolute logit difference to `reference`,
+    the fraction of same top-1 classes, its top-1 accuracy (%); and the reference's accuracy, largest
+    absolute logit (the differences' scale) and the image count."""
     images, ref_correct, ref_max = 0, 0, 0.0
     rows = {name: {"max_abs_diff": 0.0, "same_top1": 0, "correct": 0} for name in forms}
     with torch.no_grad():
@@ -49,8 +41,7 @@ def agreement(reference: Callable[[torch.Tensor], torch.Tensor],
             images += len(y)
             ref_correct += int((ref_top1 == y).sum())
             for name, form in forms.items():
-                out = form(x)
-                row = rows[name]
+                out, row = form(x), rows[name]
                 row["max_abs_diff"] = max(row["max_abs_diff"], float((out - ref).abs().max()))
                 top1 = out.argmax(dim=1)
                 row["same_top1"] += int((top1 == ref_top1).sum())
@@ -64,10 +55,7 @@ def agreement(reference: Callable[[torch.Tensor], torch.Tensor],
 
 def graph_ops(model_proto) -> dict[str, int]:
     """How many nodes of each op type the ONNX graph has (TopK: the DGC selections it computes)."""
-    counts: dict[str, int] = {}
-    for node in model_proto.graph.node:
-        counts[node.op_type] = counts.get(node.op_type, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(node.op_type for node in model_proto.graph.node).items()))
 
 
 def export_model(model: nn.Module, example: torch.Tensor, out_dir: str | Path,
@@ -80,16 +68,14 @@ def export_model(model: nn.Module, example: torch.Tensor, out_dir: str | Path,
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.eval()
-    program = export_program(model, example)
-    pt2 = out_dir / "model.pt2"
+    program, pt2 = export_program(model, example), out_dir / "model.pt2"
     torch.export.save(program, str(pt2))
     proto = onnx_model(program)
     onnx_path = save_onnx(proto, out_dir / "model.onnx")
     forms = {"pt2": torch.export.load(str(pt2)).module(), "onnxruntime": OrtForward(ort_session(onnx_path))}
-    ops = graph_ops(proto)
-    selecting = [layer for layer in dgc_layers(model) if layer.selection == "head" and layer.n_inactive]
-    return {"files": {"pt2": str(pt2), "onnx": str(onnx_path)},
-            "dgc_layers": len(dgc_layers(model)), "selecting_layers": len(selecting),
+    ops, layers = graph_ops(proto), dgc_layers(model)
+    return {"files": {"pt2": str(pt2), "onnx": str(onnx_path)}, "dgc_layers": len(layers),
+            "selecting_layers": sum(layer.selection == "head" and bool(layer.n_inactive) for layer in layers),
             "onnx_topk_nodes": ops.get("TopK", 0), "onnx_ops": ops,
             **agreement(model, forms, batches)}
 

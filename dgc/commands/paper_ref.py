@@ -1,13 +1,9 @@
 """`dgc paper-ref`: the git tag `paper`, whose metrics files hold the paper's numbers, and one tag per
 earlier reproduction of `references:` in the claims file (e.g. `mlrc2020`), built the same way.
 
-The tag points to a commit whose tree is HEAD's tree with reports/metrics/ replaced by one JSON file
-per (dataset, model) of claims/paper.yaml, at the same paths and keys as our own metrics files, the
-architecture claims also in reports/architecture.json, and a dvc.yaml that only declares those. So
-`dvc metrics diff paper` prints, for every claimed number, the paper's value, ours and the change,
-in any clone, offline; `dvc metrics diff mlrc2020` does the same against the earlier reproduction. A
-commit has a fixed author and date and no parent: the same claims and the same HEAD tree always give
-the same commit, so the command is idempotent.
+A tag is a parentless commit of HEAD's tree with reports/metrics/ (and reports/architecture.json) holding
+the claimed numbers at our metrics files' paths and keys, so `dvc metrics diff paper` compares them
+offline; a fixed author and date make it idempotent (same claims and HEAD tree, same commit).
 """
 
 from __future__ import annotations
@@ -25,10 +21,17 @@ from dgc.measure.claims import Claim, Reference
 TAG = "paper"
 METRICS_DIR = "reports/metrics"
 ARCHITECTURE_JSON = "reports/architecture.json"
-_IDENTITY = {"GIT_AUTHOR_NAME": "DGC paper (Su et al., ECCV 2020)",
-             "GIT_AUTHOR_EMAIL": "paper@dgc.invalid", "GIT_AUTHOR_DATE": "2020-07-09T00:00:00Z",
-             "GIT_COMMITTER_NAME": "DGC paper (Su et al., ECCV 2020)",
-             "GIT_COMMITTER_EMAIL": "paper@dgc.invalid", "GIT_COMMITTER_DATE": "2020-07-09T00:00:00Z"}
+_IDENTITY = {f"GIT_{role}_{key}": value for role in ("AUTHOR", "COMMITTER") for key, value in
+             (("NAME", "DGC paper (Su et al., ECCV 2020)"), ("EMAIL", "paper@dgc.invalid"),
+              ("DATE", "2020-07-09T00:00:00Z"))}
+
+
+def _put(node: dict[str, Any], metric: str, value: Any) -> None:
+    """Set the dotted `metric` (best.top1_err) of a nested dict."""
+    *parents, leaf = metric.split(".")
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[leaf] = value
 
 
 def paper_metrics(claims: list[Claim]) -> dict[str, dict[str, Any]]:
@@ -37,11 +40,7 @@ def paper_metrics(claims: list[Claim]) -> dict[str, dict[str, Any]]:
     for claim in claims:
         if claim.value is None:
             continue
-        node = files.setdefault(f"{METRICS_DIR}/{claim.dataset}-{claim.model}.json", {})
-        *parents, leaf = claim.metric.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = claim.value
+        _put(files.setdefault(f"{METRICS_DIR}/{claim.dataset}-{claim.model}.json", {}), claim.metric, claim.value)
         if claim.kind == "architecture":  # also where the `architecture` stage writes ours
             arch = files.setdefault(ARCHITECTURE_JSON, {})
             arch.setdefault(f"{claim.dataset}-{claim.model}", {})[claim.metric] = claim.value
@@ -52,17 +51,13 @@ def reference_metrics(references: list[Reference]) -> dict[str, dict[str, dict[s
     """{reference name: {relative path: nested metrics dict}} of the earlier reproductions."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
     for ref in references:
-        node = out.setdefault(ref.reference, {}).setdefault(f"{METRICS_DIR}/{ref.dataset}-{ref.model}.json", {})
-        *parents, leaf = ref.metric.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = ref.value
+        files = out.setdefault(ref.reference, {})
+        _put(files.setdefault(f"{METRICS_DIR}/{ref.dataset}-{ref.model}.json", {}), ref.metric, ref.value)
     return out
 
 
 class GitFailed(DGCError, RuntimeError):
-    """A git command that making the tags needs failed (not a repository, no git, a locked ref):
-    one line with git's own message."""
+    """A git command the tags need failed (not a repository, a locked ref): one line with git's message."""
 
     exit_status = 1
 
@@ -91,12 +86,9 @@ def make_paper_ref(claims: list[Claim], repo: str | Path = ".") -> tuple[str, st
 
 def make_reference_tags(references: list[Reference], repo: str | Path = ".") -> list[tuple[str, str, str]]:
     """One tag per earlier reproduction: [(tag, commit, created / moved / unchanged)]."""
-    out = []
-    for name, files in sorted(reference_metrics(references).items()):
-        commit, state = make_metrics_tag(name, files, f"The numbers of the earlier reproduction {name} "
-                                         f"(claims/paper.yaml references) as metrics files", repo)
-        out.append((name, commit, state))
-    return out
+    return [(name, *make_metrics_tag(name, files, f"The numbers of the earlier reproduction {name} "
+                                     f"(claims/paper.yaml references) as metrics files", repo))
+            for name, files in sorted(reference_metrics(references).items())]
 
 
 def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
@@ -110,22 +102,19 @@ def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
         raise
     except GitFailed:
         raise BadInput(f"{repo.resolve()} has no commit yet: commit the project first") from None
+    texts = {path: json.dumps(content, indent=2, sort_keys=True) + "\n" for path, content in sorted(files.items())}
+    # A dvc.yaml that only declares the metrics: the paper's tree has no pipeline outputs.
+    texts["dvc.yaml"] = (f"# The {tag} numbers as metrics files (written by `dgc paper-ref`); no pipeline here.\n"
+                         f"metrics:\n  - {METRICS_DIR}\n  - {ARCHITECTURE_JSON}\n")
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), **_IDENTITY}
         _git(["read-tree", "HEAD"], repo, env)
         _git(["rm", "-r", "--cached", "--quiet", "--ignore-unmatch", METRICS_DIR, ARCHITECTURE_JSON],
              repo, env)
-        for path, content in sorted(files.items()):
-            text = json.dumps(content, indent=2, sort_keys=True) + "\n"
+        for path, text in texts.items():
             blob = _git(["hash-object", "-w", "--stdin"], repo, input=text)
             _git(["update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"], repo, env)
-        # A dvc.yaml that only declares the metrics: the paper's tree has no pipeline outputs.
-        spec = (f"# The {tag} numbers as metrics files (written by `dgc paper-ref`); no pipeline here.\n"
-                f"metrics:\n  - {METRICS_DIR}\n  - {ARCHITECTURE_JSON}\n")
-        blob = _git(["hash-object", "-w", "--stdin"], repo, input=spec)
-        _git(["update-index", "--add", "--cacheinfo", f"100644,{blob},dvc.yaml"], repo, env)
-        tree = _git(["write-tree"], repo, env)
-        commit = _git(["commit-tree", tree, "-m", message], repo, env)
+        commit = _git(["commit-tree", _git(["write-tree"], repo, env), "-m", message], repo, env)
     try:
         old = _git(["rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"], repo)
     except GitFailed:
@@ -137,8 +126,8 @@ def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
 
 
 def dvc_command() -> str:
-    """How a new user's shell runs this environment's dvc: its path, relative to the working folder
-    when inside it (`.venv/bin/dvc`), as PATH may hold no dvc at all."""
+    """How a new user's shell runs this environment's dvc (PATH may hold none): its path, relative to
+    the working folder when inside it (`.venv/bin/dvc`)."""
     import sys
 
     dvc = Path(sys.executable).parent / "dvc"

@@ -1,12 +1,8 @@
 """`dgc readme`: regenerate the generated blocks of README.md and docs/ from reports/.
 
-Each block lies between `<!-- NAME:start -->` and `<!-- NAME:end -->` and is rebuilt whole; nothing in
-it is typed by hand (BLOCKS lists them):
-  README.md         summary  the smoke evidence for the relation claims and every run's numbers
-  docs/results.md   results  the paper's claims with their verdicts, the smoke evidence, the earlier
-                             reproduction and every run (reports/vs_paper.json, reports/metrics/*.json)
-  docs/speed.md     speed    every benchmark's section (dgc/bench/registry.py, each rendered by its
-                             benchmark's module from its file under reports/)
+Each block, between `<!-- NAME:start -->` and `<!-- NAME:end -->`, is rebuilt whole (BLOCKS): README.md's
+`summary` (smoke evidence, every run), docs/results.md's `results` (the claims' verdicts, smoke evidence,
+the earlier reproduction, every run) and docs/speed.md's `speed` (each benchmark of dgc/bench/registry.py).
 """
 
 from __future__ import annotations
@@ -22,11 +18,10 @@ from dgc.stages.compare import to_markdown
 
 def _comparison_parts(reports: Path) -> tuple[str, dict[str, str]]:
     """The claims table of reports/vs_paper.json and its other sections by heading."""
-    if not (reports / "vs_paper.json").exists():
-        raise MissingInput(f"{reports / 'vs_paper.json'} is missing: it is written by the `compare` stage "
-                           f"(run `dvc repro`)")
-    comparison = json.loads((reports / "vs_paper.json").read_text())
-    md = to_markdown(comparison).replace("# Our results against the paper's claims\n\n", "")
+    path = reports / "vs_paper.json"
+    if not path.exists():
+        raise MissingInput(f"{path} is missing: it is written by the `compare` stage (run `dvc repro`)")
+    md = to_markdown(json.loads(path.read_text())).replace("# Our results against the paper's claims\n\n", "")
     claims_md, *others = md.split("\n## ")
     return claims_md.strip(), {part.split("\n", 1)[0]: part.strip() for part in others}
 
@@ -58,9 +53,7 @@ def summary_markdown(reports: str | Path = "reports") -> str:
 
 def runs_table(reports: Path) -> list[str]:
     """Every run of the last `dvc repro`: a heading and one row per (dataset, model)."""
-    lines: list[str] = []
-    lines += [
-             "### Every run of the last `dvc repro` (`reports/metrics/*.json`)", "",
+    lines = ["### Every run of the last `dvc repro` (`reports/metrics/*.json`)", "",
              "| dataset | model | best top-1 acc (%), mean ± std (seeds) | finished learning | top-5 acc (%) | "
              "FLOPs expected | FLOPs actual | params | latency ms/img (batch 1 / 64) |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -78,8 +71,8 @@ def runs_table(reports: Path) -> list[str]:
 
 
 def speed_markdown(reports: str | Path = "reports") -> str:
-    """The speed section: for each benchmark of dgc.bench.registry.SECTIONS whose file is in `reports`,
-    its heading and the Markdown its module renders from that file."""
+    """The speed section: per benchmark of dgc.bench.registry.SECTIONS with a file in `reports`, its heading
+    and the Markdown its module renders from that file."""
     from dgc.bench.registry import SECTIONS
 
     parts = []

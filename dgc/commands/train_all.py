@@ -1,17 +1,9 @@
 """`dgc train-all`: every training run of the pipeline as a submitit job, on this host or on Slurm.
 
-`dvc repro` runs the train stages one after another, which leaves all GPUs but one idle, and cannot
-leave the machine. `train_all` plans every pipeline.datasets x pipeline.models pair and train.seeds
-entry (`plan_runs`), skips the runs already complete (`dgc.stages.train.is_complete`: the checkpoint
-of all epochs, same settings and training code), re-attaches to the jobs an earlier `dgc train-all`
-left queued or running, and submits the others, one job per run (dgc/launch/job.py), through a
-launcher: `local` (dgc/launch/local.py: one run per GPU of this host, or `-j N` CPU runs) or `slurm`
-(dgc/launch/slurm.py: sbatch jobs with the params.yaml `slurm` settings). `run_all` is the one loop
-both share: submit while the launcher has room, watch, report each job as it ends. A failed job is
-reported with its run, its log and the end of its traceback, and the others go on; a cancelled or
-killed one resumes from its checkpoint when `dgc train-all` runs again. A later `dvc repro` finds
-every run complete (train_model returns at once), merges the seeds' histories into reports/history/
-and records the outputs.
+`dvc repro` trains one run at a time on one machine. `train_all` skips the complete runs, re-attaches to
+the jobs an earlier train-all left queued or running and submits the others (dgc/launch/job.py) through
+the `local` launcher (one run per GPU, or `-j N` CPU runs) or `slurm`; a failed job is reported and the
+others go on, an interrupted one resumes on the next train-all. `dvc repro` then finds every run complete.
 """
 
 from __future__ import annotations
@@ -28,8 +20,6 @@ from dgc.config import Params
 from dgc.errors import DGCError
 from dgc.launch.jobs import Ending, Handle, RunSpec, ending_of, job_folder
 
-__all__ = ["RunSpec", "add_arguments", "plan_runs", "run_all", "summary_lines", "train_all"]
-
 SLURM_FLAGS = ("partition", "account", "gpus_per_job", "cpus_per_job", "mem_gb", "time_limit", "max_timeouts")
 
 
@@ -37,41 +27,10 @@ class TrainAllError(DGCError, ValueError):
     """Bad train-all options; the message names the option."""
 
 
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """train-all's options (the cli adds --params and -S)."""
-    p.add_argument("--launcher", choices=("local", "slurm"), default="local",
-                   help="local: this host, one run per GPU (or -j N CPU runs); slurm: one sbatch job per run "
-                        "with the params.yaml `slurm` settings (default local)")
-    p.add_argument("-j", "--jobs", type=int, default=None,
-                   help="runs at a time: local default one per visible GPU, 1 without CUDA; slurm default "
-                        "slurm.max_jobs (null: every run at once)")
-    p.add_argument("--runs", default="runs", help="runs folder (default runs/)")
-    p.add_argument("--dry-run", action="store_true", help="print the jobs it would submit, submit nothing")
-    p.add_argument("--poll", type=float, default=None,
-                   help="seconds between job-state checks (default 2 local, 15 slurm)")
-    p.add_argument("--progress", type=float, default=300,
-                   help="seconds between progress lines while jobs run (default 300)")
-    g = p.add_argument_group("slurm (each overrides its params.yaml `slurm` setting)")
-    g.add_argument("--partition", default=None)
-    g.add_argument("--account", default=None)
-    g.add_argument("--gpus-per-job", type=int, default=None)
-    g.add_argument("--cpus-per-job", type=int, default=None)
-    g.add_argument("--mem-gb", type=float, default=None)
-    g.add_argument("--time-limit", type=int, default=None, metavar="MINUTES")
-    g.add_argument("--max-timeouts", type=int, default=None)
-    g.add_argument("--sbatch", action="append", default=[], metavar="OPTION=VALUE",
-                   help="one more sbatch option, e.g. --sbatch qos=high (repeatable; added to slurm.sbatch)")
-
-
 def plan_runs(params: Params) -> list[RunSpec]:
     """Every (dataset, model, seed) the pipeline trains, in params.yaml order."""
     return [RunSpec(d, m, s) for d in params.pipeline.datasets for m in params.pipeline.models
             for s in params.train.seeds]
-
-
-def missing_data(params: Params) -> list[str]:
-    """The pipeline's datasets whose prepared folder (the `data` stage's output) is absent."""
-    return [d for d in params.pipeline.datasets if not (Path(params.data.root) / d).is_dir()]
 
 
 def with_slurm_flags(params: Params, args: argparse.Namespace) -> Params:
@@ -140,21 +99,16 @@ def _epochs_done(run: RunSpec, runs_root: Path) -> int:
 def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec], tuple], runs_root: Path,
             attached: Sequence[Handle] = (), log: Callable[[str], None] = print, poll_seconds: float = 2.0,
             progress_seconds: float = 300.0, epochs: int | None = None, fn: Any = None) -> list[Outcome]:
-    """Submit a job for every run while `launcher` has a free slot, watch them (and the `attached` jobs
-    of an earlier train-all), and log a line when a job is submitted, starts, is requeued or ends,
-    and a progress line every `progress_seconds`; returns the outcomes in the order the jobs ended.
-    A submission the scheduler refuses is a TrainAllError when it is the first (bad options), else
-    that run's failure. On Ctrl-C, `launcher.interrupt` decides what becomes of the running jobs.
-    `fn` is what each job calls with `job_args(run)` (default: a `TrainJob`)."""
+    """Submit a job per run (each calls `fn`, default a TrainJob, with `job_args(run)`) while `launcher` has a
+    free slot, watch them and the `attached` ones, logging each submission, start, requeue and ending and
+    a progress line every `progress_seconds`; returns the outcomes in ending order. A refused first
+    submission is a TrainAllError (bad options), a later one that run's failure; on Ctrl-C
+    `launcher.interrupt` decides what becomes of the running jobs."""
     from dgc.launch.job import TrainJob
     from dgc.launch.local import LauncherError
 
-    total = len(runs) + len(attached)
-    pending = deque(runs)
-    watching: list[Handle] = list(attached)
-    outcomes: list[Outcome] = []
-    number = {h.run: i for i, h in enumerate(attached, 1)}
-    number.update({r: i for i, r in enumerate(runs, len(attached) + 1)})
+    total, pending, watching, outcomes = len(runs) + len(attached), deque(runs), list(attached), []
+    number = {r: i for i, r in enumerate([h.run for h in attached] + list(runs), 1)}
     started = {h.run: time.time() for h in attached}
     last_progress = time.monotonic()
     fn = TrainJob() if fn is None else fn
@@ -188,9 +142,8 @@ def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec]
                 if launcher.finished(h):
                     watching.remove(h)
                     launcher.release(h)
-                    ending = ending_of(h, h.state)
                     seconds = time.time() - started.get(h.run, h.submitted_at)
-                    outcomes.append(Outcome(h.run, h.job_id, ending, seconds, h.log_path))
+                    outcomes.append(Outcome(h.run, h.job_id, ending_of(h, h.state), seconds, h.log_path))
                     log(_ending_line(tag(h.run), outcomes[-1]))
                     continue
                 if state != h.logged_state:
@@ -236,8 +189,8 @@ def _progress_line(watching: Sequence[Handle], pending: Sequence[RunSpec], outco
 
 
 def summary_lines(outcomes: Sequence[Outcome], skipped: int = 0) -> list[str]:
-    """The closing report: counts, then one line per run that failed or was interrupted, with its log
-    and the last line of its traceback (failed) or of its log (interrupted)."""
+    """The closing report: counts, then per failed or interrupted run its log and its traceback's or log's
+    last line."""
     bad = [o for o in outcomes if not o.ok]
     failed = sum(o.ending.status == "failed" for o in bad)
     lines = [f"train-all: {len(outcomes) + skipped} runs: {skipped} already complete, "
@@ -256,12 +209,11 @@ def train_all(args: argparse.Namespace, params: Params, log: Callable[[str], Non
 
     params = with_slurm_flags(params, args)
     launcher = make_launcher(args, params)
-    missing = missing_data(params)
+    missing = [d for d in params.pipeline.datasets if not (Path(params.data.root) / d).is_dir()]
     if missing:
         raise TrainAllError(f"{params.data.root}/{missing[0]} is missing: prepare it first with "
                             f"`dvc repro data@{missing[0]}` (or `dgc data {missing[0]}`)")
-    runs_root = Path(args.runs)
-    runs = plan_runs(params)
+    runs_root, runs = Path(args.runs), plan_runs(params)
     log(f"train-all: {len(runs)} runs; checking which are complete")
     complete = [r for r in runs if is_complete(r.dataset, r.model, params, runs_root, r.seed)]
     todo = [r for r in runs if r not in complete]
