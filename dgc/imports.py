@@ -1,7 +1,6 @@
-"""Which of the package's files a `dgc <subcommand>` runs: its import closure, read with `ast` (importing
-nothing), with every package `__init__.py` on the way and the files a module reads beside itself
-(`Path(__file__).with_name(...)`), less the DRIVER files every subcommand runs; tests/test_stage_deps.py
-checks dvc.yaml's deps against it."""
+"""Which package files a `dgc <subcommand>` runs: its import closure read with `ast` (importing nothing), with
+the package `__init__.py`s on the way and the files read by `Path(__file__).with_name(...)`, less the DRIVER
+files; tests/test_stage_deps.py checks dvc.yaml's deps against it."""
 
 from __future__ import annotations
 
@@ -31,10 +30,8 @@ def _walk(nodes: Iterable[ast.AST]) -> Iterable[ast.AST]:
     while stack:
         node = stack.pop()
         yield node
-        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
-            stack.extend(node.orelse)
-            continue
-        stack.extend(ast.iter_child_nodes(node))
+        skip = isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+        stack.extend(node.orelse if skip else ast.iter_child_nodes(node))
 
 
 def _imported(nodes: Iterable[ast.AST], package: str, root: Path) -> set[str]:
@@ -154,8 +151,7 @@ def code_deps(files: Iterable[Path], root: Path = SOURCE_ROOT) -> list[str]:
     todo = [root / PACKAGE]
     while todo:
         folder = todo.pop()
-        inside = below(folder)
-        if folder != root / PACKAGE and inside <= wanted:
+        if folder != root / PACKAGE and below(folder) <= wanted:
             deps.append(folder.relative_to(root).as_posix())
             continue
         deps += [p.relative_to(root).as_posix() for p in sorted(folder.iterdir())

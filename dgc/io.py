@@ -21,12 +21,6 @@ class NotWritable(DGCError, OSError):
     """A file or folder the command must write cannot be written (read-only, no permission, full)."""
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to `path`, on success fsynced and renamed to it (usual permissions); an
@@ -40,7 +34,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb") as fh:
             os.fsync(fh.fileno())
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        mask = os.umask(0)  # read the umask (setting it is the only way)
+        os.umask(mask)
+        os.chmod(tmp_path, 0o666 & ~mask)
         os.replace(tmp_path, path)
     except OSError as exc:
         if isinstance(exc, DGCError) or exc.errno not in WRITE_ERRORS:

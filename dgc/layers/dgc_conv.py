@@ -243,8 +243,7 @@ def dgc_layers(model: nn.Module) -> list[DGCConv2d]:
 def _sum_of(model: nn.Module, term: str) -> torch.Tensor:
     terms = [getattr(layer.report, term) for layer in dgc_layers(model) if getattr(layer.report, term) is not None]
     if not terms:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        return torch.zeros((), device=device)
+        return torch.zeros((), device=next((p.device for p in model.parameters()), torch.device("cpu")))
     return torch.stack(terms).sum()
 
 
