@@ -69,14 +69,9 @@ def from_section(cls: type, mapping: Mapping[str, Any] | None, section: str):
     unknown = sorted(set(mapping) - names)
     if unknown:
         raise ConfigError(f"unknown setting {section}.{unknown[0]}; valid: {', '.join(sorted(names))}")
-    values = {}
-    for f in dataclasses.fields(cls):
-        key = f"{section}.{f.name}"
-        if f.name in mapping:
-            values[f.name] = _check_type(mapping[f.name], hints[f.name], key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing setting {key}")
-    obj = cls(**values)
+    # every setting has a default: only the given ones are checked
+    obj = cls(**{f.name: _check_type(mapping[f.name], hints[f.name], f"{section}.{f.name}")
+                 for f in dataclasses.fields(cls) if f.name in mapping})
     obj.validate(section)  # every section class has one
     return obj
 
@@ -223,10 +218,9 @@ def check_compile(setting: str, key: str) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(COMPILE_MODES)}, got {setting!r}")
 
 
-def check_dataset(name: str, key: str = "dataset") -> str:
+def check_dataset(name: str, key: str = "dataset") -> None:
     if name not in DATASETS:
         raise ConfigError(f"unknown {key} {name!r}; choose one of: {', '.join(DATASETS)}")
-    return name
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,7 @@ DRIVER = ("dgc/__init__.py", "dgc/__main__.py", "dgc/cli.py")  # run by every su
 def module_file(name: str, root: Path = SOURCE_ROOT) -> Path | None:
     """The file of module `name` (a.b -> a/b.py or a/b/__init__.py), or None when there is none."""
     base = root.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
+    return next((path for path in (base.with_suffix(".py"), base / "__init__.py") if path.is_file()), None)
 
 
 def _walk(nodes: Iterable[ast.AST]) -> Iterable[ast.AST]:
@@ -56,15 +53,11 @@ def _imported(nodes: Iterable[ast.AST], package: str, root: Path) -> set[str]:
 
 def _sibling_files(tree: ast.AST, path: Path) -> set[Path]:
     """Files named by `Path(__file__).with_name("<literal>")` in the module (e.g. a C++ source)."""
-    found = set()
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "with_name" and "__file__" in ast.unparse(node.func.value)
-                and node.args and isinstance(node.args[0], ast.Constant)):
-            sibling = path.with_name(str(node.args[0].value))
-            if sibling.is_file():
-                found.add(sibling)
-    return found
+    named = {path.with_name(str(node.args[0].value)) for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr == "with_name" and "__file__" in ast.unparse(node.func.value)
+             and node.args and isinstance(node.args[0], ast.Constant)}
+    return {sibling for sibling in named if sibling.is_file()}
 
 
 def _parse(path: Path) -> ast.Module:

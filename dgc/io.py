@@ -7,6 +7,7 @@ import contextlib
 import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -65,8 +66,6 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
 @contextlib.contextmanager
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty staging folder next to `target` that replaces it on success (all or nothing)."""
-    import shutil
-
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))

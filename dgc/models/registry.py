@@ -118,9 +118,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 def model_defaults(name: str) -> dict:
     """The default of every override of model `name` (the authors' configuration)."""
-    model_arguments(name)  # an unknown name: ModelError
-    return {p.name: p.default for p in inspect.signature(MODELS[name]).parameters.values()
-            if p.name != "num_classes"}
+    allowed = model_arguments(name)  # an unknown name: ModelError
+    return {p.name: p.default for p in inspect.signature(MODELS[name]).parameters.values() if p.name in allowed}
 
 
 def create_model(name: str, num_classes: int, **overrides) -> nn.Module:

@@ -52,8 +52,7 @@ def build_model(checkpoint: dict[str, Any]) -> nn.Module:
     from dgc.models import create_model
 
     try:
-        name, args = checkpoint["model_name"], dict(checkpoint["model_args"])
-        state = checkpoint["state_dict"]
+        name, args, state = checkpoint["model_name"], dict(checkpoint["model_args"]), checkpoint["state_dict"]
     except KeyError as exc:
         raise CheckpointError(f"checkpoint lacks {exc.args[0]!r}") from None
     model = create_model(name, **args)

@@ -98,8 +98,7 @@ def history_csv(rows: list[dict[str, Any]], columns: tuple[str, ...] = HISTORY_C
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 
@@ -109,9 +108,8 @@ def inactive_fraction(model: nn.Module) -> float:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: ru_maxrss in KiB
 
 
 def build_for_training(dataset: str, model_name: str, params: Params) -> nn.Module:
@@ -152,8 +150,8 @@ def is_complete(dataset: str, model_name: str, params: Params, runs_root: str | 
         checkpoint = load_checkpoint(run_dir(runs_root, dataset, model_name, seed) / "checkpoint.pt")
     except DGCError:
         return False  # missing, or unreadable: training it again reports why
-    model = build_for_training(dataset, model_name, params)
-    return (checkpoint.get("fingerprint") == fingerprint(settings_of(dataset, model, params, seed))
+    settings = settings_of(dataset, build_for_training(dataset, model_name, params), params, seed)
+    return (checkpoint.get("fingerprint") == fingerprint(settings)
             and checkpoint["epoch"] >= params.train.epochs and checkpoint.get("code") == training_code_hash())
 
 
@@ -311,7 +309,6 @@ def _train(spec: RunSpec, run: Training) -> TrainResult:
 def _epoch(spec: RunSpec, run: Training, epoch: int) -> dict[str, Any]:
     """Train epoch `epoch` (0-based) and evaluate: its history row. Divergence or CUDA OOM ends the run."""
     cfg = spec.params.train
-    steps = len(run.train_batches)
     run.train_batches.set_epoch(epoch)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
@@ -319,7 +316,7 @@ def _epoch(spec: RunSpec, run: Training, epoch: int) -> dict[str, Any]:
             else "no epoch was completed, nothing was written")
     phase = "training"
     try:
-        stats = train_one_epoch(run.runner, run.core, run.train_batches, run.ctx, epoch * steps,
+        stats = train_one_epoch(run.runner, run.core, run.train_batches, run.ctx, epoch * len(run.train_batches),
                                 show_progress=run.dist_info.is_main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         phase = "evaluating"
         test = evaluate(run.eval_runner, run.test_batches, run.ctx.autocast, all_reduce_sum)
@@ -346,10 +343,10 @@ def _save_epoch(spec: RunSpec, run: Training) -> None:
     if row["test_top1"] > run.best["test_top1"]:
         run.best = {"epoch": row["epoch"], "test_top1": row["test_top1"]}
         save_checkpoint(spec.out / "best.pt", payload)
-    selection, scaler = run.ctx.selection, run.ctx.scaler
-    save_checkpoint(spec.checkpoint, {**payload, "code": spec.code, "optimizer": run.ctx.optimizer.state_dict(),
-                                      "scaler": scaler.state_dict() if scaler else {},
-                                      "global_threshold": selection.state_dict() if selection else {},
+    ctx = run.ctx
+    save_checkpoint(spec.checkpoint, {**payload, "code": spec.code, "optimizer": ctx.optimizer.state_dict(),
+                                      "scaler": ctx.scaler.state_dict() if ctx.scaler else {},
+                                      "global_threshold": ctx.selection.state_dict() if ctx.selection else {},
                                       "history": run.history, "best": run.best})
     write_text_atomic(spec.out / "history.csv", history_csv(run.history))
     run.tracker.log({f"epoch/{k}": v for k, v in row.items()}, step=row["epoch"])
