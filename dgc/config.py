@@ -25,9 +25,8 @@ RUNTIMES = ("eager", "compiled", "onnxruntime")  # evaluate.runtimes: dgc/measur
 
 def input_size_of(dataset: str, digits_size: int = 32) -> tuple[int, int, int]:
     """(C, H, W) of a dataset's images: 224 for ImageNet, 32 for CIFAR, `data.digits_size` for digits."""
-    if dataset == "imagenet":
-        return (3, 224, 224)
-    return (3, digits_size, digits_size) if dataset == "digits" else (3, 32, 32)
+    side = {"imagenet": 224, "digits": digits_size}.get(dataset, 32)
+    return (3, side, side)
 
 
 class ConfigError(DGCError, ValueError):
@@ -42,23 +41,12 @@ _SCALARS = {float: ((int, float), "a number"), int: (int, "an integer"), bool: (
 def _check_type(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
-    if annotation is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _check_type(value, arg, key)
-            except ConfigError as exc:
-                errors.append(exc)
-        raise errors[0]
-    if origin in (list, tuple):
+    if origin in (typing.Union, types.UnionType):  # every union here is `X | None`
+        return None if value is None else _check_type(value, next(a for a in args if a is not type(None)), key)
+    if origin in (list, tuple):  # tuple[X, ...]
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key} must be a list, got {value!r}")
-        inner = args[0] if args else Any
-        return tuple(_check_type(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+        return tuple(_check_type(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
     if origin is dict or annotation is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a mapping, got {value!r}")
@@ -81,17 +69,10 @@ def from_section(cls: type, mapping: Mapping[str, Any] | None, section: str):
     unknown = sorted(set(mapping) - names)
     if unknown:
         raise ConfigError(f"unknown setting {section}.{unknown[0]}; valid: {', '.join(sorted(names))}")
-    values = {}
-    for f in dataclasses.fields(cls):
-        key = f"{section}.{f.name}"
-        if f.name in mapping:
-            values[f.name] = _check_type(mapping[f.name], hints[f.name], key)
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing setting {key}")
-    obj = cls(**values)
-    validate = getattr(obj, "validate", None)
-    if validate:
-        validate(section)
+    # every setting has a default: only the given ones are checked
+    obj = cls(**{f.name: _check_type(mapping[f.name], hints[f.name], f"{section}.{f.name}")
+                 for f in dataclasses.fields(cls) if f.name in mapping})
+    obj.validate(section)  # every section class has one
     return obj
 
 
@@ -232,16 +213,14 @@ class SlurmConfig:
                                   f"dashes, to single values, got {key!r}: {value!r}")
 
 
-def check_compile(setting: str, key: str) -> str:
+def check_compile(setting: str, key: str) -> None:
     if setting not in COMPILE_MODES:
         raise ConfigError(f"{key} must be one of {', '.join(COMPILE_MODES)}, got {setting!r}")
-    return setting
 
 
-def check_dataset(name: str, key: str = "dataset") -> str:
+def check_dataset(name: str, key: str = "dataset") -> None:
     if name not in DATASETS:
         raise ConfigError(f"unknown {key} {name!r}; choose one of: {', '.join(DATASETS)}")
-    return name
 
 
 @dataclass(frozen=True)
@@ -262,20 +241,23 @@ class Params:
         overrides = self.models.get(name) or {}
         if not isinstance(overrides, Mapping):
             raise ConfigError(f"models.{name} must be a mapping of settings, got {overrides!r}")
-        overrides = dict(overrides)
         allowed = model_arguments(name)
         for key in overrides:
             if key not in allowed:
                 raise ConfigError(f"unknown setting models.{name}.{key}; valid: {', '.join(allowed)}")
-        return overrides
+        return dict(overrides)
 
 
 SECTIONS = {"pipeline": PipelineConfig, "data": DataConfig, "train": TrainConfig,
             "evaluate": EvalConfig, "slurm": SlurmConfig}
 
 
-def params_from_dict(raw: Mapping[str, Any]) -> Params:
-    raw = dict(raw or {})
+def load_params(path: str | Path = "params.yaml",
+                overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read and validate params.yaml (+ dotted `overrides`); a missing file gives the defaults."""
+    raw = read_params_yaml(path)
+    for dotted, value in (overrides or {}).items():
+        apply_override(raw, dotted, value)
     known = set(SECTIONS) | {"profile", "models"}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -292,8 +274,8 @@ def params_from_dict(raw: Mapping[str, Any]) -> Params:
     return params
 
 
-def apply_override(raw: dict, dotted: str, value: Any) -> dict:
-    """Set `a.b.c = value` in the nested mapping `raw` (in place); returns `raw`."""
+def apply_override(raw: dict, dotted: str, value: Any) -> None:
+    """Set `a.b.c = value` in the nested mapping `raw` (in place)."""
     keys = dotted.split(".")
     node = raw
     for key in keys[:-1]:
@@ -304,7 +286,6 @@ def apply_override(raw: dict, dotted: str, value: Any) -> dict:
             raise ConfigError(f"cannot set {dotted}: {key} is not a section")
         node = child
     node[keys[-1]] = value
-    return raw
 
 
 class _ParamsLoader(yaml.SafeLoader):
@@ -331,17 +312,7 @@ def read_params_yaml(path: str | Path = "params.yaml") -> dict:
     return raw
 
 
-def load_params(path: str | Path = "params.yaml",
-                overrides: Mapping[str, Any] | None = None) -> Params:
-    """Read and validate params.yaml (+ dotted `overrides`); a missing file gives the defaults."""
-    raw = read_params_yaml(path)
-    for dotted, value in (overrides or {}).items():
-        apply_override(raw, dotted, value)
-    return params_from_dict(raw)
-
-
 def with_overrides(params: Params, section: str, **changes: Any) -> Params:
     """A copy of `params` with `section`'s fields changed (validated)."""
-    current = dataclasses.asdict(getattr(params, section))
-    current.update(changes)
+    current = {**dataclasses.asdict(getattr(params, section)), **changes}
     return dataclasses.replace(params, **{section: from_section(SECTIONS[section], current, section)})

@@ -1,7 +1,6 @@
-"""Which of the package's files a `dgc <subcommand>` runs: its import closure, read with `ast` (importing
-nothing), with every package `__init__.py` on the way and the files a module reads beside itself
-(`Path(__file__).with_name(...)`), less the DRIVER files every subcommand runs; tests/test_stage_deps.py
-checks dvc.yaml's deps against it."""
+"""Which package files a `dgc <subcommand>` runs: its import closure read with `ast` (importing nothing), with
+the package `__init__.py`s on the way and the files read by `Path(__file__).with_name(...)`, less the DRIVER
+files; tests/test_stage_deps.py checks dvc.yaml's deps against it."""
 
 from __future__ import annotations
 
@@ -19,10 +18,7 @@ DRIVER = ("dgc/__init__.py", "dgc/__main__.py", "dgc/cli.py")  # run by every su
 def module_file(name: str, root: Path = SOURCE_ROOT) -> Path | None:
     """The file of module `name` (a.b -> a/b.py or a/b/__init__.py), or None when there is none."""
     base = root.joinpath(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
+    return next((path for path in (base.with_suffix(".py"), base / "__init__.py") if path.is_file()), None)
 
 
 def _walk(nodes: Iterable[ast.AST]) -> Iterable[ast.AST]:
@@ -31,10 +27,8 @@ def _walk(nodes: Iterable[ast.AST]) -> Iterable[ast.AST]:
     while stack:
         node = stack.pop()
         yield node
-        if isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING":
-            stack.extend(node.orelse)
-            continue
-        stack.extend(ast.iter_child_nodes(node))
+        skip = isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+        stack.extend(node.orelse if skip else ast.iter_child_nodes(node))
 
 
 def _imported(nodes: Iterable[ast.AST], package: str, root: Path) -> set[str]:
@@ -59,15 +53,11 @@ def _imported(nodes: Iterable[ast.AST], package: str, root: Path) -> set[str]:
 
 def _sibling_files(tree: ast.AST, path: Path) -> set[Path]:
     """Files named by `Path(__file__).with_name("<literal>")` in the module (e.g. a C++ source)."""
-    found = set()
-    for node in ast.walk(tree):
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                and node.func.attr == "with_name" and "__file__" in ast.unparse(node.func.value)
-                and node.args and isinstance(node.args[0], ast.Constant)):
-            sibling = path.with_name(str(node.args[0].value))
-            if sibling.is_file():
-                found.add(sibling)
-    return found
+    named = {path.with_name(str(node.args[0].value)) for node in ast.walk(tree)
+             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+             and node.func.attr == "with_name" and "__file__" in ast.unparse(node.func.value)
+             and node.args and isinstance(node.args[0], ast.Constant)}
+    return {sibling for sibling in named if sibling.is_file()}
 
 
 def _parse(path: Path) -> ast.Module:
@@ -154,8 +144,7 @@ def code_deps(files: Iterable[Path], root: Path = SOURCE_ROOT) -> list[str]:
     todo = [root / PACKAGE]
     while todo:
         folder = todo.pop()
-        inside = below(folder)
-        if folder != root / PACKAGE and inside <= wanted:
+        if folder != root / PACKAGE and below(folder) <= wanted:
             deps.append(folder.relative_to(root).as_posix())
             continue
         deps += [p.relative_to(root).as_posix() for p in sorted(folder.iterdir())

@@ -44,7 +44,4 @@ def model_arguments(name: str) -> list[str]:
 
 def family(model: str) -> str:
     """A registered model's convolution family from its name: dgc, dgcg (DGC-G), gc (static group) or dense."""
-    for suffix in ("dgcg", "dgc", "gc"):
-        if model.endswith("_" + suffix):
-            return suffix
-    return "dense"
+    return next((suffix for suffix in ("dgcg", "dgc", "gc") if model.endswith("_" + suffix)), "dense")

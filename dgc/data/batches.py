@@ -29,12 +29,8 @@ def make_batches(dataset: str, params: Params, device: torch.device, rank: int, 
 
 def make_test_batches(dataset: str, params: Params, device: torch.device):
     """The evaluation set alone (no training data loaded), single process."""
-    if dataset == "imagenet":
-        from dgc.data.imagenet import DeviceLoader, imagenet_loaders
-
-        cfg = params.train
-        _, test, _ = imagenet_loaders(params.data.imagenet_path, cfg.batch_size, cfg.eval_batch_size, cfg.workers)
-        return DeviceLoader(test, device)
+    if dataset == "imagenet":  # the DataLoaders read nothing until iterated
+        return make_batches(dataset, params, device, 0, 1, False, 0)[1]
     from dgc.data.loader import cifar_test_batches
 
     return cifar_test_batches(Path(params.data.root) / dataset, dataset, params.train.eval_batch_size, device)

@@ -40,9 +40,8 @@ def _unpickle(path: Path) -> dict:
         with open(path, "rb") as fh:
             data = pickle.load(fh, encoding="bytes")
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        dataset = path.parent.parent.name
         raise DataError(f"{path} is damaged ({type(exc).__name__}): delete {path.parent.parent} and run "
-                        f"`dgc data {dataset}` again") from None
+                        f"`dgc data {path.parent.parent.name}` again") from None
     if not isinstance(data, dict):
         raise DataError(f"{path} is not a batch of the CIFAR format (a {type(data).__name__}, not a dict)")
     return data

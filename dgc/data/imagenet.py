@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from dgc.data.archive import DataError
 
 MEAN = (0.485, 0.456, 0.406)
@@ -23,7 +25,6 @@ def check_imagenet(path: str | None) -> Path:
 def imagenet_loaders(path: str | None, batch_size: int, eval_batch_size: int, workers: int,
                      distributed: bool = False):
     """(train loader, val loader, train sampler or None): the authors' ImageNet transforms."""
-    import torch
     from torchvision import datasets, transforms
 
     root = check_imagenet(path)
@@ -59,8 +60,6 @@ class DeviceLoader:
         return min(len(self.loader), self.max_batches or len(self.loader))
 
     def __iter__(self):
-        import torch
-
         for i, (x, y) in enumerate(self.loader):
             if i >= len(self):
                 break

@@ -64,23 +64,16 @@ class DeviceBatches:
     def __len__(self) -> int:
         n = len(self.labels)
         # Training drops the last incomplete global batch (the authors' DataLoader does not): stable BN under DDP.
-        batches = n // self.batch_size if self.train else -(-n // self.batch_size)
-        batches = max(batches, 1)
+        batches = max(n // self.batch_size if self.train else -(-n // self.batch_size), 1)
         return min(batches, self.max_batches) if self.max_batches else batches
 
-    def _batch_indices(self, generator: torch.Generator) -> list[torch.Tensor]:
-        n = len(self.labels)
-        dev = self.images.device
-        order = (torch.randperm(n, generator=generator, device=dev) if self.train
-                 else torch.arange(n, device=dev))
-        # each global batch, this process's slice of it
-        return [order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world_size]
-                for i in range(len(self))]
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator(device=self.images.device)
+        n, dev = len(self.labels), self.images.device
+        generator = torch.Generator(device=dev)
         generator.manual_seed(self.seed * 1_000_003 + self.epoch)
-        for idx in self._batch_indices(generator):
+        order = torch.randperm(n, generator=generator, device=dev) if self.train else torch.arange(n, device=dev)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world_size]  # this process's slice
             x = self.images[idx]  # (b, 3, H, W) uint8
             if self.train:
                 x = random_crop_flip(x, generator)

@@ -87,8 +87,7 @@ class DGCConv2d(nn.Module):
             raise ValueError(f"heads={heads} must divide in_channels={in_channels} and out_channels={out_channels}")
         self.in_channels, self.out_channels, self.num_heads = in_channels, out_channels, heads
         self.kernel_size, self.stride, self.padding, self.dilation = map(_pair, (kernel_size, stride, padding, dilation))
-        self.squeeze_rate = squeeze_rate
-        self.gate_factor = check_gate_factor(gate_factor)
+        self.squeeze_rate, self.gate_factor = squeeze_rate, check_gate_factor(gate_factor)
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
         self.selection = selection
@@ -181,9 +180,7 @@ class DGCConv2d(nn.Module):
 
     def preactivate(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(BatchNorm-ReLU of x, or x when preact=False; its spatial mean where a kernel computes it, else None)."""
-        if not self.preact:
-            return x, None
-        return self.preactivations.choose(self, x).run(self, x)
+        return self.preactivations.choose(self, x).run(self, x) if self.preact else (x, None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forwards.choose(self, x).run(self, x)
@@ -243,8 +240,7 @@ def dgc_layers(model: nn.Module) -> list[DGCConv2d]:
 def _sum_of(model: nn.Module, term: str) -> torch.Tensor:
     terms = [getattr(layer.report, term) for layer in dgc_layers(model) if getattr(layer.report, term) is not None]
     if not terms:
-        device = next((p.device for p in model.parameters()), torch.device("cpu"))
-        return torch.zeros((), device=device)
+        return torch.zeros((), device=next((p.device for p in model.parameters()), torch.device("cpu")))
     return torch.stack(terms).sum()
 
 

@@ -61,7 +61,8 @@ def sparse(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torc
     idx = kept_indices(layer, saliency, keep, kept)  # (B, H, K)
     k_keep = idx.shape[2]
     if k_keep == 0:
-        ho, wo = _conv_out(h, w, layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+        ho, wo = ((n + 2 * p - d * (k - 1) - 1) // s + 1  # the conv's output size
+                  for n, k, s, p, d in zip((h, w), layer.kernel_size, layer.stride, layer.padding, layer.dilation))
         # Nothing kept: zeros, still attached to the graph (every gradient is zero, as masked).
         return x.new_zeros(b, layer.out_channels, ho, wo) + 0.0 * scale.sum()
     values = scale.gather(2, idx)  # (B, H, K)
@@ -70,15 +71,12 @@ def sparse(layer: DGCConv2d, x: torch.Tensor, saliency: torch.Tensor, keep: torc
     rows = idx + torch.arange(heads, device=x.device)[None, :, None] * c  # (B, H, K) into H*C_in
     w_kept = weight.index_select(0, rows.reshape(-1))
     w_kept = w_kept.view(b, heads, k_keep, co, *layer.kernel_size) * values[..., None, None, None]
+    x_kept = _gather_channels(subsample(layer, x) if is_1x1(layer) else x, idx)  # (B, H*K, h, w)
     if is_1x1(layer):
-        x = subsample(layer, x)
-        h, w = x.shape[-2:]
-        x_kept = _gather_channels(x, idx)  # (B, H*K, h, w)
+        ho, wo = x_kept.shape[-2:]
         out = torch.bmm(w_kept.reshape(b * heads, k_keep, co).transpose(1, 2),
-                        x_kept.reshape(b * heads, k_keep, h * w))  # (B*H, C_out/H, hw)
-        ho, wo = h, w
+                        x_kept.reshape(b * heads, k_keep, ho * wo))  # (B*H, C_out/H, h'w')
     else:
-        x_kept = _gather_channels(x, idx)  # (B, H*K, h, w)
         out = F.conv2d(x_kept.reshape(1, b * heads * k_keep, h, w),
                        w_kept.transpose(2, 3).reshape(b * heads * co, k_keep, *layer.kernel_size),
                        None, layer.stride, layer.padding, layer.dilation, groups=b * heads)
@@ -168,8 +166,3 @@ def _gather_channels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     rows = idx.reshape(b, -1) + torch.arange(b, device=x.device)[:, None] * c  # into B*C rows
     return x.reshape(b * c, h * w).index_select(0, rows.reshape(-1)).view(b, -1, h, w)
 
-
-def _conv_out(h: int, w: int, kernel: tuple[int, int], stride: tuple[int, int],
-              padding: tuple[int, int], dilation: tuple[int, int]) -> tuple[int, int]:
-    return tuple((n + 2 * p - d * (k - 1) - 1) // s + 1
-                 for n, k, s, p, d in zip((h, w), kernel, stride, padding, dilation))

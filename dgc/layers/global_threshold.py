@@ -64,5 +64,4 @@ class GlobalThreshold:
 
     def load_state_dict(self, state: dict) -> None:
         q = state.get("quantiles")
-        device = self.layers[0].threshold.device
-        self.quantiles = None if q is None else q.to(device)
+        self.quantiles = None if q is None else q.to(self.layers[0].threshold.device)

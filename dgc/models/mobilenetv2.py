@@ -1,10 +1,7 @@
-"""MobileNetV2 (Sandler et al., CVPR 2018) with DGC in both 1x1 convs of every block, and its baselines.
-The DGC layers have no pre-activation of their own (`preact=False`: the block's BN follows each conv, as
-in the authors' ResNet-18), so the gates see the conv's raw input. Why g = 0.5 (`count_flops`, width 1):
-the 1x1 convs are 83.4% (CIFAR) / 80.8% (ImageNet) of the dense FLOPs; g 0.5 leaves 61.9% / 61.3% (g 0.25:
-41%), the mild side of the paper's models (ResNet-18 48.8%, DenseNet-86 38.9%) for a network already
-compact. The gates cost 3.6% / 1.7% more FLOPs but double the parameters (2,363,008 added).
-"""
+"""MobileNetV2 (Sandler et al., CVPR 2018) with DGC in both 1x1 convs of every block (`preact=False`: the
+block's BN follows each conv, so the gates see its raw input), and its baselines. g = 0.5 (`count_flops`):
+the 1x1 convs are 83.4% / 80.8% (CIFAR / ImageNet) of the dense FLOPs, g 0.5 leaves 61.9% / 61.3%, the
+mild side of the paper's models for a compact network; the gates add 3.6% / 1.7% FLOPs, 2,363,008 params."""
 
 from __future__ import annotations
 
@@ -47,11 +44,8 @@ def block_layout(width: float = 1.0, blocks: Sequence[int] = DEFAULT_BLOCKS,
     for i, ((t, c, _, s), n) in enumerate(zip(SETTINGS, blocks)):
         out = round_channels(c * w)
         first_stride = 1 if (cifar and i == CIFAR_STRIDE1_STAGE) else s
-        stage = []
-        for j in range(int(n)):
-            stage.append((channels, channels * t, out, first_stride if j == 0 else 1))
-            channels = out
-        stages.append(stage)
+        stages.append([(channels, channels * t, out, first_stride)] + [(out, out * t, out, 1)] * (int(n) - 1))
+        channels = out
     return stages
 
 
@@ -59,10 +53,8 @@ def check_pointwise_divisor(setting: str, value: int, width: float, blocks: Sequ
     """Raise ValueError unless `value` (heads or groups) divides every 1x1 conv's channel counts."""
     if int(value) != value or value < 1:
         raise ValueError(f"{setting} must be a positive integer, got {value!r}")
-    channels = set()  # the expansion's (none in the t = 1 block, where hidden == c_in) and the projection's
-    for stage in block_layout(width, blocks):
-        for c_in, hidden, out, _ in stage:
-            channels.update((c_in, hidden, out) if hidden != c_in else (hidden, out))
+    # in, hidden, out of every block: the expansion's and the projection's (the t = 1 block has hidden == in)
+    channels = {c for stage in block_layout(width, blocks) for block in stage for c in block[:3]}
     bad = [c for c in sorted(channels) if c % value]
     if bad:
         raise ValueError(f"{setting}={value} must divide the channels of every MobileNetV2 1x1 conv "

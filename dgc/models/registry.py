@@ -118,19 +118,13 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 
 def model_defaults(name: str) -> dict:
     """The default of every override of model `name` (the authors' configuration)."""
-    return {p.name: p.default for p in inspect.signature(_factory(name)).parameters.values()
-            if p.name != "num_classes"}
-
-
-def _factory(name: str) -> Callable[..., nn.Module]:
-    model_arguments(name)  # an unknown name: ModelError
-    return MODELS[name]
+    allowed = model_arguments(name)  # an unknown name: ModelError
+    return {p.name: p.default for p in inspect.signature(MODELS[name]).parameters.values() if p.name in allowed}
 
 
 def create_model(name: str, num_classes: int, **overrides) -> nn.Module:
     """Build model `name` with `overrides`; it carries `model_name` and `model_args` (all a checkpoint needs)."""
-    factory = _factory(name)
-    allowed = model_arguments(name)  # the names of dgc/model_names.py: the factory's own parameters
+    allowed = model_arguments(name)  # an unknown name: ModelError; else the factory's own parameters
     unknown = sorted(set(overrides) - set(allowed))
     if unknown:
         raise ModelError(f"model {name!r} has no setting {unknown[0]!r}; "
@@ -139,7 +133,7 @@ def create_model(name: str, num_classes: int, **overrides) -> nn.Module:
         raise ModelError(f"num_classes must be a positive integer, got {num_classes!r}")
     args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in overrides.items()}
     try:
-        model = factory(int(num_classes), **overrides)
+        model = MODELS[name](int(num_classes), **overrides)
     except (ValueError, TypeError) as exc:  # the layers check their arguments with ValueError
         if not overrides or isinstance(exc, DGCError):  # the authors' configuration must build
             raise

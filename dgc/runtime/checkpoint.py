@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from dgc.errors import DGCError
-from dgc.io import atomic_path
+from dgc.io import write_atomic
 
 
 class CheckpointError(DGCError, ValueError):
@@ -19,9 +19,7 @@ class CheckpointError(DGCError, ValueError):
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-    return Path(path)
+    return write_atomic(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -54,8 +52,7 @@ def build_model(checkpoint: dict[str, Any]) -> nn.Module:
     from dgc.models import create_model
 
     try:
-        name, args = checkpoint["model_name"], dict(checkpoint["model_args"])
-        state = checkpoint["state_dict"]
+        name, args, state = checkpoint["model_name"], dict(checkpoint["model_args"]), checkpoint["state_dict"]
     except KeyError as exc:
         raise CheckpointError(f"checkpoint lacks {exc.args[0]!r}") from None
     model = create_model(name, **args)

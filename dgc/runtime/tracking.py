@@ -18,10 +18,9 @@ RUN_ID_FILE = "wandb_id"
 def run_id(directory: Path, resume: bool) -> str:
     """The wandb run id of `directory`: the stored one when resuming, else a new one, stored."""
     path = directory / RUN_ID_FILE
-    if resume and path.is_file():
-        stored = path.read_text().strip()
-        if stored:
-            return stored
+    stored = path.read_text().strip() if resume and path.is_file() else ""
+    if stored:
+        return stored
     new = uuid.uuid4().hex[:16]  # wandb's id alphabet: letters and digits
     write_text_atomic(path, new + "\n")
     return new

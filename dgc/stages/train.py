@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import hashlib
 import io
+import json
 import resource
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,19 +66,11 @@ class TrainResult:
     final: dict[str, Any]
 
 
-def _plain(value: Any) -> Any:
-    """Tuples -> lists, recursively: what weights_only checkpoints and YAML/JSON store."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def settings_of(dataset: str, model: nn.Module, params: Params, seed: int) -> dict[str, Any]:
-    return _plain({"dataset": dataset, "model_name": model.model_name, "model_args": model.model_args, "seed": seed,
+    """The run's settings as plain data (tuples -> lists: what weights_only checkpoints and YAML/JSON store)."""
+    return json.loads(json.dumps({"dataset": dataset, "model_name": model.model_name, "model_args": model.model_args, "seed": seed,
                    "train": dataclasses.asdict(params.train), "data": dataclasses.asdict(params.data),
-                   "profile": params.profile})
+                   "profile": params.profile}))
 
 
 def fingerprint(settings: dict[str, Any]) -> dict[str, Any]:
@@ -105,8 +98,7 @@ def history_csv(rows: list[dict[str, Any]], columns: tuple[str, ...] = HISTORY_C
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    writer.writerows({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()} for row in rows)
     return buf.getvalue()
 
 
@@ -116,9 +108,8 @@ def inactive_fraction(model: nn.Module) -> float:
 
 
 def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)  # Linux: ru_maxrss in KiB
 
 
 def build_for_training(dataset: str, model_name: str, params: Params) -> nn.Module:
@@ -151,36 +142,16 @@ def out_of_memory_message(phase: str, model_name: str, dataset: str, cfg: Any, w
             f"per process ({size}): {fix}; {kept}")
 
 
-def _kept(ckpt_path: Path, history: list[dict[str, Any]]) -> str:
-    if not history:
-        return "no epoch was completed, nothing was written"
-    return f"the last checkpoint is kept: {ckpt_path} (epoch {history[-1]['epoch']})"
-
-
-def _already_complete(checkpoint: dict[str, Any], out: Path, epochs: int, main: bool,
-                      say: Callable[[str], None]) -> TrainResult:
-    """The stored result of a finished run (its history.csv rewritten only if it went missing)."""
-    history = list(checkpoint["history"])
-    if main and not (out / "history.csv").exists():
-        write_text_atomic(out / "history.csv", history_csv(history))
-    say(f"{out}: already complete ({epochs} epochs, best test top-1 "
-        f"{checkpoint['best']['test_top1']:.2f}% in epoch {checkpoint['best']['epoch']})")
-    return TrainResult(out, epochs, epochs, dict(checkpoint["best"]), history[-1] if history else {})
-
-
 def is_complete(dataset: str, model_name: str, params: Params, runs_root: str | Path = "runs",
                 seed: int | None = None) -> bool:
     """Whether `train_model` would return a stored result (all epochs, same settings and training code)."""
     seed = params.train.seeds[0] if seed is None else seed
-    ckpt_path = run_dir(runs_root, dataset, model_name, seed) / "checkpoint.pt"
-    if not ckpt_path.is_file():
-        return False
     try:
-        checkpoint = load_checkpoint(ckpt_path)
+        checkpoint = load_checkpoint(run_dir(runs_root, dataset, model_name, seed) / "checkpoint.pt")
     except DGCError:
-        return False  # unreadable: training it again reports why
-    model = build_for_training(dataset, model_name, params)
-    return (checkpoint.get("fingerprint") == fingerprint(settings_of(dataset, model, params, seed))
+        return False  # missing, or unreadable: training it again reports why
+    settings = settings_of(dataset, build_for_training(dataset, model_name, params), params, seed)
+    return (checkpoint.get("fingerprint") == fingerprint(settings)
             and checkpoint["epoch"] >= params.train.epochs and checkpoint.get("code") == training_code_hash())
 
 
@@ -220,40 +191,37 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
                    fingerprint(settings), training_code_hash())
     # one trainer per run folder (torchrun's other ranks write nothing of their own there)
     with run_lock(spec.out) if main else contextlib.nullcontext():
-        return _resume_or_train(spec, model, device, fresh, main, say)
+        checkpoint = None
+        if spec.checkpoint.exists() and not fresh:
+            checkpoint = load_checkpoint(spec.checkpoint)  # on the CPU: resuming copies it to the device
+            if checkpoint.get("fingerprint") != spec.fingerprint:
+                say(f"{spec.checkpoint} was trained with other settings: starting afresh")
+                checkpoint = None
+            elif checkpoint["epoch"] >= cfg.epochs:
+                if checkpoint.get("code") == spec.code:  # the stored result, before joining torchrun's group
+                    history, best = list(checkpoint["history"]), dict(checkpoint["best"])
+                    if main and not (spec.out / "history.csv").exists():  # rewritten only if it went missing
+                        write_text_atomic(spec.out / "history.csv", history_csv(history))
+                    say(f"{spec.out}: already complete ({cfg.epochs} epochs, best test top-1 "
+                        f"{best['test_top1']:.2f}% in epoch {best['epoch']})")
+                    return TrainResult(spec.out, cfg.epochs, cfg.epochs, best, history[-1])
+                # an unfinished run resumes across a code change; a finished one is trained again
+                say(f"{spec.checkpoint} was finished by other training code (a file `dgc train` runs "
+                    f"changed): training again from scratch")
+                checkpoint = None
 
-
-def _resume_or_train(spec: RunSpec, model: nn.Module, device: torch.device, fresh: bool, main: bool,
-                     say: Callable[[str], None]) -> TrainResult:
-    """The stored result of a complete run, else its training (resumed from a checkpoint of its settings)."""
-    cfg = spec.params.train
-    checkpoint = None
-    if spec.checkpoint.exists() and not fresh:
-        checkpoint = load_checkpoint(spec.checkpoint)  # on the CPU: resuming copies it to the device
-        if checkpoint.get("fingerprint") != spec.fingerprint:
-            say(f"{spec.checkpoint} was trained with other settings: starting afresh")
-            checkpoint = None
-        elif checkpoint["epoch"] >= cfg.epochs:
-            if checkpoint.get("code") == spec.code:
-                # before joining torchrun's group: nothing to train or wait for
-                return _already_complete(checkpoint, spec.out, cfg.epochs, main, say)
-            # an unfinished run resumes across a code change; a finished one is trained again
-            say(f"{spec.checkpoint} was finished by other training code (a file `dgc train` runs "
-                f"changed): training again from scratch")
-            checkpoint = None
-
-    dist_info = init_distributed(device.type)
-    try:
-        if dist_info.enabled and cfg.batch_size % dist_info.world_size:
-            raise ConfigError(f"train.batch_size {cfg.batch_size} must be divisible by the "
-                              f"{dist_info.world_size} processes")
-        if device.type == "cuda" and dist_info.enabled:
-            device = torch.device("cuda", dist_info.local_rank)
-        if device.type == "cuda" and device.index is not None:
-            torch.cuda.set_device(device)
-        return _train(spec, _set_up(spec, model, device, dist_info, checkpoint, say))
-    finally:
-        shutdown()
+        dist_info = init_distributed(device.type)
+        try:
+            if dist_info.enabled and cfg.batch_size % dist_info.world_size:
+                raise ConfigError(f"train.batch_size {cfg.batch_size} must be divisible by the "
+                                  f"{dist_info.world_size} processes")
+            if device.type == "cuda" and dist_info.enabled:
+                device = torch.device("cuda", dist_info.local_rank)
+            if device.type == "cuda" and device.index is not None:
+                torch.cuda.set_device(device)
+            return _train(spec, _set_up(spec, model, device, dist_info, checkpoint, say))
+        finally:
+            shutdown()
 
 
 @dataclass
@@ -265,8 +233,7 @@ class Training:
     eval_runner: Compiled
     train_batches: Any
     test_batches: Any
-    optimizer: torch.optim.Optimizer
-    ctx: StepContext
+    ctx: StepContext  # with the optimizer
     tracker: Tracker
     device: torch.device
     dist_info: DistInfo
@@ -306,10 +273,8 @@ def _set_up(spec: RunSpec, model: nn.Module, device: torch.device, dist_info: Di
                    "best": dict(checkpoint["best"])}
         say(f"resuming {spec.out} from epoch {checkpoint['epoch']}/{cfg.epochs}")
 
-    wrapped = model
-    if dist_info.enabled:
-        wrapped = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    wrapped = (nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+               if dist_info.enabled else model)
     compile_mode = resolve_compile(cfg.compile, device)
     runner = Compiled(wrapped, compile_mode, log=say)
     steps = len(train_batches)
@@ -317,13 +282,11 @@ def _set_up(spec: RunSpec, model: nn.Module, device: torch.device, dist_info: Di
                       all_reduce_sum, cfg.angle_lambda, selection)
     tracker = Tracker(cfg.wandb, cfg.wandb_project, f"{spec.dataset}-{spec.model_name}-seed{spec.seed}", spec.out,
                       spec.settings, enabled=dist_info.is_main, resume=checkpoint is not None)  # continues its wandb run
-    if dist_info.is_main:
-        spec.out.mkdir(parents=True, exist_ok=True)
     say(f"training {spec.model_name} on {spec.dataset}: {cfg.epochs} epochs x {steps} steps, "
         f"batch {cfg.batch_size}, device {device}" + (f" x{dist_info.world_size}" if dist_info.enabled else "")
         + (f", torch.compile mode {compile_mode}" if compile_mode else ""))
     return Training(model, runner, runner if wrapped is model else Compiled(model, compile_mode, log=say),
-                    train_batches, test_batches, optimizer, ctx, tracker, device, dist_info,
+                    train_batches, test_batches, ctx, tracker, device, dist_info,
                     {"device": device_name(device), "precision": precision.name,
                      "layout": "channels_last" if channels_last else "NCHW", "compile": compile_mode or "off"},
                     say, **resumed)
@@ -338,33 +301,31 @@ def _train(spec: RunSpec, run: Training) -> TrainResult:
             if run.dist_info.is_main:
                 _save_epoch(spec, run)
             barrier()
-        if run.dist_info.is_main and not (spec.out / "history.csv").exists():
-            write_text_atomic(spec.out / "history.csv", history_csv(run.history))
     finally:
         run.tracker.finish()
-    return TrainResult(spec.out, epochs, run.start_epoch, run.best, run.history[-1] if run.history else {})
+    return TrainResult(spec.out, epochs, run.start_epoch, run.best, run.history[-1])
 
 
 def _epoch(spec: RunSpec, run: Training, epoch: int) -> dict[str, Any]:
     """Train epoch `epoch` (0-based) and evaluate: its history row. Divergence or CUDA OOM ends the run."""
     cfg = spec.params.train
-    steps = len(run.train_batches)
     run.train_batches.set_epoch(epoch)
     if run.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(run.device)
+    kept = (f"the last checkpoint is kept: {spec.checkpoint} (epoch {run.history[-1]['epoch']})" if run.history
+            else "no epoch was completed, nothing was written")
     phase = "training"
     try:
-        stats = train_one_epoch(run.runner, run.core, run.train_batches, run.ctx, epoch * steps,
+        stats = train_one_epoch(run.runner, run.core, run.train_batches, run.ctx, epoch * len(run.train_batches),
                                 show_progress=run.dist_info.is_main, desc=f"epoch {epoch + 1}/{cfg.epochs}")
         phase = "evaluating"
         test = evaluate(run.eval_runner, run.test_batches, run.ctx.autocast, all_reduce_sum)
     except NonFiniteLoss as exc:
-        raise TrainingDiverged(f"{exc} in epoch {epoch + 1}; stopped, {_kept(spec.checkpoint, run.history)}") from None
+        raise TrainingDiverged(f"{exc} in epoch {epoch + 1}; stopped, {kept}") from None
     except torch.cuda.OutOfMemoryError:
         # nothing of this epoch is saved: the checkpoint stays the last completed epoch
         raise GpuOutOfMemory(out_of_memory_message(
-            phase, spec.model_name, spec.dataset, cfg, run.dist_info.world_size, epoch + 1,
-            _kept(spec.checkpoint, run.history))) from None
+            phase, spec.model_name, spec.dataset, cfg, run.dist_info.world_size, epoch + 1, kept)) from None
     return {"epoch": epoch + 1, "lr": stats["lr"], "progress": stats["progress"],
             "inactive_fraction": inactive_fraction(run.core), "train_loss": stats["train_loss"],
             "train_top1": stats["train_top1"], "test_loss": test["loss"],
@@ -382,10 +343,10 @@ def _save_epoch(spec: RunSpec, run: Training) -> None:
     if row["test_top1"] > run.best["test_top1"]:
         run.best = {"epoch": row["epoch"], "test_top1": row["test_top1"]}
         save_checkpoint(spec.out / "best.pt", payload)
-    selection, scaler = run.ctx.selection, run.ctx.scaler
-    save_checkpoint(spec.checkpoint, {**payload, "code": spec.code, "optimizer": run.optimizer.state_dict(),
-                                      "scaler": scaler.state_dict() if scaler else {},
-                                      "global_threshold": selection.state_dict() if selection else {},
+    ctx = run.ctx
+    save_checkpoint(spec.checkpoint, {**payload, "code": spec.code, "optimizer": ctx.optimizer.state_dict(),
+                                      "scaler": ctx.scaler.state_dict() if ctx.scaler else {},
+                                      "global_threshold": ctx.selection.state_dict() if ctx.selection else {},
                                       "history": run.history, "best": run.best})
     write_text_atomic(spec.out / "history.csv", history_csv(run.history))
     run.tracker.log({f"epoch/{k}": v for k, v in row.items()}, step=row["epoch"])
