@@ -42,7 +42,6 @@ def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
     missing = [m for m in needed if (claim.dataset, m) not in runs]
     if missing:
         return _row(claim, verdict="not run", reason=f"no metrics for {claim.dataset}-{missing[0]}")
-    metrics = runs[(claim.dataset, claim.model)]
     gate = "architecture_matches_paper" if claim.kind == "architecture" else "recipe_matches_paper"
     for model in needed:
         if not runs[(claim.dataset, model)].get(gate):
@@ -50,16 +49,16 @@ def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
             return _row(claim, verdict="not comparable",
                         reason=f"{claim.dataset}-{model} is not the paper's {what} "
                                f"(see reports/info/{claim.dataset}-{model}.json)")
-    ours = metric_value(metrics, claim.metric)
+    ours = metric_value(run, claim.metric)
     if ours is None:
         return _row(claim, verdict="not run", reason=f"{claim.metric} missing from the metrics")
-    seeds = int(metrics.get("seeds", 1))
-    spread = spread_of(metrics, claim.metric) if seeds > 1 else None
+    seeds = int(run.get("seeds", 1))
+    spread = spread_of(run, claim.metric) if seeds > 1 else None
     if claim.kind == "relation":
         base = sample_of(runs[(claim.dataset, claim.versus)], claim.metric)
         if base is None:
             return _row(claim, verdict="not run", reason=f"{claim.metric} missing from {claim.versus}'s metrics")
-        rel = judge_relation(sample_of(metrics, claim.metric), base, claim.tolerance)
+        rel = judge_relation(sample_of(run, claim.metric), base, claim.tolerance)
         verdict = {"holds": "reproduced", "does not hold": "not reproduced"}.get(rel.outcome, "inconclusive")
         return _row(claim, ours=ours, delta=rel.delta, spread=spread, seeds=seeds, baseline=base.mean,
                     baseline_spread=base.std if base.n > 1 else None, standard_error=rel.standard_error,
