@@ -40,24 +40,6 @@ def job_folder(run: RunSpec, runs_root: str | Path) -> Path:
     return run_dir(runs_root, run.dataset, run.model, run.seed) / "job"
 
 
-def write_record(folder: Path, launcher: str, job_id: str) -> None:
-    from dgc.io import write_text_atomic
-
-    write_text_atomic(folder / RECORD, json.dumps(
-        {"launcher": launcher, "job_id": job_id, "submitted": datetime.now().astimezone().isoformat(
-            timespec="seconds"), "submitted_at": time.time()}) + "\n")
-
-
-def read_record(folder: Path, launcher: str) -> dict[str, Any] | None:
-    """The latest job's record if `launcher` submitted it, or None (also when it cannot be read)."""
-    try:
-        record = json.loads((folder / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(record, dict) and {"launcher", "job_id"} <= set(record) and record["launcher"] == launcher
-    return record if ok else None
-
-
 @dataclass
 class Handle:
     """A job being watched: its run, submitit job, launcher slot (a local job's GPU), submission time
@@ -81,7 +63,8 @@ class Handle:
 
 
 class Launcher:
-    """What both launchers do: check -j, hold the slots of the jobs they submitted, re-attach to a job."""
+    """What both launchers do: check -j, hold the slots of the jobs they submitted, write a job's record and
+    re-attach to the recorded job, which `live_job(folder, job_id)` gives as (job, state) or (None, "")."""
 
     name = ""
 
@@ -92,7 +75,11 @@ class Launcher:
 
     def submitted(self, run: RunSpec, folder: Path, job: Any, slot: Any) -> Handle:
         """The handle of a job just submitted in `slot`, its record written."""
-        write_record(folder, self.name, job.job_id)
+        from dgc.io import write_text_atomic
+
+        write_text_atomic(folder / RECORD, json.dumps(
+            {"launcher": self.name, "job_id": job.job_id, "submitted": datetime.now().astimezone().isoformat(
+                timespec="seconds"), "submitted_at": time.time()}) + "\n")
         self.busy.append(slot)
         return Handle(run, job, slot)
 
@@ -101,17 +88,18 @@ class Launcher:
             self.busy.remove(handle.slot)
 
     def attach(self, run: RunSpec, runs_root: Path) -> Handle | None:
-        """The handle of the run's recorded job if still queued or running (`live_job`), else None."""
+        """The handle of the run's recorded job (if this launcher's) still queued or running, else None."""
         folder = job_folder(run, runs_root)
-        record = read_record(folder, self.name)
-        job, state = self.live_job(folder, str(record["job_id"])) if record else (None, "")
+        try:
+            record = json.loads((folder / RECORD).read_text())
+        except (OSError, ValueError):  # no record, or unreadable
+            return None
+        if not (isinstance(record, dict) and {"launcher", "job_id"} <= set(record) and record["launcher"] == self.name):
+            return None
+        job, state = self.live_job(folder, str(record["job_id"]))
         if job is None:
             return None
         return Handle(run, job, None, float(record.get("submitted_at", 0)), attached=True, state=state)
-
-    def live_job(self, folder: Path, job_id: str) -> tuple[Any, str]:
-        """(the job, its state) when the job `job_id` is queued or running, else (None, "")."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)
