@@ -1,7 +1,6 @@
-"""The benchmarks of docs/speed.md's speed section, in its order: each one's heading, its file under reports/
-and the pure function rendering that file's content (parsed JSON for .json, else text) for `dgc readme`
-(dgc/commands/readme.py `speed_markdown`, which shows each whose file exists), so that it runs no benchmark.
-The studies (studies/) render their own results and have no entry."""
+"""The benchmarks of docs/speed.md's speed section, in its order: each one's heading, its file under reports/ and
+the pure function rendering that file's content for `dgc readme` (which so runs no benchmark and shows each file
+that exists). The studies (studies/) render their own results and have no entry."""
 
 from __future__ import annotations
 
@@ -52,11 +51,6 @@ def settings_table(ms_per_image: Mapping[str, Mapping[str, float]]) -> list[str]
         cells = [("**%.2f**" if row[s] == best else "%.2f") % row[s] if s in row else "-" for s in settings]
         lines.append(f"| {batch} | {model} | " + " | ".join(cells) + " |")
     return lines
-
-
-def bench_section(result: Mapping[str, Any]) -> str:
-    """`dgc bench`'s table (dgc/bench/speed.py) under the line naming the commit and machine."""
-    return made_by(result) + "\n" + speed.bench_markdown(result)
 
 
 def repro_time_section(r: Mapping[str, Any]) -> str:
@@ -167,7 +161,8 @@ SECTIONS: tuple[Section, ...] = (
             repro_time_section),
     Section("Training step (`python benchmarks/train_throughput.py`)", "train_throughput.json",
             train_throughput_section),
-    Section("Layers and whole models at inference (`dgc bench`)", "bench.json", bench_section),
+    Section("Layers and whole models at inference (`dgc bench`)", "bench.json",
+            lambda result: made_by(result) + "\n" + speed.bench_markdown(result)),
     Section("Whole models on the CPU (`python benchmarks/cpu_inference.py --json reports/cpu_inference.json`)",
             "cpu_inference.json", cpu_inference_section),
     Section("The CPU kernels against the PyTorch ops they replace "

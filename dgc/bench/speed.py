@@ -1,15 +1,7 @@
-"""`dgc bench`: wall-clock cost of DGC next to the dense and static group convolutions, in one run.
-
-Layers (batch 64, 4 heads, g 0.25, with their BN-ReLU): the shapes below as DGC (masked = the authors',
-sparse, scaled-weight, on the CPU fused_cpu, and `auto`), dense and static 4-group BN-ReLU-Conv2d (DGC's
-FLOPs at g 0.25), at inference and a training step. Models: inference at batch 1 and 64, DGC (pruned) next
-to its dense counterpart. Median of `repeats`, measured round-robin, after BN calibration and a finiteness
-check (dgc/measure/calibrate.py).
-
-    .venv/bin/dgc bench [--device auto|cpu|cuda] [--threads 2] [--repeats 10] [--no-models]
-        [--out reports/bench.json]
-
-writes reports/bench.json and reports/bench.md (`bench_markdown`), rendered in docs/speed.md by registry.py.
+"""`dgc bench`: wall-clock cost of DGC next to the dense and static 4-group convolutions (DGC's FLOPs at
+g 0.25): layers (batch 64, 4 heads, g 0.25, each DGC execution) at inference and a training step, and whole
+models at batch 1 and 64. Median of `repeats`, round-robin, after BN calibration (dgc/measure/calibrate.py);
+writes reports/bench.json and bench.md (`bench_markdown`), shown in docs/speed.md by registry.py.
 """
 
 from __future__ import annotations
@@ -30,15 +22,15 @@ LAYER_SHAPES = [(256, 128, 1, 16), (128, 128, 3, 16), (64, 64, 3, 32)]  # (C_in,
 MODEL_PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
 DGC_PATHS = ("masked", "sparse", "scaled_weight", "auto")
 CPU_PATHS = ("fused_cpu",)  # the C++ kernel (1x1 inference; elsewhere it runs 'sparse')
+BATCH, HEADS, GATE = 64, 4, 0.25  # of the layers timed
 
 
-def _layers(c_in: int, c_out: int, k: int, gate: float, heads: int,
-            paths: tuple[str, ...] = DGC_PATHS) -> dict[str, nn.Module]:
+def _layers(c_in: int, c_out: int, k: int, paths: tuple[str, ...]) -> dict[str, nn.Module]:
     from dgc.layers import BNReLUConv2d, DGCConv2d
 
     out: dict[str, nn.Module] = {}
     for path in paths:
-        layer = DGCConv2d(c_in, c_out, k, padding=k // 2, heads=heads, gate_factor=gate)
+        layer = DGCConv2d(c_in, c_out, k, padding=k // 2, heads=HEADS, gate_factor=GATE)
         layer.set_progress(1.0)
         layer.execution = path
         out[f"dgc_{path}"] = layer
@@ -54,15 +46,14 @@ def _train_step(module: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
-def bench_layers(device: torch.device, batch: int = 64, repeats: int = 10, gate: float = 0.25,
-                 heads: int = 4, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+def bench_layers(device: torch.device, repeats: int = 10, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     rows = []
     paths = DGC_PATHS[:-1] + (CPU_PATHS if device.type == "cpu" else ()) + DGC_PATHS[-1:]
     for c_in, c_out, k, size in LAYER_SHAPES:
         torch.manual_seed(0)
-        x = torch.randn(batch, c_in, size, size, device=device)
+        x = torch.randn(BATCH, c_in, size, size, device=device)
         layers = {name: ready_for_timing(m, (c_in, size, size), device)
-                  for name, m in _layers(c_in, c_out, k, gate, heads, paths).items()}
+                  for name, m in _layers(c_in, c_out, k, paths).items()}
         with torch.no_grad():
             inference = median_times({n: (lambda m=m: m(x)) for n, m in layers.items()}, device, repeats)
         for m in layers.values():
@@ -115,7 +106,7 @@ def run_bench(device: torch.device, repeats: int = 10, models: bool = True,
     result: dict[str, Any] = {"provenance": provenance(device_name(device)),
                               "device": device_name(device), "torch": torch.__version__,
                               "python": platform.python_version(), "repeats": repeats,
-                              "gate_factor": 0.25, "heads": 4, "batch": 64,
+                              "gate_factor": GATE, "heads": HEADS, "batch": BATCH,
                               "layers": bench_layers(device, repeats=repeats, log=log)}
     if models:
         result["models"] = bench_models(device, repeats=repeats, log=log)

@@ -20,6 +20,13 @@ def _spatial_offsets(offs_p, width, stride_h, stride_w):
 
 
 @triton.jit
+def _program(n_tiles, HEADS):
+    """(b * H + i, b, i, tile) of this program, whose id is (b * H + i) * n_tiles + tile."""
+    bh = tl.program_id(0) // n_tiles
+    return bh, (bh // HEADS).to(tl.int64), (bh % HEADS).to(tl.int64), tl.program_id(0) % n_tiles
+
+
+@triton.jit
 def _mma(a, b, acc, INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
     """acc + a @ b; UPCAST_DOT (bf16 under the interpreter, whose tl.dot multiplies bf16's raw bits)
     multiplies in fp32, exact anyway: a product of two bf16 values fits in fp32."""
@@ -37,13 +44,9 @@ def fused_fwd_kernel(x_ptr, w_ptr, idx_ptr, scale_ptr, out_ptr, HEADS, CO, K, P,
                      INPUT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr):
     """out tile (BLOCK_P positions x BLOCK_CO channels of head i) = Xg^T (gathered A) @ Wk^T (scaled B)."""
     n_co = tl.cdiv(CO, BLOCK_CO)
-    n_tiles = tl.cdiv(P, BLOCK_P) * n_co
-    bh = tl.program_id(0) // n_tiles
-    pid = tl.program_id(0) % n_tiles
+    bh, b, i, pid = _program(tl.cdiv(P, BLOCK_P) * n_co, HEADS)
     pid_p = pid // n_co
     pid_co = pid % n_co
-    b = (bh // HEADS).to(tl.int64)
-    i = (bh % HEADS).to(tl.int64)
 
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_co = pid_co * BLOCK_CO + tl.arange(0, BLOCK_CO)
@@ -83,13 +86,9 @@ def fused_bwd_x_kernel(g_ptr, w_ptr, idx_ptr, scale_ptr, gx_ptr, HEADS, CO, K, P
     """grad Xg^T tile (BLOCK_P x BLOCK_K) = G_i^T @ Wk, scatter-added into the fp32 grad_x at the kept
     channels: atomics, as heads of a sample may keep one channel (within a program, rows of idx are distinct)."""
     n_k = tl.cdiv(K, BLOCK_K)
-    n_tiles = tl.cdiv(P, BLOCK_P) * n_k
-    bh = tl.program_id(0) // n_tiles
-    pid = tl.program_id(0) % n_tiles
+    bh, b, i, pid = _program(tl.cdiv(P, BLOCK_P) * n_k, HEADS)
     pid_p = pid // n_k
     pid_k = pid % n_k
-    b = (bh // HEADS).to(tl.int64)
-    i = (bh % HEADS).to(tl.int64)
 
     offs_p = pid_p * BLOCK_P + tl.arange(0, BLOCK_P)
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
@@ -127,11 +126,7 @@ def fused_bwd_w_kernel(g_ptr, x_ptr, w_ptr, idx_ptr, scale_ptr, gw_ptr, gs_ptr, 
     """grad Wk tile (BLOCK_CO x BLOCK_K) = G_i @ Xg^T over all positions; then grad_scale[b, i, k] =
     sum_j gradWk[j, k] W[i, j, ch[k]] (one program owns each k) and grad_W[i, j, ch[k]] += gradWk[j, k] *
     scale[b, i, k] (atomics: samples share channels)."""
-    n_k = tl.cdiv(K, BLOCK_K)
-    bh = tl.program_id(0) // n_k
-    pid_k = tl.program_id(0) % n_k
-    b = (bh // HEADS).to(tl.int64)
-    i = (bh % HEADS).to(tl.int64)
+    bh, b, i, pid_k = _program(tl.cdiv(K, BLOCK_K), HEADS)
 
     offs_k = pid_k * BLOCK_K + tl.arange(0, BLOCK_K)
     k_mask = offs_k < K

@@ -2,10 +2,9 @@
 `fused_1x1`, `bnrelu_group_conv`, `bnrelu_mean`, `select_topk`, `avg_pool2` and `dgc_layer` (a whole DGC
 layer); cpu_layers.py makes them executions of the layers, the maths of their PyTorch executions.
 
-Built on first use by the system's compiler (`-O3 -march=native -fopenmp`, else without -march=native, else
-without OpenMP) into `$DGC_KERNEL_CACHE` (default `~/.cache/dgc-kernels`), named by a hash of the source,
-compiler, flags and, for -march=native, `cpu_identity()`; written to a temporary file, then renamed.
-`DGC_CPU_KERNELS=0` turns them off; a failed build warns once and leaves them off for the process.
+Built on first use (FLAG_SETS, the first that compiles) into `$DGC_KERNEL_CACHE` (default ~/.cache/dgc-kernels),
+named by a hash of source, compiler, flags and, for -march=native, `cpu_identity()`. `DGC_CPU_KERNELS=0` turns
+them off; a failed build warns once and leaves them off for the process.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
-"""The C++ CPU kernels (dgc/kernels/cpu.py) as executions of the layers, for CPU inference.
-
-`use_cpu_kernels(model)` adds them to the execution tables of the model's layers (dgc/layers/dispatch.py),
-tried before the PyTorch executions (where each applies and why: docs/design.md, "CPU kernels"). They are
-forward-only: `dgc train` never imports this module; the evaluate stage, `dgc bench` and the benchmarks do.
+"""The C++ CPU kernels (cpu.py) as executions of the layers, for CPU inference: `use_cpu_kernels(model)` puts
+them before the PyTorch executions of its layers (where each applies and why: docs/design.md, "CPU kernels").
+Forward-only: `dgc train` never imports this module; the evaluate stage, `dgc bench` and the benchmarks do.
 """
 
 from __future__ import annotations

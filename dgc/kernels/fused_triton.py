@@ -5,9 +5,8 @@ head weights W (H, Co, C_in):
 
     out[b, j*H + i, p] = sum_k W[i, j, idx[b,i,k]] * scale[b,i,k] * x[b, idx[b,i,k], p]
 
-the `sparse` execution's maths (1x1, stride 1, no padding) without its gathered copies: the gather happens
-while loading the GEMM's A operand, the scaling of W in registers. Triton is imported lazily; the kernels
-run compiled on CUDA, or interpreted on CPU when TRITON_INTERPRET=1 was set before their first use (tests).
+the `sparse` execution's maths (1x1, stride 1, no padding) without its gathered copies. Triton is imported
+lazily; the kernels run compiled on CUDA, or interpreted on CPU under TRITON_INTERPRET=1 (tests).
 """
 
 from __future__ import annotations
@@ -203,22 +202,17 @@ class _Fused1x1(torch.autograd.Function):
 
 def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor,
               *, block_sizes: dict[str, BlockSizes] | None = None) -> torch.Tensor:
-    """1x1 DGC convolution with the gather fused into the GEMM; differentiable in x, weight and scale.
-
-    x (B, C_in, h, w) float32/16 or bfloat16, NCHW or channels_last (read in place); weight (H, Co, C_in);
-    idx (B, H, K) int64, the kept channels, in [0, C_in) and distinct within a row (not checked: a device
-    sync); scale (B, H, K) their saliency; block_sizes per kernel, default `default_block_sizes`.
-    Returns (B, H*Co, h, w) in x's dtype and memory format, heads interleaved, accumulated in fp32 (fp32
-    products in TF32 exactly when torch.backends.cuda.matmul.allow_tf32).
-    """
+    """1x1 DGC convolution with the gather fused into the GEMM (module docstring); differentiable in x, weight
+    and scale. x (B, C_in, h, w) float32/16 or bfloat16, NCHW or channels_last; idx (B, H, K) int64, distinct
+    within a row (not checked: a device sync); block_sizes per kernel, default `default_block_sizes`. Returns
+    (B, H*Co, h, w) in x's dtype and memory format, accumulated in fp32 (TF32 as `_dot_options` says)."""
     _validate(x, weight, idx, scale)
     if not x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last):
         x = x.contiguous()  # any strides would do; a dense copy keeps the loads coalesced
     blocks = default_block_sizes(weight.shape[1], idx.shape[2], x.shape[2] * x.shape[3])
-    if block_sizes is not None:
-        if unknown := set(block_sizes) - set(blocks):
-            raise ValueError(f"unknown kernel names in block_sizes: {sorted(unknown)}; use {sorted(blocks)}")
-        blocks.update(block_sizes)
+    if unknown := set(block_sizes or {}) - set(blocks):
+        raise ValueError(f"unknown kernel names in block_sizes: {sorted(unknown)}; use {sorted(blocks)}")
+    blocks.update(block_sizes or {})
     low = 16 if x.device.type == "cuda" else 1
     for name, bs in blocks.items():
         if any(size < low or size & (size - 1) for size in (bs.p, bs.co, bs.k)):

@@ -1,8 +1,6 @@
 """What one `dgc train-all` job runs: one training run, `train_model(dataset, model, params, runs, seed)`.
-
-Preempted or at its time limit, the job is requeued (`checkpoint`) and resumes from the run's checkpoint.pt.
-The params travel pickled with the job: editing params.yaml changes nothing a queued job trains.
-"""
+Preempted or at its time limit it is requeued (`checkpoint`) and resumes from the run's checkpoint.pt; its
+params travel pickled with it (editing params.yaml changes nothing a queued job trains)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""What both launchers share: a run's job record, the handle of a watched job, and how a job ended.
-
-A run's jobs live in runs/<dataset>-<model>/seed<k>/job/ (submitit's files and `submitted.json`, the latest
-job's launcher and id, by which a later `dgc train-all` re-attaches to a job still queued or running).
-"""
+"""What both launchers share: a run's job record, the handle of a watched job, and how a job ended. A run's
+jobs live in runs/<dataset>-<model>/seed<k>/job/, with `submitted.json` (the latest job's launcher and id, by
+which a later `dgc train-all` re-attaches to a job still queued or running)."""
 
 from __future__ import annotations
 
@@ -13,7 +11,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from dgc.errors import DGCError
+
 RECORD = "submitted.json"
+
+
+class LauncherError(DGCError, ValueError):
+    """A launcher cannot start with these settings; the message names the option."""
 
 
 @dataclass(frozen=True)
@@ -34,24 +38,6 @@ def job_folder(run: RunSpec, runs_root: str | Path) -> Path:
     from dgc.runtime.runs import run_dir
 
     return run_dir(runs_root, run.dataset, run.model, run.seed) / "job"
-
-
-def write_record(folder: Path, launcher: str, job_id: str) -> None:
-    from dgc.io import write_text_atomic
-
-    write_text_atomic(folder / RECORD, json.dumps(
-        {"launcher": launcher, "job_id": job_id, "submitted": datetime.now().astimezone().isoformat(
-            timespec="seconds"), "submitted_at": time.time()}) + "\n")
-
-
-def read_record(folder: Path, launcher: str) -> dict[str, Any] | None:
-    """The latest job's record if `launcher` submitted it, or None (also when it cannot be read)."""
-    try:
-        record = json.loads((folder / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    ok = isinstance(record, dict) and {"launcher", "job_id"} <= set(record) and record["launcher"] == launcher
-    return record if ok else None
 
 
 @dataclass
@@ -76,6 +62,46 @@ class Handle:
         return Path(self.job.paths.stdout)
 
 
+class Launcher:
+    """What both launchers do: check -j, hold the slots of the jobs they submitted, write a job's record and
+    re-attach to the recorded job, which `live_job(folder, job_id)` gives as (job, state) or (None, "")."""
+
+    name = ""
+
+    def __init__(self, jobs: int | None) -> None:
+        if jobs is not None and jobs < 1:
+            raise LauncherError(f"-j must be at least 1, got {jobs}")
+        self.busy: list[Any] = []  # the slots of the jobs submitted and not released
+
+    def submitted(self, run: RunSpec, folder: Path, job: Any, slot: Any) -> Handle:
+        """The handle of a job just submitted in `slot`, its record written."""
+        from dgc.io import write_text_atomic
+
+        write_text_atomic(folder / RECORD, json.dumps(
+            {"launcher": self.name, "job_id": job.job_id, "submitted": datetime.now().astimezone().isoformat(
+                timespec="seconds"), "submitted_at": time.time()}) + "\n")
+        self.busy.append(slot)
+        return Handle(run, job, slot)
+
+    def release(self, handle: Handle) -> None:
+        if not handle.attached:
+            self.busy.remove(handle.slot)
+
+    def attach(self, run: RunSpec, runs_root: Path) -> Handle | None:
+        """The handle of the run's recorded job (if this launcher's) still queued or running, else None."""
+        folder = job_folder(run, runs_root)
+        try:
+            record = json.loads((folder / RECORD).read_text())
+        except (OSError, ValueError):  # no record, or unreadable
+            return None
+        if not (isinstance(record, dict) and {"launcher", "job_id"} <= set(record) and record["launcher"] == self.name):
+            return None
+        job, state = self.live_job(folder, str(record["job_id"]))
+        if job is None:
+            return None
+        return Handle(run, job, None, float(record.get("submitted_at", 0)), attached=True, state=state)
+
+
 @dataclass(frozen=True)
 class Ending:
     """How a job ended: `done`, `failed` (it raised: `tail` ends its traceback) or `interrupted` (no result:
@@ -93,12 +119,12 @@ def last_lines(text: str, count: int = 3) -> tuple[str, ...]:
     return tuple([line for line in lines if line.strip(" ^~")][-count:])
 
 
-def log_tail(path: Path, count: int = 3) -> tuple[str, ...]:
+def log_tail(path: Path) -> tuple[str, ...]:
     """`last_lines` of the end of the file at `path` (nothing when it cannot be read)."""
     try:
         with open(path, "rb") as fh:
             fh.seek(max(0, fh.seek(0, 2) - 16384))
-            return last_lines(fh.read().decode(errors="replace"), count)
+            return last_lines(fh.read().decode(errors="replace"))
     except OSError:
         return ()
 

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from dgc.errors import DGCError
-from dgc.launch.jobs import Handle, RunSpec, job_folder, read_record, write_record
+from dgc.launch.jobs import Handle, Launcher, LauncherError, RunSpec, job_folder
 
 NO_TIME_LIMIT_MIN = 60 * 24 * 365  # submitit's local jobs always have one: a year
-
-
-class LauncherError(DGCError, ValueError):
-    """A launcher cannot start with these settings; the message names the option."""
 
 
 def visible_gpus(cuda_visible_devices: str | None, count: int) -> list[int]:
@@ -32,8 +30,6 @@ def visible_gpus(cuda_visible_devices: str | None, count: int) -> list[int]:
 
 def job_python() -> str:
     """The interpreter command of a job: this Python, importing this checkout's dgc (the submitting code)."""
-    import sys
-
     from dgc.imports import SOURCE_ROOT
 
     path = os.pathsep.join([str(SOURCE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
@@ -60,24 +56,20 @@ class PidJob:
         return not self.alive()
 
     def cancel(self, check: bool = False) -> None:
-        import signal
-
         if self.alive():
             os.kill(int(self.job_id), signal.SIGINT)
 
 
-class LocalLauncher:
+class LocalLauncher(Launcher):
     name = "local"
 
     def __init__(self, jobs: int | None, gpus: Sequence[int] | None = None) -> None:
         """`gpus`: the GPU ids (None: CPU-only); `jobs`: runs at a time (default one per GPU, or 1; more
         runs than GPUs share them round-robin)."""
-        if jobs is not None and jobs < 1:
-            raise LauncherError(f"-j must be at least 1, got {jobs}")
+        super().__init__(jobs)
         self.gpus = list(gpus or [])
         count = jobs if jobs is not None else max(1, len(self.gpus))
         self.slots: list[Any] = [self.gpus[k % len(self.gpus)] if self.gpus else None for k in range(count)]
-        self.busy: list[Any] = []
 
     @classmethod
     def for_this_host(cls, jobs: int | None) -> LocalLauncher:
@@ -109,24 +101,11 @@ class LocalLauncher:
         executor.update_parameters(timeout_min=NO_TIME_LIMIT_MIN, stderr_to_stdout=True,
                                    gpus_per_node=0 if slot is None else 1,
                                    visible_gpus=() if slot is None else (slot,))
-        handle = Handle(run, executor.submit(fn, *args), slot)
-        write_record(folder, self.name, handle.job_id)
-        self.busy.append(slot)
-        return handle
+        return self.submitted(run, folder, executor.submit(fn, *args), slot)
 
-    def release(self, handle: Handle) -> None:
-        if not handle.attached:
-            self.busy.remove(handle.slot)
-
-    def attach(self, run: RunSpec, runs_root: Path) -> Handle | None:
-        folder = job_folder(run, runs_root)
-        record = read_record(folder, self.name)
-        if not record:
-            return None
-        job = PidJob(folder, str(record["job_id"]))
-        if not job.alive():
-            return None
-        return Handle(run, job, None, float(record.get("submitted_at", 0)), attached=True, state="RUNNING")
+    def live_job(self, folder: Path, job_id: str) -> tuple[Any, str]:
+        job = PidJob(folder, job_id)
+        return (job, "RUNNING") if job.alive() else (None, "")
 
     def refresh(self, handles: Sequence[Handle]) -> None:
         for h in handles:
@@ -137,8 +116,6 @@ class LocalLauncher:
 
     def interrupt(self, handles: Sequence[Handle]) -> list[str]:
         """Ctrl-C: stop this host's jobs (each keeps its last completed epoch)."""
-        import subprocess
-
         for h in handles:
             h.job.cancel(check=False)  # SIGINT to the job's controller, which stops its task
         # a job of an earlier train-all has no process of ours

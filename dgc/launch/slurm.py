@@ -1,7 +1,6 @@
-"""`dgc train-all --launcher slurm`: one sbatch job per run through submitit, settings from params.yaml
-`slurm` (dgc/config.py `SlurmConfig`) or train-all flags; at most `slurm.max_jobs` queued at once. Jobs are
-watched with one `sacct` per poll, requeued at their time limit (`TrainJob.checkpoint`) and outlive the
-`dgc train-all` that submitted them, which re-attaches to them.
+"""`dgc train-all --launcher slurm`: one sbatch job per run through submitit (params.yaml `slurm` or train-all
+flags), at most `slurm.max_jobs` queued at once, watched with one `sacct` per poll, requeued at their time limit
+(`TrainJob.checkpoint`); they outlive the `dgc train-all` that submitted them, which re-attaches to them.
 """
 
 from __future__ import annotations
@@ -13,8 +12,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from dgc.config import SlurmConfig
-from dgc.launch.jobs import Handle, RunSpec, has_result, job_folder, last_lines, read_record, write_record
-from dgc.launch.local import LauncherError, job_python
+from dgc.launch.jobs import Handle, Launcher, LauncherError, RunSpec, has_result, job_folder, last_lines
+from dgc.launch.local import job_python
 
 # sacct's states of a job that has not ended (a requeued job passes through REQUEUED and PENDING).
 ACTIVE = {"PENDING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SUSPENDED",
@@ -43,15 +42,13 @@ def partitions() -> list[str]:
     return [line.strip() for line in _run(["sinfo", "-h", "-o", "%R"]).splitlines() if line.strip()]
 
 
-class SlurmLauncher:
+class SlurmLauncher(Launcher):
     name = "slurm"
 
     def __init__(self, cfg: SlurmConfig, max_jobs: int | None = None) -> None:
-        if max_jobs is not None and max_jobs < 1:
-            raise LauncherError(f"-j must be at least 1, got {max_jobs}")
+        super().__init__(max_jobs)
         self.cfg = cfg
         self.max_jobs = max_jobs if max_jobs is not None else cfg.max_jobs
-        self.busy = 0
 
     def sbatch_parameters(self) -> dict[str, Any]:
         """submitit's SlurmExecutor parameters of every job (the job name is added per run)."""
@@ -80,7 +77,7 @@ class SlurmLauncher:
         _run(["sacct", "-n", "-X", "-j", "1", "-o", "JobID"])
 
     def free_slot(self) -> Any:
-        return self.max_jobs is None or self.busy < self.max_jobs
+        return self.max_jobs is None or len(self.busy) < self.max_jobs
 
     def submit(self, run: RunSpec, slot: Any, fn: Any, args: tuple, runs_root: Path) -> Handle:
         import submitit
@@ -101,26 +98,14 @@ class SlurmLauncher:
         finally:
             for link in folder.glob(".submission_file_*.sh"):  # submitit's links to the job scripts
                 link.unlink(missing_ok=True)
-        write_record(folder, self.name, job.job_id)
-        self.busy += 1
-        return Handle(run, job, slot)
+        return self.submitted(run, folder, job, slot)
 
-    def release(self, handle: Handle) -> None:
-        if not handle.attached:
-            self.busy -= 1
-
-    def attach(self, run: RunSpec, runs_root: Path) -> Handle | None:
+    def live_job(self, folder: Path, job_id: str) -> tuple[Any, str]:
         import submitit
 
-        folder = job_folder(run, runs_root)
-        record = read_record(folder, self.name)
-        if not record:
-            return None
-        job = submitit.SlurmJob(folder=folder, job_id=str(record["job_id"]))
+        job = submitit.SlurmJob(folder=folder, job_id=job_id)
         state = job.watcher.get_state(job.job_id, mode="force")
-        if state.split()[0] not in ACTIVE or state == "UNKNOWN":
-            return None
-        return Handle(run, job, None, float(record.get("submitted_at", 0)), attached=True, state=state)
+        return (job, state) if state.split()[0] in ACTIVE and state != "UNKNOWN" else (None, "")
 
     def refresh(self, handles: Sequence[Handle]) -> None:
         if not handles:

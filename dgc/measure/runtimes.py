@@ -45,7 +45,7 @@ def latency_by_runtime(model: nn.Module, device: torch.device, runtimes: list[st
         if runtime == "onnxruntime" and device.type != "cpu":
             skipped[runtime] = f"ONNX Runtime runs on the CPU here, the latency device is {device.type}"
             continue
-        row = {}
+        ms[runtime] = row = {}
         compiled = Compiled(model, compile_mode(compile_setting, device), log=log) if runtime == "compiled" else None
         for b in batch_sizes:
             forward: Forward | None = compiled  # None: the model itself
@@ -56,7 +56,6 @@ def latency_by_runtime(model: nn.Module, device: torch.device, runtimes: list[st
                                                   warmup=5 if compiled else 2)
         if compiled is not None and compiled.compiled:
             compiled_mode = compiled.mode
-        ms[runtime] = row
     return {"ms": ms, "compile": compiled_mode, "skipped": skipped, "onnx_max_rel_diff": onnx_diff}
 
 

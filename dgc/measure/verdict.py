@@ -1,9 +1,8 @@
-"""The rule that turns two sets of seeds into a verdict on a relation claim `model <= baseline + tolerance`.
-
-With seeds' means m_a, m_b, standard deviations s_a, s_b and counts n_a, n_b: d = m_a - m_b has the
-standard error se = sqrt(s_a^2 / n_a + s_b^2 / n_b), and margin = tolerance - d. With K = 2: "holds" when
-margin > K * se, "does not hold" when margin < -K * se, else (and with under 2 seeds a side) "inconclusive".
-Used for the paper profile's relation verdicts and the smoke evidence (dgc/stages/compare.py).
+"""The rule that turns two sets of seeds into a verdict on a relation claim `model <= baseline + tolerance`
+(the compare stage's relation verdicts and smoke evidence). With seeds' means m_a, m_b, standard deviations
+s_a, s_b and counts n_a, n_b: d = m_a - m_b has the standard error se = sqrt(s_a^2 / n_a + s_b^2 / n_b) and
+margin = tolerance - d. With K = 2: "holds" when margin > K * se, "does not hold" when margin < -K * se,
+else (and with under 2 seeds a side) "inconclusive".
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from dataclasses import dataclass
 
 K_STANDARD_ERRORS = 2.0
 MIN_SEEDS = 2
-OUTCOMES = ("holds", "does not hold", "inconclusive")
 
 
 @dataclass(frozen=True)
@@ -29,7 +27,7 @@ class Sample:
 class RelationVerdict:
     """The verdict on a relation claim, with the numbers behind it."""
 
-    outcome: str  # one of OUTCOMES
+    outcome: str  # "holds", "does not hold" or "inconclusive"
     delta: float  # mean(model) - mean(baseline)
     margin: float  # tolerance - delta: how far inside the claim the means are
     standard_error: float | None  # of delta; None with fewer than MIN_SEEDS seeds on a side
@@ -53,10 +51,9 @@ def judge_relation(model: Sample, baseline: Sample, tolerance: float,
         return RelationVerdict("inconclusive", delta, margin, None,
                                f"{min(model.n, baseline.n)} seed(s) on a side: no spread to judge by")
     if margin > k * se:
-        return RelationVerdict("holds", delta, margin, se,
-                               f"margin {margin:+.2f} > {k * se:+.2f} ({k:g} standard errors)")
-    if margin < -k * se:
-        return RelationVerdict("does not hold", delta, margin, se,
-                               f"margin {margin:+.2f} < {-k * se:+.2f} ({k:g} standard errors)")
-    return RelationVerdict("inconclusive", delta, margin, se,
-                           f"margin {margin:+.2f} within {k:g} standard errors ({k * se:.2f})")
+        outcome, why = "holds", f"margin {margin:+.2f} > {k * se:+.2f} ({k:g} standard errors)"
+    elif margin < -k * se:
+        outcome, why = "does not hold", f"margin {margin:+.2f} < {-k * se:+.2f} ({k:g} standard errors)"
+    else:
+        outcome, why = "inconclusive", f"margin {margin:+.2f} within {k:g} standard errors ({k * se:.2f})"
+    return RelationVerdict(outcome, delta, margin, se, why)

@@ -1,7 +1,5 @@
-"""Load checkpoints saved by the authors' code (zhuogege1943/dgc) into this project's models.
-
-Their DGC layer's keys (`_inactive_channels`, `headconv_<i>.{conv,fc1,fc2}.*`) and ResNet downsample BatchNorm
-(`downsample.1.norm.*`) are renamed; every other key already has our name. A DataParallel `module.` is dropped.
+"""Load checkpoints saved by the authors' code (zhuogege1943/dgc) into this project's models: their DGC layer's
+and ResNet downsample BatchNorm's keys are renamed (_DGC_KEY_RULES), a DataParallel `module.` is dropped.
 """
 
 from __future__ import annotations

@@ -1,12 +1,11 @@
 """A model's exported forms: a torch.export program (.pt2) and an ONNX model, which ONNX Runtime runs on the CPU.
-
-DGC's selection stays data-dependent (every sample's saliencies, rank keys and top-k in the graph, as in the
-eager layer); nothing is pruned into a static model. The C++ CPU kernels stay off.
+DGC's selection stays data-dependent (saliencies and top-k in the graph; nothing pruned); the C++ kernels stay off.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -58,8 +57,6 @@ def export_program(model: nn.Module, example: torch.Tensor, dynamic_batch: bool 
 
 def onnx_model(program: torch.export.ExportedProgram):
     """The program as an `onnx.ModelProto` (torch.onnx's dynamo exporter), input `x`, output `logits`."""
-    import warnings
-
     with warnings.catch_warnings():  # the exporter's own notes on its translation
         warnings.simplefilter("ignore")
         onnx_program = torch.onnx.export(program, input_names=["x"], output_names=["logits"],

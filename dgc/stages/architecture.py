@@ -1,6 +1,5 @@
-"""The `architecture` stage: FLOPs and parameters of the authors' configurations, no training needed, for
-every (dataset, model) a claim names; so those claims get a verdict offline. Written to
-reports/architecture.json, keyed "<dataset>-<model>".
+"""The `architecture` stage: FLOPs and parameters of the authors' configurations for every (dataset, model) a
+claim names, no training needed (so those claims get a verdict offline); reports/architecture.json.
 """
 
 from __future__ import annotations

@@ -1,17 +1,15 @@
-"""The `compare` stage: every claim of claims/paper.yaml against our metrics, with a verdict.
+"""The `compare` stage: every claim of claims/paper.yaml against our metrics, with one of VERDICTS.
 
-Verdicts: "reproduced" (within tolerance), "not reproduced", "inconclusive" (a relation claim the seeds'
-spread decides neither way), "not run" (no metrics), "not comparable" (not the paper's architecture or
-recipe, e.g. a smoke run) and "not verified" (kind `unverified`: the paper's number is not known here).
-Accuracy claims need the paper's recipe, architecture claims only its architecture, relation claims two
-runs of the recipe judged by dgc/measure/verdict.py. Each relation is also measured on the smoke set's
-runs (digits), listed apart as smoke evidence: it says nothing of the CIFAR claim, which stays "not run".
-Earlier reproductions (`references:` of the claims file) are shown beside the paper's numbers.
+Accuracy claims need the paper's recipe, architecture claims only its architecture, relation claims two runs
+of the recipe judged by dgc/measure/verdict.py ("inconclusive": the seeds' spread decides neither way). Each
+relation is also measured on the smoke set's runs (digits), listed apart as smoke evidence (the CIFAR claim
+stays "not run"); earlier reproductions (`references:` of the claims file) are shown beside the paper's.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +21,9 @@ SMOKE_DATASET = "digits"
 
 
 def _row(claim: Claim, **values: Any) -> dict[str, Any]:
-    base = {"id": claim.id, "claim": claim.claim, "kind": claim.kind, "dataset": claim.dataset,
-            "model": claim.model, "metric": claim.metric, "unit": claim.unit,
-            "paper": claim.value, "versus": claim.versus, "tolerance": claim.tolerance,
-            "source": claim.source, "statement": claim.statement,
-            "ours": None, "spread": None, "delta": None, "seeds": None}
-    return {**base, **values}
+    """The claim's fields (its `value` as `paper`), no measurement of ours, then `values`."""
+    fields = {k: v for k, v in asdict(claim).items() if k != "value"}
+    return {**fields, "paper": claim.value, "ours": None, "spread": None, "delta": None, "seeds": None, **values}
 
 
 def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
@@ -47,7 +42,6 @@ def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
     missing = [m for m in needed if (claim.dataset, m) not in runs]
     if missing:
         return _row(claim, verdict="not run", reason=f"no metrics for {claim.dataset}-{missing[0]}")
-    metrics = runs[(claim.dataset, claim.model)]
     gate = "architecture_matches_paper" if claim.kind == "architecture" else "recipe_matches_paper"
     for model in needed:
         if not runs[(claim.dataset, model)].get(gate):
@@ -55,16 +49,16 @@ def judge(claim: Claim, runs: dict[tuple[str, str], dict[str, Any]],
             return _row(claim, verdict="not comparable",
                         reason=f"{claim.dataset}-{model} is not the paper's {what} "
                                f"(see reports/info/{claim.dataset}-{model}.json)")
-    ours = metric_value(metrics, claim.metric)
+    ours = metric_value(run, claim.metric)
     if ours is None:
         return _row(claim, verdict="not run", reason=f"{claim.metric} missing from the metrics")
-    seeds = int(metrics.get("seeds", 1))
-    spread = spread_of(metrics, claim.metric) if seeds > 1 else None
+    seeds = int(run.get("seeds", 1))
+    spread = spread_of(run, claim.metric) if seeds > 1 else None
     if claim.kind == "relation":
         base = sample_of(runs[(claim.dataset, claim.versus)], claim.metric)
         if base is None:
             return _row(claim, verdict="not run", reason=f"{claim.metric} missing from {claim.versus}'s metrics")
-        rel = judge_relation(sample_of(metrics, claim.metric), base, claim.tolerance)
+        rel = judge_relation(sample_of(run, claim.metric), base, claim.tolerance)
         verdict = {"holds": "reproduced", "does not hold": "not reproduced"}.get(rel.outcome, "inconclusive")
         return _row(claim, ours=ours, delta=rel.delta, spread=spread, seeds=seeds, baseline=base.mean,
                     baseline_spread=base.std if base.n > 1 else None, standard_error=rel.standard_error,
@@ -119,10 +113,8 @@ def smoke_evidence(claims: list[Claim], runs: dict[tuple[str, str], dict[str, An
     rows, seen = [], set()
     for claim in claims:
         pair = (claim.model, claim.versus, claim.metric)
-        if claim.kind != "relation" or pair in seen:
-            continue
         ours, base = runs.get((SMOKE_DATASET, claim.model)), runs.get((SMOKE_DATASET, claim.versus))
-        if not (ours and base):
+        if claim.kind != "relation" or pair in seen or not (ours and base):
             continue
         seen.add(pair)
         a, b = sample_of(ours, claim.metric), sample_of(base, claim.metric)

@@ -1,10 +1,8 @@
 """The `evaluate` stage: accuracy, FLOPs three ways, parameters and latency of one trained model.
 
-`evaluate_run` reads every seed's runs/<dataset>-<model>/seed<k>/{best,checkpoint}.pt and returns the
-metrics of reports/metrics/<dataset>-<model>.json: top-1/top-5 of the best and final checkpoints (mean,
-spread and per-seed values over the seeds), flops_dense / flops_expected (the paper's convention; DGC-G's
-from the fractions its layers selected) / flops_actual (from the channels really used), params, `plateau`
-(dgc/measure/plateau.py) and ms per image per runtime (dgc/measure/runtimes.py) and in the fastest.
+`evaluate_run` reads every seed's best.pt and checkpoint.pt: top-1/top-5 (mean, spread, per seed),
+flops_dense / flops_expected (the paper's convention; DGC-G's from the fractions its layers selected) /
+flops_actual (from the channels really used), params, `plateau` and ms per image per runtime.
 """
 
 from __future__ import annotations
@@ -75,21 +73,21 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
     check_dataset(dataset)
     cfg, seeds = params.evaluate, list(params.train.seeds)
     device = resolve_device(cfg.device)
-    best_rows, final_rows, curves, usage, model, settings = [], [], [], None, None, None
+    rows: dict[str, list[dict[str, float]]] = {"best": [], "final": []}
+    curves, usage, model = [], None, None
     test = make_test_batches(dataset, params, device)  # the same for every seed
     for seed in seeds:
         folder = run_dir(runs_root, dataset, model_name, seed)
-        best_model, best_ck = load_model(folder / "best.pt", device)
-        final_model, final_ck = load_model(folder / "checkpoint.pt", device)
-        best_model, final_model = use_cpu_kernels(best_model), use_cpu_kernels(final_model)  # at CPU inference
-        settings, final_runtime = final_ck["settings"], final_ck.get("runtime", {})
-        best_rows.append(_accuracy(evaluate(best_model.to(device), test), best_ck["epoch"]))
-        final_rows.append(_accuracy(evaluate(final_model.to(device), test), final_ck["epoch"]))
-        curves.append([row["test_top1"] for row in final_ck.get("history", [])])
+        for kind, file in (("best", "best.pt"), ("final", "checkpoint.pt")):  # the final one last
+            loaded, ck = load_model(folder / file, device)
+            loaded = use_cpu_kernels(loaded).to(device)  # the C++ kernels at CPU inference
+            rows[kind].append(_accuracy(evaluate(loaded, test), ck["epoch"]))
+        settings, final_runtime = ck["settings"], ck.get("runtime", {})
+        curves.append([row["test_top1"] for row in ck.get("history", [])])
         if usage is None:  # channel usage and latency: the first seed's final model
-            usage, model = measure_usage(final_model, test), final_model
-        log(f"{dataset}-{model_name} seed {seed}: best top-1 {best_rows[-1]['top1_acc']:.2f}%, "
-            f"final {final_rows[-1]['top1_acc']:.2f}%")
+            usage, model = measure_usage(loaded, test), loaded
+        log(f"{dataset}-{model_name} seed {seed}: best top-1 {rows['best'][-1]['top1_acc']:.2f}%, "
+            f"final {rows['final'][-1]['top1_acc']:.2f}%")
     size = input_size_of(dataset, params.data.digits_size)
     flops = count_flops(model, size)
     active = {row["name"]: row["active_fraction"] for row in usage["layers"]}
@@ -97,16 +95,14 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         kept = {row["name"]: row["kept_fraction"] for row in usage["layers"]}
         flops["flops_expected"] = actual_flops(model, size, kept)
     plateau, gains = plateau_of_seeds(curves)  # finished learning? (dgc/measure/plateau.py)
-    best_mean, best_std = _mean_and_spread(best_rows)
-    final_mean, final_std = _mean_and_spread(final_rows)
+    stats = {kind: _mean_and_spread(r) for kind, r in rows.items()}  # (mean, spread) over the seeds
     runtimes = runtimes_to_time(cfg.runtimes, cfg.compile, device)  # + compiled where evaluate.compile compiles
     timed = latency_by_runtime(model, device, runtimes, cfg.compile, cfg.latency_batch_sizes, size,
                                cfg.latency_repeats, log=log)
     latency, latency_runtime = fastest(timed["ms"])
     comparable = comparability(dataset, settings)
     metrics = {
-        "best": {**best_mean, "epoch": best_rows[0]["epoch"]},
-        "final": {**final_mean, "epoch": final_rows[0]["epoch"]},
+        **{kind: {**stats[kind][0], "epoch": r[0]["epoch"]} for kind, r in rows.items()},
         "seeds": len(seeds),
         "plateau": plateau,
         **flops,
@@ -116,10 +112,10 @@ def evaluate_run(dataset: str, model_name: str, params: Params, runs_root: str |
         **{k: v for k, v in comparable.items() if k != "reason"},
     }
     if len(seeds) > 1:
-        metrics["best_std"], metrics["final_std"] = best_std, final_std
+        metrics.update({f"{kind}_std": stats[kind][1] for kind in rows})
         metrics["per_seed"] = {str(s): {"best_top1_err": b["top1_err"], "final_top1_err": f["top1_err"],
                                         "late_gain": g}
-                               for s, b, f, g in zip(seeds, best_rows, final_rows, gains)}
+                               for s, b, f, g in zip(seeds, rows["best"], rows["final"], gains)}
     info = {"dataset": dataset, "model": model_name, "profile": settings["profile"],
             "latency_device": device_name(device),
             "latency_runtime": latency_runtime,  # per batch size, the runtime of latency_ms_per_image
