@@ -130,11 +130,13 @@ def ort_profile(model: torch.nn.Module, x: torch.Tensor, threads: int, repeats: 
         forward(x)
     wall = time.perf_counter() - start
     events = json.loads(Path(forward.session.end_profiling()).read_text())
-    nodes = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
-    runs = len(nodes) / (repeats + 1)
+    nodes = sorted((e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")),
+                   key=lambda e: e["ts"])
+    nodes = nodes[len(nodes) // (repeats + 1):]  # without the untimed first forward's nodes
+    runs = len(nodes) / repeats
     by_type: dict[str, float] = defaultdict(float)
     for e in nodes:
-        by_type[e.get("args", {}).get("op_name", "?")] += e["dur"] / 1000 / (repeats + 1)
+        by_type[e.get("args", {}).get("op_name", "?")] += e["dur"] / 1000 / repeats
     ranked = sorted(by_type.items(), key=lambda kv: -kv[1])[:top]
     return {"ms_per_image_profiled": 1000 * wall / repeats, "ms_in_nodes": sum(by_type.values()),
             "node_runs_per_forward": runs, "top_node_types": [{"op": k, "ms": v} for k, v in ranked]}
