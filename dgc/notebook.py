@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import html
 import json
-import math
 import os
 import platform
 import re
@@ -21,6 +20,7 @@ import pandas as pd
 
 from dgc import figures
 from dgc.errors import MissingInput
+from dgc.experiments.about import missing
 from dgc.figures import colour, label
 from dgc.measure.provenance import git_commit
 
@@ -178,9 +178,9 @@ def summary_html(inputs: dict[str, Any], profile: str) -> str:
     items += [f"<b>{len(by[v])} {v}</b>: {_claims_in_words(by[v])}."
               for v in ("reproduced", "not reproduced", "inconclusive", "not comparable") if by[v]]
     if by["not run"]:
-        missing = sorted({r["dataset"] for r in by["not run"]})
+        absent = sorted({r["dataset"] for r in by["not run"]})
         items.append(f"<b>{len(by['not run'])} not run</b>: the accuracy and relation claims on "
-                     f"{', '.join(DATASET_NAMES.get(d, d) for d in missing)}; "
+                     f"{', '.join(DATASET_NAMES.get(d, d) for d in absent)}; "
                      + ("this profile trains none of them (the paper's 300-epoch recipe needs a GPU: "
                         "<code>dgc use-profile paper</code>, docs/gpus.md)." if smoke else
                         "this profile does not train those datasets or models."))
@@ -254,11 +254,9 @@ def earlier_in_words(references: list[dict[str, Any]]) -> str:
 
 
 # -- tables ------------------------------------------------------------------------------------------
-def html_table(df: pd.DataFrame, index: bool = False, nowrap: Sequence[str] = ()) -> str:
+def html_table(df: pd.DataFrame, nowrap: Sequence[str] = ()) -> str:
     """A plain HTML table of class dgc: numbers right-aligned, text left-aligned, the `nowrap`
     columns and every number on one line; no random ids, so re-rendering gives the same bytes."""
-    if index:
-        df = df.reset_index()
     numeric = {c for c in df.columns if _is_numeric(df[c])}
     head = "".join(f'<th{" class=num" if c in numeric else ""}>{html.escape(str(c))}</th>' for c in df.columns)
     body = []
@@ -271,19 +269,15 @@ def html_table(df: pd.DataFrame, index: bool = False, nowrap: Sequence[str] = ()
 
 def _is_numeric(series: pd.Series) -> bool:
     """Every value is a number, or a number written as text ('3.80 ± 1.05 (n=3)', '+1.76', '1,234')."""
-    values = [v for v in series if not _missing(v)]
+    values = [v for v in series if not missing(v)]
     return bool(values) and all(NUMBER.fullmatch(v) if isinstance(v, str)
                                 else isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _cell(value: Any) -> str:
     """A cell's HTML: '-' for nothing, integers with thousands separators, floats as rounded, text escaped
     unless it is markup made here (starts with '<')."""
-    if _missing(value):
+    if missing(value):
         return "-"
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
         return f"{int(value):,}"

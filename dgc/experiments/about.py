@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from dgc.experiments.grid import Experiment, GridPoint, Result, point_result, point_state, section
+from dgc.experiments.grid import Experiment, GridPoint, Result, metrics_result, point_result, point_state, section
 from dgc.measure.verdict import K_STANDARD_ERRORS, Sample, standard_error
 
 WIDTH_KEYS = ("growth", "depth", "width", "blocks")
@@ -57,12 +57,7 @@ def settings_table(experiments: Sequence[Experiment], params: Mapping[str, Any],
 def report_result(reports: str, dataset: str, model: str) -> Result | None:
     """The report's best top-1 of dataset-model (reports/metrics), to set a study's point beside it."""
     path = Path(reports) / "metrics" / f"{dataset}-{model}.json"
-    if not path.exists():
-        return None
-    m = json.loads(path.read_text())
-    seeds = int(m.get("seeds", 1))
-    return Result(float(m["best"]["top1_acc"]), (m.get("best_std") or {}).get("top1_acc") if seeds > 1 else None,
-                  seeds, m.get("flops_expected"))
+    return metrics_result(json.loads(path.read_text())) if path.exists() else None
 
 
 def baseline_words(experiments: Sequence[Experiment], params: Mapping[str, Any], model: str,

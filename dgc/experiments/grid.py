@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 import statistics
 from contextlib import contextmanager
@@ -115,12 +114,9 @@ def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEF
         for name, axis, value, model, knob, knobs in select_specs(specs, only):
             point = build_point(params, GridPoint(f"abl-{name}", axis, value, model, dataset,
                                                   {**common, "pipeline.models": [model], **knob}, knobs))
-            if axis == "static_gc":
-                reason, gate = point.reason, 1 - value
-                if not math.isclose(1 / gate, round(1 / gate), rel_tol=1e-9):
-                    reason = f"1/g = {1 / gate:.3g} is not a whole number of groups"
-                point = replace(point, reason=None if reason is None else
-                                f"no group count gives DGC's FLOPs at pruning rate {value:g}: {reason}")
+            if axis == "static_gc" and point.reason is not None:  # groups = 1/g is whole for every GATE_FACTORS
+                point = replace(point, reason=f"no group count gives DGC's FLOPs at pruning rate {value:g}: "
+                                              f"{point.reason}")
             points.append(point)
     return points
 
@@ -253,10 +249,14 @@ class Result:
 
 
 def result_of(exp: Experiment, model: str, dataset: str) -> Result | None:
-    """The experiment's result for `dataset`-`model` (None unless it succeeded with that metrics file); the
-    spread is the metrics' best_std, else the standard deviation of per_seed, else None (1 seed)."""
-    m = exp.metrics.get(f"reports/metrics/{dataset}-{model}.json")
-    if exp.state != "success" or not m or "top1_acc" not in (m.get("best") or {}):
+    """The experiment's result for `dataset`-`model` (None unless it succeeded with that metrics file)."""
+    return metrics_result(exp.metrics.get(f"reports/metrics/{dataset}-{model}.json")) if exp.state == "success" else None
+
+
+def metrics_result(m: Mapping[str, Any] | None) -> Result | None:
+    """The Result of a metrics file (None without best top-1); the spread is its best_std, else the standard
+    deviation of per_seed, else None (1 seed)."""
+    if not m or "top1_acc" not in (m.get("best") or {}):
         return None
     seeds = int(m.get("seeds", 1))
     std = (m.get("best_std") or {}).get("top1_acc")
