@@ -90,8 +90,7 @@ def project_root(start: str | Path | None = None) -> Path:
 
 def start(profile: str | None = None, datasets: Sequence[str] | None = None,
           models: Sequence[str] | None = None, reports: str | None = None) -> dict[str, Any]:
-    """Move to the project root and return the notebook's settings: each parameter as injected, else
-    (None) from params.yaml; `reports` defaults to reports/."""
+    """Move to the project root and return the notebook's settings: each one as injected, else from params.yaml."""
     from dgc.config import load_params
 
     root = project_root()
@@ -275,8 +274,7 @@ def _is_numeric(series: pd.Series) -> bool:
 
 
 def _cell(value: Any) -> str:
-    """A cell's HTML: '-' for nothing, integers with thousands separators, floats as rounded, text escaped
-    unless it is markup made here (starts with '<')."""
+    """A cell's HTML: '-' for nothing, integers with thousands separators, text escaped unless it starts with '<'."""
     if missing(value):
         return "-"
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
@@ -375,8 +373,7 @@ def _drop_constant(frame: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFram
 
 
 def relations_table(evidence: list[dict[str, Any]], brief: bool = False) -> pd.DataFrame:
-    """The relation verdicts on our runs (vs_paper.json `smoke_evidence`): both means ± std (n seeds), the
-    difference ± its standard error, the verdict and (unless `brief`) the claims and why, in words."""
+    """The relation verdicts on our runs (vs_paper.json `smoke_evidence`); unless `brief`, the claims and why."""
     rows = []
     for r in evidence:
         row = {"relation": r["statement"].split(":")[0], "model": r["model"], "versus": r["versus"],
@@ -393,8 +390,7 @@ def relations_table(evidence: list[dict[str, Any]], brief: bool = False) -> pd.D
 
 
 def relation_in_words(r: dict[str, Any]) -> str:
-    """'densenet86_dgc's error is 3.15 points above densenet86's; the claim allows 0.5, and the excess of
-    2.65 is more than two standard errors (1.27)' and the like."""
+    """'densenet86_dgc's error is 3.15 points above densenet86's; the claim allows 0.5, and the excess ...'."""
     d, se, tol = r["delta"], r.get("standard_error"), r.get("tolerance", 0.0)
     margin = tol - d
     text = f"{r['model']}'s error is {abs(d):.2f} points {'above' if d > 0 else 'below'} {r['versus']}'s"
@@ -450,8 +446,7 @@ def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
 
 
 def latency_table(inputs: dict[str, Any]) -> pd.DataFrame:
-    """Median ms per image of each model, a row per batch size: every runtime timed (metrics'
-    latency_ms_per_image_by_runtime) side by side, and which was fastest."""
+    """Median ms per image per model and batch size: every runtime timed side by side, and the fastest."""
     rows = []
     for run in inputs["runs"]:
         m, info = inputs["metrics"][run], inputs["info"][run]
@@ -547,8 +542,7 @@ to_png = figures.png_bytes  # the study notebooks import it from here
 
 
 def bench_table(reports: str | Path = "reports") -> tuple[pd.DataFrame, str] | None:
-    """Layer timings of `dgc bench` (reports/bench.json) next to the FLOPs ratio, and a note on how they
-    were timed; None when the benchmark has not been run."""
+    """`dgc bench`'s layer timings (reports/bench.json) by the FLOPs ratio and a note on them; None if not run."""
     path = Path(reports) / "bench.json"
     if not path.exists():
         return None

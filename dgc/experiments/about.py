@@ -41,8 +41,7 @@ def settings_of(params: Mapping[str, Any], models: Sequence[str]) -> dict[str, s
 
 def settings_table(experiments: Sequence[Experiment], params: Mapping[str, Any],
                    models: Sequence[str]) -> pd.DataFrame:
-    """Setting | the study's experiments (every value they used) | the report's runs (params.yaml).
-    An experiment's width counts for the models it trains."""
+    """Setting | the study's experiments (every value they used; widths of the models each trains) | the report's."""
     seen: dict[str, list[str]] = {}
     for exp in experiments:
         mine = [m for m in section(exp.params, "pipeline").get("models") or [] if m in models]
@@ -127,9 +126,9 @@ def beyond(diff: tuple[float, float | None] | None) -> bool:
 
 # -- rows and cell formats ------------------------------------------------------------------------
 def point_row(point: GridPoint, exps: Sequence[Experiment]) -> dict[str, Any]:
-    """A point's row: the experiment standing for it, state, best top-1 mean, std, seeds, FLOPs (M), reason."""
+    """A point's row: the experiment standing for it, state, its result and best top-1 mean, std, seeds, FLOPs (M), reason."""
     experiment, result = point_result(point, exps)
-    return {"point": point.name, "experiment": experiment, "state": point_state(point, exps),
+    return {"point": point.name, "experiment": experiment, "state": point_state(point, exps), "result": result,
             "mean": result.mean if result else None, "std": result.std if result else None,
             "seeds": result.seeds if result else None,
             "flops_m": flops_m(result.flops if result and result.flops else point.flops), "reason": point.reason or ""}

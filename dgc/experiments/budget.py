@@ -92,17 +92,15 @@ def describe(point: GridPoint) -> str:
 
 def load_page(experiments_json: str | Path, params_path: str | Path = "params.yaml",
               budgets: Sequence[int] = DEFAULT_BUDGETS) -> Matched:
-    """The study of params_path with the saved experiments sorted onto it (an ablation experiment with a
-    point's settings counts for it)."""
+    """The study of params_path with the saved experiments sorted onto it (by settings, whatever their name)."""
     params, experiments = read_inputs(experiments_json, params_path)
     return match_experiments(budget_points(params, budgets), experiments, params)
 
 
 # -- results ---------------------------------------------------------------------------------------
 def results_frame(matched: Matched) -> pd.DataFrame:
-    """One row per point: family, variant, model, budget, experiment, state, best top-1 mean, std and n over
-    seeds, and the gaps (pp) to the static group conv and to the dense model of the same family and budget
-    with their standard error (None without both results; no SE with one seed on either side)."""
+    """One row per point: its result over seeds and its gaps (pp) ± SE to the static group conv and the dense model
+    of the same family and budget (None without both results; no SE with one seed on either side)."""
     rows = []
     for point in matched.points:
         row = about.point_row(point, matched.by_point[point.name])

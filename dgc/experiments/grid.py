@@ -122,8 +122,7 @@ def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEF
 
 
 def select_specs(specs: list[tuple], only: Sequence[str] | None) -> list[tuple]:
-    """The specs (name, axis, ...) whose name or axis is in `only` (all when empty); an unknown entry is an
-    AblationError listing the known ones."""
+    """The specs (name, axis, ...) whose name or axis is in `only` (all when empty); else an AblationError."""
     if not only:
         return specs
     wanted = set(only)
@@ -254,8 +253,7 @@ def result_of(exp: Experiment, model: str, dataset: str) -> Result | None:
 
 
 def metrics_result(m: Mapping[str, Any] | None) -> Result | None:
-    """The Result of a metrics file (None without best top-1); the spread is its best_std, else the standard
-    deviation of per_seed, else None (1 seed)."""
+    """A metrics file's Result (None without best top-1); the std is best_std's, else per_seed's, else None."""
     if not m or "top1_acc" not in (m.get("best") or {}):
         return None
     seeds = int(m.get("seeds", 1))

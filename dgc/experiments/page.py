@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dgc.experiments import about  # noqa: E402
-from dgc.experiments.about import flops_m, mean_std, mflops_cell, missing, row_result  # noqa: E402
+from dgc.experiments.about import flops_m, mean_std, mflops_cell, missing  # noqa: E402
 from dgc.experiments.grid import (AXES, AXIS_LABEL, DGC_MODEL, Experiment, GridPoint, Matched,  # noqa: E402
                                   grid_of_profile, grid_points, match_experiments, point_state, result_of, section)
 from dgc.experiments.queue import read_inputs  # noqa: E402
@@ -95,7 +95,7 @@ def panel_table(panel: pd.DataFrame, axis: str) -> pd.DataFrame:
                                      for v, b in zip(panel["value"], panel["baseline"])],
         **({"groups": panel["groups"]} if "groups" in panel else {}),
         "experiment": panel["experiment"],
-        "best top-1 (%)": [mean_std(row_result(m, s)) for m, s in zip(panel["mean"], panel["std"])],
+        "best top-1 (%)": [mean_std(r) for r in panel["result"]],
         "FLOPs expected (M)": [mflops_cell(f) for f in panel["flops_m"]],
         "state": list(panel["state"]),
         "why": list(panel["reason"]),
@@ -112,10 +112,10 @@ def answer(matched: Matched) -> str:
         panel = axis_panel(matched, axis)
         if panel.empty:
             continue
-        base = _result_of_row(panel[panel["baseline"]].iloc[0]) if panel["baseline"].any() else None
+        base = panel[panel["baseline"]].iloc[0]["result"] if panel["baseline"].any() else None
         found, measured = [], 0
         for _, row in panel[~panel["baseline"]].iterrows():
-            diff = about.compare(_result_of_row(row), base)
+            diff = about.compare(row["result"], base)
             measured += diff is not None
             if about.beyond(diff):
                 found.append(f"{row['value']:g}: {about.difference_in_words(diff)}")
@@ -132,15 +132,11 @@ def answer(matched: Matched) -> str:
     for rate in sorted(gc["value"].unique()) if not gc.empty else []:
         part = gc[gc["value"] == rate].set_index("model")
         if {"DGC", "static group conv"} <= set(part.index):
-            diff = about.compare(_result_of_row(part.loc["DGC"]), _result_of_row(part.loc["static group conv"]))
+            diff = about.compare(part.loc["DGC", "result"], part.loc["static group conv", "result"])
             if diff is not None:
                 lines.append(f"- **DGC − static group conv at pruning rate {rate:g}** (equal FLOPs): "
                              f"{about.difference_in_words(diff)}.")
     return "\n".join(lines)
-
-
-def _result_of_row(row):
-    return row_result(row["mean"], row["std"], row["seeds"])
 
 
 # -- figures ---------------------------------------------------------------------------------------

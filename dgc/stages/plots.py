@@ -86,8 +86,7 @@ def accuracy_figure(runs: dict[tuple[str, str], dict[str, Any]], points: list[di
 
 def _epoch_figure(histories: dict[str, list[dict[str, float]]], panels: list[tuple[str, str]], rows: int,
                   height: float, ncol: int, title: str | None = None):
-    """Panels of (history column, axis label) against the epoch: a line per model (mean over seeds) with
-    the seeds' range as a band; the inactive-channel panel shows only the models that prune."""
+    """Panels of (history column, axis label) per epoch: each model's mean and seeds' band (inactive: pruning ones)."""
     fig, axes = figures.figure(rows, len(panels) // rows, height=height)
     for ax, (key, text) in zip(axes.flat, panels):
         for run, history in histories.items():
@@ -141,8 +140,7 @@ def schedule_figure(histories: dict[str, list[dict[str, float]]], gate_factors: 
 
 
 def write_curves(history_dir: Path, folder: Path) -> list[Path]:
-    """Per run, <folder>/<run>.csv (reports/curves/): per epoch the mean, min and max test top-1
-    over the seeds and the mean training loss (the data of `dvc plots show`)."""
+    """Per run, <folder>/<run>.csv (the data of `dvc plots show`): CURVE_COLUMNS per epoch over the seeds."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for run, rows in read_histories(history_dir).items():
