@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import html
 import json
+import math
 import os
 import platform
 import re
@@ -20,7 +21,6 @@ import pandas as pd
 
 from dgc import figures
 from dgc.errors import MissingInput
-from dgc.experiments.about import missing
 from dgc.figures import colour, label
 from dgc.measure.provenance import git_commit
 
@@ -271,6 +271,11 @@ def _is_numeric(series: pd.Series) -> bool:
     values = [v for v in series if not missing(v)]
     return bool(values) and all(NUMBER.fullmatch(v) if isinstance(v, str)
                                 else isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+
+
+def missing(value: Any) -> bool:
+    """No value in a table's cell: None, or NaN (what pandas makes of None in a float column)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _cell(value: Any) -> str:

@@ -6,7 +6,6 @@ by the verdict rule (a difference counts only beyond two standard errors of the 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -15,6 +14,7 @@ import pandas as pd
 
 from dgc.experiments.grid import Experiment, GridPoint, Result, metrics_result, point_result, point_state, section
 from dgc.measure.verdict import K_STANDARD_ERRORS, Sample, standard_error
+from dgc.notebook import missing
 
 WIDTH_KEYS = ("growth", "depth", "width", "blocks")
 
@@ -156,11 +156,6 @@ def flops_m(flops: int | None) -> float | None:
 def mflops_cell(mflops: Any) -> str:
     """FLOPs in millions as a table cell ('-' for none)."""
     return "-" if missing(mflops) or not mflops else f"{mflops:.2f}"
-
-
-def missing(value: Any) -> bool:
-    """No value in a table's cell: None, or NaN (what pandas makes of None in a float column)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _short(value: Any) -> str:

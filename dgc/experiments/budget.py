@@ -15,11 +15,12 @@ import pandas as pd
 
 from dgc import figures
 from dgc.experiments import about
-from dgc.experiments.about import mean_std, mflops_cell, missing, row_result
+from dgc.experiments.about import mean_std, mflops_cell, row_result
 from dgc.experiments.grid import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, build_point, check_distinct,
                                   check_seeds, match_experiments, one_torch_thread, parse_ints, point_state, section,
                                   select_specs)
 from dgc.experiments.queue import read_inputs
+from dgc.notebook import missing
 
 FAMILIES = {"DenseNet-86": "densenet86", "ResNet-18": "resnet18", "MobileNetV2": "mobilenetv2"}
 VARIANTS = ("dgc", "gates", "gc", "dense")  # table and legend order
@@ -216,16 +217,14 @@ def figure(frame: pd.DataFrame):
     step = 0.012 * (max(budgets) - min(budgets) or max(budgets, default=1))
     for ax, family in zip(axes, FAMILIES):
         part = frame[frame["family"] == family]
-        drawn = False
         for i, variant in enumerate(VARIANTS):
             rows = part[(part["variant"] == variant) & part["mean"].notna()]
             if rows.empty:
                 continue
-            drawn = True
             xs = [b + (i - 1.5) * step for b in rows["budget"]]  # side by side: error bars stay apart
             ax.errorbar(xs, rows["mean"], yerr=[0.0 if missing(s) else s for s in rows["std"]], marker="o",
                         capsize=3, color=VARIANT_COLOUR[variant], label=VARIANT_LABEL[variant])
-        if not drawn:
+        if not part["mean"].notna().any():
             ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes, color="C7")
         ax.set_title(f"{family} ({FAMILIES[family]}*)")
         ax.set_xticks(budgets)

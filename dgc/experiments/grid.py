@@ -299,8 +299,8 @@ def describe_difference(exp_params: Mapping[str, Any], params: Mapping[str, Any]
                         points: Sequence[GridPoint], limit: int = 4) -> str:
     """What an experiment changes with respect to the grid's baseline point (seeds aside)."""
     base = next((p for p in points if p.axis == "baseline"), None)
-    reference = _flatten(point_params(params, base) if base else params)
-    mine = _flatten(exp_params)
+    reference = flatten(point_params(params, base) if base else params)
+    mine = flatten(exp_params)
     keys = sorted(k for k in set(reference) | set(mine)
                   if k != "train.seeds" and _normalised(reference.get(k)) != _normalised(mine.get(k))
                   and (k.split(".")[0] in ("profile", "pipeline", "train", "data", "models")))
@@ -359,11 +359,12 @@ def _normalised(value: Any) -> Any:
     return repr(value)
 
 
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of every leaf (a non-mapping or an empty mapping) of nested params."""
     out = {}
     for key, value in params.items():
         if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

@@ -15,10 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from dgc.experiments import about  # noqa: E402
-from dgc.experiments.about import flops_m, mean_std, mflops_cell, missing  # noqa: E402
+from dgc.experiments.about import flops_m, mean_std, mflops_cell  # noqa: E402
 from dgc.experiments.grid import (AXES, AXIS_LABEL, DGC_MODEL, Experiment, GridPoint, Matched,  # noqa: E402
                                   grid_of_profile, grid_points, match_experiments, point_state, result_of, section)
 from dgc.experiments.queue import read_inputs  # noqa: E402
+from dgc.notebook import missing  # noqa: E402
 
 NO_EXPERIMENTS = ("**No experiments have been run yet.** Queue the grid with "
                   "`dgc ablations queue --grid smoke` (or `--grid paper` after `dgc use-profile paper`), "

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from dgc.config import load_params, read_params_yaml
 from dgc.errors import DGCError, MissingInput
-from dgc.experiments.grid import Experiment, GridPoint, format_value, point_params, section, signature
+from dgc.experiments.grid import Experiment, GridPoint, flatten, format_value, point_params, section, signature
 from dgc.io import write_json_atomic
 
 
@@ -132,19 +132,10 @@ def plan_queue(points: Iterable[GridPoint], experiments: Sequence[Experiment],
 def queue_args(point: GridPoint, name: str, params: Mapping[str, Any]) -> list[str]:
     """The arguments after `dvc` that queue `point` as experiment `name`: a key absent from params.yaml is
     set with Hydra's `+key=value`; the target `evaluate` skips the compare, plots and report stages."""
-    args = ["exp", "run", "--queue", "--name", name]
+    args, keys = ["exp", "run", "--queue", "--name", name], flatten(params)
     for dotted, value in point.overrides.items():
-        args += ["-S", f"{'' if _has_key(params, dotted) else '+'}{dotted}={format_value(value)}"]
+        args += ["-S", f"{'' if dotted in keys else '+'}{dotted}={format_value(value)}"]
     return args + ["evaluate"]
-
-
-def _has_key(params: Mapping[str, Any], dotted: str) -> bool:
-    node: Any = params
-    for key in dotted.split("."):
-        if not isinstance(node, Mapping) or key not in node:
-            return False
-        node = node[key]
-    return True
 
 
 def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations") -> list[str]:
