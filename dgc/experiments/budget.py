@@ -149,8 +149,7 @@ def summary(matched: Matched) -> str:
     points = matched.points
     dataset = points[0].dataset if points else "-"
     budgets = sorted({p.value for p in points})
-    study = {id(e) for exps in matched.by_point.values() for e in exps}
-    exps = Counter(e.state for e in matched.experiments if id(e) in study)
+    exps = Counter(e.state for mine in matched.by_point.values() for e in mine)  # each experiment is of one point
     by_point = Counter(point_state(p, matched.by_point[p.name]) for p in points)
     return (f"Study on **{dataset}** at budgets {', '.join(map(str, budgets))} epochs: {len(points)} points "
             f"({len(FAMILIES)} families x {len(VARIANTS)} variants x {len(budgets)} budgets). "
