@@ -76,8 +76,8 @@ class ReportInputError(MissingInput):
 
 # -- where the notebook runs -------------------------------------------------------------------------
 def project_root(start: str | Path | None = None) -> Path:
-    """The project folder: the first of `start` (default: the working directory) and its parents
-    that holds dvc.yaml and params.yaml, else the folder above this package (an editable install)."""
+    """The first of `start` (default: the working directory) and its parents with dvc.yaml and params.yaml,
+    else the folder above this package (an editable install)."""
     here = Path(start or os.getcwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():
@@ -443,9 +443,7 @@ def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
                      "best top-1 (%)": _mean_std(m, "best", "top1_acc"),
                      "best top-5 (%)": _mean_std(m, "best", "top5_acc"),
                      "final top-1 (%)": _mean_std(m, "final", "top1_acc"),
-                     "FLOPs dense (M)": round(m["flops_dense"] / 1e6, 3),
-                     "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 3),
-                     "FLOPs actual (M)": round(m["flops_actual"] / 1e6, 3),
+                     **{f"FLOPs {k} (M)": round(m[f"flops_{k}"] / 1e6, 3) for k in ("dense", "expected", "actual")},
                      "params (K)": round(m["params"] / 1e3, 1)})
     return _drop_constant(pd.DataFrame(rows), keep=("model", "seeds", "best top-1 (%)"))
 

@@ -21,12 +21,10 @@ DGC_MODEL = "densenet86_dgc"
 GC_MODEL = "densenet86_gc"
 GRID_DATASET = {"smoke": "digits", "paper": "cifar10"}
 DEFAULT_SEEDS = (0, 1, 2)
-# The values of each knob; a value equal to the baseline's is the baseline point itself.
-HEADS = (1, 2, 4, 8)
-GATE_FACTORS = (0.5, 0.25, 0.1)  # pruning rates 0.5, 0.75, 0.9
-SPARSITY_LAMBDAS = (0.0, 1e-5, 1e-4)
-SQUEEZE_RATES = (4, 16, 32)
-AXES = ("heads", "pruning", "lambda", "squeeze")  # the DGC panels, in page order
+GATE_FACTORS = (0.5, 0.25, 0.1)  # pruning rates 0.5, 0.75, 0.9; the static group conv's groups 2, 4, 10
+# The values of each knob (the DGC panels, in page order); a value equal to the baseline's is the baseline point.
+AXIS_VALUES = {"heads": (1, 2, 4, 8), "pruning": (0.5, 0.75, 0.9), "lambda": (0.0, 1e-5, 1e-4), "squeeze": (4, 16, 32)}
+AXES = tuple(AXIS_VALUES)
 AXIS_LABEL = {"baseline": "baseline", "heads": "heads", "pruning": "pruning rate (1 - g)",
               "lambda": "sparsity weight λ", "squeeze": "saliency squeeze rate",
               "static_gc": "static group conv at DGC's FLOPs (pruning rate; groups = 1/g)"}
@@ -98,10 +96,8 @@ def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEF
     common = {"train.seeds": list(seeds), "pipeline.datasets": [dataset]}
     specs: list[tuple[str, str, float | None, str, dict[str, Any], dict[str, float]]] = [
         ("baseline", "baseline", None, DGC_MODEL, {}, base)]
-    values = {"heads": HEADS, "pruning": [_complement(g) for g in GATE_FACTORS], "lambda": SPARSITY_LAMBDAS,
-              "squeeze": SQUEEZE_RATES}
-    for axis in AXES:
-        for value in (v for v in values[axis] if v != base[axis]):  # the baseline's value: the baseline point
+    for axis, values in AXIS_VALUES.items():
+        for value in (v for v in values if v != base[axis]):  # the baseline's value: the baseline point
             setting = _complement(value) if axis == "pruning" else value
             specs.append((f"{axis}-{value:g}", axis, value, DGC_MODEL, {AXIS_KEY[axis]: setting},
                           {**base, axis: value}))

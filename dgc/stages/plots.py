@@ -47,8 +47,7 @@ def read_histories(history_dir: str | Path) -> dict[str, list[dict[str, float]]]
 
 
 def accuracy_figure(runs: dict[tuple[str, str], dict[str, Any]], points: list[dict[str, Any]]):
-    """One panel per dataset that was trained, two panels a row; our points with the seeds' std as
-    error bars, the paper's (stars) in the same colour as our model of the same name."""
+    """A panel per trained dataset, two a row: ours with the seeds' std as error bars, the paper's as stars."""
     datasets = sorted({d for d, _ in runs})
     not_run = sorted({p["dataset"] for p in points} - set(datasets))
     cols = 2 if len(datasets) > 1 else 1
