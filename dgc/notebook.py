@@ -76,8 +76,8 @@ class ReportInputError(MissingInput):
 
 # -- where the notebook runs -------------------------------------------------------------------------
 def project_root(start: str | Path | None = None) -> Path:
-    """The first of `start` (default: the working directory) and its parents with dvc.yaml and params.yaml,
-    else the folder above this package (an editable install)."""
+    """The project folder: the first of `start` (default: the working directory) and its parents
+    that holds dvc.yaml and params.yaml, else the folder above this package (an editable install)."""
     here = Path(start or os.getcwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / "dvc.yaml").is_file() and (folder / "params.yaml").is_file():

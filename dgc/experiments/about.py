@@ -134,13 +134,6 @@ def point_row(point: GridPoint, exps: Sequence[Experiment]) -> dict[str, Any]:
             "flops_m": flops_m(result.flops if result and result.flops else point.flops), "reason": point.reason or ""}
 
 
-def row_result(mean: Any, std: Any, seeds: Any = None) -> Result | None:
-    """A table row's mean, std and seeds (None or NaN where missing) as a Result; None without a mean."""
-    if missing(mean):
-        return None
-    return Result(float(mean), None if missing(std) else float(std), 0 if missing(seeds) else int(seeds), None)
-
-
 def mean_std(result: Result | None) -> str:
     """A result's best top-1 as 'mean ± std', 'mean (1 seed)' without spread, '-' without result."""
     if result is None:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from dgc import figures
 from dgc.experiments import about
-from dgc.experiments.about import mean_std, mflops_cell, row_result
+from dgc.experiments.about import mean_std, mflops_cell
 from dgc.experiments.grid import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, build_point, check_distinct,
                                   check_seeds, match_experiments, one_torch_thread, parse_ints, point_state, section,
                                   select_specs)
@@ -106,11 +106,10 @@ def results_frame(matched: Matched) -> pd.DataFrame:
     for point in matched.points:
         row = about.point_row(point, matched.by_point[point.name])
         rows.append({"family": family_of(point), "variant": point.axis, "model": point.model, "budget": point.value,
-                     **row, "why": row["reason"], "n": row["seeds"],
-                     "std": row["std"] if row["seeds"] and row["seeds"] > 1 else None})  # 1 seed: no spread
+                     **row, "why": row["reason"], "n": row["seeds"]})
     frame = pd.DataFrame(rows, columns=["family", "variant", "model", "budget", "point", "experiment", "state",
-                                        "why", "mean", "std", "n", "flops_m"])
-    results = {(r["family"], r["variant"], r["budget"]): row_result(r["mean"], r["std"], r["n"]) for r in rows}
+                                        "why", "result", "mean", "std", "n", "flops_m"])
+    results = {(r["family"], r["variant"], r["budget"]): r["result"] for r in rows}
     for reference in ("gc", "dense"):
         gaps = [None if r["variant"] == reference else
                 about.compare(results[r["family"], r["variant"], r["budget"]],
@@ -127,7 +126,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
         "variant": [VARIANT_LABEL[v] for v in frame["variant"]],
         "model": frame["model"],
         "epochs": frame["budget"],
-        "best top-1 (%)": [mean_std(row_result(m, s, n)) for m, s, n in zip(frame["mean"], frame["std"], frame["n"])],
+        "best top-1 (%)": [mean_std(r) for r in frame["result"]],
         "n": ["-" if missing(n) else str(int(n)) for n in frame["n"]],
         "FLOPs expected (M)": [mflops_cell(f) for f in frame["flops_m"]],
         "vs static group conv (pp)": [_signed(g, s) for g, s in zip(frame["gap_gc"], frame["se_gc"])],
