@@ -8,18 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from dgc.experiments import about  # noqa: E402
-from dgc.experiments.about import flops_m, mean_std, mflops_cell  # noqa: E402
-from dgc.experiments.grid import (AXES, AXIS_LABEL, DGC_MODEL, Experiment, GridPoint, Matched,  # noqa: E402
+from dgc.experiments import about
+from dgc.experiments.about import flops_m, mean_std, mflops_cell
+from dgc.experiments.grid import (AXES, AXIS_LABEL, DGC_MODEL, Experiment, GridPoint, Matched,
                                   grid_of_profile, grid_points, match_experiments, point_state, result_of, section)
-from dgc.experiments.queue import read_inputs  # noqa: E402
-from dgc.notebook import missing  # noqa: E402
+from dgc.experiments.queue import read_inputs
+from dgc.figures import plt  # Agg, the pages' fonts
+from dgc.notebook import missing
 
 NO_EXPERIMENTS = ("**No experiments have been run yet.** Queue the grid with "
                   "`dgc ablations queue --grid smoke` (or `--grid paper` after `dgc use-profile paper`), "
