@@ -61,8 +61,7 @@ def label(run_or_model: str) -> str:
 
 
 def figure(rows: int = 1, cols: int = 1, height: float = 3.4, width: float = PAGE_WIDTH, **kwargs):
-    """(figure, 2-d axes) of rows x cols panels at page width, in constrained layout (an outside legend
-    gets its own room)."""
+    """(figure, 2-d axes) of rows x cols panels at page width, in constrained layout (room for outside legends)."""
     return plt.subplots(rows, cols, figsize=(width, height * rows), squeeze=False, layout="constrained", **kwargs)
 
 

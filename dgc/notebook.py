@@ -90,8 +90,7 @@ def project_root(start: str | Path | None = None) -> Path:
 
 def start(profile: str | None = None, datasets: Sequence[str] | None = None,
           models: Sequence[str] | None = None, reports: str | None = None) -> dict[str, Any]:
-    """Move to the project root and return the notebook's settings: each parameter as injected, else
-    (None) from params.yaml; `reports` defaults to reports/."""
+    """Move to the project root and return the notebook's settings: each one as injected, else from params.yaml."""
     from dgc.config import load_params
 
     root = project_root()
@@ -178,9 +177,9 @@ def summary_html(inputs: dict[str, Any], profile: str) -> str:
     items += [f"<b>{len(by[v])} {v}</b>: {_claims_in_words(by[v])}."
               for v in ("reproduced", "not reproduced", "inconclusive", "not comparable") if by[v]]
     if by["not run"]:
-        missing = sorted({r["dataset"] for r in by["not run"]})
+        absent = sorted({r["dataset"] for r in by["not run"]})
         items.append(f"<b>{len(by['not run'])} not run</b>: the accuracy and relation claims on "
-                     f"{', '.join(DATASET_NAMES.get(d, d) for d in missing)}; "
+                     f"{', '.join(DATASET_NAMES.get(d, d) for d in absent)}; "
                      + ("this profile trains none of them (the paper's 300-epoch recipe needs a GPU: "
                         "<code>dgc use-profile paper</code>, docs/gpus.md)." if smoke else
                         "this profile does not train those datasets or models."))
@@ -254,11 +253,9 @@ def earlier_in_words(references: list[dict[str, Any]]) -> str:
 
 
 # -- tables ------------------------------------------------------------------------------------------
-def html_table(df: pd.DataFrame, index: bool = False, nowrap: Sequence[str] = ()) -> str:
+def html_table(df: pd.DataFrame, nowrap: Sequence[str] = ()) -> str:
     """A plain HTML table of class dgc: numbers right-aligned, text left-aligned, the `nowrap`
     columns and every number on one line; no random ids, so re-rendering gives the same bytes."""
-    if index:
-        df = df.reset_index()
     numeric = {c for c in df.columns if _is_numeric(df[c])}
     head = "".join(f'<th{" class=num" if c in numeric else ""}>{html.escape(str(c))}</th>' for c in df.columns)
     body = []
@@ -271,19 +268,19 @@ def html_table(df: pd.DataFrame, index: bool = False, nowrap: Sequence[str] = ()
 
 def _is_numeric(series: pd.Series) -> bool:
     """Every value is a number, or a number written as text ('3.80 ± 1.05 (n=3)', '+1.76', '1,234')."""
-    values = [v for v in series if not _missing(v)]
+    values = [v for v in series if not missing(v)]
     return bool(values) and all(NUMBER.fullmatch(v) if isinstance(v, str)
                                 else isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
 
 
-def _missing(value: Any) -> bool:
+def missing(value: Any) -> bool:
+    """No value in a table's cell: None, or NaN (what pandas makes of None in a float column)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _cell(value: Any) -> str:
-    """A cell's HTML: '-' for nothing, integers with thousands separators, floats as rounded, text escaped
-    unless it is markup made here (starts with '<')."""
-    if _missing(value):
+    """A cell's HTML: '-' for nothing, integers with thousands separators, text escaped unless it starts with '<'."""
+    if missing(value):
         return "-"
     if isinstance(value, float) and value.is_integer() and abs(value) >= 1000:
         return f"{int(value):,}"
@@ -381,8 +378,7 @@ def _drop_constant(frame: pd.DataFrame, keep: Sequence[str] = ()) -> pd.DataFram
 
 
 def relations_table(evidence: list[dict[str, Any]], brief: bool = False) -> pd.DataFrame:
-    """The relation verdicts on our runs (vs_paper.json `smoke_evidence`): both means ± std (n seeds), the
-    difference ± its standard error, the verdict and (unless `brief`) the claims and why, in words."""
+    """The relation verdicts on our runs (vs_paper.json `smoke_evidence`); unless `brief`, the claims and why."""
     rows = []
     for r in evidence:
         row = {"relation": r["statement"].split(":")[0], "model": r["model"], "versus": r["versus"],
@@ -399,8 +395,7 @@ def relations_table(evidence: list[dict[str, Any]], brief: bool = False) -> pd.D
 
 
 def relation_in_words(r: dict[str, Any]) -> str:
-    """'densenet86_dgc's error is 3.15 points above densenet86's; the claim allows 0.5, and the excess of
-    2.65 is more than two standard errors (1.27)' and the like."""
+    """'densenet86_dgc's error is 3.15 points above densenet86's; the claim allows 0.5, and the excess ...'."""
     d, se, tol = r["delta"], r.get("standard_error"), r.get("tolerance", 0.0)
     margin = tol - d
     text = f"{r['model']}'s error is {abs(d):.2f} points {'above' if d > 0 else 'below'} {r['versus']}'s"
@@ -448,16 +443,13 @@ def models_table(inputs: dict[str, Any]) -> pd.DataFrame:
                      "best top-1 (%)": _mean_std(m, "best", "top1_acc"),
                      "best top-5 (%)": _mean_std(m, "best", "top5_acc"),
                      "final top-1 (%)": _mean_std(m, "final", "top1_acc"),
-                     "FLOPs dense (M)": round(m["flops_dense"] / 1e6, 3),
-                     "FLOPs expected (M)": round(m["flops_expected"] / 1e6, 3),
-                     "FLOPs actual (M)": round(m["flops_actual"] / 1e6, 3),
+                     **{f"FLOPs {k} (M)": round(m[f"flops_{k}"] / 1e6, 3) for k in ("dense", "expected", "actual")},
                      "params (K)": round(m["params"] / 1e3, 1)})
     return _drop_constant(pd.DataFrame(rows), keep=("model", "seeds", "best top-1 (%)"))
 
 
 def latency_table(inputs: dict[str, Any]) -> pd.DataFrame:
-    """Median ms per image of each model, a row per batch size: every runtime timed (metrics'
-    latency_ms_per_image_by_runtime) side by side, and which was fastest."""
+    """Median ms per image per model and batch size: every runtime timed side by side, and the fastest."""
     rows = []
     for run in inputs["runs"]:
         m, info = inputs["metrics"][run], inputs["info"][run]
@@ -553,8 +545,7 @@ to_png = figures.png_bytes  # the study notebooks import it from here
 
 
 def bench_table(reports: str | Path = "reports") -> tuple[pd.DataFrame, str] | None:
-    """Layer timings of `dgc bench` (reports/bench.json) next to the FLOPs ratio, and a note on how they
-    were timed; None when the benchmark has not been run."""
+    """`dgc bench`'s layer timings (reports/bench.json) by the FLOPs ratio and a note on them; None if not run."""
     path = Path(reports) / "bench.json"
     if not path.exists():
         return None

@@ -6,15 +6,15 @@ by the verdict rule (a difference counts only beyond two standard errors of the 
 from __future__ import annotations
 
 import json
-import math
 from collections import Counter
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from dgc.experiments.grid import Experiment, GridPoint, Result, point_result, point_state, section
+from dgc.experiments.grid import Experiment, GridPoint, Result, metrics_result, point_result, point_state, section
 from dgc.measure.verdict import K_STANDARD_ERRORS, Sample, standard_error
+from dgc.notebook import missing
 
 WIDTH_KEYS = ("growth", "depth", "width", "blocks")
 
@@ -41,8 +41,7 @@ def settings_of(params: Mapping[str, Any], models: Sequence[str]) -> dict[str, s
 
 def settings_table(experiments: Sequence[Experiment], params: Mapping[str, Any],
                    models: Sequence[str]) -> pd.DataFrame:
-    """Setting | the study's experiments (every value they used) | the report's runs (params.yaml).
-    An experiment's width counts for the models it trains."""
+    """Setting | the study's experiments (every value they used; widths of the models each trains) | the report's."""
     seen: dict[str, list[str]] = {}
     for exp in experiments:
         mine = [m for m in section(exp.params, "pipeline").get("models") or [] if m in models]
@@ -57,12 +56,7 @@ def settings_table(experiments: Sequence[Experiment], params: Mapping[str, Any],
 def report_result(reports: str, dataset: str, model: str) -> Result | None:
     """The report's best top-1 of dataset-model (reports/metrics), to set a study's point beside it."""
     path = Path(reports) / "metrics" / f"{dataset}-{model}.json"
-    if not path.exists():
-        return None
-    m = json.loads(path.read_text())
-    seeds = int(m.get("seeds", 1))
-    return Result(float(m["best"]["top1_acc"]), (m.get("best_std") or {}).get("top1_acc") if seeds > 1 else None,
-                  seeds, m.get("flops_expected"))
+    return metrics_result(json.loads(path.read_text())) if path.exists() else None
 
 
 def baseline_words(experiments: Sequence[Experiment], params: Mapping[str, Any], model: str,
@@ -132,19 +126,12 @@ def beyond(diff: tuple[float, float | None] | None) -> bool:
 
 # -- rows and cell formats ------------------------------------------------------------------------
 def point_row(point: GridPoint, exps: Sequence[Experiment]) -> dict[str, Any]:
-    """A point's row: the experiment standing for it, state, best top-1 mean, std, seeds, FLOPs (M), reason."""
+    """A point's row: the experiment standing for it, state, its result and best top-1 mean, std, seeds, FLOPs (M), reason."""
     experiment, result = point_result(point, exps)
-    return {"point": point.name, "experiment": experiment, "state": point_state(point, exps),
+    return {"point": point.name, "experiment": experiment, "state": point_state(point, exps), "result": result,
             "mean": result.mean if result else None, "std": result.std if result else None,
             "seeds": result.seeds if result else None,
             "flops_m": flops_m(result.flops if result and result.flops else point.flops), "reason": point.reason or ""}
-
-
-def row_result(mean: Any, std: Any, seeds: Any = None) -> Result | None:
-    """A table row's mean, std and seeds (None or NaN where missing) as a Result; None without a mean."""
-    if missing(mean):
-        return None
-    return Result(float(mean), None if missing(std) else float(std), 0 if missing(seeds) else int(seeds), None)
 
 
 def mean_std(result: Result | None) -> str:
@@ -162,11 +149,6 @@ def flops_m(flops: int | None) -> float | None:
 def mflops_cell(mflops: Any) -> str:
     """FLOPs in millions as a table cell ('-' for none)."""
     return "-" if missing(mflops) or not mflops else f"{mflops:.2f}"
-
-
-def missing(value: Any) -> bool:
-    """No value in a table's cell: None, or NaN (what pandas makes of None in a float column)."""
-    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def _short(value: Any) -> str:

@@ -15,11 +15,12 @@ import pandas as pd
 
 from dgc import figures
 from dgc.experiments import about
-from dgc.experiments.about import mean_std, mflops_cell, missing, row_result
+from dgc.experiments.about import mean_std, mflops_cell
 from dgc.experiments.grid import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, build_point, check_distinct,
                                   check_seeds, match_experiments, one_torch_thread, parse_ints, point_state, section,
                                   select_specs)
 from dgc.experiments.queue import read_inputs
+from dgc.notebook import missing
 
 FAMILIES = {"DenseNet-86": "densenet86", "ResNet-18": "resnet18", "MobileNetV2": "mobilenetv2"}
 VARIANTS = ("dgc", "gates", "gc", "dense")  # table and legend order
@@ -92,26 +93,23 @@ def describe(point: GridPoint) -> str:
 
 def load_page(experiments_json: str | Path, params_path: str | Path = "params.yaml",
               budgets: Sequence[int] = DEFAULT_BUDGETS) -> Matched:
-    """The study of params_path with the saved experiments sorted onto it (an ablation experiment with a
-    point's settings counts for it)."""
+    """The study of params_path with the saved experiments sorted onto it (by settings, whatever their name)."""
     params, experiments = read_inputs(experiments_json, params_path)
     return match_experiments(budget_points(params, budgets), experiments, params)
 
 
 # -- results ---------------------------------------------------------------------------------------
 def results_frame(matched: Matched) -> pd.DataFrame:
-    """One row per point: family, variant, model, budget, experiment, state, best top-1 mean, std and n over
-    seeds, and the gaps (pp) to the static group conv and to the dense model of the same family and budget
-    with their standard error (None without both results; no SE with one seed on either side)."""
+    """One row per point: its result over seeds and its gaps (pp) ± SE to the static group conv and the dense model
+    of the same family and budget (None without both results; no SE with one seed on either side)."""
     rows = []
     for point in matched.points:
         row = about.point_row(point, matched.by_point[point.name])
         rows.append({"family": family_of(point), "variant": point.axis, "model": point.model, "budget": point.value,
-                     **row, "why": row["reason"], "n": row["seeds"],
-                     "std": row["std"] if row["seeds"] and row["seeds"] > 1 else None})  # 1 seed: no spread
+                     **row, "why": row["reason"], "n": row["seeds"]})
     frame = pd.DataFrame(rows, columns=["family", "variant", "model", "budget", "point", "experiment", "state",
-                                        "why", "mean", "std", "n", "flops_m"])
-    results = {(r["family"], r["variant"], r["budget"]): row_result(r["mean"], r["std"], r["n"]) for r in rows}
+                                        "why", "result", "mean", "std", "n", "flops_m"])
+    results = {(r["family"], r["variant"], r["budget"]): r["result"] for r in rows}
     for reference in ("gc", "dense"):
         gaps = [None if r["variant"] == reference else
                 about.compare(results[r["family"], r["variant"], r["budget"]],
@@ -128,7 +126,7 @@ def results_table(frame: pd.DataFrame) -> pd.DataFrame:
         "variant": [VARIANT_LABEL[v] for v in frame["variant"]],
         "model": frame["model"],
         "epochs": frame["budget"],
-        "best top-1 (%)": [mean_std(row_result(m, s, n)) for m, s, n in zip(frame["mean"], frame["std"], frame["n"])],
+        "best top-1 (%)": [mean_std(r) for r in frame["result"]],
         "n": ["-" if missing(n) else str(int(n)) for n in frame["n"]],
         "FLOPs expected (M)": [mflops_cell(f) for f in frame["flops_m"]],
         "vs static group conv (pp)": [_signed(g, s) for g, s in zip(frame["gap_gc"], frame["se_gc"])],
@@ -150,8 +148,7 @@ def summary(matched: Matched) -> str:
     points = matched.points
     dataset = points[0].dataset if points else "-"
     budgets = sorted({p.value for p in points})
-    study = {id(e) for exps in matched.by_point.values() for e in exps}
-    exps = Counter(e.state for e in matched.experiments if id(e) in study)
+    exps = Counter(e.state for mine in matched.by_point.values() for e in mine)  # each experiment is of one point
     by_point = Counter(point_state(p, matched.by_point[p.name]) for p in points)
     return (f"Study on **{dataset}** at budgets {', '.join(map(str, budgets))} epochs: {len(points)} points "
             f"({len(FAMILIES)} families x {len(VARIANTS)} variants x {len(budgets)} budgets). "
@@ -218,16 +215,14 @@ def figure(frame: pd.DataFrame):
     step = 0.012 * (max(budgets) - min(budgets) or max(budgets, default=1))
     for ax, family in zip(axes, FAMILIES):
         part = frame[frame["family"] == family]
-        drawn = False
         for i, variant in enumerate(VARIANTS):
             rows = part[(part["variant"] == variant) & part["mean"].notna()]
             if rows.empty:
                 continue
-            drawn = True
             xs = [b + (i - 1.5) * step for b in rows["budget"]]  # side by side: error bars stay apart
             ax.errorbar(xs, rows["mean"], yerr=[0.0 if missing(s) else s for s in rows["std"]], marker="o",
                         capsize=3, color=VARIANT_COLOUR[variant], label=VARIANT_LABEL[variant])
-        if not drawn:
+        if not part["mean"].notna().any():
             ax.text(0.5, 0.5, "no results yet", ha="center", va="center", transform=ax.transAxes, color="C7")
         ax.set_title(f"{family} ({FAMILIES[family]}*)")
         ax.set_xticks(budgets)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import re
 import statistics
 from contextlib import contextmanager
@@ -22,12 +21,10 @@ DGC_MODEL = "densenet86_dgc"
 GC_MODEL = "densenet86_gc"
 GRID_DATASET = {"smoke": "digits", "paper": "cifar10"}
 DEFAULT_SEEDS = (0, 1, 2)
-# The values of each knob; a value equal to the baseline's is the baseline point itself.
-HEADS = (1, 2, 4, 8)
-GATE_FACTORS = (0.5, 0.25, 0.1)  # pruning rates 0.5, 0.75, 0.9
-SPARSITY_LAMBDAS = (0.0, 1e-5, 1e-4)
-SQUEEZE_RATES = (4, 16, 32)
-AXES = ("heads", "pruning", "lambda", "squeeze")  # the DGC panels, in page order
+GATE_FACTORS = (0.5, 0.25, 0.1)  # pruning rates 0.5, 0.75, 0.9; the static group conv's groups 2, 4, 10
+# The values of each knob (the DGC panels, in page order); a value equal to the baseline's is the baseline point.
+AXIS_VALUES = {"heads": (1, 2, 4, 8), "pruning": (0.5, 0.75, 0.9), "lambda": (0.0, 1e-5, 1e-4), "squeeze": (4, 16, 32)}
+AXES = tuple(AXIS_VALUES)
 AXIS_LABEL = {"baseline": "baseline", "heads": "heads", "pruning": "pruning rate (1 - g)",
               "lambda": "sparsity weight λ", "squeeze": "saliency squeeze rate",
               "static_gc": "static group conv at DGC's FLOPs (pruning rate; groups = 1/g)"}
@@ -99,10 +96,8 @@ def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEF
     common = {"train.seeds": list(seeds), "pipeline.datasets": [dataset]}
     specs: list[tuple[str, str, float | None, str, dict[str, Any], dict[str, float]]] = [
         ("baseline", "baseline", None, DGC_MODEL, {}, base)]
-    values = {"heads": HEADS, "pruning": [_complement(g) for g in GATE_FACTORS], "lambda": SPARSITY_LAMBDAS,
-              "squeeze": SQUEEZE_RATES}
-    for axis in AXES:
-        for value in (v for v in values[axis] if v != base[axis]):  # the baseline's value: the baseline point
+    for axis, values in AXIS_VALUES.items():
+        for value in (v for v in values if v != base[axis]):  # the baseline's value: the baseline point
             setting = _complement(value) if axis == "pruning" else value
             specs.append((f"{axis}-{value:g}", axis, value, DGC_MODEL, {AXIS_KEY[axis]: setting},
                           {**base, axis: value}))
@@ -115,19 +110,15 @@ def grid_points(params: Mapping[str, Any], grid: str, seeds: Sequence[int] = DEF
         for name, axis, value, model, knob, knobs in select_specs(specs, only):
             point = build_point(params, GridPoint(f"abl-{name}", axis, value, model, dataset,
                                                   {**common, "pipeline.models": [model], **knob}, knobs))
-            if axis == "static_gc":
-                reason, gate = point.reason, 1 - value
-                if not math.isclose(1 / gate, round(1 / gate), rel_tol=1e-9):
-                    reason = f"1/g = {1 / gate:.3g} is not a whole number of groups"
-                point = replace(point, reason=None if reason is None else
-                                f"no group count gives DGC's FLOPs at pruning rate {value:g}: {reason}")
+            if axis == "static_gc" and point.reason is not None:  # groups = 1/g is whole for every GATE_FACTORS
+                point = replace(point, reason=f"no group count gives DGC's FLOPs at pruning rate {value:g}: "
+                                              f"{point.reason}")
             points.append(point)
     return points
 
 
 def select_specs(specs: list[tuple], only: Sequence[str] | None) -> list[tuple]:
-    """The specs (name, axis, ...) whose name or axis is in `only` (all when empty); an unknown entry is an
-    AblationError listing the known ones."""
+    """The specs (name, axis, ...) whose name or axis is in `only` (all when empty); else an AblationError."""
     if not only:
         return specs
     wanted = set(only)
@@ -253,10 +244,13 @@ class Result:
 
 
 def result_of(exp: Experiment, model: str, dataset: str) -> Result | None:
-    """The experiment's result for `dataset`-`model` (None unless it succeeded with that metrics file); the
-    spread is the metrics' best_std, else the standard deviation of per_seed, else None (1 seed)."""
-    m = exp.metrics.get(f"reports/metrics/{dataset}-{model}.json")
-    if exp.state != "success" or not m or "top1_acc" not in (m.get("best") or {}):
+    """The experiment's result for `dataset`-`model` (None unless it succeeded with that metrics file)."""
+    return metrics_result(exp.metrics.get(f"reports/metrics/{dataset}-{model}.json")) if exp.state == "success" else None
+
+
+def metrics_result(m: Mapping[str, Any] | None) -> Result | None:
+    """A metrics file's Result (None without best top-1); the std is best_std's, else per_seed's, else None."""
+    if not m or "top1_acc" not in (m.get("best") or {}):
         return None
     seeds = int(m.get("seeds", 1))
     std = (m.get("best_std") or {}).get("top1_acc")
@@ -301,8 +295,8 @@ def describe_difference(exp_params: Mapping[str, Any], params: Mapping[str, Any]
                         points: Sequence[GridPoint], limit: int = 4) -> str:
     """What an experiment changes with respect to the grid's baseline point (seeds aside)."""
     base = next((p for p in points if p.axis == "baseline"), None)
-    reference = _flatten(point_params(params, base) if base else params)
-    mine = _flatten(exp_params)
+    reference = flatten(point_params(params, base) if base else params)
+    mine = flatten(exp_params)
     keys = sorted(k for k in set(reference) | set(mine)
                   if k != "train.seeds" and _normalised(reference.get(k)) != _normalised(mine.get(k))
                   and (k.split(".")[0] in ("profile", "pipeline", "train", "data", "models")))
@@ -361,11 +355,12 @@ def _normalised(value: Any) -> Any:
     return repr(value)
 
 
-def _flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{dotted key: value} of every leaf (a non-mapping or an empty mapping) of nested params."""
     out = {}
     for key, value in params.items():
         if isinstance(value, Mapping) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
             out[f"{prefix}{key}"] = value
     return out

@@ -8,17 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from dgc.experiments import about  # noqa: E402
-from dgc.experiments.about import flops_m, mean_std, mflops_cell, missing, row_result  # noqa: E402
-from dgc.experiments.grid import (AXES, AXIS_LABEL, DGC_MODEL, Experiment, GridPoint, Matched,  # noqa: E402
+from dgc.experiments import about
+from dgc.experiments.about import flops_m, mean_std, mflops_cell
+from dgc.experiments.grid import (AXES, AXIS_LABEL, DGC_MODEL, Experiment, GridPoint, Matched,
                                   grid_of_profile, grid_points, match_experiments, point_state, result_of, section)
-from dgc.experiments.queue import read_inputs  # noqa: E402
+from dgc.experiments.queue import read_inputs
+from dgc.figures import plt  # Agg, the pages' fonts
+from dgc.notebook import missing
 
 NO_EXPERIMENTS = ("**No experiments have been run yet.** Queue the grid with "
                   "`dgc ablations queue --grid smoke` (or `--grid paper` after `dgc use-profile paper`), "
@@ -95,7 +93,7 @@ def panel_table(panel: pd.DataFrame, axis: str) -> pd.DataFrame:
                                      for v, b in zip(panel["value"], panel["baseline"])],
         **({"groups": panel["groups"]} if "groups" in panel else {}),
         "experiment": panel["experiment"],
-        "best top-1 (%)": [mean_std(row_result(m, s)) for m, s in zip(panel["mean"], panel["std"])],
+        "best top-1 (%)": [mean_std(r) for r in panel["result"]],
         "FLOPs expected (M)": [mflops_cell(f) for f in panel["flops_m"]],
         "state": list(panel["state"]),
         "why": list(panel["reason"]),
@@ -112,10 +110,10 @@ def answer(matched: Matched) -> str:
         panel = axis_panel(matched, axis)
         if panel.empty:
             continue
-        base = _result_of_row(panel[panel["baseline"]].iloc[0]) if panel["baseline"].any() else None
+        base = panel[panel["baseline"]].iloc[0]["result"] if panel["baseline"].any() else None
         found, measured = [], 0
         for _, row in panel[~panel["baseline"]].iterrows():
-            diff = about.compare(_result_of_row(row), base)
+            diff = about.compare(row["result"], base)
             measured += diff is not None
             if about.beyond(diff):
                 found.append(f"{row['value']:g}: {about.difference_in_words(diff)}")
@@ -132,70 +130,58 @@ def answer(matched: Matched) -> str:
     for rate in sorted(gc["value"].unique()) if not gc.empty else []:
         part = gc[gc["value"] == rate].set_index("model")
         if {"DGC", "static group conv"} <= set(part.index):
-            diff = about.compare(_result_of_row(part.loc["DGC"]), _result_of_row(part.loc["static group conv"]))
+            diff = about.compare(part.loc["DGC", "result"], part.loc["static group conv", "result"])
             if diff is not None:
                 lines.append(f"- **DGC − static group conv at pruning rate {rate:g}** (equal FLOPs): "
                              f"{about.difference_in_words(diff)}.")
     return "\n".join(lines)
 
 
-def _result_of_row(row):
-    return row_result(row["mean"], row["std"], row["seeds"])
-
-
 # -- figures ---------------------------------------------------------------------------------------
 def figure_panel(panel: pd.DataFrame, axis: str):
     """Best top-1 (mean ± std over seeds) against one knob, the baseline starred, FLOPs on the right
     axis; categorical x so that λ = 0 sits next to 1e-5. Points without a result are named by state."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    _plot_series(ax, panel, "C0", "DGC (densenet86_dgc)")
     ticks = [_tick(v, s, b) for v, s, b in zip(panel["value"], panel["state"], panel["baseline"])]
-    flops = [(list(range(len(panel))), panel["flops_m"], "C7", "FLOPs expected (right axis)")]
-    return _finish(fig, ax, ticks, AXIS_LABEL[axis], flops, fontsize=8)
+    series = [(panel, list(range(len(panel))), "C0", "DGC (densenet86_dgc)", "C7", "FLOPs expected (right axis)")]
+    return _figure(series, ticks, AXIS_LABEL[axis], fontsize=8)
 
 
 def figure_static_gc(panel: pd.DataFrame):
     """DGC against the static group conv at the same FLOPs, per pruning rate."""
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
     rates = sorted(panel["value"].unique())
-    position = {v: i for i, v in enumerate(rates)}
     series = []
     for kind, colour in (("DGC", "C0"), ("static group conv", "C3")):
         part = panel[panel["model"] == kind]
-        xs = [position[v] for v in part["value"]]
-        _plot_series(ax, part, colour, kind, x=xs)
-        series.append((xs, part["flops_m"], colour, f"{kind}: FLOPs expected (right axis)"))
-    return _finish(fig, ax, [f"{v:g}" for v in rates], "pruning rate (1 - g); static group conv: groups = 1/g",
-                   series)
+        series.append((part, [rates.index(v) for v in part["value"]], colour, kind, colour,
+                       f"{kind}: FLOPs expected (right axis)"))
+    return _figure(series, [f"{v:g}" for v in rates], "pruning rate (1 - g); static group conv: groups = 1/g")
 
 
-def _plot_series(ax, panel: pd.DataFrame, colour: str, label: str, x=None) -> None:
-    xs = list(range(len(panel))) if x is None else x
-    done = [(xi, m, s, b) for xi, m, s, b in zip(xs, panel["mean"], panel["std"], panel["baseline"]) if not missing(m)]
-    if done:
-        ax.errorbar([d[0] for d in done], [d[1] for d in done], yerr=[0.0 if missing(d[2]) else d[2] for d in done],
-                    marker="o", capsize=4, color=colour, label=f"{label}: best top-1, mean ± std")
-        base = [d for d in done if d[3]]
-        if base:
-            ax.plot([d[0] for d in base], [d[1] for d in base], marker="*", markersize=16, color="gold",
-                    markeredgecolor="black", linestyle="none", label="baseline", zorder=5)
+def _figure(series: list[tuple[pd.DataFrame, list[int], str, str, str, str]], ticks: list[str], xlabel: str, **tick):
+    """Each (panel, x, colour, label, FLOPs colour, FLOPs label) series: best top-1 with the baseline starred, its
+    FLOPs (M) as open squares on a right-hand axis; one place per tick, one legend under the axes (it hides no point)."""
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for part, xs, colour, label, _, _ in series:
+        done = [(x, m, s, b) for x, m, s, b in zip(xs, part["mean"], part["std"], part["baseline"]) if not missing(m)]
+        if done:
+            ax.errorbar([d[0] for d in done], [d[1] for d in done], yerr=[0.0 if missing(d[2]) else d[2] for d in done],
+                        marker="o", capsize=4, color=colour, label=f"{label}: best top-1, mean ± std")
+            base = [d for d in done if d[3]]
+            if base:
+                ax.plot([d[0] for d in base], [d[1] for d in base], marker="*", markersize=16, color="gold",
+                        markeredgecolor="black", linestyle="none", label="baseline", zorder=5)
     ax.set_ylabel("best top-1 accuracy (%)")
     ax.grid(alpha=0.3)
-
-
-def _finish(fig, ax, ticks: list[str], xlabel: str, series: list[tuple[list[int], Any, str, str]], **tick):
-    """The x axis (one place per tick); FLOPs (M) of each (x, flops, colour, label) series as open squares on a
-    right-hand axis; every marker of both axes in one legend under the axes, so that it hides no point."""
     ax.set_xticks(list(range(len(ticks))), ticks, **tick)
     ax.set_xlim(-0.5, len(ticks) - 0.5)  # every point has its place, results or not
     ax.set_xlabel(xlabel)
     right = ax.twinx()
-    for xs, flops, colour, label in series:
-        pts = [(x, f) for x, f in zip(xs, flops) if not missing(f)]
+    for part, xs, _, _, colour, label in series:
+        pts = [(x, f) for x, f in zip(xs, part["flops_m"]) if not missing(f)]
         right.plot([p[0] for p in pts], [p[1] for p in pts], marker="s", markerfacecolor="none",
                    linestyle="--", color=colour, alpha=0.7, label=label)
     right.set_ylabel("FLOPs expected (M), squares", color="C7")
-    right.set_ylim(0, 1.15 * max((f for _, flops, _, _ in series for f in flops if not missing(f)), default=1.0))
+    right.set_ylim(0, 1.15 * max((f for s in series for f in s[0]["flops_m"] if not missing(f)), default=1.0))
     handles, labels = ax.get_legend_handles_labels()
     more = right.get_legend_handles_labels()
     if handles + more[0]:

@@ -5,6 +5,7 @@ new name) and queueing them as `dvc exp run --queue` experiments.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from dgc.config import load_params, read_params_yaml
 from dgc.errors import DGCError, MissingInput
-from dgc.experiments.grid import Experiment, GridPoint, format_value, point_params, signature
+from dgc.experiments.grid import Experiment, GridPoint, flatten, format_value, point_params, section, signature
 from dgc.io import write_json_atomic
 
 
@@ -25,9 +26,8 @@ class QueueError(DGCError, ValueError):
 
 # -- dvc exp show --json -------------------------------------------------------------------------
 def parse_experiments(exp_show: Any) -> list[Experiment]:
-    """The experiments of `dvc exp show --json` (DVC 3), newest first; the workspace and commits are none.
-    State is the executor's, else success unless DVC recorded an error; metrics are kept for successful
-    experiments only (a failed one shows its baseline commit's metrics, which must not pass for results)."""
+    """The experiments of `dvc exp show --json` (DVC 3), newest first; state is the executor's, else success unless
+    DVC recorded an error; only successful ones keep metrics (a failed one shows its baseline commit's)."""
     found = []
     for commit in (c for c in exp_show or [] if isinstance(c, dict)):
         for group in (g for g in commit.get("experiments") or [] if g.get("revs")):
@@ -45,8 +45,7 @@ def parse_experiments(exp_show: Any) -> list[Experiment]:
 
 
 def read_inputs(experiments_json: str | Path, params_path: str | Path) -> tuple[dict[str, Any], list[Experiment]]:
-    """params_path as a mapping and the experiments of `experiments_json` (a record or a saved
-    `dvc exp show --json`; an absent or empty file: none)."""
+    """params_path as a mapping and the experiments of `experiments_json` (see read_experiments)."""
     if not Path(params_path).exists():
         raise MissingInput(f"{params_path} does not exist: the grid's baseline comes from it")
     return read_params_yaml(params_path), read_experiments(experiments_json)
@@ -61,7 +60,7 @@ RECORD_NOTE = ("The dvc exp experiments that reports/ablations.html and reports/
 
 
 def read_experiments(path: str | Path) -> list[Experiment]:
-    """The experiments of a record ({"experiments": [...]}) or of a saved `dvc exp show --json`."""
+    """The experiments of a record ({"experiments": [...]}) or a saved `dvc exp show --json` (absent or empty: none)."""
     path = Path(path)
     text = path.read_text() if path.exists() else ""
     if not text.strip():
@@ -85,7 +84,7 @@ def merge_experiments(recorded: Sequence[Experiment], live: Sequence[Experiment]
 
 def _trimmed(exp: Experiment) -> Experiment:
     """Only the metrics files of the experiment's own runs (DVC also lists the commit's others)."""
-    pipeline = exp.params.get("pipeline") if isinstance(exp.params.get("pipeline"), dict) else {}
+    pipeline = section(exp.params, "pipeline")
     own = {f"reports/metrics/{d}-{m}.json" for d in pipeline.get("datasets") or [] for m in pipeline.get("models") or []}
     return replace(exp, metrics={k: v for k, v in exp.metrics.items() if k in own})
 
@@ -112,24 +111,19 @@ def plan_queue(points: Iterable[GridPoint], experiments: Sequence[Experiment],
     included) covers; a failed one is queued again, under a new name."""
     queue, skipped = [], []
     taken = {e.name for e in experiments}
-    by_signature: dict[tuple, list[Experiment]] = {}
+    live: dict[tuple | None, Experiment] = {}  # per signature its first experiment that did not fail
     for exp in experiments:
-        sig = signature(exp.params)
-        if sig is not None:
-            by_signature.setdefault(sig, []).append(exp)
+        if exp.state != "failed":
+            live.setdefault(signature(exp.params), exp)
     for point in points:
         if not point.runnable:
             skipped.append((point, f"not runnable: {point.reason}"))
             continue
-        same = by_signature.get(signature(point_params(params, point)), [])
-        if live := [e for e in same if e.state != "failed"]:
-            skipped.append((point, f"already {live[0].state} as {live[0].name}"))
+        if (same := live.get(signature(point_params(params, point)))) is not None:
+            skipped.append((point, f"already {same.state} as {same.name}"))
             continue
-        name = point.name
-        for i in range(2, 1000):
-            if name not in taken:
-                break
-            name = f"{point.name}-{i}"
+        names = (point.name if i == 1 else f"{point.name}-{i}" for i in itertools.count(1))
+        name = next(n for n in names if n not in taken)
         taken.add(name)
         queue.append((point, name))
     return QueuePlan(queue, skipped)
@@ -138,19 +132,10 @@ def plan_queue(points: Iterable[GridPoint], experiments: Sequence[Experiment],
 def queue_args(point: GridPoint, name: str, params: Mapping[str, Any]) -> list[str]:
     """The arguments after `dvc` that queue `point` as experiment `name`: a key absent from params.yaml is
     set with Hydra's `+key=value`; the target `evaluate` skips the compare, plots and report stages."""
-    args = ["exp", "run", "--queue", "--name", name]
+    args, keys = ["exp", "run", "--queue", "--name", name], flatten(params)
     for dotted, value in point.overrides.items():
-        args += ["-S", f"{'' if _has_key(params, dotted) else '+'}{dotted}={format_value(value)}"]
+        args += ["-S", f"{'' if dotted in keys else '+'}{dotted}={format_value(value)}"]
     return args + ["evaluate"]
-
-
-def _has_key(params: Mapping[str, Any], dotted: str) -> bool:
-    node: Any = params
-    for key in dotted.split("."):
-        if not isinstance(node, Mapping) or key not in node:
-            return False
-        node = node[key]
-    return True
 
 
 def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations") -> list[str]:
@@ -167,8 +152,7 @@ def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations")
 
 # -- running DVC -----------------------------------------------------------------------------------
 def run_dvc(*args: str) -> str:
-    """Run `python -m dvc ARGS` (a user's PATH may have no DVC): its stdout, or a QueueError with DVC's last
-    error line."""
+    """Run `python -m dvc ARGS` (a user's PATH may have no DVC): its stdout, or a QueueError with its last error."""
     try:
         proc = subprocess.run([sys.executable, "-m", "dvc", *args], capture_output=True, text=True, timeout=600)
     except subprocess.TimeoutExpired:

@@ -47,8 +47,7 @@ def read_histories(history_dir: str | Path) -> dict[str, list[dict[str, float]]]
 
 
 def accuracy_figure(runs: dict[tuple[str, str], dict[str, Any]], points: list[dict[str, Any]]):
-    """One panel per dataset that was trained, two panels a row; our points with the seeds' std as
-    error bars, the paper's (stars) in the same colour as our model of the same name."""
+    """A panel per trained dataset, two a row: ours with the seeds' std as error bars, the paper's as stars."""
     datasets = sorted({d for d, _ in runs})
     not_run = sorted({p["dataset"] for p in points} - set(datasets))
     cols = 2 if len(datasets) > 1 else 1
@@ -86,8 +85,7 @@ def accuracy_figure(runs: dict[tuple[str, str], dict[str, Any]], points: list[di
 
 def _epoch_figure(histories: dict[str, list[dict[str, float]]], panels: list[tuple[str, str]], rows: int,
                   height: float, ncol: int, title: str | None = None):
-    """Panels of (history column, axis label) against the epoch: a line per model (mean over seeds) with
-    the seeds' range as a band; the inactive-channel panel shows only the models that prune."""
+    """Panels of (history column, axis label) per epoch: each model's mean and seeds' band (inactive: pruning ones)."""
     fig, axes = figures.figure(rows, len(panels) // rows, height=height)
     for ax, (key, text) in zip(axes.flat, panels):
         for run, history in histories.items():
@@ -141,8 +139,7 @@ def schedule_figure(histories: dict[str, list[dict[str, float]]], gate_factors: 
 
 
 def write_curves(history_dir: Path, folder: Path) -> list[Path]:
-    """Per run, <folder>/<run>.csv (reports/curves/): per epoch the mean, min and max test top-1
-    over the seeds and the mean training loss (the data of `dvc plots show`)."""
+    """Per run, <folder>/<run>.csv (the data of `dvc plots show`): CURVE_COLUMNS per epoch over the seeds."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for run, rows in read_histories(history_dir).items():
