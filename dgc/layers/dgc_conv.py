@@ -50,11 +50,7 @@ def _bnrelu(layer: DGCConv2d, x: torch.Tensor) -> tuple[torch.Tensor, None]:
     return layer.relu(layer.norm(x)), None
 
 
-# The pre-activation (preact=True): BatchNorm-ReLU; a kernel may add a row that also pools (cpu_layers.py).
-PREACTIVATIONS = Executions(Execution("bnrelu", _bnrelu))
-# The whole layer: its steps (`DGCConv2d.steps`); a kernel may add a one-call row (cpu_layers.py).
-STEPS = Execution("steps", lambda layer, x: layer.steps(x))
-FORWARDS = Executions(STEPS)
+STEPS = Execution("steps", lambda layer, x: layer.steps(x))  # the whole layer, step by step
 
 
 class DGCHead(nn.Module):
@@ -107,9 +103,11 @@ class DGCConv2d(nn.Module):
         self.report = ForwardReport()
         self.execution = "auto"  # or the name of a row of `executions`
 
-    executions = DGC_EXECUTIONS  # the ways to run the conv (dgc/layers/executions.py)
-    preactivations = PREACTIVATIONS
-    forwards = FORWARDS
+    # The ways to run the conv (executions.py), the pre-activation (preact=True) and the whole layer; a kernel
+    # may add rows (cpu_layers.py): a BN-ReLU that also pools, a one-call layer.
+    executions = DGC_EXECUTIONS
+    preactivations = Executions(Execution("bnrelu", _bnrelu))
+    forwards = Executions(STEPS)
 
     @property
     def n_inactive(self) -> int:
