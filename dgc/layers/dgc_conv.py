@@ -65,10 +65,12 @@ class DGCHead(nn.Module):
 
 
 class DGCConv2d(nn.Module):
-    """Dynamic group convolution, the conv arguments as nn.Conv2d's: `heads` H (dividing both channel counts),
-    `squeeze_rate` the gates' s (halved below 80 channels), `gate_factor` g in (0, 1] the fraction each head
-    keeps; `preact` False: no BatchNorm-ReLU of its own (gates and conv see the raw input); `selection`
-    'head' (DGC: each head's C_in - n_in most salient) or 'global' (DGC-G: those reaching `threshold`)."""
+    """Dynamic group convolution; the conv arguments as nn.Conv2d's, and
+    heads: H, dividing both channel counts;
+    squeeze_rate: the gates' s (halved below 80 channels);
+    gate_factor: g in (0, 1], the fraction of the input channels each head keeps;
+    preact: False for no BatchNorm-ReLU of its own (the gates and the conv see the raw input);
+    selection: 'head' (DGC: each head's C_in - n_in most salient) or 'global' (DGC-G: those >= `threshold`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,

@@ -65,17 +65,16 @@ class InvertedResidual(nn.Module):
     """1x1 expansion (t x, none at t = 1) -> BN -> ReLU6 -> 3x3 depthwise -> BN -> ReLU6 -> 1x1 projection
     -> BN (linear bottleneck); identity shortcut when stride is 1 and in == out."""
 
-    def __init__(self, in_channels: int, hidden: int, out_channels: int, stride: int,
-                 expand_conv: ConvFactory, project_conv: ConvFactory) -> None:
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, stride: int, conv1x1: ConvFactory) -> None:
         super().__init__()
         self.act = nn.ReLU6(inplace=True)
         self.conv_expand: nn.Module | None = None
         if hidden != in_channels:
-            self.conv_expand = expand_conv(in_channels, hidden, 1, 1, 0)
+            self.conv_expand = conv1x1(in_channels, hidden, 1, 1, 0)
             self.bn_expand = nn.BatchNorm2d(hidden)
         self.conv_dw = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False)
         self.bn_dw = nn.BatchNorm2d(hidden)
-        self.conv_project = project_conv(hidden, out_channels, 1, 1, 0)
+        self.conv_project = conv1x1(hidden, out_channels, 1, 1, 0)
         self.bn_project = nn.BatchNorm2d(out_channels)
         self.use_residual = stride == 1 and in_channels == out_channels
 
@@ -90,11 +89,10 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     """MobileNetV2: 3x3 stem, seven stages of inverted residuals (`blocks` repeats each, 1x1 convs from the
-    factories), 1x1 conv to 1280, pool, Linear; `stem` 'imagenet' (224 -> 7x7) or 'cifar' (32 -> 4x4)."""
+    factory), 1x1 conv to 1280, pool, Linear; `stem` 'imagenet' (224 -> 7x7) or 'cifar' (32 -> 4x4)."""
 
-    def __init__(self, num_classes: int, expand_conv: ConvFactory, project_conv: ConvFactory,
-                 blocks: Sequence[int] = DEFAULT_BLOCKS, width: float = 1.0,
-                 stem: str = "imagenet") -> None:
+    def __init__(self, num_classes: int, conv1x1: ConvFactory, blocks: Sequence[int] = DEFAULT_BLOCKS,
+                 width: float = 1.0, stem: str = "imagenet") -> None:
         super().__init__()
         layout = block_layout(width, blocks, stem)
         stem_channels = layout[0][0][0]
@@ -103,7 +101,7 @@ class MobileNetV2(nn.Module):
         self.act = nn.ReLU6(inplace=True)
         for i, stage in enumerate(layout, start=1):
             self.add_module(f"stage{i}", nn.Sequential(
-                *(InvertedResidual(c_in, hidden, out, stride, expand_conv, project_conv)
+                *(InvertedResidual(c_in, hidden, out, stride, conv1x1)
                   for c_in, hidden, out, stride in stage)))
         self.num_stages = len(layout)
         channels = layout[-1][-1][2]
