@@ -65,16 +65,17 @@ class InvertedResidual(nn.Module):
     """1x1 expansion (t x, none at t = 1) -> BN -> ReLU6 -> 3x3 depthwise -> BN -> ReLU6 -> 1x1 projection
     -> BN (linear bottleneck); identity shortcut when stride is 1 and in == out."""
 
-    def __init__(self, in_channels: int, hidden: int, out_channels: int, stride: int, conv1x1: ConvFactory) -> None:
+    def __init__(self, in_channels: int, hidden: int, out_channels: int, stride: int,
+                 expand_conv: ConvFactory, project_conv: ConvFactory) -> None:
         super().__init__()
         self.act = nn.ReLU6(inplace=True)
         self.conv_expand: nn.Module | None = None
         if hidden != in_channels:
-            self.conv_expand = conv1x1(in_channels, hidden, 1, 1, 0)
+            self.conv_expand = expand_conv(in_channels, hidden, 1, 1, 0)
             self.bn_expand = nn.BatchNorm2d(hidden)
         self.conv_dw = nn.Conv2d(hidden, hidden, 3, stride, 1, groups=hidden, bias=False)
         self.bn_dw = nn.BatchNorm2d(hidden)
-        self.conv_project = conv1x1(hidden, out_channels, 1, 1, 0)
+        self.conv_project = project_conv(hidden, out_channels, 1, 1, 0)
         self.bn_project = nn.BatchNorm2d(out_channels)
         self.use_residual = stride == 1 and in_channels == out_channels
 
@@ -101,7 +102,7 @@ class MobileNetV2(nn.Module):
         self.act = nn.ReLU6(inplace=True)
         for i, stage in enumerate(layout, start=1):
             self.add_module(f"stage{i}", nn.Sequential(
-                *(InvertedResidual(c_in, hidden, out, stride, conv1x1)
+                *(InvertedResidual(c_in, hidden, out, stride, conv1x1, conv1x1)
                   for c_in, hidden, out, stride in stage)))
         self.num_stages = len(layout)
         channels = layout[-1][-1][2]
