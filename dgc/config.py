@@ -65,13 +65,11 @@ def from_section(cls: type, mapping: Mapping[str, Any] | None, section: str):
         raise ConfigError(f"{section} must be a mapping of settings, got {mapping!r}")
     mapping = dict(mapping or {})
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(mapping) - names)
+    unknown = sorted(set(mapping) - set(hints))
     if unknown:
-        raise ConfigError(f"unknown setting {section}.{unknown[0]}; valid: {', '.join(sorted(names))}")
+        raise ConfigError(f"unknown setting {section}.{unknown[0]}; valid: {', '.join(sorted(hints))}")
     # every setting has a default: only the given ones are checked
-    obj = cls(**{f.name: _check_type(mapping[f.name], hints[f.name], f"{section}.{f.name}")
-                 for f in dataclasses.fields(cls) if f.name in mapping})
+    obj = cls(**{key: _check_type(value, hints[key], f"{section}.{key}") for key, value in mapping.items()})
     obj.validate(section)  # every section class has one
     return obj
 
@@ -88,9 +86,7 @@ class PipelineConfig:
         for name in self.datasets:
             check_dataset(name, f"{section}.datasets")
         for name in self.models:
-            if name not in list_models():
-                raise ConfigError(f"unknown model {name!r} in {section}.models; "
-                                  f"choose from: {', '.join(list_models())}")
+            check_model(name, f" in {section}.models")
 
 
 @dataclass(frozen=True)
@@ -218,6 +214,11 @@ def check_compile(setting: str, key: str) -> None:
         raise ConfigError(f"{key} must be one of {', '.join(COMPILE_MODES)}, got {setting!r}")
 
 
+def check_model(name: str, where: str = "") -> None:
+    if name not in list_models():
+        raise ConfigError(f"unknown model {name!r}{where}; choose one of: {', '.join(list_models())}")
+
+
 def check_dataset(name: str, key: str = "dataset") -> None:
     if name not in DATASETS:
         raise ConfigError(f"unknown {key} {name!r}; choose one of: {', '.join(DATASETS)}")
@@ -236,8 +237,7 @@ class Params:
     models: dict = field(default_factory=dict)  # model name -> create_model overrides
 
     def model_overrides(self, name: str) -> dict:
-        if name not in list_models():
-            raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
+        check_model(name)
         overrides = self.models.get(name) or {}
         if not isinstance(overrides, Mapping):
             raise ConfigError(f"models.{name} must be a mapping of settings, got {overrides!r}")

@@ -31,6 +31,6 @@ def make_test_batches(dataset: str, params: Params, device: torch.device):
     """The evaluation set alone (no training data loaded), single process."""
     if dataset == "imagenet":  # the DataLoaders read nothing until iterated
         return make_batches(dataset, params, device, 0, 1, False, 0)[1]
-    from dgc.data.loader import cifar_test_batches
+    from dgc.data.loader import split_batches
 
-    return cifar_test_batches(Path(params.data.root) / dataset, dataset, params.train.eval_batch_size, device)
+    return split_batches(Path(params.data.root) / dataset, dataset, "test", params.train.eval_batch_size, device)

@@ -88,17 +88,14 @@ def cifar_batches(root: Path, dataset: str, batch_size: int, eval_batch_size: in
                   max_batches: int | None = None, channels_last: bool = False,
                   ) -> tuple[DeviceBatches, DeviceBatches]:
     """(train batches, test batches) of a CIFAR-format dataset under `root`, on `device`."""
-    mean, std = normalization(root, dataset)
-    train_x, train_y = read_split(root, dataset, "train")
-    train = DeviceBatches(train_x.to(device), train_y.to(device), batch_size, mean, std, True, seed, rank=rank,
-                          world_size=world_size, max_batches=max_batches, channels_last=channels_last)
-    return train, cifar_test_batches(root, dataset, eval_batch_size, device, rank, world_size, channels_last)
+    shard = {"rank": rank, "world_size": world_size, "channels_last": channels_last}
+    return (split_batches(root, dataset, "train", batch_size, device, seed=seed, max_batches=max_batches, **shard),
+            split_batches(root, dataset, "test", eval_batch_size, device, **shard))
 
 
-def cifar_test_batches(root: Path, dataset: str, eval_batch_size: int, device: torch.device,
-                       rank: int = 0, world_size: int = 1, channels_last: bool = False) -> DeviceBatches:
-    """The test split alone (what evaluation needs), in order, on `device`."""
-    mean, std = normalization(root, dataset)
-    test_x, test_y = read_split(root, dataset, "test")
-    return DeviceBatches(test_x.to(device), test_y.to(device), eval_batch_size, mean, std, False,
-                         rank=rank, world_size=world_size, channels_last=channels_last)
+def split_batches(root: Path, dataset: str, split: str, batch_size: int, device: torch.device,
+                  **options) -> DeviceBatches:
+    """One split on `device`: 'train' shuffled and augmented, 'test' in order; `options` as DeviceBatches'."""
+    images, labels = read_split(root, dataset, split)
+    return DeviceBatches(images.to(device), labels.to(device), batch_size, *normalization(root, dataset),
+                         split == "train", **options)

@@ -50,11 +50,7 @@ def _bnrelu(layer: DGCConv2d, x: torch.Tensor) -> tuple[torch.Tensor, None]:
     return layer.relu(layer.norm(x)), None
 
 
-# The pre-activation (preact=True): BatchNorm-ReLU; a kernel may add a row that also pools (cpu_layers.py).
-PREACTIVATIONS = Executions(Execution("bnrelu", _bnrelu))
-# The whole layer: its steps (`DGCConv2d.steps`); a kernel may add a one-call row (cpu_layers.py).
-STEPS = Execution("steps", lambda layer, x: layer.steps(x))
-FORWARDS = Executions(STEPS)
+STEPS = Execution("steps", lambda layer, x: layer.steps(x))  # the whole layer, step by step
 
 
 class DGCHead(nn.Module):
@@ -69,10 +65,12 @@ class DGCHead(nn.Module):
 
 
 class DGCConv2d(nn.Module):
-    """Dynamic group convolution, the conv arguments as nn.Conv2d's: `heads` H (dividing both channel counts),
-    `squeeze_rate` the gates' s (halved below 80 channels), `gate_factor` g in (0, 1] the fraction each head
-    keeps; `preact` False: no BatchNorm-ReLU of its own (gates and conv see the raw input); `selection`
-    'head' (DGC: each head's C_in - n_in most salient) or 'global' (DGC-G: those reaching `threshold`)."""
+    """Dynamic group convolution; the conv arguments as nn.Conv2d's, and
+    heads: H, dividing both channel counts;
+    squeeze_rate: the gates' s (halved below 80 channels);
+    gate_factor: g in (0, 1], the fraction of the input channels each head keeps;
+    preact: False for no BatchNorm-ReLU of its own (the gates and the conv see the raw input);
+    selection: 'head' (DGC: each head's C_in - n_in most salient) or 'global' (DGC-G: those >= `threshold`)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
                  stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
@@ -107,9 +105,11 @@ class DGCConv2d(nn.Module):
         self.report = ForwardReport()
         self.execution = "auto"  # or the name of a row of `executions`
 
-    executions = DGC_EXECUTIONS  # the ways to run the conv (dgc/layers/executions.py)
-    preactivations = PREACTIVATIONS
-    forwards = FORWARDS
+    # The ways to run the conv (executions.py), the pre-activation (preact=True) and the whole layer; a kernel
+    # may add rows (cpu_layers.py): a BN-ReLU that also pools, a one-call layer.
+    executions = DGC_EXECUTIONS
+    preactivations = Executions(Execution("bnrelu", _bnrelu))
+    forwards = Executions(STEPS)
 
     @property
     def n_inactive(self) -> int:

@@ -27,10 +27,8 @@ def preact(groups: int = 1) -> ConvFactory:
     return partial(BNReLUConv2d, groups=groups, shuffle=groups > 1)
 
 
-def plain(in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-          padding: int = 0) -> nn.Module:
-    """A bare Conv2d without bias: the dense ResNet convolution."""
-    return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, bias=False)
+# A bare Conv2d without bias: the dense ResNet and MobileNetV2 convolution.
+plain: ConvFactory = partial(nn.Conv2d, bias=False)
 
 
 def grouped(groups: int) -> ConvFactory:

@@ -15,11 +15,10 @@ from dgc.models.convs import ConvFactory, check_stem, init_weights
 
 
 class DenseLayer(nn.Module):
-    def __init__(self, in_channels: int, growth: int, conv1x1: ConvFactory, bottleneck: int = 4,
-                 groups_3x3: int = 4) -> None:
+    def __init__(self, in_channels: int, growth: int, conv1x1: ConvFactory) -> None:
         super().__init__()
-        self.conv_1 = conv1x1(in_channels, bottleneck * growth, 1, 1, 0)
-        self.conv_2 = BNReLUConv2d(bottleneck * growth, growth, 3, padding=1, groups=groups_3x3)
+        self.conv_1 = conv1x1(in_channels, 4 * growth, 1, 1, 0)
+        self.conv_2 = BNReLUConv2d(4 * growth, growth, 3, padding=1, groups=4)
 
     def new_features(self, x: torch.Tensor) -> torch.Tensor:
         """The layer's `growth` new channels for input x (B, C, h, w)."""
@@ -53,8 +52,7 @@ class DenseNet(nn.Module):
     """Dense blocks of `depth[i]` layers with growth `growth[i]`, 2x2 average pooling between blocks."""
 
     def __init__(self, num_classes: int, conv1x1: ConvFactory, growth: Sequence[int],
-                 depth: Sequence[int], stem: str = "cifar", bottleneck: int = 4,
-                 groups_3x3: int = 4) -> None:
+                 depth: Sequence[int], stem: str = "cifar") -> None:
         super().__init__()
         if len(growth) != len(depth):
             raise ValueError(f"growth {tuple(growth)} and depth {tuple(depth)} must have the same length")
@@ -65,7 +63,7 @@ class DenseNet(nn.Module):
         for i, (n_layers, k) in enumerate(zip(depth, growth), start=1):
             block = DenseBlock()
             for j in range(1, n_layers + 1):
-                block.add_module(f"denselayer_{j}", DenseLayer(channels, k, conv1x1, bottleneck, groups_3x3))
+                block.add_module(f"denselayer_{j}", DenseLayer(channels, k, conv1x1))
                 channels += k
             self.features.add_module(f"denseblock_{i}", block)
             if i < len(depth):

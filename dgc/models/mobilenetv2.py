@@ -90,11 +90,10 @@ class InvertedResidual(nn.Module):
 
 class MobileNetV2(nn.Module):
     """MobileNetV2: 3x3 stem, seven stages of inverted residuals (`blocks` repeats each, 1x1 convs from the
-    factories), 1x1 conv to 1280, pool, Linear; `stem` 'imagenet' (224 -> 7x7) or 'cifar' (32 -> 4x4)."""
+    factory), 1x1 conv to 1280, pool, Linear; `stem` 'imagenet' (224 -> 7x7) or 'cifar' (32 -> 4x4)."""
 
-    def __init__(self, num_classes: int, expand_conv: ConvFactory, project_conv: ConvFactory,
-                 blocks: Sequence[int] = DEFAULT_BLOCKS, width: float = 1.0,
-                 stem: str = "imagenet") -> None:
+    def __init__(self, num_classes: int, conv1x1: ConvFactory, blocks: Sequence[int] = DEFAULT_BLOCKS,
+                 width: float = 1.0, stem: str = "imagenet") -> None:
         super().__init__()
         layout = block_layout(width, blocks, stem)
         stem_channels = layout[0][0][0]
@@ -103,7 +102,7 @@ class MobileNetV2(nn.Module):
         self.act = nn.ReLU6(inplace=True)
         for i, stage in enumerate(layout, start=1):
             self.add_module(f"stage{i}", nn.Sequential(
-                *(InvertedResidual(c_in, hidden, out, stride, expand_conv, project_conv)
+                *(InvertedResidual(c_in, hidden, out, stride, conv1x1, conv1x1)
                   for c_in, hidden, out, stride in stage)))
         self.num_stages = len(layout)
         channels = layout[-1][-1][2]

@@ -89,22 +89,20 @@ def mobilenetv2_dgc(num_classes: int, stem: str = "imagenet", width: float = 1.0
                     gate_factor: float = 0.5, squeeze_rate: int = 16) -> MobileNetV2:
     """MobileNetV2 with both 1x1 convs of every block a DGC layer without pre-activation (g 0.5)."""
     check_pointwise_divisor("heads", heads, width, blocks)
-    layer = convs.dgc(heads, gate_factor, squeeze_rate, preact=False)
-    return MobileNetV2(num_classes, layer, layer, blocks, width, stem)
+    return MobileNetV2(num_classes, convs.dgc(heads, gate_factor, squeeze_rate, preact=False), blocks, width, stem)
 
 
 def mobilenetv2(num_classes: int, stem: str = "imagenet", width: float = 1.0,
                 blocks: Sequence[int] = MOBILENETV2_BLOCKS) -> MobileNetV2:
     """Dense MobileNetV2."""
-    return MobileNetV2(num_classes, convs.plain, convs.plain, blocks, width, stem)
+    return MobileNetV2(num_classes, convs.plain, blocks, width, stem)
 
 
 def mobilenetv2_gc(num_classes: int, stem: str = "imagenet", width: float = 1.0,
                    blocks: Sequence[int] = MOBILENETV2_BLOCKS, groups: int = 2) -> MobileNetV2:
     """Static group-conv baseline: both 1x1 convs fixed 2-group convs (DGC's cost at g 0.5), shuffled."""
     check_pointwise_divisor("groups", groups, width, blocks)
-    layer = convs.grouped(groups)
-    return MobileNetV2(num_classes, layer, layer, blocks, width, stem)
+    return MobileNetV2(num_classes, convs.grouped(groups), blocks, width, stem)
 
 
 # The factories by name; their names and settings are those of dgc/model_names.py.

@@ -38,12 +38,9 @@ class ResNet(nn.Module):
     def __init__(self, num_classes: int, conv3x3: ConvFactory, downsample_conv: ConvFactory,
                  blocks: Sequence[int] = (2, 2, 2, 2), width: int = 64, stem: str = "imagenet") -> None:
         super().__init__()
-        if check_stem(stem) == "imagenet":
-            self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
-            self.maxpool: nn.Module = nn.MaxPool2d(3, 2, 1)
-        else:
-            self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
-            self.maxpool = nn.Identity()
+        imagenet = check_stem(stem) == "imagenet"  # 7x7 stride-2 conv and max-pool, else a 3x3 stride-1 conv
+        self.conv1 = nn.Conv2d(3, width, *((7, 2, 3) if imagenet else (3, 1, 1)), bias=False)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if imagenet else nn.Identity()
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         channels = width

@@ -47,10 +47,11 @@ def model_payload(model: nn.Module) -> dict[str, Any]:
             "state_dict": model.state_dict()}
 
 
-def build_model(checkpoint: dict[str, Any]) -> nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights."""
+def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(model, checkpoint) from a checkpoint file: the model it describes rebuilt, its weights loaded."""
     from dgc.models import create_model
 
+    checkpoint = load_checkpoint(path, map_location)
     try:
         name, args, state = checkpoint["model_name"], dict(checkpoint["model_args"]), checkpoint["state_dict"]
     except KeyError as exc:
@@ -61,10 +62,4 @@ def build_model(checkpoint: dict[str, Any]) -> nn.Module:
     except RuntimeError as exc:  # missing, unexpected or mis-shaped weights
         detail = " ".join(str(exc).split())[:300]
         raise CheckpointError(f"the weights do not fit model {name!r}: {detail}") from None
-    return model
-
-
-def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
-    """(model, checkpoint) from a checkpoint file."""
-    checkpoint = load_checkpoint(path, map_location)
-    return build_model(checkpoint), checkpoint
+    return model, checkpoint

@@ -27,10 +27,8 @@ def _is_compile_error(exc: BaseException) -> bool:
     """An error raised by dynamo/inductor/Triton while compiling (not by the model's own maths)."""
     from torch._dynamo.exc import TorchDynamoException
 
-    if isinstance(exc, TorchDynamoException):
-        return True
-    module = type(exc).__module__ or ""
-    return module.startswith(("torch._inductor", "torch._dynamo", "triton"))
+    return isinstance(exc, TorchDynamoException) or (type(exc).__module__ or "").startswith(
+        ("torch._inductor", "torch._dynamo", "triton"))
 
 
 class CompileClock:
