@@ -219,16 +219,7 @@ def train_model(dataset: str, model_name: str, params: Params, runs_root: str | 
                 device = torch.device("cuda", dist_info.local_rank)
             if device.type == "cuda" and device.index is not None:
                 torch.cuda.set_device(device)
-            run = _set_up(spec, model, device, dist_info, checkpoint, say)
-            try:  # every epoch saved as it ends
-                for epoch in range(run.start_epoch, cfg.epochs):
-                    run.history.append(_epoch(spec, run, epoch))
-                    if dist_info.is_main:
-                        _save_epoch(spec, run)
-                    barrier()
-            finally:
-                run.tracker.finish()
-            return TrainResult(spec.out, cfg.epochs, run.start_epoch, run.best, run.history[-1])
+            return _train(spec, _set_up(spec, model, device, dist_info, checkpoint, say))
         finally:
             shutdown()
 
@@ -299,6 +290,20 @@ def _set_up(spec: RunSpec, model: nn.Module, device: torch.device, dist_info: Di
                     {"device": device_name(device), "precision": precision.name,
                      "layout": "channels_last" if channels_last else "NCHW", "compile": compile_mode or "off"},
                     say, **resumed)
+
+
+def _train(spec: RunSpec, run: Training) -> TrainResult:
+    """The epochs of `train_model`, each saved as it ends (`_save_epoch`)."""
+    epochs = spec.params.train.epochs
+    try:
+        for epoch in range(run.start_epoch, epochs):
+            run.history.append(_epoch(spec, run, epoch))
+            if run.dist_info.is_main:
+                _save_epoch(spec, run)
+            barrier()
+    finally:
+        run.tracker.finish()
+    return TrainResult(spec.out, epochs, run.start_epoch, run.best, run.history[-1])
 
 
 def _epoch(spec: RunSpec, run: Training, epoch: int) -> dict[str, Any]:
