@@ -139,11 +139,10 @@ def cmd_architecture(args: argparse.Namespace) -> int:
 
 
 def cmd_paper_ref(args: argparse.Namespace) -> int:
-    from dgc.commands.paper_ref import TAG, dvc_command, make_paper_ref, make_reference_tags
+    from dgc.commands.paper_ref import dvc_command, make_tags
     from dgc.measure.claims import load_claims, load_references
 
-    tags = [(TAG, *make_paper_ref(load_claims(args.claims), args.repo)),
-            *make_reference_tags(load_references(args.claims), args.repo)]
+    tags = make_tags(load_claims(args.claims), load_references(args.claims), args.repo)
     return _done(*(f"tag {tag} -> {commit[:12]} ({state}); now run: {dvc_command()} metrics diff {tag} --all"
                    for tag, commit, state in tags))
 
@@ -161,9 +160,19 @@ def cmd_plots(args: argparse.Namespace) -> int:
                              architectures, args.curves_dir))
 
 
-def cmd_use_profile(args: argparse.Namespace) -> int:
-    from dgc.commands.profiles import use_profile
+def use_profile(name: str, params_path: str | Path = "params.yaml", profile_dir: str | Path = "profiles") -> Path:
+    """Validate the complete params file profiles/<name>.yaml and copy it onto params.yaml."""
+    from dgc.config import ConfigError, load_params
+    from dgc.io import write_text_atomic
 
+    source = Path(profile_dir) / f"{name}.yaml"
+    if not source.exists():
+        raise ConfigError(f"no profile {name!r}: {source} does not exist")
+    load_params(source)  # a broken profile never replaces a working params.yaml
+    return write_text_atomic(params_path, source.read_text())
+
+
+def cmd_use_profile(args: argparse.Namespace) -> int:
     path = use_profile(args.profile, args.params)
     return _done(f"{path} now holds the {args.profile!r} profile; run `dvc repro` (or `make repro`)")
 
