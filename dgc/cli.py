@@ -1,9 +1,7 @@
 """The `dgc` command line: one thin subcommand per pipeline stage, each calling a pure function.
 
-An expected error (a `dgc.errors.DGCError`: bad input or settings, a failed run) ends with a one-line
-`dgc: error: ...` message and its exit status (2, or 1 for a failed run); any other exception is a
-bug and keeps its traceback.
-"""
+An expected error (a `dgc.errors.DGCError`) ends with a one-line `dgc: error: ...` and its exit status (2, or 1
+for a failed run); any other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """`dgc export DATASET MODEL`: a trained run's model as ONNX and torch.export, checked against eager.
 
-`export_run` loads a run's checkpoint as evaluate does, exports it (dgc.runtime.exported: dynamic batch,
-DGC's per-sample selection kept) into runs/<dataset>-<model>/export/ (kept out of the train stage's output
-by .dvcignore): model.pt2, model.onnx (input `x` (N, C, H, W) float32, output `logits`) and export.json,
-each form's max |logit - eager|, top-1 agreement and accuracy on the test set (ONNX in ONNX Runtime, CPU).
-"""
+`export_run` exports a run's checkpoint (dgc.runtime.exported: dynamic batch, DGC's per-sample selection kept)
+into runs/<dataset>-<model>/export/ (out of the train stage's output by .dvcignore): model.pt2, model.onnx
+(input `x` (N, C, H, W) float32, output `logits`) and export.json, each form's max |logit - eager|, top-1
+agreement and accuracy on the test set (ONNX in ONNX Runtime, CPU)."""
 
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
-"""`dgc paper-ref`: the git tag `paper`, whose metrics files hold the paper's numbers, and one tag per
-earlier reproduction of `references:` in the claims file (e.g. `mlrc2020`), built the same way.
+"""`dgc paper-ref`: the git tag `paper`, whose metrics files hold the paper's numbers, and one tag per earlier
+reproduction of the claims file's `references:` (e.g. `mlrc2020`).
 
-A tag is a parentless commit of HEAD's tree with reports/metrics/ (and reports/architecture.json) holding
-the claimed numbers at our metrics files' paths and keys, so `dvc metrics diff paper` compares them
-offline; a fixed author and date make it idempotent (same claims and HEAD tree, same commit).
-"""
+A tag is a parentless commit of HEAD's tree with reports/metrics/ (and reports/architecture.json) holding the
+claimed numbers at our metrics' paths and keys, for `dvc metrics diff paper` offline; a fixed author and date
+make it idempotent (same claims and HEAD tree, same commit)."""
 
 from __future__ import annotations
 

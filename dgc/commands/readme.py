@@ -1,9 +1,7 @@
 """`dgc readme`: regenerate the generated blocks of README.md and docs/ from reports/.
 
-Each block, between `<!-- NAME:start -->` and `<!-- NAME:end -->`, is rebuilt whole (BLOCKS): README.md's
-`summary` (smoke evidence, every run), docs/results.md's `results` (the claims' verdicts, smoke evidence,
-the earlier reproduction, every run) and docs/speed.md's `speed` (each benchmark of dgc/bench/registry.py).
-"""
+Each block of BLOCKS, between `<!-- NAME:start -->` and `<!-- NAME:end -->`, is rebuilt whole: README.md's
+`summary`, docs/results.md's `results` and docs/speed.md's `speed` (each benchmark of dgc/bench/registry.py)."""
 
 from __future__ import annotations
 
