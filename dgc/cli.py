@@ -119,8 +119,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from dgc.measure.claims import load_claims, load_references
     from dgc.stages.compare import compare, write_comparison
 
-    result = compare(load_claims(args.claims), args.metrics_dir, args.architecture,
-                     load_references(args.claims))
+    result = compare(load_claims(args.claims), args.metrics_dir, args.architecture, load_references(args.claims))
     json_path, md_path = write_comparison(result, args.out_dir)
     return _done(", ".join(f"{n} {k}" for k, n in result["summary"].items()) + f" -> {md_path}")
 
@@ -171,8 +170,8 @@ def use_profile(name: str, params_path: str | Path = "params.yaml", profile_dir:
 
 
 def cmd_use_profile(args: argparse.Namespace) -> int:
-    path = use_profile(args.profile, args.params)
-    return _done(f"{path} now holds the {args.profile!r} profile; run `dvc repro` (or `make repro`)")
+    return _done(f"{use_profile(args.profile, args.params)} now holds the {args.profile!r} profile; "
+                 f"run `dvc repro` (or `make repro`)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -288,12 +287,10 @@ def check_paths(args: argparse.Namespace) -> None:
     """The paths a command was given, before it does any work: inputs exist, outputs can be written."""
     import os
 
-    for dest, kind, flag in getattr(args, "_checks", ()):
-        value = getattr(args, dest, None)
-        if value and kind == "file" and not Path(value).is_file():
-            raise MissingInput(f"{flag} {value}: no such file")
-        if value and kind == "dir" and not Path(value).is_dir():
-            raise MissingInput(f"{flag} {value}: no such folder")
+    for dest, kind, flag in args._checks:  # set by _add for every subcommand
+        value = getattr(args, dest)
+        if value and kind in ("file", "dir") and not getattr(Path(value), f"is_{kind}")():
+            raise MissingInput(f"{flag} {value}: no such {'file' if kind == 'file' else 'folder'}")
         if value and kind == "out":
             existing = Path(value).absolute()
             while not existing.exists() and existing != existing.parent:
@@ -320,7 +317,6 @@ PARAMS = (arg("--params", default="params.yaml", check="file", help="parameters 
 RUNS = arg("--runs", default="runs", check="out", help="runs folder (default runs/)")
 CLAIMS = arg("--claims", default="claims/paper.yaml", check="file")
 METRICS = arg("--metrics-dir", default="reports/metrics", check="dir")
-METRICS_OUT = arg("--metrics-dir", default="reports/metrics", check="out")
 REPORTS = arg("--reports", default="reports", check="out")
 ARCHITECTURE = arg("--architecture", default="reports/architecture.json")
 FROM = arg("--from", dest="from_json", default=None, metavar="FILE", check="file",
@@ -330,7 +326,6 @@ SEEDS = arg("--seeds", default="0,1,2", help="seeds of every point (default 0,1,
 DRY_RUN = arg("--dry-run", action="store_true", help="print the `dvc exp run` commands, queue nothing")
 GRID_PARAMS = arg("--params", default="params.yaml", check="file", help="the grid's baseline (default params.yaml)")
 STUDY_PARAMS = arg("--params", default="params.yaml", check="file", help="the study's models and dataset (default params.yaml)")
-BUDGETS = "the budgets to show, in epochs (default 10,30,60)"
 ONLY = arg("--only", default=None, help=argparse.SUPPRESS)  # the points/axes/variants to queue (tests)
 SLURM = "slurm (each overrides its params.yaml `slurm` setting)"
 
@@ -371,7 +366,8 @@ COMMANDS: tuple[Command, ...] = (
                 arg("--sbatch", action="append", default=[], metavar="OPTION=VALUE", group=SLURM,
                     help="one more sbatch option, e.g. --sbatch qos=high (repeatable; added to slurm.sbatch)"))),
     Command("evaluate", "accuracy, FLOPs, params and latency of a trained model", (
-        arg("dataset"), arg("model"), arg("--runs", default="runs", check="dir"), METRICS_OUT,
+        arg("dataset"), arg("model"), arg("--runs", default="runs", check="dir"),
+        arg("--metrics-dir", default="reports/metrics", check="out"),
         arg("--info-dir", default="reports/info", check="out"), *PARAMS)),
     Command("export", "a trained run's model as ONNX and torch.export (.pt2), checked against eager on the test "
             "set (max |difference|, top-1 agreement; ONNX in ONNX Runtime)", (
@@ -404,7 +400,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("budget", "`dvc exp show --json` + reports/experiments.json -> reports/budget.html; `dgc budget queue` queues the "
             "training-budget study", (
                 arg("--notebook", default="notebooks/budget.ipynb", check="file"), REPORTS, STUDY_PARAMS,
-                arg("--budgets", default="10,30,60", help=BUDGETS), ALL_COMMITS, FROM),
+                arg("--budgets", default="10,30,60", help="the budgets to show, in epochs (default 10,30,60)"),
+                ALL_COMMITS, FROM),
             actions=(Command("queue", "queue one `dvc exp run --queue` experiment per family, variant (DGC, DGC "
                              "with g = 1, static group conv, dense) and budget", (
                 arg("--budgets", default="10,30,60", help="training epochs of every point (default 10,30,60)"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -69,9 +70,10 @@ def _git(args: list[str], repo: Path, env: dict | None = None, input: str | None
 
 
 def make_tags(claims: list[Claim], references: list[Reference], repo: str | Path = ".") -> list[tuple[str, str, str]]:
-    """Create or move the tag `paper`, then one per earlier reproduction: [(tag, commit, created / moved / unchanged)]."""
+    """Create or move the tag `paper`, then one per earlier reproduction: [(tag, commit, created/moved/unchanged)]."""
+    tags = sorted(metrics_tags(claims, references).items(), key=lambda kv: (kv[0] != TAG, kv[0]))  # paper first
     return [(tag, *make_metrics_tag(tag, files, PAPER_MESSAGE if tag == TAG else REFERENCE_MESSAGE.format(tag), repo))
-            for tag, files in sorted(metrics_tags(claims, references).items(), key=lambda kv: (kv[0] != TAG, kv[0]))]
+            for tag, files in tags]
 
 
 def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
@@ -88,8 +90,7 @@ def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), **_IDENTITY}
         _git(["read-tree", "HEAD"], repo, env)
-        _git(["rm", "-r", "--cached", "--quiet", "--ignore-unmatch", METRICS_DIR, ARCHITECTURE_JSON],
-             repo, env)
+        _git(["rm", "-r", "--cached", "--quiet", "--ignore-unmatch", METRICS_DIR, ARCHITECTURE_JSON], repo, env)
         for path, text in texts.items():
             blob = _git(["hash-object", "-w", "--stdin"], repo, input=text)
             _git(["update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"], repo, env)
@@ -104,8 +105,6 @@ def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
 def dvc_command() -> str:
     """How a new user's shell runs this environment's dvc (PATH may hold none): its path, relative to
     the working folder when inside it (`.venv/bin/dvc`)."""
-    import sys
-
     dvc = Path(sys.executable).parent / "dvc"
     try:
         return str(dvc.relative_to(Path.cwd()))

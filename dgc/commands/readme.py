@@ -98,5 +98,6 @@ def update_readme(root: str | Path = ".", reports: str | Path = "reports") -> li
         path = root / name
         if not path.is_file():
             raise MissingInput(f"{path} does not exist")
-        texts[path] = _replace(path.read_text(), f"<!-- {block}:start -->", f"<!-- {block}:end -->", render(reports), str(path))
+        texts[path] = _replace(path.read_text(), f"<!-- {block}:start -->", f"<!-- {block}:end -->", render(reports),
+                               str(path))
     return [write_text_atomic(path, text) for path, text in texts.items()]

@@ -18,6 +18,7 @@ from dgc.config import Params
 from dgc.errors import DGCError
 from dgc.launch.jobs import Ending, Handle, RunSpec, ending_of, job_folder
 
+ACTIVE = ("RUNNING", "REQUEUED", "PREEMPTED")  # job states whose change is logged (and back to PENDING)
 SLURM_FLAGS = ("partition", "account", "gpus_per_job", "cpus_per_job", "mem_gb", "time_limit", "max_timeouts")
 
 
@@ -105,7 +106,7 @@ def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec]
 
     total, pending, watching, outcomes = len(runs) + len(attached), deque(runs), list(attached), []
     number = {r: i for i, r in enumerate([h.run for h in attached] + list(runs), 1)}
-    started = {h.run: time.time() for h in attached}
+    started = {h.run: time.time() for h in attached}  # a submitted job's start: its handle's submitted_at
     last_progress = time.monotonic()
     fn = TrainJob() if fn is None else fn
 
@@ -126,7 +127,6 @@ def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec]
                     log(f"{tag(run)}: FAILED to submit: {exc}")
                     continue
                 watching.append(handle)
-                started[run] = time.time()
                 where = f" on GPU {slot}" if slot not in (None, True) else ""
                 log(f"{tag(run)}: submitted job {handle.job_id}{where}, log {handle.log_path}")
             launcher.refresh(watching)
@@ -140,8 +140,7 @@ def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec]
                     log(_ending_line(tag(h.run), outcomes[-1]))
                     continue
                 if state != h.logged_state:
-                    if state in ("RUNNING", "REQUEUED", "PREEMPTED") or (
-                            state == "PENDING" and h.logged_state in ("RUNNING", "REQUEUED", "PREEMPTED")):
+                    if state in ACTIVE or (state == "PENDING" and h.logged_state in ACTIVE):
                         log(f"{tag(h.run)}: job {h.job_id} {h.state.lower()}")
                     h.logged_state = state
             now = time.monotonic()
