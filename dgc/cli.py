@@ -1,9 +1,7 @@
 """The `dgc` command line: one thin subcommand per pipeline stage, each calling a pure function.
 
-An expected error (a `dgc.errors.DGCError`: bad input or settings, a failed run) ends with a one-line
-`dgc: error: ...` message and its exit status (2, or 1 for a failed run); any other exception is a
-bug and keeps its traceback.
-"""
+An expected error (a `dgc.errors.DGCError`) ends with a one-line `dgc: error: ...` and its exit status (2, or 1
+for a failed run); any other exception is a bug and keeps its traceback."""
 
 from __future__ import annotations
 
@@ -121,8 +119,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from dgc.measure.claims import load_claims, load_references
     from dgc.stages.compare import compare, write_comparison
 
-    result = compare(load_claims(args.claims), args.metrics_dir, args.architecture,
-                     load_references(args.claims))
+    result = compare(load_claims(args.claims), args.metrics_dir, args.architecture, load_references(args.claims))
     json_path, md_path = write_comparison(result, args.out_dir)
     return _done(", ".join(f"{n} {k}" for k, n in result["summary"].items()) + f" -> {md_path}")
 
@@ -139,11 +136,10 @@ def cmd_architecture(args: argparse.Namespace) -> int:
 
 
 def cmd_paper_ref(args: argparse.Namespace) -> int:
-    from dgc.commands.paper_ref import TAG, dvc_command, make_paper_ref, make_reference_tags
+    from dgc.commands.paper_ref import dvc_command, make_tags
     from dgc.measure.claims import load_claims, load_references
 
-    tags = [(TAG, *make_paper_ref(load_claims(args.claims), args.repo)),
-            *make_reference_tags(load_references(args.claims), args.repo)]
+    tags = make_tags(load_claims(args.claims), load_references(args.claims), args.repo)
     return _done(*(f"tag {tag} -> {commit[:12]} ({state}); now run: {dvc_command()} metrics diff {tag} --all"
                    for tag, commit, state in tags))
 
@@ -161,11 +157,21 @@ def cmd_plots(args: argparse.Namespace) -> int:
                              architectures, args.curves_dir))
 
 
-def cmd_use_profile(args: argparse.Namespace) -> int:
-    from dgc.commands.profiles import use_profile
+def use_profile(name: str, params_path: str | Path = "params.yaml", profile_dir: str | Path = "profiles") -> Path:
+    """Validate the complete params file profiles/<name>.yaml and copy it onto params.yaml."""
+    from dgc.config import ConfigError, load_params
+    from dgc.io import write_text_atomic
 
-    path = use_profile(args.profile, args.params)
-    return _done(f"{path} now holds the {args.profile!r} profile; run `dvc repro` (or `make repro`)")
+    source = Path(profile_dir) / f"{name}.yaml"
+    if not source.exists():
+        raise ConfigError(f"no profile {name!r}: {source} does not exist")
+    load_params(source)  # a broken profile never replaces a working params.yaml
+    return write_text_atomic(params_path, source.read_text())
+
+
+def cmd_use_profile(args: argparse.Namespace) -> int:
+    return _done(f"{use_profile(args.profile, args.params)} now holds the {args.profile!r} profile; "
+                 f"run `dvc repro` (or `make repro`)")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -281,12 +287,10 @@ def check_paths(args: argparse.Namespace) -> None:
     """The paths a command was given, before it does any work: inputs exist, outputs can be written."""
     import os
 
-    for dest, kind, flag in getattr(args, "_checks", ()):
-        value = getattr(args, dest, None)
-        if value and kind == "file" and not Path(value).is_file():
-            raise MissingInput(f"{flag} {value}: no such file")
-        if value and kind == "dir" and not Path(value).is_dir():
-            raise MissingInput(f"{flag} {value}: no such folder")
+    for dest, kind, flag in args._checks:  # set by _add for every subcommand
+        value = getattr(args, dest)
+        if value and kind in ("file", "dir") and not getattr(Path(value), f"is_{kind}")():
+            raise MissingInput(f"{flag} {value}: no such {'file' if kind == 'file' else 'folder'}")
         if value and kind == "out":
             existing = Path(value).absolute()
             while not existing.exists() and existing != existing.parent:
@@ -313,7 +317,6 @@ PARAMS = (arg("--params", default="params.yaml", check="file", help="parameters 
 RUNS = arg("--runs", default="runs", check="out", help="runs folder (default runs/)")
 CLAIMS = arg("--claims", default="claims/paper.yaml", check="file")
 METRICS = arg("--metrics-dir", default="reports/metrics", check="dir")
-METRICS_OUT = arg("--metrics-dir", default="reports/metrics", check="out")
 REPORTS = arg("--reports", default="reports", check="out")
 ARCHITECTURE = arg("--architecture", default="reports/architecture.json")
 FROM = arg("--from", dest="from_json", default=None, metavar="FILE", check="file",
@@ -323,7 +326,6 @@ SEEDS = arg("--seeds", default="0,1,2", help="seeds of every point (default 0,1,
 DRY_RUN = arg("--dry-run", action="store_true", help="print the `dvc exp run` commands, queue nothing")
 GRID_PARAMS = arg("--params", default="params.yaml", check="file", help="the grid's baseline (default params.yaml)")
 STUDY_PARAMS = arg("--params", default="params.yaml", check="file", help="the study's models and dataset (default params.yaml)")
-BUDGETS = "the budgets to show, in epochs (default 10,30,60)"
 ONLY = arg("--only", default=None, help=argparse.SUPPRESS)  # the points/axes/variants to queue (tests)
 SLURM = "slurm (each overrides its params.yaml `slurm` setting)"
 
@@ -364,7 +366,8 @@ COMMANDS: tuple[Command, ...] = (
                 arg("--sbatch", action="append", default=[], metavar="OPTION=VALUE", group=SLURM,
                     help="one more sbatch option, e.g. --sbatch qos=high (repeatable; added to slurm.sbatch)"))),
     Command("evaluate", "accuracy, FLOPs, params and latency of a trained model", (
-        arg("dataset"), arg("model"), arg("--runs", default="runs", check="dir"), METRICS_OUT,
+        arg("dataset"), arg("model"), arg("--runs", default="runs", check="dir"),
+        arg("--metrics-dir", default="reports/metrics", check="out"),
         arg("--info-dir", default="reports/info", check="out"), *PARAMS)),
     Command("export", "a trained run's model as ONNX and torch.export (.pt2), checked against eager on the test "
             "set (max |difference|, top-1 agreement; ONNX in ONNX Runtime)", (
@@ -397,7 +400,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("budget", "`dvc exp show --json` + reports/experiments.json -> reports/budget.html; `dgc budget queue` queues the "
             "training-budget study", (
                 arg("--notebook", default="notebooks/budget.ipynb", check="file"), REPORTS, STUDY_PARAMS,
-                arg("--budgets", default="10,30,60", help=BUDGETS), ALL_COMMITS, FROM),
+                arg("--budgets", default="10,30,60", help="the budgets to show, in epochs (default 10,30,60)"),
+                ALL_COMMITS, FROM),
             actions=(Command("queue", "queue one `dvc exp run --queue` experiment per family, variant (DGC, DGC "
                              "with g = 1, static group conv, dense) and budget", (
                 arg("--budgets", default="10,30,60", help="training epochs of every point (default 10,30,60)"),

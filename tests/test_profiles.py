@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from dgc.commands.profiles import use_profile
+from dgc.cli import use_profile
 from dgc.config import ConfigError, load_params
 
 ROOT = Path(__file__).parents[1]

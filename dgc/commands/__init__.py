@@ -1,2 +1,1 @@
-"""Commands outside the pipeline: train-all, use-profile, paper-ref, readme.
-"""
+"""Commands outside the pipeline: train-all, export, paper-ref, readme (use-profile is in dgc/cli.py)."""

@@ -1,16 +1,16 @@
-"""`dgc paper-ref`: the git tag `paper`, whose metrics files hold the paper's numbers, and one tag per
-earlier reproduction of `references:` in the claims file (e.g. `mlrc2020`), built the same way.
+"""`dgc paper-ref`: the git tag `paper`, whose metrics files hold the paper's numbers, and one tag per earlier
+reproduction of the claims file's `references:` (e.g. `mlrc2020`).
 
-A tag is a parentless commit of HEAD's tree with reports/metrics/ (and reports/architecture.json) holding
-the claimed numbers at our metrics files' paths and keys, so `dvc metrics diff paper` compares them
-offline; a fixed author and date make it idempotent (same claims and HEAD tree, same commit).
-"""
+A tag is a parentless commit of HEAD's tree with reports/metrics/ (and reports/architecture.json) holding the
+claimed numbers at our metrics' paths and keys, for `dvc metrics diff paper` offline; a fixed author and date
+make it idempotent (same claims and HEAD tree, same commit)."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +19,8 @@ from dgc.errors import BadInput, DGCError
 from dgc.measure.claims import Claim, Reference
 
 TAG = "paper"
+PAPER_MESSAGE = "The paper's numbers (claims/paper.yaml) as metrics files, for `dvc metrics diff paper`"
+REFERENCE_MESSAGE = "The numbers of the earlier reproduction {} (claims/paper.yaml references) as metrics files"
 METRICS_DIR = "reports/metrics"
 ARCHITECTURE_JSON = "reports/architecture.json"
 _IDENTITY = {f"GIT_{role}_{key}": value for role in ("AUTHOR", "COMMITTER") for key, value in
@@ -34,26 +36,18 @@ def _put(node: dict[str, Any], metric: str, value: Any) -> None:
     node[leaf] = value
 
 
-def paper_metrics(claims: list[Claim]) -> dict[str, dict[str, Any]]:
-    """{relative path: nested metrics dict} with the paper's value of every numeric claim."""
-    files: dict[str, dict[str, Any]] = {}
-    for claim in claims:
-        if claim.value is None:
-            continue
-        _put(files.setdefault(f"{METRICS_DIR}/{claim.dataset}-{claim.model}.json", {}), claim.metric, claim.value)
-        if claim.kind == "architecture":  # also where the `architecture` stage writes ours
+def metrics_tags(claims: list[Claim], references: list[Reference]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{tag: {relative path: nested metrics dict}}: `paper` with the value of every numeric claim, and one tag
+    per earlier reproduction of `references`."""
+    tags: dict[str, dict[str, dict[str, Any]]] = {TAG: {}}
+    for row in [*(c for c in claims if c.value is not None), *references]:
+        tag = row.reference if isinstance(row, Reference) else TAG
+        files = tags.setdefault(tag, {})
+        _put(files.setdefault(f"{METRICS_DIR}/{row.dataset}-{row.model}.json", {}), row.metric, row.value)
+        if tag == TAG and row.kind == "architecture":  # also where the `architecture` stage writes ours
             arch = files.setdefault(ARCHITECTURE_JSON, {})
-            arch.setdefault(f"{claim.dataset}-{claim.model}", {})[claim.metric] = claim.value
-    return files
-
-
-def reference_metrics(references: list[Reference]) -> dict[str, dict[str, dict[str, Any]]]:
-    """{reference name: {relative path: nested metrics dict}} of the earlier reproductions."""
-    out: dict[str, dict[str, dict[str, Any]]] = {}
-    for ref in references:
-        files = out.setdefault(ref.reference, {})
-        _put(files.setdefault(f"{METRICS_DIR}/{ref.dataset}-{ref.model}.json", {}), ref.metric, ref.value)
-    return out
+            arch.setdefault(f"{row.dataset}-{row.model}", {})[row.metric] = row.value
+    return tags
 
 
 class GitFailed(DGCError, RuntimeError):
@@ -62,33 +56,24 @@ class GitFailed(DGCError, RuntimeError):
     exit_status = 1
 
 
-class GitMissing(GitFailed):
-    """No git to run."""
-
-
-def _git(args: list[str], repo: Path, env: dict | None = None, input: str | None = None) -> str:
+def _git(args: list[str], repo: Path, env: dict | None = None, input: str | None = None, check: bool = True) -> str:
+    """git's output; a failure is a GitFailed (with `check`) or the output so far ("" for `rev-parse --quiet`)."""
     try:
         proc = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, input=input,
                               env={**os.environ, **(env or {})})
     except FileNotFoundError:
-        raise GitMissing(f"`dgc paper-ref` needs git, and no `git` is on PATH (or {repo} does not exist)") from None
-    if proc.returncode != 0:
+        raise GitFailed(f"`dgc paper-ref` needs git, and no `git` is on PATH (or {repo} does not exist)") from None
+    if proc.returncode != 0 and check:
         why = proc.stderr.strip().splitlines()
         raise GitFailed(f"git {' '.join(args)} failed in {repo}: {why[0] if why else 'exit status %d' % proc.returncode}")
     return proc.stdout.strip()
 
 
-def make_paper_ref(claims: list[Claim], repo: str | Path = ".") -> tuple[str, str]:
-    """Create or move the tag `paper`; returns (commit, created / moved / unchanged)."""
-    return make_metrics_tag(TAG, paper_metrics(claims), "The paper's numbers (claims/paper.yaml) as "
-                            "metrics files, for `dvc metrics diff paper`", repo)
-
-
-def make_reference_tags(references: list[Reference], repo: str | Path = ".") -> list[tuple[str, str, str]]:
-    """One tag per earlier reproduction: [(tag, commit, created / moved / unchanged)]."""
-    return [(name, *make_metrics_tag(name, files, f"The numbers of the earlier reproduction {name} "
-                                     f"(claims/paper.yaml references) as metrics files", repo))
-            for name, files in sorted(reference_metrics(references).items())]
+def make_tags(claims: list[Claim], references: list[Reference], repo: str | Path = ".") -> list[tuple[str, str, str]]:
+    """Create or move the tag `paper`, then one per earlier reproduction: [(tag, commit, created/moved/unchanged)]."""
+    tags = sorted(metrics_tags(claims, references).items(), key=lambda kv: (kv[0] != TAG, kv[0]))  # paper first
+    return [(tag, *make_metrics_tag(tag, files, PAPER_MESSAGE if tag == TAG else REFERENCE_MESSAGE.format(tag), repo))
+            for tag, files in tags]
 
 
 def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
@@ -96,12 +81,8 @@ def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
     """Create or move `tag` to a parentless commit of HEAD's tree with reports/metrics/ replaced by
     `files`; returns (commit, what happened to the tag: created, moved or unchanged)."""
     repo = Path(repo)
-    try:
-        _git(["rev-parse", "--verify", "HEAD"], repo)
-    except GitMissing:
-        raise
-    except GitFailed:
-        raise BadInput(f"{repo.resolve()} has no commit yet: commit the project first") from None
+    if not _git(["rev-parse", "--verify", "--quiet", "HEAD"], repo, check=False):
+        raise BadInput(f"{repo.resolve()} has no commit yet: commit the project first")
     texts = {path: json.dumps(content, indent=2, sort_keys=True) + "\n" for path, content in sorted(files.items())}
     # A dvc.yaml that only declares the metrics: the paper's tree has no pipeline outputs.
     texts["dvc.yaml"] = (f"# The {tag} numbers as metrics files (written by `dgc paper-ref`); no pipeline here.\n"
@@ -109,16 +90,12 @@ def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
     with tempfile.TemporaryDirectory() as tmp:
         env = {"GIT_INDEX_FILE": str(Path(tmp) / "index"), **_IDENTITY}
         _git(["read-tree", "HEAD"], repo, env)
-        _git(["rm", "-r", "--cached", "--quiet", "--ignore-unmatch", METRICS_DIR, ARCHITECTURE_JSON],
-             repo, env)
+        _git(["rm", "-r", "--cached", "--quiet", "--ignore-unmatch", METRICS_DIR, ARCHITECTURE_JSON], repo, env)
         for path, text in texts.items():
             blob = _git(["hash-object", "-w", "--stdin"], repo, input=text)
             _git(["update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"], repo, env)
         commit = _git(["commit-tree", _git(["write-tree"], repo, env), "-m", message], repo, env)
-    try:
-        old = _git(["rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"], repo)
-    except GitFailed:
-        old = ""
+    old = _git(["rev-parse", "--verify", "--quiet", f"refs/tags/{tag}^{{commit}}"], repo, check=False)
     if old == commit:
         return commit, "unchanged"
     _git(["tag", "-f", tag, commit], repo)
@@ -128,8 +105,6 @@ def make_metrics_tag(tag: str, files: dict[str, dict[str, Any]], message: str,
 def dvc_command() -> str:
     """How a new user's shell runs this environment's dvc (PATH may hold none): its path, relative to
     the working folder when inside it (`.venv/bin/dvc`)."""
-    import sys
-
     dvc = Path(sys.executable).parent / "dvc"
     try:
         return str(dvc.relative_to(Path.cwd()))

@@ -1,9 +1,7 @@
 """`dgc readme`: regenerate the generated blocks of README.md and docs/ from reports/.
 
-Each block, between `<!-- NAME:start -->` and `<!-- NAME:end -->`, is rebuilt whole (BLOCKS): README.md's
-`summary` (smoke evidence, every run), docs/results.md's `results` (the claims' verdicts, smoke evidence,
-the earlier reproduction, every run) and docs/speed.md's `speed` (each benchmark of dgc/bench/registry.py).
-"""
+Each block of BLOCKS, between `<!-- NAME:start -->` and `<!-- NAME:end -->`, is rebuilt whole: README.md's
+`summary`, docs/results.md's `results` and docs/speed.md's `speed` (each benchmark of dgc/bench/registry.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +11,7 @@ from pathlib import Path
 from dgc.errors import BadInput, MissingInput
 from dgc.io import write_text_atomic
 from dgc.measure.claims import load_metrics
-from dgc.stages.compare import to_markdown
+from dgc.stages.compare import markdown_table, to_markdown
 
 
 def _comparison_parts(reports: Path) -> tuple[str, dict[str, str]]:
@@ -28,10 +26,7 @@ def _comparison_parts(reports: Path) -> tuple[str, dict[str, str]]:
 
 def _section(parts: dict[str, str], prefix: str, level: str) -> list[str]:
     """The first section whose heading starts with `prefix`, at heading `level`, then a blank line."""
-    for heading, body in parts.items():
-        if heading.startswith(prefix):
-            return [f"{level} {body}", ""]
-    return []
+    return next(([f"{level} {body}", ""] for heading, body in parts.items() if heading.startswith(prefix)), [])
 
 
 def results_markdown(reports: str | Path = "reports") -> str:
@@ -53,10 +48,7 @@ def summary_markdown(reports: str | Path = "reports") -> str:
 
 def runs_table(reports: Path) -> list[str]:
     """Every run of the last `dvc repro`: a heading and one row per (dataset, model)."""
-    lines = ["### Every run of the last `dvc repro` (`reports/metrics/*.json`)", "",
-             "| dataset | model | best top-1 acc (%), mean ± std (seeds) | finished learning | top-5 acc (%) | "
-             "FLOPs expected | FLOPs actual | params | latency ms/img (batch 1 / 64) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    rows = []
     for (dataset, model), m in sorted(load_metrics(reports / "metrics").items()):
         lat = m.get("latency_ms_per_image", {})
         lat_s = " / ".join(f"{v:.2f}" for _, v in sorted(lat.items(), key=lambda kv: int(kv[0].split("_")[1])))
@@ -64,10 +56,12 @@ def runs_table(reports: Path) -> list[str]:
         plateau = m.get("plateau", {})
         gain = plateau.get("late_gain")
         done = "-" if gain is None else f"{'yes' if plateau.get('plateaued') else 'no'} (+{gain:.2f} in the last quarter)"
-        lines.append(f"| {dataset} | {model} | {m['best']['top1_acc']:.2f} ± {std:.2f} ({m.get('seeds', 1)}) | "
-                     f"{done} | {m['best']['top5_acc']:.2f} | "
-                     f"{m['flops_expected']:,} | {m['flops_actual']:,} | {m['params']:,} | {lat_s} |")
-    return lines
+        rows.append([dataset, model, f"{m['best']['top1_acc']:.2f} ± {std:.2f} ({m.get('seeds', 1)})", done,
+                     f"{m['best']['top5_acc']:.2f}", f"{m['flops_expected']:,}", f"{m['flops_actual']:,}",
+                     f"{m['params']:,}", lat_s])
+    return ["### Every run of the last `dvc repro` (`reports/metrics/*.json`)", "", *markdown_table(
+        "dataset | model | best top-1 acc (%), mean ± std (seeds) | finished learning | top-5 acc (%) | "
+        "FLOPs expected | FLOPs actual | params | latency ms/img (batch 1 / 64)", rows)]
 
 
 def speed_markdown(reports: str | Path = "reports") -> str:
@@ -100,10 +94,10 @@ def update_readme(root: str | Path = ".", reports: str | Path = "reports") -> li
     built before any file is written, so a missing input leaves them all as they were."""
     root = Path(root)
     texts: dict[Path, str] = {}
-    for name, block, render in BLOCKS:
+    for name, block, render in BLOCKS:  # one block per file
         path = root / name
         if not path.is_file():
             raise MissingInput(f"{path} does not exist")
-        text = texts.get(path, path.read_text())
-        texts[path] = _replace(text, f"<!-- {block}:start -->", f"<!-- {block}:end -->", render(reports), str(path))
+        texts[path] = _replace(path.read_text(), f"<!-- {block}:start -->", f"<!-- {block}:end -->", render(reports),
+                               str(path))
     return [write_text_atomic(path, text) for path, text in texts.items()]

@@ -1,10 +1,8 @@
 """`dgc train-all`: every training run of the pipeline as a submitit job, on this host or on Slurm.
 
-`dvc repro` trains one run at a time on one machine. `train_all` skips the complete runs, re-attaches to
-the jobs an earlier train-all left queued or running and submits the others (dgc/launch/job.py) through
-the `local` launcher (one run per GPU, or `-j N` CPU runs) or `slurm`; a failed job is reported and the
-others go on, an interrupted one resumes on the next train-all. `dvc repro` then finds every run complete.
-"""
+It skips the complete runs, re-attaches to the jobs an earlier train-all left queued or running and submits the
+others (dgc/launch/job.py) through the `local` launcher (one run per GPU, or `-j N` CPU runs) or `slurm`; a
+failed job is reported and the others go on, an interrupted one resumes on the next train-all."""
 
 from __future__ import annotations
 
@@ -20,6 +18,7 @@ from dgc.config import Params
 from dgc.errors import DGCError
 from dgc.launch.jobs import Ending, Handle, RunSpec, ending_of, job_folder
 
+ACTIVE = ("RUNNING", "REQUEUED", "PREEMPTED")  # job states whose change is logged (and back to PENDING)
 SLURM_FLAGS = ("partition", "account", "gpus_per_job", "cpus_per_job", "mem_gb", "time_limit", "max_timeouts")
 
 
@@ -47,8 +46,7 @@ def with_slurm_flags(params: Params, args: argparse.Namespace) -> Params:
     if extra:
         changes["sbatch"] = {**params.slurm.sbatch, **extra}
     if changes and args.launcher != "slurm":
-        first = next(iter(changes))
-        raise TrainAllError(f"--{first.replace('_', '-')} applies to --launcher slurm only")
+        raise TrainAllError(f"--{next(iter(changes)).replace('_', '-')} applies to --launcher slurm only")
     return with_overrides(params, "slurm", **changes) if changes else params
 
 
@@ -99,17 +97,16 @@ def _epochs_done(run: RunSpec, runs_root: Path) -> int:
 def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec], tuple], runs_root: Path,
             attached: Sequence[Handle] = (), log: Callable[[str], None] = print, poll_seconds: float = 2.0,
             progress_seconds: float = 300.0, epochs: int | None = None, fn: Any = None) -> list[Outcome]:
-    """Submit a job per run (each calls `fn`, default a TrainJob, with `job_args(run)`) while `launcher` has a
-    free slot, watch them and the `attached` ones, logging each submission, start, requeue and ending and
-    a progress line every `progress_seconds`; returns the outcomes in ending order. A refused first
-    submission is a TrainAllError (bad options), a later one that run's failure; on Ctrl-C
-    `launcher.interrupt` decides what becomes of the running jobs."""
+    """Submit a job per run (calling `fn`, default a TrainJob, with `job_args(run)`) while `launcher` has a free
+    slot, watch them and the `attached` ones, logging each event and a progress line every `progress_seconds`;
+    returns the outcomes in ending order. A refused first submission is a TrainAllError (bad options), a later
+    one that run's failure; on Ctrl-C `launcher.interrupt` decides what becomes of the running jobs."""
     from dgc.launch.job import TrainJob
     from dgc.launch.local import LauncherError
 
     total, pending, watching, outcomes = len(runs) + len(attached), deque(runs), list(attached), []
     number = {r: i for i, r in enumerate([h.run for h in attached] + list(runs), 1)}
-    started = {h.run: time.time() for h in attached}
+    started = {h.run: time.time() for h in attached}  # a submitted job's start: its handle's submitted_at
     last_progress = time.monotonic()
     fn = TrainJob() if fn is None else fn
 
@@ -118,10 +115,7 @@ def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec]
 
     try:
         while pending or watching:
-            while pending:
-                slot = launcher.free_slot()
-                if slot is False:
-                    break
+            while pending and (slot := launcher.free_slot()) is not False:
                 run = pending.popleft()
                 try:
                     handle = launcher.submit(run, slot, fn, job_args(run), runs_root)
@@ -133,7 +127,6 @@ def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec]
                     log(f"{tag(run)}: FAILED to submit: {exc}")
                     continue
                 watching.append(handle)
-                started[run] = time.time()
                 where = f" on GPU {slot}" if slot not in (None, True) else ""
                 log(f"{tag(run)}: submitted job {handle.job_id}{where}, log {handle.log_path}")
             launcher.refresh(watching)
@@ -147,8 +140,7 @@ def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec]
                     log(_ending_line(tag(h.run), outcomes[-1]))
                     continue
                 if state != h.logged_state:
-                    if state in ("RUNNING", "REQUEUED", "PREEMPTED") or (
-                            state == "PENDING" and h.logged_state in ("RUNNING", "REQUEUED", "PREEMPTED")):
+                    if state in ACTIVE or (state == "PENDING" and h.logged_state in ACTIVE):
                         log(f"{tag(h.run)}: job {h.job_id} {h.state.lower()}")
                     h.logged_state = state
             now = time.monotonic()
@@ -165,10 +157,9 @@ def run_all(runs: Sequence[RunSpec], launcher: Any, job_args: Callable[[RunSpec]
 
 
 def _ending_line(tag: str, o: Outcome) -> str:
-    status = {"done": "done", "failed": "FAILED", "interrupted": "INTERRUPTED"}[o.ending.status]
-    state = "" if o.ok else f", {o.ending.state}"
+    status, state = ("done", "") if o.ok else (o.ending.status.upper(), f", {o.ending.state}")
     line = f"{tag}: {status} (job {o.job_id}{state}) after {_duration(o.seconds)}, log {o.log_path}"
-    if o.ending.status == "done" and o.ending.result:
+    if o.ok and o.ending.result:
         best = o.ending.result.get("best") or {}
         if "test_top1" in best:
             line += f": best test top-1 {best['test_top1']:.2f}% (epoch {best.get('epoch')})"
@@ -224,12 +215,10 @@ def train_all(args: argparse.Namespace, params: Params, log: Callable[[str], Non
     log(f"train-all: {len(complete)} complete, {len(attached)} still queued or running "
         f"(re-attached), {len(to_submit)} to submit; {launcher.describe()}")
     if args.dry_run:
-        for r in complete:
-            log(f"  skip     {r.name}: complete")
-        for h in attached:
-            log(f"  attach   {h.run.name}: job {h.job_id} ({h.state})")
-        for r in to_submit:
-            log(f"  submit   {r.name}: job folder {job_folder(r, runs_root)}")
+        for line in ([f"  skip     {r.name}: complete" for r in complete]
+                     + [f"  attach   {h.run.name}: job {h.job_id} ({h.state})" for h in attached]
+                     + [f"  submit   {r.name}: job folder {job_folder(r, runs_root)}" for r in to_submit]):
+            log(line)
         return 0
     if not todo:
         log("nothing to train: every run is complete; `dvc repro` records them")
