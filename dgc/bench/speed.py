@@ -1,7 +1,6 @@
-"""`dgc bench`: wall-clock cost of DGC next to the dense and static 4-group convolutions (DGC's FLOPs at
-g 0.25): layers (batch 64, 4 heads, g 0.25, each DGC execution) at inference and a training step, and whole
-models at batch 1 and 64. Median of `repeats`, round-robin, after BN calibration (dgc/measure/calibrate.py);
-writes reports/bench.json and bench.md (`bench_markdown`), shown in docs/speed.md by registry.py.
+"""`dgc bench`: wall-clock cost of DGC next to the dense and static 4-group convs (DGC's FLOPs at g 0.25): layers
+(batch 64, 4 heads, each DGC execution) at inference and a training step, whole models at batch 1 and 64; median
+of `repeats`, round-robin, after BN calibration. Writes reports/bench.json and bench.md (shown in docs/speed.md).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from dgc.measure.calibrate import ready_for_timing
 from dgc.measure.flops import count_flops
 from dgc.measure.latency import device_name, median_times
 from dgc.measure.provenance import provenance
+from dgc.stages.compare import markdown_table
 
 LAYER_SHAPES = [(256, 128, 1, 16), (128, 128, 3, 16), (64, 64, 3, 32)]  # (C_in, C_out, kernel, map size)
 MODEL_PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
@@ -114,20 +114,16 @@ def run_bench(device: torch.device, repeats: int = 10, models: bool = True,
 
 
 def bench_markdown(result: dict[str, Any]) -> str:
+    timed = ("dense", "group4", "dgc_masked", "dgc_sparse", "dgc_auto")
+    layers = [[row["shape"], mode, *(f"{row[f'{mode}_ms'][k]:.1f}" for k in timed),
+               *(f"{row[f'{mode}_ratio'][k]:.2f}" for k in ("auto_vs_dense", "auto_vs_group4"))]
+              for row in result["layers"] for mode in ("inference", "train")]
     lines = [f"Device: {result['device']}, torch {result['torch']}, batch {result['batch']}, "
              f"{result['heads']} heads, g {result['gate_factor']}, median of {result['repeats']} runs.", "",
-             "| layer shape | mode | dense ms | static 4-group ms | DGC masked (authors) ms | DGC sparse ms | "
-             "DGC auto ms | auto / dense | auto / 4-group |", "|---|---|---|---|---|---|---|---|---|"]
-    for row in result["layers"]:
-        for mode in ("inference", "train"):
-            t, r = row[f"{mode}_ms"], row[f"{mode}_ratio"]
-            lines.append(f"| {row['shape']} | {mode} | {t['dense']:.1f} | {t['group4']:.1f} | {t['dgc_masked']:.1f} | "
-                         f"{t['dgc_sparse']:.1f} | {t['dgc_auto']:.1f} | {r['auto_vs_dense']:.2f} | "
-                         f"{r['auto_vs_group4']:.2f} |")
+             *markdown_table("layer shape | mode | dense ms | static 4-group ms | DGC masked (authors) ms | "
+                             "DGC sparse ms | DGC auto ms | auto / dense | auto / 4-group", layers)]
     if result.get("models"):
-        lines += ["", "| model | FLOPs expected | ms/image batch 1 | ms/image batch 64 |", "|---|---|---|---|"]
-        for row in result["models"]:
-            ms = row["ms_per_image"]
-            lines.append(f"| {row['model']} | {row['flops_expected']:,} | {ms.get('1', float('nan')):.2f} | "
-                         f"{ms.get('64', float('nan')):.2f} |")
+        lines += ["", *markdown_table("model | FLOPs expected | ms/image batch 1 | ms/image batch 64", [
+            [row["model"], f"{row['flops_expected']:,}",
+             *(f"{row['ms_per_image'].get(b, float('nan')):.2f}" for b in ("1", "64"))] for row in result["models"]])]
     return "\n".join(lines) + "\n"

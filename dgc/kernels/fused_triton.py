@@ -18,6 +18,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from dgc.kernels.cpu import check_1x1_inputs
 from dgc.layers import DGCConv2d, Execution, dgc_layers
 from dgc.layers.executions import channels_last, fixed_selection, is_1x1, kept_indices, subsample
 
@@ -108,19 +109,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 def _validate(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor) -> None:
-    for name, t, shape in (("x", x, "(B, C_in, h, w)"), ("weight", weight, "(H, Co, C_in)"), ("idx", idx, "(B, H, K)")):
-        if t.dim() != shape.count(",") + 1:
-            raise ValueError(f"{name} must be {shape}, got shape {tuple(t.shape)}")
-    b, c = x.shape[:2]
-    heads, c_w = weight.shape[0], weight.shape[2]
-    shape, k = tuple(idx.shape), idx.shape[2]
-    for bad, message in ((c_w != c, f"weight has {c_w} input channels but x has {c}"),
-                         (shape[:2] != (b, heads), f"idx shape {shape} must start with (B, H) = {(b, heads)}"),
-                         (k > c, f"idx keeps K={k} channels but x has only {c}"),
-                         (scale.shape != idx.shape, f"scale shape {tuple(scale.shape)} must equal idx shape {shape}"),
-                         (idx.dtype != torch.int64, f"idx must be int64, got {idx.dtype}")):
-        if bad:
-            raise ValueError(message)
+    check_1x1_inputs(x, weight, idx, scale)
     for name, t in (("x", x), ("weight", weight), ("scale", scale)):
         if t.dtype not in _FLOAT_DTYPES:
             raise ValueError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")

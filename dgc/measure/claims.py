@@ -131,5 +131,4 @@ def sample_of(metrics: dict[str, Any], dotted: str) -> Sample | None:
 
 def load_metrics(metrics_dir: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
     """{(dataset, model): metrics} from reports/metrics/<dataset>-<model>.json."""
-    paths = sorted(Path(metrics_dir).glob("*.json"))
-    return {(p.stem.partition("-")[0], p.stem.partition("-")[2]): json.loads(p.read_text()) for p in paths}
+    return {p.stem.partition("-")[::2]: json.loads(p.read_text()) for p in sorted(Path(metrics_dir).glob("*.json"))}

@@ -31,11 +31,9 @@ def dgc_flops(layer: DGCConv2d, in_hw: Sequence[int], out_hw: Sequence[int]) -> 
     generators and scaling; the conv costs `dense conv` at g = 1 and `dense conv * g` in expectation."""
     c, hw = layer.in_channels, in_hw[0] * in_hw[1]
     overhead = (2 if layer.preact else 1) * c * hw  # ReLU and global average pool over (C_in, h, w)
-    for head in layer.heads:
-        gate = head.gate
-        overhead += linear_flops(gate.fc1) + gate.fc1.out_features  # fc1 + ReLU
-        overhead += linear_flops(gate.fc2) + c                       # fc2 + ReLU
-        overhead += c                                                # scaling by saliency
+    # per head: fc1 + its ReLU, fc2 + its ReLU, the scaling by saliency
+    overhead += sum(linear_flops(h.gate.fc1) + h.gate.fc1.out_features + linear_flops(h.gate.fc2) + 2 * c
+                    for h in layer.heads)
     dense = conv_flops(c, layer.out_channels, layer.kernel_size, out_hw)
     return overhead, dense
 
