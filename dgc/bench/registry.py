@@ -39,13 +39,11 @@ def made_by(result: Mapping[str, Any]) -> str:
 def settings_table(ms_per_image: Mapping[str, Mapping[str, float]]) -> list[str]:
     """Rows (batch, model), columns = settings, from keys "<model> <setting>"; the fastest in bold."""
     rows: dict[tuple[str, str], dict[str, float]] = {}
-    settings: list[str] = []
     for batch, timings in ms_per_image.items():
         for key, ms in timings.items():
             model, setting = key.split(" ", 1)
             rows.setdefault((batch, model), {})[setting] = ms
-            if setting not in settings:
-                settings.append(setting)
+    settings = list(dict.fromkeys(key.split(" ", 1)[1] for timings in ms_per_image.values() for key in timings))
     return markdown_table("batch | model | " + " | ".join(settings), [
         [batch, model, *(("**%.2f**" if row[s] == min(row.values()) else "%.2f") % row[s] if s in row else "-"
                          for s in settings)] for (batch, model), row in rows.items()])

@@ -23,6 +23,8 @@ MODEL_PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
 DGC_PATHS = ("masked", "sparse", "scaled_weight", "auto")
 CPU_PATHS = ("fused_cpu",)  # the C++ kernel (1x1 inference; elsewhere it runs 'sparse')
 BATCH, HEADS, GATE = 64, 4, 0.25  # of the layers timed
+RATIOS = {"auto_vs_dense": ("dgc_auto", "dense"), "auto_vs_group4": ("dgc_auto", "group4"),
+          "masked_vs_dense": ("dgc_masked", "dense"), "group4_vs_dense": ("group4", "dense")}  # name: (a, b), a / b
 
 
 def _layers(c_in: int, c_out: int, k: int, paths: tuple[str, ...]) -> dict[str, nn.Module]:
@@ -62,11 +64,8 @@ def bench_layers(device: torch.device, repeats: int = 10, log: Callable[[str], N
         row: dict[str, Any] = {"shape": f"{c_in}->{c_out}, {k}x{k}, {size}x{size}", "c_in": c_in, "c_out": c_out,
                                "kernel": k, "size": size, "inference_ms": {n: 1000 * v for n, v in inference.items()},
                                "train_ms": {n: 1000 * v for n, v in train.items()}}
-        for kind in ("inference_ms", "train_ms"):
-            t = row[kind]
-            row[kind.replace("_ms", "_ratio")] = {
-                "auto_vs_dense": t["dgc_auto"] / t["dense"], "auto_vs_group4": t["dgc_auto"] / t["group4"],
-                "masked_vs_dense": t["dgc_masked"] / t["dense"], "group4_vs_dense": t["group4"] / t["dense"]}
+        for mode in ("inference", "train"):
+            row[f"{mode}_ratio"] = {name: row[f"{mode}_ms"][a] / row[f"{mode}_ms"][b] for name, (a, b) in RATIOS.items()}
         log(f"{row['shape']:24s} inference ms: " + "  ".join(f"{n} {v:.1f}" for n, v in row["inference_ms"].items()))
         log(f"{'':24s} train ms:     " + "  ".join(f"{n} {v:.1f}" for n, v in row["train_ms"].items()))
         rows.append(row)

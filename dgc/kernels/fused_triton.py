@@ -1,7 +1,6 @@
-"""Fused 1x1 dynamic group convolution: the channel gather fused into a grouped GEMM (Triton), and the
-DGC layers' `fused` execution over it (`use_fused_kernel(model)`; cpu_layers.py's `fused_cpu` is its C++
-counterpart). With K kept channels idx[b, i, :] of sample b and head i, their saliency scale[b, i, :] and
-head weights W (H, Co, C_in):
+"""Fused 1x1 dynamic group convolution: the channel gather fused into a grouped GEMM (Triton), and the DGC layers'
+`fused` execution over it (cpu_layers.py's `fused_cpu` is its C++ counterpart). With K kept channels
+idx[b, i, :] of sample b and head i, their saliency scale[b, i, :] and head weights W (H, Co, C_in):
 
     out[b, j*H + i, p] = sum_k W[i, j, idx[b,i,k]] * scale[b,i,k] * x[b, idx[b,i,k], p]
 
@@ -46,16 +45,13 @@ def _unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             return "CUDA is not available"
-        if _kernels_interpreted:
-            return "the kernels were defined under TRITON_INTERPRET=1 in this process"
-        return None
+        return "the kernels were defined under TRITON_INTERPRET=1 in this process" if _kernels_interpreted else None
     if device.type == "cpu":
         if _kernels_interpreted is False:
             return "the kernels were already defined without TRITON_INTERPRET=1 in this process"
         interpret = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-        if _kernels_interpreted is None and not interpret:
-            return "CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before the first call"
-        return None
+        return (None if interpret or _kernels_interpreted is not None
+                else "CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before the first call")
     return f"no Triton backend for {device.type} tensors"
 
 

@@ -1,6 +1,5 @@
-"""The paper's claims and our metrics as data: claims/paper.yaml (`claims:` and the earlier
-reproductions of `references:`) and reports/metrics/<dataset>-<model>.json, with the accessors the
-compare, plots and report stages and the commands share.
+"""The paper's claims and our metrics as data: claims/paper.yaml (`claims:`, and the earlier reproductions of
+`references:`) and reports/metrics/<dataset>-<model>.json, with the accessors the stages and commands share.
 """
 
 from __future__ import annotations

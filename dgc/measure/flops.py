@@ -1,7 +1,6 @@
 """FLOPs in the paper's convention: multiply-adds counted analytically at batch 1 (rules: docs/design.md,
-section 3). Windowed pooling counts output elements x kernel area (the authors' counter), BatchNorm 0; a
-DGC layer its ReLU, pool, saliency generators and scaling, and its conv at the dense cost times the gate
-factor g. Stock counters (thop, fvcore, ...) miss or over-count the masked convolution.
+section 3). Windowed pooling counts output elements x kernel area (the authors' counter), BatchNorm 0, a DGC
+layer as `dgc_flops` says. Stock counters (thop, fvcore, ...) miss or over-count the masked convolution.
 """
 
 from __future__ import annotations
@@ -80,8 +79,7 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
         raise ValueError(f"input_size must be (C, H, W) with positive entries, got {tuple(input_size)}")
     inside_dgc = {id(m) for layer in model.modules() if isinstance(layer, DGCConv2d)
                   for m in layer.modules() if m is not layer}
-    kinds = dict.fromkeys(("conv", "linear", "relu", "pool", "free", "dgc_overhead",
-                           "dgc_conv_dense", "dgc_conv_expected"), 0)
+    kinds = dict.fromkeys(("conv", "linear", "relu", "pool", "dgc_overhead", "dgc_conv_dense", "dgc_conv_expected"), 0)
     names = {m: n for n, m in model.named_modules()}
     per_layer: dict[str, int] = {}
 
@@ -95,7 +93,8 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
             per_layer[names[module]] = per_layer.get(names[module], 0) + dense
         else:
             kind, flops = _module_flops(module, inp, out)
-            kinds[kind] += flops
+            if flops:  # not "free"
+                kinds[kind] += flops
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if id(m) not in inside_dgc and (isinstance(m, DGCConv2d) or not list(m.children()))]
@@ -110,7 +109,6 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
         for h in handles:
             h.remove()
         model.train(was_training)
-    del kinds["free"]
     return kinds, per_layer
 
 

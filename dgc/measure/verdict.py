@@ -41,9 +41,10 @@ def standard_error(a: Sample, b: Sample) -> float | None:
     return math.sqrt(a.std ** 2 / a.n + b.std ** 2 / b.n)
 
 
-def judge_relation(model: Sample, baseline: Sample, tolerance: float) -> RelationVerdict:
-    """The verdict on `model <= baseline + tolerance` by the rule of this module's docstring (k = K_STANDARD_ERRORS)."""
-    delta, k = model.mean - baseline.mean, K_STANDARD_ERRORS
+def judge_relation(model: Sample, baseline: Sample, tolerance: float,
+                   k: float = K_STANDARD_ERRORS) -> RelationVerdict:
+    """The verdict on `model <= baseline + tolerance` by the rule of this module's docstring."""
+    delta = model.mean - baseline.mean
     margin = tolerance - delta
     se = standard_error(model, baseline)
     if se is None:
