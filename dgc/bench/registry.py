@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 
 from dgc.bench import speed
 from dgc.errors import BadInput
+from dgc.stages.compare import markdown_table
 
 
 @dataclass(frozen=True)
@@ -38,19 +39,14 @@ def made_by(result: Mapping[str, Any]) -> str:
 def settings_table(ms_per_image: Mapping[str, Mapping[str, float]]) -> list[str]:
     """Rows (batch, model), columns = settings, from keys "<model> <setting>"; the fastest in bold."""
     rows: dict[tuple[str, str], dict[str, float]] = {}
-    settings: list[str] = []
     for batch, timings in ms_per_image.items():
         for key, ms in timings.items():
             model, setting = key.split(" ", 1)
             rows.setdefault((batch, model), {})[setting] = ms
-            if setting not in settings:
-                settings.append(setting)
-    lines = ["| batch | model | " + " | ".join(settings) + " |", "|---|---|" + "---|" * len(settings)]
-    for (batch, model), row in rows.items():
-        best = min(row.values())
-        cells = [("**%.2f**" if row[s] == best else "%.2f") % row[s] if s in row else "-" for s in settings]
-        lines.append(f"| {batch} | {model} | " + " | ".join(cells) + " |")
-    return lines
+    settings = list(dict.fromkeys(key.split(" ", 1)[1] for timings in ms_per_image.values() for key in timings))
+    return markdown_table("batch | model | " + " | ".join(settings), [
+        [batch, model, *(("**%.2f**" if row[s] == min(row.values()) else "%.2f") % row[s] if s in row else "-"
+                         for s in settings)] for (batch, model), row in rows.items()])
 
 
 def repro_time_section(r: Mapping[str, Any]) -> str:
@@ -63,10 +59,9 @@ def repro_time_section(r: Mapping[str, Any]) -> str:
 def train_throughput_section(t: Mapping[str, Any]) -> str:
     """One row per model (step ms, images/s, peak MiB) and the data path's share of a step."""
     lines = [f"Full-width models, CIFAR stem, batch 64, 32x32, pruned steady state; {t['device']}.", "",
-             "| model | step (ms) | images/s | peak memory of the step (MiB) |", "|---|---|---|---|"]
-    for name, row in t.items():
-        if isinstance(row, dict) and "step_s" in row:
-            lines.append(f"| {name} | {1000 * row['step_s']:.0f} | {row['images_per_s']:.1f} | {row['peak_mb']:.0f} |")
+             *markdown_table("model | step (ms) | images/s | peak memory of the step (MiB)", [
+                 [name, f"{1000 * row['step_s']:.0f}", f"{row['images_per_s']:.1f}", f"{row['peak_mb']:.0f}"]
+                 for name, row in t.items() if isinstance(row, dict) and "step_s" in row])]
     data = t.get("data_path", {})
     if "fraction_of_densenet86_dgc_step" in data:
         lines += ["", f"Data path (load + augment one batch of 64 on the device): "
@@ -97,16 +92,14 @@ def cpu_inference_section(c: Mapping[str, Any]) -> str:
 def cpu_kernels_section(k: Mapping[str, Any]) -> str:
     """One row per candidate, one column per block, in ms."""
     blocks = k["blocks"]
-    lines = [made_by(k),
-             f"{k['device']}, torch {k['torch']}, batch {k['batch']}, inference, median of "
-             f"{k['repeats']}; ms. Shapes of densenet86's last layer in each block; the DGC rows are "
-             "the whole layer (BN-ReLU, saliency generators, selection, conv), the dense conv rows "
-             "the conv alone.", "",
-             "| candidate | " + " | ".join(b["block"] for b in blocks) + " |",
-             "|---|" + "---|" * len(blocks)]
-    for name in blocks[0]["ms"]:
-        lines.append(f"| {name} | " + " | ".join(f"{b['ms'][name]:.2f}" for b in blocks) + " |")
-    return "\n".join([*lines, ""])
+    return "\n".join([made_by(k),
+                      f"{k['device']}, torch {k['torch']}, batch {k['batch']}, inference, median of "
+                      f"{k['repeats']}; ms. Shapes of densenet86's last layer in each block; the DGC rows are "
+                      "the whole layer (BN-ReLU, saliency generators, selection, conv), the dense conv rows "
+                      "the conv alone.", "",
+                      *markdown_table("candidate | " + " | ".join(b["block"] for b in blocks),
+                                      [[name, *(f"{b['ms'][name]:.2f}" for b in blocks)] for name in blocks[0]["ms"]]),
+                      ""])
 
 
 PROFILE_KINDS = ("DGC layer", "conv", "BN / ReLU", "pooling", "linear", "outside the modules above")
@@ -121,22 +114,19 @@ def batch1_profile_section(p: Mapping[str, Any]) -> str:
              "(the model's own Python: slicing, concatenation, additions). ATen operators exclude the "
              "project's C++ kernels (called through ctypes). ONNX Runtime: the model exported at batch 1, "
              "its graph nodes run per forward and the node types that take the most time, by ONNX "
-             "Runtime's profiler (whose own cost grows with the number of nodes).", "",
-             "| model | ms/image | " + " | ".join(f"in {k} (modules)" if k != PROFILE_KINDS[-1] else "elsewhere"
-                                              for k in PROFILE_KINDS)
-             + " | ATen op calls | ms in ATen ops | top ATen op | ONNX Runtime nodes "
-             "| ONNX Runtime: top node types (ms) |",
-             "|---|---|" + "---|" * (len(PROFILE_KINDS) + 5)]
+             "Runtime's profiler (whose own cost grows with the number of nodes).", ""]
+    rows = []
     for name, row in p["models"].items():
-        cells = [_kind_cell(row["kinds"].get(k)) for k in PROFILE_KINDS]
         top = row["top_ops"][0] if row["top_ops"] else None
         top_cell = f"{top['op']} {top['self_ms']:.2f} ms ({top['calls_per_forward']:.0f} calls)" if top else "-"
         ort = row.get("onnxruntime")
         ort_cells = (f"{ort['node_runs_per_forward']:.0f}", ", ".join(
             f"{t['op']} {t['ms']:.2f}" for t in ort["top_node_types"][:4])) if ort else ("-", "-")
-        lines.append(f"| {name} | {row['ms_per_image']:.2f} | " + " | ".join(cells)
-                     + f" | {row['op_calls_per_forward']:.0f} | {row['ms_in_aten_ops']:.2f} | {top_cell} | "
-                     + " | ".join(ort_cells) + " |")
+        rows.append([name, f"{row['ms_per_image']:.2f}", *(_kind_cell(row["kinds"].get(k)) for k in PROFILE_KINDS),
+                     f"{row['op_calls_per_forward']:.0f}", f"{row['ms_in_aten_ops']:.2f}", top_cell, *ort_cells])
+    kinds = " | ".join(f"in {k} (modules)" if k != PROFILE_KINDS[-1] else "elsewhere" for k in PROFILE_KINDS)
+    lines += markdown_table(f"model | ms/image | {kinds} | ATen op calls | ms in ATen ops | top ATen op | "
+                            "ONNX Runtime nodes | ONNX Runtime: top node types (ms)", rows)
     return "\n".join([*lines, ""])
 
 

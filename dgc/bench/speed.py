@@ -1,7 +1,6 @@
-"""`dgc bench`: wall-clock cost of DGC next to the dense and static 4-group convolutions (DGC's FLOPs at
-g 0.25): layers (batch 64, 4 heads, g 0.25, each DGC execution) at inference and a training step, and whole
-models at batch 1 and 64. Median of `repeats`, round-robin, after BN calibration (dgc/measure/calibrate.py);
-writes reports/bench.json and bench.md (`bench_markdown`), shown in docs/speed.md by registry.py.
+"""`dgc bench`: wall-clock cost of DGC next to the dense and static 4-group convs (DGC's FLOPs at g 0.25): layers
+(batch 64, 4 heads, each DGC execution) at inference and a training step, whole models at batch 1 and 64; median
+of `repeats`, round-robin, after BN calibration. Writes reports/bench.json and bench.md (shown in docs/speed.md).
 """
 
 from __future__ import annotations
@@ -17,12 +16,15 @@ from dgc.measure.calibrate import ready_for_timing
 from dgc.measure.flops import count_flops
 from dgc.measure.latency import device_name, median_times
 from dgc.measure.provenance import provenance
+from dgc.stages.compare import markdown_table
 
 LAYER_SHAPES = [(256, 128, 1, 16), (128, 128, 3, 16), (64, 64, 3, 32)]  # (C_in, C_out, kernel, map size)
 MODEL_PAIRS = [("densenet86_dgc", "densenet86"), ("resnet18_dgc", "resnet18")]
 DGC_PATHS = ("masked", "sparse", "scaled_weight", "auto")
 CPU_PATHS = ("fused_cpu",)  # the C++ kernel (1x1 inference; elsewhere it runs 'sparse')
 BATCH, HEADS, GATE = 64, 4, 0.25  # of the layers timed
+RATIOS = {"auto_vs_dense": ("dgc_auto", "dense"), "auto_vs_group4": ("dgc_auto", "group4"),
+          "masked_vs_dense": ("dgc_masked", "dense"), "group4_vs_dense": ("group4", "dense")}  # name: (a, b), a / b
 
 
 def _layers(c_in: int, c_out: int, k: int, paths: tuple[str, ...]) -> dict[str, nn.Module]:
@@ -62,11 +64,8 @@ def bench_layers(device: torch.device, repeats: int = 10, log: Callable[[str], N
         row: dict[str, Any] = {"shape": f"{c_in}->{c_out}, {k}x{k}, {size}x{size}", "c_in": c_in, "c_out": c_out,
                                "kernel": k, "size": size, "inference_ms": {n: 1000 * v for n, v in inference.items()},
                                "train_ms": {n: 1000 * v for n, v in train.items()}}
-        for kind in ("inference_ms", "train_ms"):
-            t = row[kind]
-            row[kind.replace("_ms", "_ratio")] = {
-                "auto_vs_dense": t["dgc_auto"] / t["dense"], "auto_vs_group4": t["dgc_auto"] / t["group4"],
-                "masked_vs_dense": t["dgc_masked"] / t["dense"], "group4_vs_dense": t["group4"] / t["dense"]}
+        for mode in ("inference", "train"):
+            row[f"{mode}_ratio"] = {name: row[f"{mode}_ms"][a] / row[f"{mode}_ms"][b] for name, (a, b) in RATIOS.items()}
         log(f"{row['shape']:24s} inference ms: " + "  ".join(f"{n} {v:.1f}" for n, v in row["inference_ms"].items()))
         log(f"{'':24s} train ms:     " + "  ".join(f"{n} {v:.1f}" for n, v in row["train_ms"].items()))
         rows.append(row)
@@ -114,20 +113,16 @@ def run_bench(device: torch.device, repeats: int = 10, models: bool = True,
 
 
 def bench_markdown(result: dict[str, Any]) -> str:
+    timed = ("dense", "group4", "dgc_masked", "dgc_sparse", "dgc_auto")
+    layers = [[row["shape"], mode, *(f"{row[f'{mode}_ms'][k]:.1f}" for k in timed),
+               *(f"{row[f'{mode}_ratio'][k]:.2f}" for k in ("auto_vs_dense", "auto_vs_group4"))]
+              for row in result["layers"] for mode in ("inference", "train")]
     lines = [f"Device: {result['device']}, torch {result['torch']}, batch {result['batch']}, "
              f"{result['heads']} heads, g {result['gate_factor']}, median of {result['repeats']} runs.", "",
-             "| layer shape | mode | dense ms | static 4-group ms | DGC masked (authors) ms | DGC sparse ms | "
-             "DGC auto ms | auto / dense | auto / 4-group |", "|---|---|---|---|---|---|---|---|---|"]
-    for row in result["layers"]:
-        for mode in ("inference", "train"):
-            t, r = row[f"{mode}_ms"], row[f"{mode}_ratio"]
-            lines.append(f"| {row['shape']} | {mode} | {t['dense']:.1f} | {t['group4']:.1f} | {t['dgc_masked']:.1f} | "
-                         f"{t['dgc_sparse']:.1f} | {t['dgc_auto']:.1f} | {r['auto_vs_dense']:.2f} | "
-                         f"{r['auto_vs_group4']:.2f} |")
+             *markdown_table("layer shape | mode | dense ms | static 4-group ms | DGC masked (authors) ms | "
+                             "DGC sparse ms | DGC auto ms | auto / dense | auto / 4-group", layers)]
     if result.get("models"):
-        lines += ["", "| model | FLOPs expected | ms/image batch 1 | ms/image batch 64 |", "|---|---|---|---|"]
-        for row in result["models"]:
-            ms = row["ms_per_image"]
-            lines.append(f"| {row['model']} | {row['flops_expected']:,} | {ms.get('1', float('nan')):.2f} | "
-                         f"{ms.get('64', float('nan')):.2f} |")
+        lines += ["", *markdown_table("model | FLOPs expected | ms/image batch 1 | ms/image batch 64", [
+            [row["model"], f"{row['flops_expected']:,}",
+             *(f"{row['ms_per_image'].get(b, float('nan')):.2f}" for b in ("1", "64"))] for row in result["models"]])]
     return "\n".join(lines) + "\n"

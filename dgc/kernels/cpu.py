@@ -1,6 +1,5 @@
-"""The C++ CPU inference kernels of `cpu_kernels.cpp` (forward-only, float32, CPU tensors) through ctypes:
-`fused_1x1`, `bnrelu_group_conv`, `bnrelu_mean`, `select_topk`, `avg_pool2` and `dgc_layer` (a whole DGC
-layer); cpu_layers.py makes them executions of the layers, the maths of their PyTorch executions.
+"""The C++ CPU inference kernels of `cpu_kernels.cpp` (forward-only, float32, CPU tensors) through ctypes, each
+the maths of a layer's PyTorch execution (cpu_layers.py makes them executions of the layers).
 
 Built on first use (FLAG_SETS, the first that compiles) into `$DGC_KERNEL_CACHE` (default ~/.cache/dgc-kernels),
 named by a hash of source, compiler, flags and, for -march=native, `cpu_identity()`. `DGC_CPU_KERNELS=0` turns
@@ -36,18 +35,6 @@ _CPU_FIELDS = ("vendor_id", "cpu family", "model", "model name", "flags", "Featu
 _state = SimpleNamespace(library=None, reason=None, tried=False)
 
 
-def cache_dir() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dgc-kernels"
-    return Path(os.environ.get("DGC_KERNEL_CACHE") or default)
-
-
-def _compiler() -> str | None:
-    for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and (path := shutil.which(name)):
-            return path
-    return None
-
-
 def cpu_identity(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The CPU's model and instruction-set extensions (its first processor's _CPU_FIELDS in
     /proc/cpuinfo); where there is no /proc/cpuinfo, platform.processor() and platform.machine()."""
@@ -67,7 +54,8 @@ def _library_path(compiler: str, flags: list[str]) -> Path:
     parts = (SOURCE.read_bytes(), compiler.encode(), " ".join(flags).encode(), platform.machine().encode(),
              platform.system().encode(), (cpu_identity() if native else "").encode())
     key = hashlib.sha256(b"".join(part + b"\0" for part in parts))
-    return cache_dir() / f"cpu_kernels-{key.hexdigest()[:16]}.so"
+    default = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dgc-kernels"
+    return Path(os.environ.get("DGC_KERNEL_CACHE") or default) / f"cpu_kernels-{key.hexdigest()[:16]}.so"
 
 
 def _build(compiler: str, flags: list[str], target: Path) -> str | None:
@@ -92,7 +80,8 @@ def _load() -> None:
     if os.environ.get("DGC_CPU_KERNELS", "1").strip().lower() in ("0", "false", "off", "no"):
         _state.reason = "turned off by DGC_CPU_KERNELS=0"
         return
-    compiler = _compiler()
+    names = (os.environ.get("CXX"), "c++", "g++", "clang++")
+    compiler = next((path for name in names if name and (path := shutil.which(name))), None)
     reasons = []
     for flags in FLAG_SETS if compiler else ():
         path = _library_path(compiler, flags)
@@ -100,15 +89,12 @@ def _load() -> None:
             error = None if path.exists() else _build(compiler, flags, path)
         except OSError as exc:
             error = f"{type(exc).__name__}: {exc}"
-        if error is None:
-            try:
-                lib = ctypes.CDLL(str(path))
-            except OSError as exc:
-                error = f"cannot load {path.name}: {exc}"
-            else:
-                _declare(lib)
-                _state.library = lib
+        try:
+            if error is None:
+                _state.library = _declare(ctypes.CDLL(str(path)))
                 return
+        except OSError as exc:
+            error = f"cannot load {path.name}: {exc}"
         reasons.append(f"[{' '.join(flags)}] {error}")
     _state.reason = ("build failed: " + "; ".join(reasons) if compiler
                      else "no C++ compiler found (c++, g++ or clang++; or set CXX)")
@@ -116,7 +102,7 @@ def _load() -> None:
                   RuntimeWarning, stacklevel=3)
 
 
-def _declare(lib: ctypes.CDLL) -> None:
+def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     p, i64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
     for name, argtypes in (("fused_1x1", [p] * 5 + [i64] * 6 + [c_int]),
                            ("bnrelu_group_conv", [p] * 5 + [i64] * 10 + [c_int, i64, c_int]),
@@ -126,6 +112,7 @@ def _declare(lib: ctypes.CDLL) -> None:
                            ("layer", [p] * 11 + [i64] * 15 + [c_int])):
         function = getattr(lib, f"dgc_{name}")
         function.argtypes, function.restype = argtypes, c_int
+    return lib
 
 
 def cpu_kernels_available() -> bool:
@@ -206,7 +193,7 @@ def _input_and_bn(x: torch.Tensor, bn_scale: torch.Tensor | None,
     """x (B, C, h, w) batch-strided (else copied contiguous) and the BN affine (C, both or neither), checked."""
     if (bn_scale is None) != (bn_shift is None):
         raise ValueError("give both bn_scale and bn_shift, or neither")
-    x = _check("x", x if batch_strided(x) else x.contiguous(), keep_strides=True)
+    x = _check("x", x, keep_strides=batch_strided(x))
     if bn_scale is not None:
         bn_scale, bn_shift = _check("bn_scale", bn_scale), _check("bn_shift", bn_shift)
         if bn_scale.shape != (x.shape[1],) or bn_shift.shape != (x.shape[1],):
@@ -214,18 +201,31 @@ def _input_and_bn(x: torch.Tensor, bn_scale: torch.Tensor | None,
     return x, bn_scale, bn_shift
 
 
+def check_1x1_inputs(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor) -> None:
+    """The checks both fused 1x1 kernels (this C++ one and fused_triton's) make: x (B, C_in, h, w), weight
+    (H, Co, C_in), idx (B, H, K) int64 with K <= C_in, scale idx's shape; else a ValueError saying which."""
+    for name, t, shape in (("x", x, "(B, C_in, h, w)"), ("weight", weight, "(H, Co, C_in)"), ("idx", idx, "(B, H, K)")):
+        if t.dim() != shape.count(",") + 1:
+            raise ValueError(f"{name} must be {shape}, got shape {tuple(t.shape)}")
+    b, c = x.shape[:2]
+    heads, c_w = weight.shape[0], weight.shape[2]
+    shape, k = tuple(idx.shape), idx.shape[2]
+    for bad, message in ((c_w != c, f"weight has {c_w} input channels but x has {c}"),
+                         (shape[:2] != (b, heads), f"idx shape {shape} must start with (B, H) = {(b, heads)}"),
+                         (k > c, f"idx keeps K={k} channels but x has only {c}"),
+                         (scale.shape != idx.shape, f"scale shape {tuple(scale.shape)} must equal idx shape {shape}"),
+                         (idx.dtype != torch.int64, f"idx must be int64, got {idx.dtype}")):
+        if bad:
+            raise ValueError(message)
+
+
 def fused_1x1(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """DGC 1x1 conv over the kept channels: x (B, C_in, h, w), weight (H, Co, C_in), idx (B, H, K)
     int64 in [0, C_in), scale (B, H, K) -> (B, H*Co, h, w) NCHW, heads interleaved (channel j*H + i
     is head i's channel j), as DGCConv2d's other executions; the gather happens inside the GEMM."""
-    if x.dim() != 4 or weight.dim() != 3 or idx.dim() != 3:
-        raise ValueError(f"expected x (B, C, h, w), weight (H, Co, C), idx (B, H, K); got shapes "
-                         f"{tuple(x.shape)}, {tuple(weight.shape)}, {tuple(idx.shape)}")
+    check_1x1_inputs(x, weight, idx, scale)
     b, c, h, w = x.shape
-    heads, co, c_w = weight.shape
-    if c_w != c or idx.shape[:2] != (b, heads) or scale.shape != idx.shape or idx.shape[2] > c:
-        raise ValueError(f"inconsistent shapes: x {tuple(x.shape)}, weight {tuple(weight.shape)}, "
-                         f"idx {tuple(idx.shape)}, scale {tuple(scale.shape)}")
+    heads, co, _ = weight.shape
     x, weight, scale = _check("x", x), _check("weight", weight), _check("scale", scale)
     idx = _check("idx", idx, torch.int64)
     out = torch.empty((b, heads * co, h, w), dtype=torch.float32)

@@ -66,10 +66,9 @@ def _packed(layer: DGCConv2d) -> tuple[torch.Tensor, ...]:
     if key is not None and (cached := getattr(layer, "_cpu_packed", None)) and cached[0] == key:
         return cached[1]
     with torch.no_grad():
-        heads = layer.heads
-        packed = (torch.stack([h.gate.fc1.weight for h in heads]).float().contiguous(),  # w1 (H, S, C)
-                  torch.stack([h.gate.fc2.weight for h in heads]).float().contiguous(),  # w2 (H, C, S)
-                  torch.stack([h.gate.fc2.bias for h in heads]).float().contiguous(),  # b2 (H, C)
+        packed = (torch.stack([h.gate.fc1.weight for h in layer.heads]).float().contiguous(),  # w1 (H, S, C)
+                  torch.stack([h.gate.fc2.weight for h in layer.heads]).float().contiguous(),  # w2 (H, C, S)
+                  torch.stack([h.gate.fc2.bias for h in layer.heads]).float().contiguous(),  # b2 (H, C)
                   layer.head_weights().float().permute(0, 2, 3, 4, 1).contiguous(),  # wt (H, C, kh, kw, Co)
                   *(cpu.bn_affine(layer.norm) if layer.preact else (None, None)))
     layer._cpu_packed = (key, packed) if key is not None else None

@@ -1,7 +1,6 @@
-"""Fused 1x1 dynamic group convolution: the channel gather fused into a grouped GEMM (Triton), and the
-DGC layers' `fused` execution over it (`use_fused_kernel(model)`; cpu_layers.py's `fused_cpu` is its C++
-counterpart). With K kept channels idx[b, i, :] of sample b and head i, their saliency scale[b, i, :] and
-head weights W (H, Co, C_in):
+"""Fused 1x1 dynamic group convolution: the channel gather fused into a grouped GEMM (Triton), and the DGC layers'
+`fused` execution over it (cpu_layers.py's `fused_cpu` is its C++ counterpart). With K kept channels
+idx[b, i, :] of sample b and head i, their saliency scale[b, i, :] and head weights W (H, Co, C_in):
 
     out[b, j*H + i, p] = sum_k W[i, j, idx[b,i,k]] * scale[b,i,k] * x[b, idx[b,i,k], p]
 
@@ -18,6 +17,7 @@ from types import ModuleType
 import torch
 from torch import nn
 
+from dgc.kernels.cpu import check_1x1_inputs
 from dgc.layers import DGCConv2d, Execution, dgc_layers
 from dgc.layers.executions import channels_last, fixed_selection, is_1x1, kept_indices, subsample
 
@@ -45,16 +45,13 @@ def _unavailable_reason(device: torch.device) -> str | None:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             return "CUDA is not available"
-        if _kernels_interpreted:
-            return "the kernels were defined under TRITON_INTERPRET=1 in this process"
-        return None
+        return "the kernels were defined under TRITON_INTERPRET=1 in this process" if _kernels_interpreted else None
     if device.type == "cpu":
         if _kernels_interpreted is False:
             return "the kernels were already defined without TRITON_INTERPRET=1 in this process"
         interpret = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-        if _kernels_interpreted is None and not interpret:
-            return "CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before the first call"
-        return None
+        return (None if interpret or _kernels_interpreted is not None
+                else "CPU tensors need Triton's interpreter: set TRITON_INTERPRET=1 before the first call")
     return f"no Triton backend for {device.type} tensors"
 
 
@@ -108,19 +105,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 
 def _validate(x: torch.Tensor, weight: torch.Tensor, idx: torch.Tensor, scale: torch.Tensor) -> None:
-    for name, t, shape in (("x", x, "(B, C_in, h, w)"), ("weight", weight, "(H, Co, C_in)"), ("idx", idx, "(B, H, K)")):
-        if t.dim() != shape.count(",") + 1:
-            raise ValueError(f"{name} must be {shape}, got shape {tuple(t.shape)}")
-    b, c = x.shape[:2]
-    heads, c_w = weight.shape[0], weight.shape[2]
-    shape, k = tuple(idx.shape), idx.shape[2]
-    for bad, message in ((c_w != c, f"weight has {c_w} input channels but x has {c}"),
-                         (shape[:2] != (b, heads), f"idx shape {shape} must start with (B, H) = {(b, heads)}"),
-                         (k > c, f"idx keeps K={k} channels but x has only {c}"),
-                         (scale.shape != idx.shape, f"scale shape {tuple(scale.shape)} must equal idx shape {shape}"),
-                         (idx.dtype != torch.int64, f"idx must be int64, got {idx.dtype}")):
-        if bad:
-            raise ValueError(message)
+    check_1x1_inputs(x, weight, idx, scale)
     for name, t in (("x", x), ("weight", weight), ("scale", scale)):
         if t.dtype not in _FLOAT_DTYPES:
             raise ValueError(f"{name} must be float32, float16 or bfloat16, got {t.dtype}")

@@ -94,7 +94,7 @@ class Launcher:
             record = json.loads((folder / RECORD).read_text())
         except (OSError, ValueError):  # no record, or unreadable
             return None
-        if not (isinstance(record, dict) and {"launcher", "job_id"} <= set(record) and record["launcher"] == self.name):
+        if not isinstance(record, dict) or record.get("launcher") != self.name or "job_id" not in record:
             return None
         job, state = self.live_job(folder, str(record["job_id"]))
         if job is None:
@@ -119,16 +119,6 @@ def last_lines(text: str, count: int = 3) -> tuple[str, ...]:
     return tuple([line for line in lines if line.strip(" ^~")][-count:])
 
 
-def log_tail(path: Path) -> tuple[str, ...]:
-    """`last_lines` of the end of the file at `path` (nothing when it cannot be read)."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(max(0, fh.seek(0, 2) - 16384))
-            return last_lines(fh.read().decode(errors="replace"))
-    except OSError:
-        return ()
-
-
 def has_result(handle: Handle) -> bool:
     """Whether the job wrote its result file after its submission (a local job's id, a pid, is reused)."""
     result = Path(handle.job.paths.result_pickle)
@@ -148,4 +138,9 @@ def ending_of(handle: Handle, state: str) -> Ending:
         if outcome == "success":
             return Ending("done", "COMPLETED", (), payload)
         return Ending("failed", "FAILED", last_lines(str(payload)))
-    return Ending("interrupted", state, log_tail(handle.log_path))
+    try:  # no result: the last lines of the end of its log, if readable
+        with open(handle.log_path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, 2) - 16384))
+            return Ending("interrupted", state, last_lines(fh.read().decode(errors="replace")))
+    except OSError:
+        return Ending("interrupted", state)

@@ -37,11 +37,6 @@ def _run(command: list[str]) -> str:
     return proc.stdout
 
 
-def partitions() -> list[str]:
-    """The names of the cluster's partitions (`sinfo -o %R`)."""
-    return [line.strip() for line in _run(["sinfo", "-h", "-o", "%R"]).splitlines() if line.strip()]
-
-
 class SlurmLauncher(Launcher):
     name = "slurm"
 
@@ -70,7 +65,7 @@ class SlurmLauncher(Launcher):
 
     def check(self) -> None:
         """The cluster answers, the partition exists and sacct (how jobs are watched) works."""
-        names = [n.rstrip("*") for n in partitions()]
+        names = [n.strip().rstrip("*") for n in _run(["sinfo", "-h", "-o", "%R"]).splitlines() if n.strip()]
         if self.cfg.partition and self.cfg.partition not in names:
             raise LauncherError(f"slurm.partition (--partition) {self.cfg.partition!r} is not a partition "
                                 f"of this cluster; its partitions: {', '.join(names) or 'none'}")

@@ -1,6 +1,5 @@
-"""BatchNorm calibration before timing: with BatchNorm's initial statistics an untrained DGC model's
-saliency gains compound and densenet86_dgc / resnet18_dgc overflow to inf/NaN in eval mode (the authors'
-model too), so timings would be of NaN arithmetic.
+"""BatchNorm calibration before timing: with BatchNorm's initial statistics an untrained DGC model's saliency
+gains compound and densenet86_dgc / resnet18_dgc (the authors' too) overflow to inf/NaN in eval mode.
 """
 
 from __future__ import annotations

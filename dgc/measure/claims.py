@@ -1,6 +1,5 @@
-"""The paper's claims and our metrics as data: claims/paper.yaml (`claims:` and the earlier
-reproductions of `references:`) and reports/metrics/<dataset>-<model>.json, with the accessors the
-compare, plots and report stages and the commands share.
+"""The paper's claims and our metrics as data: claims/paper.yaml (`claims:`, and the earlier reproductions of
+`references:`) and reports/metrics/<dataset>-<model>.json, with the accessors the stages and commands share.
 """
 
 from __future__ import annotations
@@ -131,5 +130,4 @@ def sample_of(metrics: dict[str, Any], dotted: str) -> Sample | None:
 
 def load_metrics(metrics_dir: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
     """{(dataset, model): metrics} from reports/metrics/<dataset>-<model>.json."""
-    paths = sorted(Path(metrics_dir).glob("*.json"))
-    return {(p.stem.partition("-")[0], p.stem.partition("-")[2]): json.loads(p.read_text()) for p in paths}
+    return {p.stem.partition("-")[::2]: json.loads(p.read_text()) for p in sorted(Path(metrics_dir).glob("*.json"))}

@@ -1,7 +1,6 @@
 """FLOPs in the paper's convention: multiply-adds counted analytically at batch 1 (rules: docs/design.md,
-section 3). Windowed pooling counts output elements x kernel area (the authors' counter), BatchNorm 0; a
-DGC layer its ReLU, pool, saliency generators and scaling, and its conv at the dense cost times the gate
-factor g. Stock counters (thop, fvcore, ...) miss or over-count the masked convolution.
+section 3). Windowed pooling counts output elements x kernel area (the authors' counter), BatchNorm 0, a DGC
+layer as `dgc_flops` says. Stock counters (thop, fvcore, ...) miss or over-count the masked convolution.
 """
 
 from __future__ import annotations
@@ -31,11 +30,9 @@ def dgc_flops(layer: DGCConv2d, in_hw: Sequence[int], out_hw: Sequence[int]) -> 
     generators and scaling; the conv costs `dense conv` at g = 1 and `dense conv * g` in expectation."""
     c, hw = layer.in_channels, in_hw[0] * in_hw[1]
     overhead = (2 if layer.preact else 1) * c * hw  # ReLU and global average pool over (C_in, h, w)
-    for head in layer.heads:
-        gate = head.gate
-        overhead += linear_flops(gate.fc1) + gate.fc1.out_features  # fc1 + ReLU
-        overhead += linear_flops(gate.fc2) + c                       # fc2 + ReLU
-        overhead += c                                                # scaling by saliency
+    # per head: fc1 + its ReLU, fc2 + its ReLU, the scaling by saliency
+    overhead += sum(linear_flops(h.gate.fc1) + h.gate.fc1.out_features + linear_flops(h.gate.fc2) + 2 * c
+                    for h in layer.heads)
     dense = conv_flops(c, layer.out_channels, layer.kernel_size, out_hw)
     return overhead, dense
 
@@ -82,8 +79,7 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
         raise ValueError(f"input_size must be (C, H, W) with positive entries, got {tuple(input_size)}")
     inside_dgc = {id(m) for layer in model.modules() if isinstance(layer, DGCConv2d)
                   for m in layer.modules() if m is not layer}
-    kinds = dict.fromkeys(("conv", "linear", "relu", "pool", "free", "dgc_overhead",
-                           "dgc_conv_dense", "dgc_conv_expected"), 0)
+    kinds = dict.fromkeys(("conv", "linear", "relu", "pool", "dgc_overhead", "dgc_conv_dense", "dgc_conv_expected"), 0)
     names = {m: n for n, m in model.named_modules()}
     per_layer: dict[str, int] = {}
 
@@ -97,7 +93,8 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
             per_layer[names[module]] = per_layer.get(names[module], 0) + dense
         else:
             kind, flops = _module_flops(module, inp, out)
-            kinds[kind] += flops
+            if flops:  # not "free"
+                kinds[kind] += flops
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if id(m) not in inside_dgc and (isinstance(m, DGCConv2d) or not list(m.children()))]
@@ -112,7 +109,6 @@ def _count(model: nn.Module, input_size: Sequence[int]) -> tuple[dict[str, float
         for h in handles:
             h.remove()
         model.train(was_training)
-    del kinds["free"]
     return kinds, per_layer
 
 

@@ -1,7 +1,5 @@
 """Has a run finished learning? The plateau criterion the evaluate stage applies to every seed: the last
-quarter of the epochs raised the best test top-1 by at most PLATEAU_POINTS (docs/design.md, "Measuring
-honestly", says why a quarter). A run of under 4 epochs never passes.
-"""
+quarter of the epochs raised the best test top-1 by at most PLATEAU_POINTS (under 4 epochs: never)."""
 
 from __future__ import annotations
 

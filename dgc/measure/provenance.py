@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import platform
@@ -25,12 +26,11 @@ def git_commit(repo: str | Path = ".") -> str:
 
 
 def cpu_model() -> str:
-    try:
+    """The CPU's model name (/proc/cpuinfo's), else platform.processor()."""
+    with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
     return platform.processor() or "unknown CPU"
 
 

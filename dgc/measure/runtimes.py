@@ -23,21 +23,15 @@ def runtimes_to_time(runtimes: tuple[str, ...], compile_setting: str, device: to
     return list(runtimes) + (["compiled"] if compiles else [])
 
 
-def compile_mode(compile_setting: str, device: torch.device) -> str:
-    """The torch.compile mode of the `compiled` runtime: `compile_setting`'s, or 'default'."""
-    from dgc.runtime.compile import resolve_compile
-
-    return resolve_compile(compile_setting, device) or "default"
-
-
 def latency_by_runtime(model: nn.Module, device: torch.device, runtimes: list[str], compile_setting: str,
                        batch_sizes: tuple[int, ...], input_size: tuple[int, int, int], repeats: int,
                        log=print) -> dict[str, Any]:
     """{"ms": {runtime: {"batch_<b>": ms per image}}, "compile": the compiled runtime's mode ('off' when
     it fell back or did not run), "skipped": {runtime: why}, "onnx_max_rel_diff": see _onnx_forward}."""
-    from dgc.runtime.compile import Compiled
+    from dgc.runtime.compile import Compiled, resolve_compile
 
     model.eval().to(device)
+    mode = resolve_compile(compile_setting, device) or "default"  # the `compiled` runtime's torch.compile mode
     ms: dict[str, dict[str, float]] = {}
     skipped: dict[str, str] = {}
     compiled_mode, onnx_diff = "off", None
@@ -46,7 +40,7 @@ def latency_by_runtime(model: nn.Module, device: torch.device, runtimes: list[st
             skipped[runtime] = f"ONNX Runtime runs on the CPU here, the latency device is {device.type}"
             continue
         ms[runtime] = row = {}
-        compiled = Compiled(model, compile_mode(compile_setting, device), log=log) if runtime == "compiled" else None
+        compiled = Compiled(model, mode, log=log) if runtime == "compiled" else None
         for b in batch_sizes:
             forward: Forward | None = compiled  # None: the model itself
             if runtime == "onnxruntime":

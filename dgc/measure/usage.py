@@ -47,19 +47,18 @@ def measure_usage(model: nn.Module, batches: Iterable) -> dict:
     model.eval()
     names = {m: n for n, m in model.named_modules()}
     with recording(model) as layers:
-        sums = {id(layer): torch.zeros(3, dtype=torch.float64) for layer in layers}  # active, overlap, kept
+        sums = {id(layer): torch.zeros(3, dtype=torch.float64) for layer in layers}  # kept, active, overlap
         images = 0
         for x, _ in batches:
             model(x)
             images += len(x)
             for layer in layers:
                 active = layer.report.active  # (B, H, C)
-                sums[id(layer)] += torch.stack([active.float().mean(dim=(1, 2)).sum(), head_overlap(active).sum(),
-                                                layer.report.kept.float().mean(dim=(1, 2)).sum()]).cpu().double()
+                sums[id(layer)] += torch.stack([layer.report.kept.float().mean(dim=(1, 2)).sum(),
+                                                active.float().mean(dim=(1, 2)).sum(), head_overlap(active).sum()]).cpu().double()
     # kept: 1 - n_in / C_in per image for head-wise DGC, uneven for DGC-G
     return {"images": images, "layers": [
         {"name": names[layer], "in_channels": layer.in_channels, "out_channels": layer.out_channels,
          "kernel": layer.kernel_size[0], "selection": layer.selection,
-         "kept_fraction": float(sums[id(layer)][2]) / max(images, 1),
-         "active_fraction": float(sums[id(layer)][0]) / max(images, 1),
-         "head_overlap": float(sums[id(layer)][1]) / max(images, 1)} for layer in layers]}
+         **dict(zip(("kept_fraction", "active_fraction", "head_overlap"), (sums[id(layer)] / max(images, 1)).tolist()))}
+        for layer in layers]}

@@ -26,15 +26,6 @@ class OfficialCheckpointError(DGCError, ValueError):
     """A key of the authors' state_dict does not fit the model; the message names it."""
 
 
-def unwrap_checkpoint(checkpoint: Mapping) -> Mapping[str, torch.Tensor]:
-    """The state_dict inside an authors' checkpoint file (`{'state_dict': ...}`) or the dict itself."""
-    for key in ("state_dict", "model"):
-        inner = checkpoint.get(key) if isinstance(checkpoint, Mapping) else None
-        if isinstance(inner, Mapping):
-            return inner
-    return checkpoint
-
-
 def translate_key(key: str) -> str:
     """Their key -> ours (the `module.` prefix removed)."""
     key = key.removeprefix("module.")
@@ -46,10 +37,12 @@ def translate_key(key: str) -> str:
 
 def load_official_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> nn.Module:
     """Load the authors' `state_dict` into `model` (densenet86_dgc, condensenet74_dgc, resnet18_dgc) and return
-    it; OfficialCheckpointError names the first key that is unknown, missing or of the wrong shape."""
+    it; OfficialCheckpointError names the first key that is unknown, missing or of the wrong shape. `state_dict`
+    may be a whole checkpoint of theirs, holding it as `state_dict` or `model`."""
     ours = model.state_dict()
     translated: dict[str, torch.Tensor] = {}
-    for key, value in unwrap_checkpoint(state_dict).items():
+    theirs = next((state_dict[k] for k in ("state_dict", "model") if isinstance(state_dict.get(k), Mapping)), state_dict)
+    for key, value in theirs.items():
         target = translate_key(key)
         if target not in ours:
             raise OfficialCheckpointError(f"checkpoint key {key!r} has no counterpart in "

@@ -1,9 +1,7 @@
-"""The `compare` stage: every claim of claims/paper.yaml against our metrics, with one of VERDICTS.
-
-Accuracy claims need the paper's recipe, architecture claims only its architecture, relation claims two runs
-of the recipe judged by dgc/measure/verdict.py ("inconclusive": the seeds' spread decides neither way). Each
-relation is also measured on the smoke set's runs (digits), listed apart as smoke evidence (the CIFAR claim
-stays "not run"); earlier reproductions (`references:` of the claims file) are shown beside the paper's.
+"""The `compare` stage: every claim of claims/paper.yaml against our metrics, with one of VERDICTS. Accuracy
+claims need the paper's recipe, architecture claims only its architecture, relation claims two runs of the
+recipe judged by dgc/measure/verdict.py. Each relation is also measured on the smoke set's runs (digits), listed
+apart as smoke evidence; earlier reproductions (`references:` of the claims file) are shown beside the paper's.
 """
 
 from __future__ import annotations
@@ -80,12 +78,9 @@ def compare(claims: list[Claim], metrics_dir: str | Path = "reports/metrics",
     runs = load_metrics(metrics_dir)
     found = architecture_json and Path(architecture_json).exists()
     architectures = json.loads(Path(architecture_json).read_text()) if found else {}
-    earlier = {(r.dataset, r.model, r.metric): r for r in references or []}
-    rows = []
-    for claim in claims:
-        row = judge(claim, runs, architectures)
-        ref = earlier.get((claim.dataset, claim.model, claim.metric))
-        rows.append({**row, "earlier": ref.value if ref and claim.kind == "accuracy" else None})
+    earlier = {(r.dataset, r.model, r.metric): r.value for r in references or []}
+    rows = [{**judge(c, runs, architectures),
+             "earlier": earlier.get((c.dataset, c.model, c.metric)) if c.kind == "accuracy" else None} for c in claims]
     claimed = {(c.dataset, m) for c in claims for m in (c.model, c.versus) if m}
     smoke = [{"dataset": d, "model": m, "best_top1_err": metric_value(v, "best.top1_err"),
               "flops_expected": v.get("flops_expected"), "flops_actual": v.get("flops_actual"),

@@ -1,6 +1,4 @@
-"""The `evaluate` stage: accuracy, FLOPs three ways, parameters and latency of one trained model.
-
-`evaluate_run` reads every seed's best.pt and checkpoint.pt: top-1/top-5 (mean, spread, per seed),
+"""The `evaluate` stage: from every seed's best.pt and checkpoint.pt, top-1/top-5 (mean, spread, per seed),
 flops_dense / flops_expected (the paper's convention; DGC-G's from the fractions its layers selected) /
 flops_actual (from the channels really used), params, `plateau` and ms per image per runtime.
 """
