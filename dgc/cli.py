@@ -10,6 +10,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Sequence
 
 from dgc.errors import DGCError, MissingInput
@@ -184,48 +185,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_ablations(args: argparse.Namespace) -> int:
-    return _render_experiments(args, {"grid": args.grid or ""}, "DGC ablations")
+    from dgc.experiments.queue import render_experiments
 
-
-def _render_experiments(args: argparse.Namespace, parameters: dict, title: str) -> int:
-    """Merge `dvc exp show`'s experiments (or --from's) into reports/experiments.json, which never loses
-    one, and render args.notebook from it."""
-    from dgc.experiments.queue import live_experiments, read_experiments, record_experiments
-    from dgc.measure.provenance import git_commit
-    from dgc.stages.report import render
-
-    if args.from_json and not Path(args.from_json).is_file():
-        raise MissingInput(f"--from {args.from_json}: no such file (save one with `dvc exp show --json > FILE`)")
-    live = read_experiments(args.from_json) if args.from_json else live_experiments(args.all_commits)
-    record = Path(args.reports) / "experiments.json"
-    page = Path(args.reports) / f"{Path(args.notebook).stem}.html"
-    if not live and not read_experiments(record) and page.exists():
-        raise MissingInput(f"no experiment in `dvc exp show` nor in {record}: {page} is kept; queue and run the "
-                           f"study first (docs/ablations.md)")
-    record_experiments(record, live)
-    parameters = {"experiments_json": str(record), "params_path": args.params, **parameters, "commit": git_commit()}
-    return _done(*render(args.notebook, args.reports, parameters, title))
-
-
-def cmd_budget(args: argparse.Namespace) -> int:
-    from dgc.experiments.budget import parse_budgets
-
-    budgets = parse_budgets(args.budgets)  # a bad list fails here, not in the notebook
-    return _render_experiments(args, {"budgets": ",".join(map(str, budgets))}, "DGC training-budget study")
-
-
-def cmd_budget_queue(args: argparse.Namespace) -> int:
-    from dgc.experiments import budget
-    from dgc.experiments.grid import parse_seeds
-    from dgc.experiments.queue import queue_points, read_queue_params
-
-    params = read_queue_params(args.params, args.dry_run)
-    budgets, seeds = budget.parse_budgets(args.budgets), parse_seeds(args.seeds)
-    points = budget.budget_points(params, budgets, seeds, args.only.split(",") if args.only else None)
-    print(f"budget study on {budget.study_dataset(params)}: {len(budget.FAMILIES)} families x "
-          f"{len(budget.VARIANTS)} variants x budgets {list(budgets)} epochs, seeds {list(seeds)}; "
-          f"models at the widths of {args.params}")
-    return queue_points(points, params, len(seeds), args.dry_run, "budget", budget.describe)
+    return _done(*render_experiments(args.notebook, args.reports, args.params, {"grid": args.grid or ""},
+                                     "DGC ablations", args.from_json, args.all_commits))
 
 
 def cmd_ablations_queue(args: argparse.Namespace) -> int:
@@ -302,8 +265,9 @@ def check_paths(args: argparse.Namespace) -> None:
 
 @dataclass(frozen=True)
 class Command:
-    """A subcommand; `dgc <name>` runs `cmd_<name>` of this module (dashes as underscores; an action
-    `dgc <name> <action>`: `cmd_<name>_<action>`), the function dgc/imports.py reads its imports from."""
+    """A subcommand; `dgc <name>` runs `cmd_<name>` of this module (of the study's, for a study's COMMANDS: see
+    main; dashes as underscores; an action `dgc <name> <action>`: `cmd_<name>_<action>`), the function
+    dgc/imports.py reads its imports from."""
 
     name: str
     help: str
@@ -325,7 +289,6 @@ ALL_COMMITS = arg("--all-commits", action="store_true", help="also the experimen
 SEEDS = arg("--seeds", default="0,1,2", help="seeds of every point (default 0,1,2)")
 DRY_RUN = arg("--dry-run", action="store_true", help="print the `dvc exp run` commands, queue nothing")
 GRID_PARAMS = arg("--params", default="params.yaml", check="file", help="the grid's baseline (default params.yaml)")
-STUDY_PARAMS = arg("--params", default="params.yaml", check="file", help="the study's models and dataset (default params.yaml)")
 ONLY = arg("--only", default=None, help=argparse.SUPPRESS)  # the points/axes/variants to queue (tests)
 SLURM = "slurm (each overrides its params.yaml `slurm` setting)"
 
@@ -397,15 +360,6 @@ COMMANDS: tuple[Command, ...] = (
                 arg("--grid", choices=["smoke", "paper"], required=True,
                     help="smoke: digits (smoke profile); paper: cifar10 (after `dgc use-profile paper`)"),
                 SEEDS, DRY_RUN, GRID_PARAMS, ONLY)),)),
-    Command("budget", "`dvc exp show --json` + reports/experiments.json -> reports/budget.html; `dgc budget queue` queues the "
-            "training-budget study", (
-                arg("--notebook", default="notebooks/budget.ipynb", check="file"), REPORTS, STUDY_PARAMS,
-                arg("--budgets", default="10,30,60", help="the budgets to show, in epochs (default 10,30,60)"),
-                ALL_COMMITS, FROM),
-            actions=(Command("queue", "queue one `dvc exp run --queue` experiment per family, variant (DGC, DGC "
-                             "with g = 1, static group conv, dense) and budget", (
-                arg("--budgets", default="10,30,60", help="training epochs of every point (default 10,30,60)"),
-                SEEDS, DRY_RUN, STUDY_PARAMS, ONLY)),)),
     Command("bench", "layer and model latency: DGC vs dense vs static group conv", (
         arg("--device", default="auto"), arg("--repeats", type=positive_int, default=10),
         arg("--threads", type=positive_int, default=None, help="CPU threads (default: torch's)"),
@@ -445,25 +399,30 @@ def _add(sub: argparse._SubParsersAction, command: Command, prefix: str = "cmd")
             _add(actions, action, function)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="dgc", description=__doc__.splitlines()[0])
+def build_parser(module: ModuleType | None = None, prog: str = "dgc") -> argparse.ArgumentParser:
+    """The parser of `module`'s COMMANDS (default: this module's, the `dgc` command), described by its docstring's
+    first line."""
+    module = module or sys.modules[__name__]
+    parser = Parser(prog=prog, description=module.__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for command in COMMANDS:
+    for command in module.COMMANDS:
         _add(sub, command)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None, module: ModuleType | None = None, prog: str = "dgc") -> int:
+    """Run a subcommand of `module`'s COMMANDS (its `cmd_*` functions; default: this module, `dgc`; a study of
+    studies/ passes itself) with its paths checked; an expected error ends in one line `<prog>: error: ...`."""
+    module = module or sys.modules[__name__]
+    args = build_parser(module, prog).parse_args(argv)
     try:
         check_paths(args)
-        return globals()[args.func](args)
+        return getattr(module, args.func)(args)
     except DGCError as exc:  # expected: one line; anything else is a bug and keeps its traceback
-        print(f"dgc: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return exc.exit_status
     except KeyboardInterrupt:
-        print("dgc: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 

@@ -36,10 +36,12 @@ def one_line(capsys) -> str:
 @pytest.mark.parametrize("page", ["ablations", "budget"])
 def test_a_study_page_is_not_replaced_by_an_empty_one(page, tmp_path, monkeypatch, capsys):
     from dgc.experiments import queue
+    from studies import budget
 
     (tmp_path / f"{page}.html").write_text("the measured page")
     monkeypatch.setattr(queue, "live_experiments", lambda all_commits=False: [])
-    assert main([page, "--reports", str(tmp_path)]) == 2
+    command = {"ablations": lambda argv: main(["ablations", *argv]), "budget": lambda argv: budget.main(["page", *argv])}
+    assert command[page](["--reports", str(tmp_path)]) == 2
     assert (tmp_path / f"{page}.html").read_text() == "the measured page"
     assert "is kept" in one_line(capsys)
 

@@ -19,7 +19,7 @@ SCRIPTS = sorted([*(ROOT / "benchmarks").glob("*.py"), *(ROOT / "studies").glob(
 
 
 def test_there_are_benchmark_and_study_scripts():
-    assert {p.stem for p in SCRIPTS} >= {"gpu_check", "cpu_kernels", "train_throughput", "slow_start"}
+    assert {p.stem for p in SCRIPTS} >= {"gpu_check", "cpu_kernels", "train_throughput", "slow_start", "budget"}
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")

@@ -1,4 +1,4 @@
-"""The training-budget study (`dgc budget queue`) and its page (`dgc budget`): the points, the dry
+"""The training-budget study (`studies/budget.py queue`) and its page (`studies/budget.py page`): the points, the dry
 run, the queue plan against hand-made `dvc exp show --json` payloads, the table's gaps and standard
 errors, the rendered page, and (slow) one tiny point queued and run by DVC in a temporary copy."""
 
@@ -17,10 +17,11 @@ import yaml
 from dvc_exp import entry, exp_params, metrics, run, stop_queue
 from helpers import copy_project
 
-from dgc.cli import main
 from dgc.config import read_params_yaml
-from dgc.experiments import budget, grid, queue
+from dgc.experiments import grid, queue
 from dgc.stages.report import render
+from studies import budget
+from studies.budget import main
 
 ROOT = Path(__file__).parents[1]
 SMOKE = read_params_yaml(ROOT / "profiles" / "smoke.yaml")
@@ -144,7 +145,7 @@ def test_dry_run_prints_the_commands_and_queues_nothing(monkeypatch, capsys):
 
     monkeypatch.setattr("dgc.experiments.queue.run_dvc", dvc)
     params = str(ROOT / "profiles" / "smoke.yaml")
-    assert main(["budget", "queue", "--dry-run", "--params", params]) == 0
+    assert main(["queue", "--dry-run", "--params", params]) == 0
     out = capsys.readouterr().out.splitlines()
     assert calls == [("exp", "show", "--json")]
     assert out[0] == (f"budget study on digits: 3 families x 4 variants x budgets [10, 30, 60] epochs, "
@@ -159,8 +160,8 @@ def test_dry_run_prints_the_commands_and_queues_nothing(monkeypatch, capsys):
     assert any(re.fullmatch(r"skipped +budget-densenet86_dgc-e10 +already success as by-hand-dgc-10", line)
                for line in out)
     assert out[-1] == "would queue 30 experiments (90 training runs), skipped 6"
-    assert main(["budget", "queue", "--dry-run", "--params", params, "--budgets", "1,x"]) == 2
-    assert main(["budget", "queue", "--params", params]) == 2  # dvc exp run reads params.yaml only
+    assert main(["queue", "--dry-run", "--params", params, "--budgets", "1,x"]) == 2
+    assert main(["queue", "--params", params]) == 2  # dvc exp run reads params.yaml only
     assert "--params names another file" in capsys.readouterr().err
 
 
@@ -274,7 +275,7 @@ def test_page_says_how_to_queue_when_no_experiment_ran(tmp_path):
     _, html = render(ROOT / "notebooks" / "budget.ipynb", tmp_path,
                      {"experiments_json": str(tmp_path / "absent.json")}, "budget", cwd=ROOT)
     text = html.read_text()
-    assert "No experiments have been run yet" in text and "dgc budget queue" in text
+    assert "No experiments have been run yet" in text and "studies/budget.py queue" in text
     assert "0 experiments recorded" in text and "36 not queued" in text and 'src="data:image/png' not in text
 
 
@@ -302,7 +303,8 @@ def test_one_point_runs_through_the_dvc_queue_up_to_evaluate_and_renders(tmp_pat
     wrapper.chmod(0o755)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DGC_PYTHON": str(wrapper), "PYTHONPATH": "", "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    dvc, dgc = [sys.executable, "-m", "dvc"], [sys.executable, "-m", "dgc"]
+    dvc, study = [sys.executable, "-m", "dvc"], [sys.executable, "studies/budget.py"]
+    study_env = {**env, "PYTHONPATH": str(dest)}  # the script imports the copy's dgc, as a clone's own install
     for args in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
                  ["git", "config", "user.name", "ci"], [*dvc, "repro", "data@digits"],
                  ["git", "add", "-A"], ["git", "commit", "-qm", "tiny"]):
@@ -310,9 +312,10 @@ def test_one_point_runs_through_the_dvc_queue_up_to_evaluate_and_renders(tmp_pat
     calls.write_text("")
     # one seed: after 2 steps BatchNorm's running statistics are still near their start and the test loss
     # overflows to nan, which dgc/stages/evaluate.py's spread over seeds (statistics.stdev) cannot take
-    queue_cmd = [*dgc, "budget", "queue", "--budgets", "1", "--seeds", "0", "--only", "resnet18_dgc-gates-e1"]
-    out = run(*queue_cmd, cwd=dest, env=env).stdout
+    queue_cmd = [*study, "queue", "--budgets", "1", "--seeds", "0", "--only", "resnet18_dgc-gates-e1"]
+    out = run(*queue_cmd, cwd=dest, env=study_env).stdout
     assert "queued      budget-resnet18_dgc-gates-e1" in out and "dvc queue start -j 1" in out, out
+    assert "studies/budget.py page" in out, out
     started = time.monotonic()
     try:
         run(*dvc, "queue", "start", "-j", "1", cwd=dest, env=env)
@@ -329,7 +332,7 @@ def test_one_point_runs_through_the_dvc_queue_up_to_evaluate_and_renders(tmp_pat
         raise AssertionError(f"{status}\n{logs.stdout[-3000:]}{logs.stderr[-2000:]}")
     stages = calls.read_text().splitlines()
     assert stages == ["-m dgc train digits resnet18_dgc", "-m dgc evaluate digits resnet18_dgc"]  # no report
-    run(*dgc, "budget", "--budgets", "1", cwd=dest, env=env, timeout=180)
+    run(*study, "page", "--budgets", "1", cwd=dest, env=study_env, timeout=180)
     recorded = {e.name: e for e in queue.read_experiments(dest / "reports" / "experiments.json")}
     exp = recorded["budget-resnet18_dgc-gates-e1"]  # merged into the committed record, which keeps its own
     assert exp.params["models"]["resnet18_dgc"]["gate_factor"] == 1.0 and exp.params["train"]["epochs"] == 1

@@ -56,6 +56,37 @@ def test_expected_errors_exit_2_with_one_line(tmp_path, capsys, argv, word):
     assert err.startswith("dgc: error: ") and word in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("argv, word", [
+    (["queue", "--dry-run", "--params", "{missing}"], "--params {missing}: no such file"),
+    (["queue", "--dry-run", "--budgets", "1,x"], "--budgets must be comma-separated integers"),
+    (["page", "--budgets", "0"], "budgets must be distinct positive numbers of epochs"),
+    (["page", "--from", "{missing}"], "--from {missing}: no such file"),
+])
+def test_the_budget_study_s_expected_errors_exit_2_with_one_line(tmp_path, capsys, argv, word):
+    """studies/budget.py runs its table (queue, page) through dgc.cli.main: the same checks and error lines."""
+    from studies.budget import main as study_main
+
+    argv = [a.replace("{missing}", str(tmp_path / "missing")) for a in argv]
+    assert study_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("studies/budget.py: error: ") and word.replace("{missing}", str(tmp_path / "missing")) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_the_budget_study_runs_as_a_script_with_its_two_commands():
+    import os
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}  # this checkout's dgc, whatever the environment installed
+    run = [sys.executable, "studies/budget.py"]
+    shown = subprocess.run([*run, "--help"], cwd=root, env=env, capture_output=True, text=True)
+    assert shown.returncode == 0 and "{queue,page}" in shown.stdout, shown.stderr
+    proc = subprocess.run([*run, "page", "--budgets", "x"], cwd=root, env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith("studies/budget.py: error: --budgets"), proc.stderr
+
+
 def test_a_diverged_run_or_a_failing_notebook_exits_1(tmp_path, monkeypatch, capsys):
     from dgc.stages.report import NotebookFailed
     from dgc.stages.train import TrainingDiverged
@@ -126,3 +157,13 @@ def test_every_subcommand_of_the_table_has_its_cmd_function():
     assert [n for n in (name.replace("-", "_") for name in names) if not callable(getattr(cli, n, None))] == []
     defined = {n for n in dir(cli) if n.startswith("cmd_")}
     assert defined == {n.replace("-", "_") for n in names}  # and no cmd_ function without a subcommand
+
+
+def test_the_budget_study_is_no_dgc_subcommand_and_its_table_has_its_cmd_functions():
+    import dgc.cli as cli
+    from studies import budget
+
+    assert "budget" not in {c.name for c in cli.COMMANDS}
+    assert [c.name for c in budget.COMMANDS] == ["queue", "page"]
+    assert all(callable(getattr(budget, f"cmd_{c.name}", None)) for c in budget.COMMANDS)
+    assert {n for n in dir(budget) if n.startswith("cmd_")} == {"cmd_queue", "cmd_page"}

@@ -45,6 +45,8 @@ def test_next_commands_put_the_venv_on_path_when_it_is_missing(tmp_path):
     assert render_cmd.startswith(".venv/bin/dgc ablations")
     start, _ = queue.next_commands(python, f"{tmp_path}/.venv/bin:/usr/bin", str(tmp_path))
     assert start.startswith(".venv/bin/dvc queue start -j 1")
+    _, render_cmd = queue.next_commands(python, "/usr/bin", str(tmp_path), "budget", "studies/budget.py page")
+    assert render_cmd.startswith(".venv/bin/python studies/budget.py page") and render_cmd.endswith("# reports/budget.html")
 
 
 def test_parse_experiments_keeps_states_and_only_successful_metrics():

@@ -148,7 +148,7 @@ def test_every_relative_link_points_to_a_file_and_heading_that_exist(path):
 def test_github_anchor_rule():
     assert anchor("The paper profile (GPU)") == "the-paper-profile-gpu"
     assert anchor("Why DGC starts slow (measured)") == "why-dgc-starts-slow-measured"
-    assert anchor("The training-budget study (`dgc budget`)") == "the-training-budget-study-dgc-budget"
+    assert anchor("The training-budget study (`studies/budget.py`)") == "the-training-budget-study-studiesbudgetpy"
     assert anchor("9. Several GPUs (`dgc/runtime/gpus.py`)") == "9-several-gpus-dgcruntimegpuspy"
     assert anchor("The DGC layer's executions") == "the-dgc-layers-executions"
 

@@ -1,2 +1,3 @@
 """Studies run as queued `dvc exp` experiments: the ablation grid and the matching of experiments (grid), `dvc exp`
-(queue), what both pages say (about), reports/ablations.html (page) and the training-budget study (budget)."""
+and the study pages' record and rendering (queue), what both pages say (about) and reports/ablations.html (page);
+the training-budget study is studies/budget.py, over these."""

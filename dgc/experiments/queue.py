@@ -53,10 +53,12 @@ def read_inputs(experiments_json: str | Path, params_path: str | Path) -> tuple[
 
 # -- the record: the experiments a page shows, kept in git ----------------------------------------------
 # `dvc exp` keeps experiments as git refs of the clone that ran them (a new clone sees none): the pages are
-# rendered from this record, which `dgc ablations` and `dgc budget` update from `dvc exp show`, never shrink.
+# rendered from this record, which `dgc ablations` and `studies/budget.py page` update from `dvc exp show`
+# (render_experiments), never shrink.
 RECORD = "reports/experiments.json"
 RECORD_NOTE = ("The dvc exp experiments that reports/ablations.html and reports/budget.html show, recorded by "
-               "`dgc ablations` / `dgc budget` from `dvc exp show --json` (baseline: the commit each ran at).")
+               "`dgc ablations` / `studies/budget.py page` from `dvc exp show --json` (baseline: the commit each "
+               "ran at).")
 
 
 def read_experiments(path: str | Path) -> list[Experiment]:
@@ -138,16 +140,18 @@ def queue_args(point: GridPoint, name: str, params: Mapping[str, Any]) -> list[s
     return args + ["evaluate"]
 
 
-def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations") -> list[str]:
-    """How to run the queue and render it (`dgc <page>`), with the interpreter's own dvc and dgc; the
-    environment's bin folder is put on PATH where missing (queue workers are looked up there)."""
+def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations", script: str | None = None) -> list[str]:
+    """How to run the queue and render it (`dgc <page>`, or `python <script>` for a study of studies/), with the
+    interpreter's own dvc, dgc and python; the environment's bin folder is put on PATH where missing (queue
+    workers are looked up there)."""
     bindir = os.path.dirname(python)
     shown = os.path.relpath(bindir, cwd) if bindir.startswith(cwd.rstrip(os.sep) + os.sep) else bindir
     on_path = any(os.path.normpath(d) == os.path.normpath(bindir) for d in path_env.split(os.pathsep) if d)
     prefix = "" if on_path else f'PATH="{bindir}:$PATH" '
     dgc = f"{shown}/dgc" if os.path.exists(os.path.join(bindir, "dgc")) else f"{python} -m dgc"
+    render = f"{shown}/{os.path.basename(python)} {script}" if script else f"{dgc} {page}"
     return [f"{prefix}{shown}/dvc queue start -j 1     # -j N: N at a time; then `{shown}/dvc queue status`",
-            f"{dgc} {page:<26s}# reports/{page}.html"]
+            f"{render:<{len(dgc) + 27}s}# reports/{page}.html"]
 
 
 # -- running DVC -----------------------------------------------------------------------------------
@@ -181,9 +185,10 @@ def read_queue_params(params_path: str | Path, dry_run: bool) -> dict:
 
 
 def queue_points(points: Sequence[GridPoint], params: Mapping[str, Any], seeds: int, dry_run: bool, page: str,
-                 describe: Callable[[GridPoint], str]) -> int:
+                 describe: Callable[[GridPoint], str], script: str | None = None) -> int:
     """Queue (or with `dry_run` print) one `dvc exp run --queue` per point of `plan_queue`, list the skipped
-    ones and how to go on; `describe(point)` says what a point is, `seeds` counts the runs. Returns 0."""
+    ones and how to go on (see next_commands); `describe(point)` says what a point is, `seeds` counts the runs.
+    Returns 0."""
     plan = plan_queue(points, live_experiments(), params)
     width = max([22, *(len(name) for _, name in plan.queue), *(len(p.name) for p, _ in plan.skipped)])
     for point, name in plan.queue:
@@ -200,6 +205,28 @@ def queue_points(points: Sequence[GridPoint], params: Mapping[str, Any], seeds: 
           f"skipped {len(plan.skipped)}")
     if plan.queue and not dry_run:
         print("next:")
-        for line in next_commands(sys.executable, os.environ.get("PATH", ""), os.getcwd(), page):
+        for line in next_commands(sys.executable, os.environ.get("PATH", ""), os.getcwd(), page, script):
             print(f"  {line}")
     return 0
+
+
+# -- the pages -------------------------------------------------------------------------------------
+def render_experiments(notebook: str | Path, reports: str | Path, params_path: str | Path, parameters: dict,
+                       title: str, from_json: str | Path | None = None, all_commits: bool = False) -> list[str]:
+    """Merge `dvc exp show`'s experiments (or from_json's) into <reports>/experiments.json, which never loses
+    one, and render `notebook` from it (`dgc ablations`, `studies/budget.py page`); returns the files' lines."""
+    from dgc.measure.provenance import git_commit
+    from dgc.stages.report import render
+
+    if from_json and not Path(from_json).is_file():
+        raise MissingInput(f"--from {from_json}: no such file (save one with `dvc exp show --json > FILE`)")
+    live = read_experiments(from_json) if from_json else live_experiments(all_commits)
+    record = Path(reports) / "experiments.json"
+    page = Path(reports) / f"{Path(notebook).stem}.html"
+    if not live and not read_experiments(record) and page.exists():
+        raise MissingInput(f"no experiment in `dvc exp show` nor in {record}: {page} is kept; queue and run the "
+                           f"study first (docs/ablations.md)")
+    record_experiments(record, live)
+    parameters = {"experiments_json": str(record), "params_path": str(params_path), **parameters,
+                  "commit": git_commit()}
+    return [str(path) for path in render(notebook, reports, parameters, title)]

@@ -1,11 +1,22 @@
-"""The training-budget study (`dgc budget`, reports/budget.html): is DGC's gap to the static group conv and
-the dense model a matter of training budget? Each family at params.yaml's widths is trained as DGC, DGC with
-`gate_factor: 1.0` (the gates' cost apart from pruning's), static group conv and dense, per budget and seed,
-on params' first dataset; its points are grid points (dgc.experiments.grid), queued with dgc.experiments.queue.
+"""The training-budget study (reports/budget.html): DGC and its baselines trained for several budgets of epochs.
+
+Is DGC's gap to the static group conv and the dense model a matter of training budget? Each family at
+params.yaml's widths is trained as DGC, DGC with `gate_factor: 1.0` (the gates' cost apart from pruning's),
+static group conv and dense, per budget and seed, on params' first dataset; its points are grid points
+(dgc.experiments.grid), queued with dgc.experiments.queue.
+
+    .venv/bin/python studies/budget.py queue [--budgets 10,30,60] [--seeds 0,1,2] [--dry-run] [--params FILE]
+    .venv/bin/python studies/budget.py page [--budgets 10,30,60] [--notebook notebooks/budget.ipynb]
+        [--reports reports] [--params FILE] [--all-commits] [--from FILE]
+
+`queue` queues one `dvc exp run --queue` experiment per point (`--dry-run` prints the commands); `page` merges
+`dvc exp show --json` into reports/experiments.json and renders reports/budget.html from it (see
+docs/ablations.md). notebooks/budget.ipynb imports this file as `studies.budget` (from the project folder).
 """
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
@@ -14,12 +25,14 @@ from typing import Any, Mapping, Sequence
 import pandas as pd
 
 from dgc import figures
+from dgc.cli import ALL_COMMITS, DRY_RUN, FROM, ONLY, REPORTS, SEEDS, Command, arg
+from dgc.cli import main as cli_main
 from dgc.experiments import about
 from dgc.experiments.about import mean_std, mflops_cell
 from dgc.experiments.grid import (DEFAULT_SEEDS, AblationError, GridPoint, Matched, build_point, check_distinct,
-                                  check_seeds, match_experiments, one_torch_thread, parse_ints, point_state, section,
-                                  select_specs)
-from dgc.experiments.queue import read_inputs
+                                  check_seeds, match_experiments, one_torch_thread, parse_ints, parse_seeds,
+                                  point_state, section, select_specs)
+from dgc.experiments.queue import queue_points, read_inputs, read_queue_params, render_experiments
 from dgc.notebook import missing
 
 FAMILIES = {"DenseNet-86": "densenet86", "ResNet-18": "resnet18", "MobileNetV2": "mobilenetv2"}
@@ -30,9 +43,10 @@ VARIANT_MODEL = {"dgc": "{}_dgc", "gates": "{}_dgc", "gc": "{}_gc", "dense": "{}
 VARIANT_COLOUR = {"dgc": "C0", "gates": "C2", "gc": "C3", "dense": "C7"}
 DEFAULT_BUDGETS = (10, 30, 60)
 PREFIX = "budget-"
-NO_EXPERIMENTS = ("**No experiments have been run yet.** Queue the study with `dgc budget queue` "
+SCRIPT = "studies/budget.py"
+NO_EXPERIMENTS = (f"**No experiments have been run yet.** Queue the study with `{SCRIPT} queue` "
                   "(`--budgets 10,30,60 --seeds 0,1,2` by default; `--dry-run` prints the commands), run it "
-                  "with `dvc queue start -j 1`, then `dgc budget` again (see docs/ablations.md).")
+                  f"with `dvc queue start -j 1`, then `{SCRIPT} page` again (see docs/ablations.md).")
 
 
 def study_dataset(params: Mapping[str, Any]) -> str:
@@ -87,7 +101,7 @@ def parse_budgets(text: str) -> tuple[int, ...]:
 
 
 def describe(point: GridPoint) -> str:
-    """What a queued point is, for `dgc budget queue`."""
+    """What a queued point is, for `studies/budget.py queue`."""
     return f"{VARIANT_LABEL[point.axis]} ({point.model}), {point.value} epochs"
 
 
@@ -231,3 +245,41 @@ def figure(frame: pd.DataFrame):
     axes[0].set_ylabel("best test top-1 accuracy (%)")
     figures.legend_below(fig, axes, ncol=4, title="mean ± std over seeds (bars); points side by side at each budget")
     return fig
+
+
+# -- the command line ------------------------------------------------------------------------------
+def cmd_queue(args) -> int:
+    params = read_queue_params(args.params, args.dry_run)
+    budgets, seeds = parse_budgets(args.budgets), parse_seeds(args.seeds)
+    points = budget_points(params, budgets, seeds, args.only.split(",") if args.only else None)
+    print(f"budget study on {study_dataset(params)}: {len(FAMILIES)} families x {len(VARIANTS)} variants x "
+          f"budgets {list(budgets)} epochs, seeds {list(seeds)}; models at the widths of {args.params}")
+    return queue_points(points, params, len(seeds), args.dry_run, "budget", describe, f"{SCRIPT} page")
+
+
+def cmd_page(args) -> int:
+    budgets = parse_budgets(args.budgets)  # a bad list fails here, not in the notebook
+    print(*render_experiments(args.notebook, args.reports, args.params, {"budgets": ",".join(map(str, budgets))},
+                              "DGC training-budget study", args.from_json, args.all_commits), sep="\n")
+    return 0
+
+
+STUDY_PARAMS = arg("--params", default="params.yaml", check="file", help="the study's models and dataset (default params.yaml)")
+COMMANDS = (
+    Command("queue", "queue one `dvc exp run --queue` experiment per family, variant (DGC, DGC with g = 1, static "
+            "group conv, dense) and budget", (
+                arg("--budgets", default="10,30,60", help="training epochs of every point (default 10,30,60)"),
+                SEEDS, DRY_RUN, STUDY_PARAMS, ONLY)),
+    Command("page", "`dvc exp show --json` + reports/experiments.json -> reports/budget.html", (
+        arg("--notebook", default="notebooks/budget.ipynb", check="file"), REPORTS, STUDY_PARAMS,
+        arg("--budgets", default="10,30,60", help="the budgets to show, in epochs (default 10,30,60)"),
+        ALL_COMMITS, FROM)),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli_main(argv, sys.modules[__name__], SCRIPT)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
