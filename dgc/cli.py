@@ -319,7 +319,8 @@ COMMANDS: tuple[Command, ...] = (
                          "slurm.max_jobs (null: every run at once)"),
                 arg("--runs", default="runs", help="runs folder (default runs/)"),
                 arg("--dry-run", action="store_true", help="print the jobs it would submit, submit nothing"),
-                arg("--poll", type=float, default=None, help="seconds between job-state checks (default 2 local, 15 slurm)"),
+                arg("--poll", type=float, default=None,
+                    help="seconds between job-state checks (default 2 local, 15 slurm)"),
                 arg("--progress", type=float, default=300,
                     help="seconds between progress lines while jobs run (default 300)"),
                 *(arg(f"--{flag}", type=kind, default=None, group=SLURM, metavar=metavar) for flag, kind, metavar in (
@@ -348,11 +349,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("plots", "PNG figures (accuracy vs FLOPs, curves, schedule, system) and mean curves", (
         CLAIMS, METRICS, arg("--history-dir", default="reports/history", check="dir"), ARCHITECTURE,
         arg("--out-dir", default="reports/figures", check="out"),
-        arg("--curves-dir", default="reports/curves", check="out", help="per-run mean curves for `dvc plots show`"), *PARAMS)),
+        arg("--curves-dir", default="reports/curves", check="out", help="per-run mean curves for `dvc plots show`"),
+        *PARAMS)),
     Command("report", "execute notebooks/report.ipynb and render reports/report.html", (
         arg("--notebook", default="notebooks/report.ipynb", check="file"), REPORTS, *PARAMS)),
-    Command("ablations", "`dvc exp show --json` + reports/experiments.json -> reports/ablations.html; `dgc ablations queue` queues the "
-            "ablation grid", (
+    Command("ablations", "`dvc exp show --json` + reports/experiments.json -> reports/ablations.html; "
+            "`dgc ablations queue` queues the ablation grid", (
                 arg("--notebook", default="notebooks/ablations.ipynb", check="file"), REPORTS, GRID_PARAMS,
                 arg("--grid", choices=["smoke", "paper"], default=None,
                     help="the grid to show (default: the one of params' profile)"), ALL_COMMITS, FROM),

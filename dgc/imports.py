@@ -27,7 +27,8 @@ def _walk(nodes: Iterable[ast.AST]) -> Iterable[ast.AST]:
     while stack:
         node = stack.pop()
         yield node
-        skip = isinstance(node, ast.If) and getattr(node.test, "id", getattr(node.test, "attr", None)) == "TYPE_CHECKING"
+        test = getattr(node, "test", None)
+        skip = isinstance(node, ast.If) and getattr(test, "id", getattr(test, "attr", None)) == "TYPE_CHECKING"
         stack.extend(node.orelse if skip else ast.iter_child_nodes(node))
 
 

@@ -175,7 +175,8 @@ def others_line(matched: Matched, limit: int = 12) -> str:
     names = [exp.name for exp, _ in matched.others]
     if not names:
         return ""
-    shown = ", ".join(f"`{n}`" for n in names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+    shown = ", ".join(f"`{n}`" for n in names[:limit])
+    shown += f" and {len(names) - limit} more" if len(names) > limit else ""
     return (f"{len(names)} experiments in `dvc exp show` are no point of this study (other settings, e.g. the "
             f"ablation grid's: `dgc ablations`): {shown}.")
 
@@ -264,7 +265,8 @@ def cmd_page(args) -> int:
     return 0
 
 
-STUDY_PARAMS = arg("--params", default="params.yaml", check="file", help="the study's models and dataset (default params.yaml)")
+STUDY_PARAMS = arg("--params", default="params.yaml", check="file",
+                   help="the study's models and dataset (default params.yaml)")
 COMMANDS = (
     Command("queue", "queue one `dvc exp run --queue` experiment per family, variant (DGC, DGC with g = 1, static "
             "group conv, dense) and budget", (

@@ -65,7 +65,8 @@ def bench_layers(device: torch.device, repeats: int = 10, log: Callable[[str], N
                                "kernel": k, "size": size, "inference_ms": {n: 1000 * v for n, v in inference.items()},
                                "train_ms": {n: 1000 * v for n, v in train.items()}}
         for mode in ("inference", "train"):
-            row[f"{mode}_ratio"] = {name: row[f"{mode}_ms"][a] / row[f"{mode}_ms"][b] for name, (a, b) in RATIOS.items()}
+            ms = row[f"{mode}_ms"]
+            row[f"{mode}_ratio"] = {name: ms[a] / ms[b] for name, (a, b) in RATIOS.items()}
         log(f"{row['shape']:24s} inference ms: " + "  ".join(f"{n} {v:.1f}" for n, v in row["inference_ms"].items()))
         log(f"{'':24s} train ms:     " + "  ".join(f"{n} {v:.1f}" for n, v in row["train_ms"].items()))
         rows.append(row)

@@ -65,7 +65,8 @@ def _git(args: list[str], repo: Path, env: dict | None = None, input: str | None
         raise GitFailed(f"`dgc paper-ref` needs git, and no `git` is on PATH (or {repo} does not exist)") from None
     if proc.returncode != 0 and check:
         why = proc.stderr.strip().splitlines()
-        raise GitFailed(f"git {' '.join(args)} failed in {repo}: {why[0] if why else 'exit status %d' % proc.returncode}")
+        why = why[0] if why else f"exit status {proc.returncode}"
+        raise GitFailed(f"git {' '.join(args)} failed in {repo}: {why}")
     return proc.stdout.strip()
 
 

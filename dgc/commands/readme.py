@@ -55,7 +55,8 @@ def runs_table(reports: Path) -> list[str]:
         std = m.get("best_std", {}).get("top1_acc", 0.0)
         plateau = m.get("plateau", {})
         gain = plateau.get("late_gain")
-        done = "-" if gain is None else f"{'yes' if plateau.get('plateaued') else 'no'} (+{gain:.2f} in the last quarter)"
+        done = ("-" if gain is None
+                else f"{'yes' if plateau.get('plateaued') else 'no'} (+{gain:.2f} in the last quarter)")
         rows.append([dataset, model, f"{m['best']['top1_acc']:.2f} ± {std:.2f} ({m.get('seeds', 1)})", done,
                      f"{m['best']['top5_acc']:.2f}", f"{m['flops_expected']:,}", f"{m['flops_actual']:,}",
                      f"{m['params']:,}", lat_s])

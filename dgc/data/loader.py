@@ -73,7 +73,8 @@ class DeviceBatches:
         generator.manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(n, generator=generator, device=dev) if self.train else torch.arange(n, device=dev)
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world_size]  # this process's slice
+            batch = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = batch[self.rank::self.world_size]  # this process's slice
             x = self.images[idx]  # (b, 3, H, W) uint8
             if self.train:
                 x = random_crop_flip(x, generator)

@@ -126,7 +126,8 @@ def beyond(diff: tuple[float, float | None] | None) -> bool:
 
 # -- rows and cell formats ------------------------------------------------------------------------
 def point_row(point: GridPoint, exps: Sequence[Experiment]) -> dict[str, Any]:
-    """A point's row: the experiment standing for it, state, its result and best top-1 mean, std, seeds, FLOPs (M), reason."""
+    """A point's row: the experiment standing for it, its state and result, best top-1 mean, std, seeds, FLOPs
+    (M) and reason."""
     experiment, result = point_result(point, exps)
     return {"point": point.name, "experiment": experiment, "state": point_state(point, exps), "result": result,
             "mean": result.mean if result else None, "std": result.std if result else None,

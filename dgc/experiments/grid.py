@@ -245,7 +245,9 @@ class Result:
 
 def result_of(exp: Experiment, model: str, dataset: str) -> Result | None:
     """The experiment's result for `dataset`-`model` (None unless it succeeded with that metrics file)."""
-    return metrics_result(exp.metrics.get(f"reports/metrics/{dataset}-{model}.json")) if exp.state == "success" else None
+    if exp.state != "success":
+        return None
+    return metrics_result(exp.metrics.get(f"reports/metrics/{dataset}-{model}.json"))
 
 
 def metrics_result(m: Mapping[str, Any] | None) -> Result | None:
@@ -371,4 +373,5 @@ def _short(value: Any) -> str:
         return "unset"
     if isinstance(value, (list, tuple)) and len(value) > 3:
         return f"[{len(value)} items]"
-    return format_value(value) if isinstance(value, (list, tuple, int, float)) and not isinstance(value, bool) else str(value)
+    numeric = isinstance(value, (list, tuple, int, float)) and not isinstance(value, bool)
+    return format_value(value) if numeric else str(value)

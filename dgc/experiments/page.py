@@ -159,7 +159,8 @@ def figure_static_gc(panel: pd.DataFrame):
 
 def _figure(series: list[tuple[pd.DataFrame, list[int], str, str, str, str]], ticks: list[str], xlabel: str, **tick):
     """Each (panel, x, colour, label, FLOPs colour, FLOPs label) series: best top-1 with the baseline starred, its
-    FLOPs (M) as open squares on a right-hand axis; one place per tick, one legend under the axes (it hides no point)."""
+    FLOPs (M) as open squares on a right-hand axis; one place per tick, one legend under the axes (it hides no
+    point)."""
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for part, xs, colour, label, _, _ in series:
         done = [(x, m, s, b) for x, m, s, b in zip(xs, part["mean"], part["std"], part["baseline"]) if not missing(m)]

@@ -87,7 +87,8 @@ def merge_experiments(recorded: Sequence[Experiment], live: Sequence[Experiment]
 def _trimmed(exp: Experiment) -> Experiment:
     """Only the metrics files of the experiment's own runs (DVC also lists the commit's others)."""
     pipeline = section(exp.params, "pipeline")
-    own = {f"reports/metrics/{d}-{m}.json" for d in pipeline.get("datasets") or [] for m in pipeline.get("models") or []}
+    own = {f"reports/metrics/{d}-{m}.json" for d in pipeline.get("datasets") or []
+           for m in pipeline.get("models") or []}
     return replace(exp, metrics={k: v for k, v in exp.metrics.items() if k in own})
 
 
@@ -140,7 +141,8 @@ def queue_args(point: GridPoint, name: str, params: Mapping[str, Any]) -> list[s
     return args + ["evaluate"]
 
 
-def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations", script: str | None = None) -> list[str]:
+def next_commands(python: str, path_env: str, cwd: str, page: str = "ablations",
+                  script: str | None = None) -> list[str]:
     """How to run the queue and render it (`dgc <page>`, or `python <script>` for a study of studies/), with the
     interpreter's own dvc, dgc and python; the environment's bin folder is put on PATH where missing (queue
     workers are looked up there)."""

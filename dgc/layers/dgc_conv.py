@@ -84,7 +84,8 @@ class DGCConv2d(nn.Module):
         if in_channels % heads or out_channels % heads:
             raise ValueError(f"heads={heads} must divide in_channels={in_channels} and out_channels={out_channels}")
         self.in_channels, self.out_channels, self.num_heads = in_channels, out_channels, heads
-        self.kernel_size, self.stride, self.padding, self.dilation = map(_pair, (kernel_size, stride, padding, dilation))
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding, self.dilation = _pair(padding), _pair(dilation)
         self.squeeze_rate, self.gate_factor = squeeze_rate, check_gate_factor(gate_factor)
         if selection not in SELECTIONS:
             raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")

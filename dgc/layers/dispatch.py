@@ -56,7 +56,8 @@ class Executions(Mapping[str, Execution]):
             for row in self.rows.values():
                 if row.auto is not None and row.auto(layer, x) and row.applies(layer, x):
                     return row
-            raise RuntimeError(f"no execution of {type(layer).__name__} applies")  # tables end with one that always does
+            # every table ends with an execution that always applies
+            raise RuntimeError(f"no execution of {type(layer).__name__} applies")
         if asked not in self.rows:
             raise ValueError(f"unknown execution {asked!r}; use 'auto' or one of {', '.join(self.rows)}")
         execution = self.rows[asked]

@@ -38,7 +38,8 @@ def inference_latency(model: nn.Module, device: torch.device, batch_size: int,
                       input_size: tuple[int, int, int] = (3, 32, 32), repeats: int = 10,
                       forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
                       warmup: int = 2) -> float:
-    """Median ms per image of an eval-mode forward at `batch_size` (through `forward` when given; first call untimed)."""
+    """Median ms per image of an eval-mode forward at `batch_size` (through `forward` when given), after a check
+    that its outputs are finite and `warmup` untimed calls."""
     model.eval().to(device)
     forward = model if forward is None else forward
     x = torch.randn(batch_size, *input_size, device=device)

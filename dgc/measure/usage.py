@@ -54,8 +54,9 @@ def measure_usage(model: nn.Module, batches: Iterable) -> dict:
             images += len(x)
             for layer in layers:
                 active = layer.report.active  # (B, H, C)
-                sums[id(layer)] += torch.stack([layer.report.kept.float().mean(dim=(1, 2)).sum(),
-                                                active.float().mean(dim=(1, 2)).sum(), head_overlap(active).sum()]).cpu().double()
+                terms = [layer.report.kept.float().mean(dim=(1, 2)).sum(), active.float().mean(dim=(1, 2)).sum(),
+                         head_overlap(active).sum()]
+                sums[id(layer)] += torch.stack(terms).cpu().double()
     # kept: 1 - n_in / C_in per image for head-wise DGC, uneven for DGC-G
     return {"images": images, "layers": [
         {"name": names[layer], "in_channels": layer.in_channels, "out_channels": layer.out_channels,

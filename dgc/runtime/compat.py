@@ -41,7 +41,8 @@ def load_official_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Te
     may be a whole checkpoint of theirs, holding it as `state_dict` or `model`."""
     ours = model.state_dict()
     translated: dict[str, torch.Tensor] = {}
-    theirs = next((state_dict[k] for k in ("state_dict", "model") if isinstance(state_dict.get(k), Mapping)), state_dict)
+    theirs = next((state_dict[k] for k in ("state_dict", "model") if isinstance(state_dict.get(k), Mapping)),
+                  state_dict)
     for key, value in theirs.items():
         target = translate_key(key)
         if target not in ours:

@@ -68,9 +68,10 @@ class TrainResult:
 
 def settings_of(dataset: str, model: nn.Module, params: Params, seed: int) -> dict[str, Any]:
     """The run's settings as plain data (tuples -> lists: what weights_only checkpoints and YAML/JSON store)."""
-    return json.loads(json.dumps({"dataset": dataset, "model_name": model.model_name, "model_args": model.model_args, "seed": seed,
-                   "train": dataclasses.asdict(params.train), "data": dataclasses.asdict(params.data),
-                   "profile": params.profile}))
+    settings = {"dataset": dataset, "model_name": model.model_name, "model_args": model.model_args, "seed": seed,
+                "train": dataclasses.asdict(params.train), "data": dataclasses.asdict(params.data),
+                "profile": params.profile}
+    return json.loads(json.dumps(settings))
 
 
 def fingerprint(settings: dict[str, Any]) -> dict[str, Any]:
@@ -281,7 +282,8 @@ def _set_up(spec: RunSpec, model: nn.Module, device: torch.device, dist_info: Di
     ctx = StepContext(optimizer, cfg.lr, cfg.epochs * steps, cfg.sparsity_lambda, precision.autocast, scaler,
                       all_reduce_sum, cfg.angle_lambda, selection)
     tracker = Tracker(cfg.wandb, cfg.wandb_project, f"{spec.dataset}-{spec.model_name}-seed{spec.seed}", spec.out,
-                      spec.settings, enabled=dist_info.is_main, resume=checkpoint is not None)  # continues its wandb run
+                      spec.settings, enabled=dist_info.is_main,
+                      resume=checkpoint is not None)  # a resumed run continues its wandb run
     say(f"training {spec.model_name} on {spec.dataset}: {cfg.epochs} epochs x {steps} steps, "
         f"batch {cfg.batch_size}, device {device}" + (f" x{dist_info.world_size}" if dist_info.enabled else "")
         + (f", torch.compile mode {compile_mode}" if compile_mode else ""))
