@@ -77,9 +77,9 @@ class Launcher:
         """The handle of a job just submitted in `slot`, its record written."""
         from dgc.io import write_text_atomic
 
-        write_text_atomic(folder / RECORD, json.dumps(
-            {"launcher": self.name, "job_id": job.job_id, "submitted": datetime.now().astimezone().isoformat(
-                timespec="seconds"), "submitted_at": time.time()}) + "\n")
+        record = {"launcher": self.name, "job_id": job.job_id,
+                  "submitted": datetime.now().astimezone().isoformat(timespec="seconds"), "submitted_at": time.time()}
+        write_text_atomic(folder / RECORD, json.dumps(record) + "\n")
         self.busy.append(slot)
         return Handle(run, job, slot)
 
